@@ -1,0 +1,239 @@
+//! The codec trait: how the rotation engine reads and writes one stored
+//! value, whatever format it is in. keyturn's own format v1 is one codec
+//! ([`NativeCodec`]); codecs for other frameworks' formats implement the same
+//! trait, so the engine never needs to know which format a column holds.
+
+use crate::error::FormatError;
+use crate::key_id::KeyId;
+use crate::keyring::Keyring;
+use crate::v1::{self, Encoding};
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// What a codec can tell about a stored value from its bytes alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Inspection<'a> {
+    /// A value of this codec whose header names its key.
+    UnderKey(&'a str),
+    /// A value of this codec that carries no key hint: its key is found by
+    /// trial decryption.
+    KeyUnknown,
+    /// Not a value of this codec: plaintext or some other format.
+    NotThisFormat,
+    /// This codec's marker, but damaged or of an unknown version.
+    Invalid(FormatError),
+}
+
+/// Codec-specific state read from a value that must survive re-encryption
+/// (e.g. a Fernet token's original timestamp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Carry {
+    #[default]
+    None,
+    /// Seconds since the Unix epoch.
+    Timestamp(u64),
+}
+
+/// A decrypted value.
+pub struct Opened {
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// The key that decrypted it.
+    pub key_id: KeyId,
+    pub encoding: Encoding,
+    pub carry: Carry,
+}
+
+impl fmt::Debug for Opened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Opened {{ key_id: {}, {} plaintext bytes (redacted) }}",
+            self.key_id,
+            self.plaintext.len()
+        )
+    }
+}
+
+/// Where the key id sits inside stored values, so that a database can count
+/// rows per key without decrypting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyIdLocation {
+    /// The format carries no key id: rotation state is found by trial decryption.
+    None,
+    /// Text values `<prefix><key id><terminator>…`.
+    TextDelimited {
+        prefix: &'static str,
+        terminator: u8,
+    },
+    /// Binary values starting with `magic`, with a one-byte key id length at
+    /// `len_offset` followed by the key id.
+    BinaryLengthPrefixed {
+        magic: &'static [u8],
+        len_offset: usize,
+    },
+}
+
+/// The outcome of re-encrypting one value.
+#[derive(Debug)]
+pub enum Reencryption {
+    /// Already under the primary key: nothing to write.
+    AlreadyPrimary,
+    /// The new stored value, under the primary key.
+    Rotated(Vec<u8>),
+}
+
+/// One stored-value format.
+pub trait Codec: Send + Sync + fmt::Debug {
+    /// Short name used in configs and reports.
+    fn name(&self) -> &str;
+
+    /// Classifies a value from its bytes alone, without decrypting.
+    fn inspect<'v>(&self, stored: &'v [u8]) -> Inspection<'v>;
+
+    /// Decrypts a value with whichever key of the ring fits.
+    fn decrypt(
+        &self,
+        ring: &Keyring,
+        stored: &[u8],
+        context: &[&[u8]],
+    ) -> Result<Opened, FormatError>;
+
+    /// Encrypts a decrypted value again under the ring's primary key, keeping
+    /// its encoding and carried state.
+    fn reseal(
+        &self,
+        ring: &Keyring,
+        opened: &Opened,
+        context: &[&[u8]],
+    ) -> Result<Vec<u8>, FormatError>;
+
+    /// Encrypts a plaintext under the primary key (first migration of a
+    /// plaintext column).
+    fn encrypt(
+        &self,
+        ring: &Keyring,
+        plaintext: &[u8],
+        context: &[&[u8]],
+    ) -> Result<Vec<u8>, FormatError>;
+
+    /// The bytes every value under the primary key starts with, when the
+    /// format has such a prefix: lets SQL skip rows already rotated.
+    fn primary_prefix(&self, ring: &Keyring) -> Option<Vec<u8>>;
+
+    /// Where the key id sits in stored values.
+    fn key_id_location(&self) -> KeyIdLocation;
+
+    /// Re-encrypts under the primary key, skipping values already there
+    /// (from the header when the format has a key id, otherwise after the
+    /// trial decryption).
+    fn reencrypt(
+        &self,
+        ring: &Keyring,
+        stored: &[u8],
+        context: &[&[u8]],
+    ) -> Result<Reencryption, FormatError> {
+        match self.inspect(stored) {
+            Inspection::UnderKey(id) if id == ring.primary_id().as_str() => {
+                return Ok(Reencryption::AlreadyPrimary);
+            }
+            Inspection::Invalid(e) => return Err(e),
+            Inspection::NotThisFormat => {
+                return Err(if stored.is_empty() {
+                    FormatError::Empty
+                } else {
+                    FormatError::UnknownFormat
+                });
+            }
+            _ => {}
+        }
+        let opened = self.decrypt(ring, stored, context)?;
+        if opened.key_id == *ring.primary_id() {
+            return Ok(Reencryption::AlreadyPrimary);
+        }
+        self.reseal(ring, &opened, context)
+            .map(Reencryption::Rotated)
+    }
+}
+
+/// keyturn's own format v1, written in one encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct NativeCodec {
+    /// The encoding new values are written in (re-encrypted values keep theirs).
+    pub encoding: Encoding,
+}
+
+impl Codec for NativeCodec {
+    fn name(&self) -> &str {
+        match self.encoding {
+            Encoding::Binary => "keyturn-binary",
+            Encoding::Text => "keyturn-text",
+        }
+    }
+
+    fn inspect<'v>(&self, stored: &'v [u8]) -> Inspection<'v> {
+        match v1::peek(stored) {
+            Ok(h) => Inspection::UnderKey(h.key_id),
+            Err(FormatError::UnknownFormat | FormatError::Empty) => Inspection::NotThisFormat,
+            Err(e) => Inspection::Invalid(e),
+        }
+    }
+
+    fn decrypt(
+        &self,
+        ring: &Keyring,
+        stored: &[u8],
+        context: &[&[u8]],
+    ) -> Result<Opened, FormatError> {
+        let parsed = v1::parse(stored)?;
+        let key = ring.decryption_key(parsed.header.key_id)?;
+        let plaintext = v1::open(key, &parsed, context)?;
+        Ok(Opened {
+            plaintext,
+            key_id: KeyId::new(parsed.header.key_id)?,
+            encoding: parsed.header.encoding,
+            carry: Carry::None,
+        })
+    }
+
+    fn reseal(
+        &self,
+        ring: &Keyring,
+        opened: &Opened,
+        context: &[&[u8]],
+    ) -> Result<Vec<u8>, FormatError> {
+        ring.encrypt(&opened.plaintext, context, opened.encoding)
+    }
+
+    fn encrypt(
+        &self,
+        ring: &Keyring,
+        plaintext: &[u8],
+        context: &[&[u8]],
+    ) -> Result<Vec<u8>, FormatError> {
+        ring.encrypt(plaintext, context, self.encoding)
+    }
+
+    fn primary_prefix(&self, ring: &Keyring) -> Option<Vec<u8>> {
+        Some(v1::key_prefix(
+            ring.primary_key().algorithm(),
+            ring.primary_id(),
+            self.encoding,
+        ))
+    }
+
+    fn key_id_location(&self) -> KeyIdLocation {
+        match self.encoding {
+            Encoding::Binary => KeyIdLocation::BinaryLengthPrefixed {
+                magic: &v1::MAGIC,
+                len_offset: 4,
+            },
+            Encoding::Text => KeyIdLocation::TextDelimited {
+                prefix: v1::TEXT_MARKER,
+                terminator: b':',
+            },
+        }
+    }
+}

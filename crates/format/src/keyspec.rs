@@ -1,0 +1,127 @@
+//! Key specs: the text form of one data key, `<id>:<alg>:<base64 key>`.
+//!
+//! Example: `k1:aes256gcm:q0cX...=` (standard base64 with padding of the 32
+//! key bytes). A source (env var, file, stdin) may hold several specs,
+//! separated by newlines, spaces or commas; lines starting with `#` are
+//! comments. Error messages name the spec by position and id, never by
+//! content, so a typo in a key never ends up in a log.
+
+use crate::algorithm::Algorithm;
+use crate::error::FormatError;
+use crate::key_id::KeyId;
+use crate::secret::SecretKey;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use zeroize::Zeroizing;
+
+/// One parsed key spec.
+#[derive(Debug)]
+pub struct KeySpec {
+    pub id: KeyId,
+    pub key: SecretKey,
+}
+
+impl KeySpec {
+    /// Parses one spec. `position` is used in errors (1-based).
+    pub fn parse(spec: &str) -> Result<KeySpec, FormatError> {
+        Self::parse_at(spec, 1)
+    }
+
+    fn parse_at(spec: &str, position: usize) -> Result<KeySpec, FormatError> {
+        let bad = |why: String| FormatError::InvalidKeySpec(format!("key spec #{position}: {why}"));
+        let mut parts = spec.splitn(3, ':');
+        let (Some(id), Some(alg), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("expected <id>:<alg>:<base64 key>".into()));
+        };
+        let id = KeyId::new(id).map_err(|e| bad(e.to_string()))?;
+        let alg = Algorithm::from_name(alg).map_err(|_| {
+            bad(format!(
+                "key {:?}: unknown algorithm (use aes256gcm or xchacha20poly1305)",
+                id.as_str()
+            ))
+        })?;
+        let bytes = Zeroizing::new(STANDARD.decode(b64.trim()).map_err(|_| {
+            bad(format!(
+                "key {:?}: key material is not valid standard base64",
+                id.as_str()
+            ))
+        })?);
+        let key = SecretKey::from_bytes(alg, &bytes).map_err(|_| {
+            bad(format!(
+                "key {:?}: {} keys are 32 bytes, got {}",
+                id.as_str(),
+                alg.name(),
+                bytes.len()
+            ))
+        })?;
+        Ok(KeySpec { id, key })
+    }
+
+    /// Parses every spec in a source.
+    pub fn parse_many(text: &str) -> Result<Vec<KeySpec>, FormatError> {
+        let mut out = Vec::new();
+        for spec in text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == ','))
+            .filter(|s| !s.is_empty())
+        {
+            out.push(Self::parse_at(spec, out.len() + 1)?);
+        }
+        Ok(out)
+    }
+
+    /// A new random key.
+    pub fn generate(id: KeyId, alg: Algorithm) -> Result<KeySpec, FormatError> {
+        Ok(KeySpec {
+            id,
+            key: SecretKey::generate(alg)?,
+        })
+    }
+
+    /// The spec string. Holds key material: zeroized on drop, never log it.
+    pub fn to_spec_string(&self) -> Zeroizing<String> {
+        let mut s = Zeroizing::new(String::with_capacity(96));
+        s.push_str(self.id.as_str());
+        s.push(':');
+        s.push_str(self.key.algorithm().name());
+        s.push(':');
+        STANDARD.encode_string(self.key.expose_bytes(), &mut s);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_many() {
+        let a = KeySpec::generate(KeyId::new("k1").unwrap(), Algorithm::Aes256Gcm).unwrap();
+        let b = KeySpec::generate(KeyId::new("k2").unwrap(), Algorithm::XChaCha20Poly1305).unwrap();
+        let text = format!(
+            "# keys\n{}\n  {} ,\n",
+            &*a.to_spec_string(),
+            &*b.to_spec_string()
+        );
+        let many = KeySpec::parse_many(&text).unwrap();
+        assert_eq!(many.len(), 2);
+        assert_eq!(many[0].key.expose_bytes(), a.key.expose_bytes());
+        assert_eq!(many[1].key.algorithm(), Algorithm::XChaCha20Poly1305);
+    }
+
+    #[test]
+    fn errors_never_echo_material() {
+        let material = STANDARD.encode([0x5au8; 31]);
+        let material = material.as_str();
+        for spec in [
+            format!("k1:aes256gcm:{material}"),
+            format!("k1:rot13:{material}"),
+            format!("k1:aes256gcm:{material}!"),
+            format!("k 1:aes256gcm:{material}"),
+        ] {
+            let e = KeySpec::parse(&spec).unwrap_err().to_string();
+            assert!(!e.contains(material) && !e.contains(&material[..16]), "{e}");
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! keyturn's format layer: ciphertext format v1, keys, keyrings, key specs and
+//! the codec trait. Pure: no I/O, no async, no global state beyond the
+//! operating system's random generator (for nonces and new keys).
+//!
+//! The byte layout is specified in docs/FORMAT.md at the repository root.
+#![forbid(unsafe_code)]
+#![deny(missing_debug_implementations)]
+
+mod algorithm;
+pub mod codec;
+mod error;
+mod key_id;
+mod keyring;
+mod keyspec;
+mod secret;
+pub mod v1;
+
+pub use algorithm::{ALGORITHMS, Algorithm, TAG_LEN};
+pub use codec::{Carry, Codec, Inspection, KeyIdLocation, NativeCodec, Opened, Reencryption};
+pub use error::{Field, FormatError};
+pub use key_id::{KeyId, MAX_KEY_ID_LEN};
+pub use keyring::{KeyState, Keyring, KeyringBuilder, Reencrypted};
+pub use keyspec::KeySpec;
+pub use secret::SecretKey;
+pub use v1::{Encoding, MAX_PLAINTEXT_LEN};

@@ -1,0 +1,474 @@
+//! Ciphertext format v1: parsing and sealing. See docs/FORMAT.md.
+//!
+//! Parsing is strict (parse, don't validate): every field is checked in
+//! order, truncation names the field, and trailing bytes are an error.
+
+use crate::algorithm::{Algorithm, TAG_LEN};
+use crate::error::{Field, FormatError};
+use crate::key_id::{KeyId, MAX_KEY_ID_LEN};
+use crate::secret::SecretKey;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::borrow::Cow;
+use zeroize::Zeroizing;
+
+/// First two bytes of the binary encoding. 0x8B can never start valid UTF-8,
+/// so a binary ciphertext is never mistaken for text or plaintext.
+pub const MAGIC: [u8; 2] = [0x8B, 0x4B];
+/// The format version this module reads and writes.
+pub const VERSION: u8 = 1;
+/// Start of the text encoding: `kt1:<key id>:<alg>:<base64url body>`.
+pub const TEXT_MARKER: &str = "kt1:";
+/// Largest plaintext keyturn encrypts or accepts when decoding (64 MiB):
+/// bounds the memory one value can make a decoder allocate.
+pub const MAX_PLAINTEXT_LEN: usize = 64 << 20;
+/// Longest header: magic, version, algorithm, key id length, key id, length.
+pub const MAX_HEADER_LEN: usize = 5 + MAX_KEY_ID_LEN + 4;
+
+/// How a ciphertext is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// Raw bytes, for bytea / BLOB / VARBINARY columns.
+    Binary,
+    /// ASCII text, for TEXT / VARCHAR columns.
+    Text,
+}
+
+impl Encoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Binary => "binary",
+            Encoding::Text => "text",
+        }
+    }
+}
+
+/// What a header says, read without touching the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderRef<'a> {
+    pub encoding: Encoding,
+    pub algorithm: Algorithm,
+    /// Validated key id (charset and length already checked).
+    pub key_id: &'a str,
+}
+
+/// A fully parsed v1 ciphertext.
+#[derive(Debug)]
+pub struct Parsed<'a> {
+    pub header: HeaderRef<'a>,
+    /// `ciphertext length ‖ nonce ‖ ciphertext ‖ tag`: borrowed from binary
+    /// input, decoded from base64 for text input.
+    body: Cow<'a, [u8]>,
+    ct_len: usize,
+}
+
+impl<'a> Parsed<'a> {
+    fn nonce_len(&self) -> usize {
+        self.header.algorithm.nonce_len()
+    }
+    pub fn nonce(&self) -> &[u8] {
+        &self.body[4..4 + self.nonce_len()]
+    }
+    pub fn ciphertext(&self) -> &[u8] {
+        let s = 4 + self.nonce_len();
+        &self.body[s..s + self.ct_len]
+    }
+    pub fn tag(&self) -> &[u8] {
+        let s = 4 + self.nonce_len() + self.ct_len;
+        &self.body[s..s + TAG_LEN]
+    }
+    pub fn plaintext_len(&self) -> usize {
+        self.ct_len
+    }
+}
+
+/// Builds the canonical header (the associated data's first part).
+/// Returns the buffer and its used length.
+fn header_bytes(alg: Algorithm, key_id: &[u8], ct_len: usize) -> ([u8; MAX_HEADER_LEN], usize) {
+    let mut h = [0u8; MAX_HEADER_LEN];
+    h[0..2].copy_from_slice(&MAGIC);
+    h[2] = VERSION;
+    h[3] = alg.byte();
+    // Key ids are validated to at most 32 bytes, so the cast is lossless.
+    h[4] = key_id.len() as u8;
+    h[5..5 + key_id.len()].copy_from_slice(key_id);
+    let n = 5 + key_id.len();
+    // ct_len <= MAX_PLAINTEXT_LEN < 2^32, checked by callers.
+    h[n..n + 4].copy_from_slice(&(ct_len as u32).to_be_bytes());
+    (h, n + 4)
+}
+
+/// Calls `f` with `header ‖ context`, where each context part is encoded as
+/// a 4-byte big-endian length followed by its bytes. Small associated data
+/// stays on the stack: this runs once per value.
+fn with_aad<R>(header: &[u8], context: &[&[u8]], f: impl FnOnce(&[u8]) -> R) -> R {
+    let total = header.len() + context.iter().map(|p| 4 + p.len()).sum::<usize>();
+    let mut stack = [0u8; 256];
+    let mut heap;
+    let buf: &mut [u8] = if total <= stack.len() {
+        &mut stack[..total]
+    } else {
+        heap = vec![0u8; total];
+        &mut heap[..]
+    };
+    buf[..header.len()].copy_from_slice(header);
+    let mut at = header.len();
+    for part in context {
+        buf[at..at + 4].copy_from_slice(&(part.len() as u32).to_be_bytes());
+        at += 4;
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    f(buf)
+}
+
+/// Fills a nonce from the operating system's CSPRNG (aws-lc's DRBG, reseeded
+/// from the OS).
+pub(crate) fn fill_nonce(nonce: &mut [u8]) -> Result<(), FormatError> {
+    aws_lc_rs::rand::fill(nonce)
+        .map_err(|_| FormatError::Crypto("the system random generator failed"))
+}
+
+/// Reads the header of either encoding without decoding the payload.
+pub fn peek(stored: &[u8]) -> Result<HeaderRef<'_>, FormatError> {
+    match stored.first() {
+        None => Err(FormatError::Empty),
+        Some(&b) if b == MAGIC[0] => peek_binary(stored).map(|(h, _)| h),
+        Some(b'k') => peek_text(stored).map(|(h, _)| h),
+        Some(_) => Err(FormatError::UnknownFormat),
+    }
+}
+
+/// Parses either encoding.
+pub fn parse(stored: &[u8]) -> Result<Parsed<'_>, FormatError> {
+    match stored.first() {
+        None => Err(FormatError::Empty),
+        Some(&b) if b == MAGIC[0] => parse_binary(stored),
+        Some(b'k') => parse_text(stored),
+        Some(_) => Err(FormatError::UnknownFormat),
+    }
+}
+
+/// Returns the header and the offset of the body.
+fn peek_binary(b: &[u8]) -> Result<(HeaderRef<'_>, usize), FormatError> {
+    if b.is_empty() {
+        return Err(FormatError::Empty);
+    }
+    if b[0] != MAGIC[0] {
+        return Err(FormatError::UnknownFormat);
+    }
+    let at = |i: usize, field: Field| b.get(i).copied().ok_or(FormatError::Truncated(field));
+    if at(1, Field::Magic)? != MAGIC[1] {
+        return Err(FormatError::UnknownFormat);
+    }
+    let version = at(2, Field::Version)?;
+    if version != VERSION {
+        return Err(FormatError::UnknownVersion(u32::from(version)));
+    }
+    let algorithm = Algorithm::from_byte(at(3, Field::Algorithm)?)?;
+    let id_len = usize::from(at(4, Field::KeyIdLength)?);
+    if id_len == 0 || id_len > MAX_KEY_ID_LEN {
+        return Err(FormatError::InvalidKeyId(format!(
+            "key id length {id_len} is outside 1..={MAX_KEY_ID_LEN}"
+        )));
+    }
+    let id = b
+        .get(5..5 + id_len)
+        .ok_or(FormatError::Truncated(Field::KeyId))?;
+    KeyId::validate(id)?;
+    // validate() accepted only ASCII, so this cannot fail.
+    let key_id =
+        std::str::from_utf8(id).map_err(|_| FormatError::InvalidKeyId("not ASCII".into()))?;
+    Ok((
+        HeaderRef {
+            encoding: Encoding::Binary,
+            algorithm,
+            key_id,
+        },
+        5 + id_len,
+    ))
+}
+
+fn parse_binary(b: &[u8]) -> Result<Parsed<'_>, FormatError> {
+    let (header, body_at) = peek_binary(b)?;
+    let ct_len = check_body(&b[body_at..], header.algorithm)?;
+    Ok(Parsed {
+        header,
+        body: Cow::Borrowed(&b[body_at..]),
+        ct_len,
+    })
+}
+
+/// Checks `ciphertext length ‖ nonce ‖ ciphertext ‖ tag`, returning the
+/// ciphertext length.
+fn check_body(body: &[u8], alg: Algorithm) -> Result<usize, FormatError> {
+    let len_bytes: [u8; 4] = body
+        .get(0..4)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(FormatError::Truncated(Field::CiphertextLength))?;
+    let ct_len = u32::from_be_bytes(len_bytes) as usize;
+    if ct_len > MAX_PLAINTEXT_LEN {
+        return Err(FormatError::TooLong(ct_len as u64));
+    }
+    let nonce_end = 4 + alg.nonce_len();
+    if body.len() < nonce_end {
+        return Err(FormatError::Truncated(Field::Nonce));
+    }
+    if body.len() < nonce_end + ct_len {
+        return Err(FormatError::Truncated(Field::Ciphertext));
+    }
+    let end = nonce_end + ct_len + TAG_LEN;
+    if body.len() < end {
+        return Err(FormatError::Truncated(Field::Tag));
+    }
+    if body.len() > end {
+        return Err(FormatError::TrailingBytes(body.len() - end));
+    }
+    Ok(ct_len)
+}
+
+/// Returns the header and the offset of the base64 body.
+fn peek_text(s: &[u8]) -> Result<(HeaderRef<'_>, usize), FormatError> {
+    if s.is_empty() {
+        return Err(FormatError::Empty);
+    }
+    // "kt" then a decimal version then ':'.
+    if s.len() < 2 || &s[..2] != b"kt" {
+        return Err(if s == b"k" {
+            FormatError::Truncated(Field::Magic)
+        } else {
+            FormatError::UnknownFormat
+        });
+    }
+    let digits = s[2..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 {
+        return Err(if s.len() == 2 {
+            FormatError::Truncated(Field::Version)
+        } else {
+            FormatError::UnknownFormat
+        });
+    }
+    let ver_end = 2 + digits;
+    match s.get(ver_end) {
+        None => return Err(FormatError::Truncated(Field::Version)),
+        Some(b':') => {}
+        Some(_) => return Err(FormatError::UnknownFormat),
+    }
+    let version: u32 = std::str::from_utf8(&s[2..ver_end])
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or(FormatError::UnknownFormat)?;
+    if version != u32::from(VERSION) || digits != 1 {
+        return Err(FormatError::UnknownVersion(version));
+    }
+    let rest = &s[ver_end + 1..];
+    let id_end = rest.iter().position(|&c| c == b':').ok_or_else(|| {
+        if rest.len() > MAX_KEY_ID_LEN {
+            FormatError::InvalidKeyId(format!("longer than {MAX_KEY_ID_LEN} bytes"))
+        } else {
+            FormatError::Truncated(Field::KeyId)
+        }
+    })?;
+    let id = &rest[..id_end];
+    KeyId::validate(id)?;
+    let key_id =
+        std::str::from_utf8(id).map_err(|_| FormatError::InvalidKeyId("not ASCII".into()))?;
+    let rest2 = &rest[id_end + 1..];
+    let alg_end = rest2
+        .iter()
+        .position(|&c| c == b':')
+        .ok_or(FormatError::Truncated(Field::Algorithm))?;
+    let algorithm = Algorithm::from_text_token(&rest2[..alg_end])?;
+    let body_at = ver_end + 1 + id_end + 1 + alg_end + 1;
+    Ok((
+        HeaderRef {
+            encoding: Encoding::Text,
+            algorithm,
+            key_id,
+        },
+        body_at,
+    ))
+}
+
+fn parse_text(s: &[u8]) -> Result<Parsed<'_>, FormatError> {
+    let (header, body_at) = peek_text(s)?;
+    let b64 = &s[body_at..];
+    if b64.is_empty() {
+        return Err(FormatError::Truncated(Field::CiphertextLength));
+    }
+    // Bound the allocation before decoding: base64 expands by 4/3.
+    let max_body = 4 + header.algorithm.nonce_len() + MAX_PLAINTEXT_LEN + TAG_LEN;
+    if b64.len() / 4 * 3 > max_body + 3 {
+        return Err(FormatError::TooLong(b64.len() as u64 / 4 * 3));
+    }
+    let body = URL_SAFE_NO_PAD.decode(b64).map_err(|_| {
+        FormatError::BadTextEncoding("the body is not canonical unpadded base64url")
+    })?;
+    let ct_len = check_body(&body, header.algorithm)?;
+    Ok(Parsed {
+        header,
+        body: Cow::Owned(body),
+        ct_len,
+    })
+}
+
+/// Encrypts `plaintext` under `key` (named `key_id`) with a fresh random
+/// nonce, binding `context` as associated data.
+pub fn seal(
+    key: &SecretKey,
+    key_id: &KeyId,
+    plaintext: &[u8],
+    context: &[&[u8]],
+    encoding: Encoding,
+) -> Result<Vec<u8>, FormatError> {
+    if plaintext.len() > MAX_PLAINTEXT_LEN {
+        return Err(FormatError::TooLong(plaintext.len() as u64));
+    }
+    let alg = key.algorithm();
+    let (header, hlen) = header_bytes(alg, key_id.as_str().as_bytes(), plaintext.len());
+    let nlen = alg.nonce_len();
+    let body_len = 4 + nlen + plaintext.len() + TAG_LEN;
+    // Binary: header ‖ nonce ‖ ct ‖ tag. Text: the body is built the same way
+    // (length ‖ nonce ‖ ct ‖ tag) and then base64url-encoded.
+    let prefix = match encoding {
+        Encoding::Binary => hlen - 4,
+        Encoding::Text => 0,
+    };
+    let mut buf = vec![0u8; prefix + body_len];
+    buf[..prefix].copy_from_slice(&header[..prefix]);
+    buf[prefix..prefix + 4].copy_from_slice(&header[hlen - 4..hlen]);
+    let n0 = prefix + 4;
+    fill_nonce(&mut buf[n0..n0 + nlen])?;
+    let c0 = n0 + nlen;
+    buf[c0..c0 + plaintext.len()].copy_from_slice(plaintext);
+    let (head, tail) = buf.split_at_mut(c0);
+    let (ct, tag_out) = tail.split_at_mut(plaintext.len());
+    let nonce = &head[n0..n0 + nlen];
+    let tag = with_aad(&header[..hlen], context, |aad| {
+        key.seal_in_place(nonce, aad, ct)
+    })?;
+    tag_out.copy_from_slice(&tag);
+    match encoding {
+        Encoding::Binary => Ok(buf),
+        Encoding::Text => {
+            let mut out = String::with_capacity(
+                TEXT_MARKER.len() + key_id.as_str().len() + 3 + body_len.div_ceil(3) * 4,
+            );
+            out.push_str(TEXT_MARKER);
+            out.push_str(key_id.as_str());
+            out.push(':');
+            out.push(alg.text_token() as char);
+            out.push(':');
+            URL_SAFE_NO_PAD.encode_string(&buf, &mut out);
+            Ok(out.into_bytes())
+        }
+    }
+}
+
+/// Decrypts a parsed ciphertext with `key`. The caller has matched the key
+/// to `parsed.header.key_id`.
+pub fn open(
+    key: &SecretKey,
+    parsed: &Parsed<'_>,
+    context: &[&[u8]],
+) -> Result<Zeroizing<Vec<u8>>, FormatError> {
+    let h = &parsed.header;
+    if key.algorithm() != h.algorithm {
+        return Err(FormatError::AlgorithmMismatch {
+            key: h.key_id.to_owned(),
+            have: key.algorithm().name(),
+            want: h.algorithm.name(),
+        });
+    }
+    let (header, hlen) = header_bytes(h.algorithm, h.key_id.as_bytes(), parsed.ct_len);
+    let mut out = Zeroizing::new(vec![0u8; parsed.ct_len]);
+    with_aad(&header[..hlen], context, |aad| {
+        key.open_into(
+            h.key_id,
+            parsed.nonce(),
+            aad,
+            parsed.ciphertext(),
+            parsed.tag(),
+            &mut out,
+        )
+    })?;
+    Ok(out)
+}
+
+/// The bytes every value under `key_id` (with algorithm `alg`) starts with,
+/// in the given encoding. Lets a database tell, by prefix comparison alone,
+/// whether a value is already under a key.
+pub fn key_prefix(alg: Algorithm, key_id: &KeyId, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Binary => {
+            let (h, hlen) = header_bytes(alg, key_id.as_str().as_bytes(), 0);
+            h[..hlen - 4].to_vec()
+        }
+        Encoding::Text => format!(
+            "{TEXT_MARKER}{}:{}:",
+            key_id.as_str(),
+            alg.text_token() as char
+        )
+        .into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> (KeyId, SecretKey) {
+        (
+            KeyId::new("k1").unwrap(),
+            SecretKey::from_bytes(Algorithm::Aes256Gcm, &[7u8; 32]).unwrap(),
+        )
+    }
+
+    #[test]
+    fn binary_and_text_round_trip() {
+        let (id, k) = key();
+        for enc in [Encoding::Binary, Encoding::Text] {
+            let ct = seal(&k, &id, b"hello", &[b"t", b"c"], enc).unwrap();
+            let p = parse(&ct).unwrap();
+            assert_eq!(p.header.encoding, enc);
+            assert_eq!(p.header.key_id, "k1");
+            assert_eq!(&open(&k, &p, &[b"t", b"c"]).unwrap()[..], b"hello");
+            assert_eq!(
+                open(&k, &p, &[b"t", b"d"]).unwrap_err().kind(),
+                "authentication_failed"
+            );
+            assert!(ct.starts_with(&key_prefix(Algorithm::Aes256Gcm, &id, enc)));
+        }
+    }
+
+    #[test]
+    fn context_parts_are_length_delimited() {
+        // ["ab","c"] and ["a","bc"] must be different associated data.
+        let (id, k) = key();
+        let ct = seal(&k, &id, b"x", &[b"ab", b"c"], Encoding::Binary).unwrap();
+        let p = parse(&ct).unwrap();
+        assert!(open(&k, &p, &[b"a", b"bc"]).is_err());
+    }
+
+    #[test]
+    fn large_context_uses_heap_path() {
+        let (id, k) = key();
+        let big = vec![b'z'; 1000];
+        let ct = seal(&k, &id, b"x", &[&big], Encoding::Text).unwrap();
+        assert_eq!(&open(&k, &parse(&ct).unwrap(), &[&big]).unwrap()[..], b"x");
+    }
+
+    #[test]
+    fn text_version_errors() {
+        assert_eq!(
+            peek(b"kt2:k1:a:AAAA").unwrap_err(),
+            FormatError::UnknownVersion(2)
+        );
+        assert_eq!(
+            peek(b"kt10:k1:a:AAAA").unwrap_err(),
+            FormatError::UnknownVersion(10)
+        );
+        assert_eq!(peek(b"ktx").unwrap_err(), FormatError::UnknownFormat);
+        assert_eq!(peek(b"hello").unwrap_err(), FormatError::UnknownFormat);
+    }
+}

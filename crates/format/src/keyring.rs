@@ -179,6 +179,12 @@ impl Keyring {
         b.build()
     }
 
+    /// Lets retired keys decrypt (or not), e.g. to restore an old backup.
+    pub fn allow_retired(mut self, allow: bool) -> Keyring {
+        self.allow_retired = allow;
+        self
+    }
+
     pub fn primary_id(&self) -> &KeyId {
         &self.entries[self.primary].id
     }

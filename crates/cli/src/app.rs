@@ -1,0 +1,259 @@
+//! Command dispatch: load config and keys, connect, run, print.
+
+use crate::cli::{Cli, Command, KeysCommand, RunArgs, TargetArgs, VerifyArgs};
+use crate::exit::Exit;
+use crate::output::{self, Progress};
+use anyhow::{Context, Result};
+use keyturn_db::{ConnectOptions, Database};
+use keyturn_engine::config::config_path;
+use keyturn_engine::{Config, Operation, Plan, RunOptions, VerifyOptions};
+use keyturn_format::{Algorithm, KeyId, KeySpec, Keyring};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(dispatch(cli))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(output::color_enabled())
+        .try_init();
+}
+
+async fn dispatch(cli: Cli) -> Result<Exit> {
+    let actor = cli.actor.clone().unwrap_or_else(default_actor);
+    match &cli.command {
+        Command::Keys(KeysCommand::Generate { id, alg }) => keys_generate(id.as_deref(), alg),
+        Command::Demo(args) => crate::demo::run(args, cli.json).await,
+        Command::Status(t) => {
+            let ctx = Session::open(&cli, t, 2).await?;
+            let report =
+                keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &ctx.ring).await?;
+            ctx.db.close().await;
+            output::print_status(&report, cli.json)?;
+            Ok(Exit::Ok)
+        }
+        Command::Rotate(args) => run_op(&cli, args, Operation::Rotate, actor).await,
+        Command::Encrypt(args) => run_op(&cli, args, Operation::Encrypt, actor).await,
+        Command::Verify(args) => verify(&cli, args).await,
+    }
+}
+
+pub fn default_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if host.is_empty() {
+        user
+    } else {
+        format!("{user}@{host}")
+    }
+}
+
+/// Config, keyring, database and plan for one command.
+pub struct Session {
+    pub cfg: Config,
+    pub ring: Arc<Keyring>,
+    pub db: Arc<dyn Database>,
+    pub plan: Plan,
+}
+
+impl Session {
+    pub async fn open(cli: &Cli, target: &TargetArgs, connections: u32) -> Result<Session> {
+        let path = config_path(cli.config.as_deref());
+        let cfg = Config::load(&path)?;
+        Session::from_config(cfg, target, connections).await
+    }
+
+    pub async fn from_config(
+        cfg: Config,
+        target: &TargetArgs,
+        connections: u32,
+    ) -> Result<Session> {
+        let ring = Arc::new(keyturn_keys::load_keyring(
+            &cfg.key_sources(),
+            &cfg.ring_policy(),
+        )?);
+        let db = keyturn_db::connect(
+            &cfg.database.url,
+            &ConnectOptions {
+                max_connections: connections,
+                create_if_missing: false,
+            },
+        )
+        .await?;
+        let plan = keyturn_engine::plan::resolve(
+            db.as_ref(),
+            &cfg,
+            target.table.as_deref(),
+            target.column.as_deref(),
+        )
+        .await?;
+        Ok(Session {
+            cfg,
+            ring,
+            db,
+            plan,
+        })
+    }
+}
+
+fn keys_generate(id: Option<&str>, alg: &str) -> Result<Exit> {
+    let alg = Algorithm::from_name(alg).map_err(|_| {
+        keyturn_engine::EngineError::Usage(format!(
+            "--alg {alg:?}: use aes256gcm or xchacha20poly1305"
+        ))
+    })?;
+    let id = match id {
+        Some(i) => {
+            KeyId::new(i).map_err(|e| keyturn_engine::EngineError::Usage(format!("--id: {e}")))?
+        }
+        None => {
+            let today = time::OffsetDateTime::now_utc().date();
+            KeyId::new(&format!(
+                "k{:04}{:02}{:02}",
+                today.year(),
+                u8::from(today.month()),
+                today.day()
+            ))?
+        }
+    };
+    let spec = KeySpec::generate(id, alg)?;
+    let s = spec.to_spec_string();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", &*s).context("writing to stdout")?;
+    Ok(Exit::Ok)
+}
+
+/// Sets the stop flag on the first Ctrl-C / SIGTERM; exits at once on the second.
+fn install_stop_handler(stop: Arc<AtomicBool>, json: bool) {
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            wait_for_signal().await;
+            count += 1;
+            if count == 1 {
+                stop.store(true, Ordering::SeqCst);
+                if !json {
+                    eprintln!(
+                        "\nstopping: finishing the batches in flight and saving the checkpoint (Ctrl-C again to abort at once)"
+                    );
+                }
+            } else {
+                eprintln!("aborted; the next run resumes from the last saved checkpoint");
+                std::process::exit(Exit::Interrupted as i32);
+            }
+        }
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn run_options(cfg: &Config, args: &RunArgs, actor: String) -> RunOptions {
+    RunOptions {
+        batch_size: args
+            .batch_size
+            .unwrap_or(cfg.rotation.batch_size)
+            .clamp(1, 100_000),
+        workers: args.workers.unwrap_or(cfg.rotation.workers).clamp(1, 64),
+        max_rows_per_sec: args.max_rows_per_sec.or(cfg.rotation.max_rows_per_sec),
+        dry_run: args.dry_run,
+        actor,
+    }
+}
+
+async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> Result<Exit> {
+    let path = config_path(cli.config.as_deref());
+    let cfg = Config::load(&path)?;
+    let workers = args.workers.unwrap_or(cfg.rotation.workers).clamp(1, 64) as u32;
+    let ctx = Session::from_config(cfg, &args.target, workers + 2).await?;
+    let opts = run_options(&ctx.cfg, args, actor);
+    execute(&ctx, op, opts, cli.json).await
+}
+
+/// Runs an operation with progress output and prints the summary.
+pub async fn execute(ctx: &Session, op: Operation, opts: RunOptions, json: bool) -> Result<Exit> {
+    let stop = Arc::new(AtomicBool::new(false));
+    install_stop_handler(stop.clone(), json);
+    let progress = Arc::new(Progress::new(op.name(), json));
+    let result = keyturn_engine::run::run(
+        ctx.db.clone(),
+        &ctx.plan,
+        ctx.ring.clone(),
+        op,
+        opts,
+        progress.clone(),
+        stop,
+    )
+    .await;
+    progress.finish();
+    ctx.db.close().await;
+    let summary = result?;
+    output::print_summary(&summary, json)?;
+    Ok(if summary.interrupted {
+        Exit::Interrupted
+    } else if summary.failed() > 0 {
+        Exit::BadRows
+    } else {
+        Exit::Ok
+    })
+}
+
+async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
+    let ctx = Session::open(cli, &args.target, 2).await?;
+    let progress = Progress::new("verify", cli.json);
+    let report = keyturn_engine::verify::verify(
+        ctx.db.as_ref(),
+        &ctx.plan,
+        ctx.ring.clone(),
+        &VerifyOptions {
+            deep: args.deep,
+            batch_size: ctx.cfg.rotation.batch_size,
+        },
+        &progress,
+    )
+    .await;
+    progress.finish();
+    ctx.db.close().await;
+    let report = report?;
+    output::print_verify(&report, cli.json)?;
+    Ok(if report.ok {
+        Exit::Ok
+    } else {
+        Exit::VerifyFailed
+    })
+}

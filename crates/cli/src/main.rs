@@ -1,0 +1,24 @@
+//! The `keyturn` binary: parses arguments, runs the command, maps the outcome
+//! to an exit code. Everything else lives in the library crates.
+#![forbid(unsafe_code)]
+
+mod app;
+mod cli;
+mod demo;
+mod exit;
+mod output;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = <cli::Cli as clap::Parser>::parse();
+    let json = args.json;
+    match app::run(args) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            let code = exit::code_for(&err);
+            output::print_error(&err, json);
+            code.into()
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Everything the CLI prints: progress (bars on a TTY, periodic log lines
+//! otherwise), tables, JSON and errors. Respects NO_COLOR.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use keyturn_engine::ProgressSink;
+use keyturn_engine::run::RunSummary;
+use keyturn_engine::status::StatusReport;
+use keyturn_engine::verify::VerifyReport;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Colors unless NO_COLOR is set (any value) or stderr is not a terminal.
+pub fn color_enabled() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+fn stderr_tty() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// How often plain (non-TTY) progress lines are printed.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+struct Plain {
+    label: String,
+    todo: u64,
+    done: u64,
+    started: Instant,
+    last: Instant,
+}
+
+pub struct Progress {
+    op: String,
+    quiet: bool,
+    tty: bool,
+    bar: Mutex<Option<ProgressBar>>,
+    plain: Mutex<Option<Plain>>,
+}
+
+impl Progress {
+    pub fn new(op: &str, json: bool) -> Progress {
+        Progress {
+            op: op.to_owned(),
+            quiet: json,
+            tty: stderr_tty(),
+            bar: Mutex::new(None),
+            plain: Mutex::new(None),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(bar) = b.take() {
+                bar.finish();
+            }
+        }
+    }
+
+    fn style() -> ProgressStyle {
+        let template = if color_enabled() {
+            "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} rows  {per_sec}  ETA {eta}"
+        } else {
+            "{prefix} [{bar:30}] {pos}/{len} rows  {per_sec}  ETA {eta}"
+        };
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ")
+    }
+}
+
+fn rate(done: u64, since: Instant) -> f64 {
+    let s = since.elapsed().as_secs_f64();
+    if s > 0.0 { done as f64 / s } else { 0.0 }
+}
+
+impl ProgressSink for Progress {
+    fn column_started(&self, table: &str, column: &str, todo: u64, resumed_from: u64) {
+        if self.quiet {
+            return;
+        }
+        let label = format!("{} {table}.{column}", self.op);
+        if self.tty {
+            let bar = ProgressBar::with_draw_target(Some(todo), ProgressDrawTarget::stderr());
+            bar.set_style(Progress::style());
+            bar.set_prefix(label);
+            if let Ok(mut b) = self.bar.lock() {
+                if let Some(old) = b.replace(bar) {
+                    old.finish();
+                }
+            }
+        } else {
+            let resumed = if resumed_from > 0 {
+                format!(" (resuming; {resumed_from} rows done earlier)")
+            } else {
+                String::new()
+            };
+            eprintln!("{label}: {todo} values to process{resumed}");
+            if let Ok(mut p) = self.plain.lock() {
+                *p = Some(Plain {
+                    label,
+                    todo,
+                    done: 0,
+                    started: Instant::now(),
+                    last: Instant::now(),
+                });
+            }
+        }
+    }
+
+    fn advanced(&self, _table: &str, _column: &str, processed: u64) {
+        if self.quiet {
+            return;
+        }
+        if self.tty {
+            if let Ok(b) = self.bar.lock() {
+                if let Some(bar) = b.as_ref() {
+                    bar.inc(processed);
+                }
+            }
+        } else if let Ok(mut p) = self.plain.lock() {
+            if let Some(p) = p.as_mut() {
+                p.done += processed;
+                if p.last.elapsed() >= LOG_EVERY {
+                    p.last = Instant::now();
+                    let r = rate(p.done, p.started);
+                    let eta = if r > 0.0 {
+                        (p.todo.saturating_sub(p.done)) as f64 / r
+                    } else {
+                        0.0
+                    };
+                    eprintln!(
+                        "{}: {}/{} rows ({:.0} rows/s, ETA {:.0}s)",
+                        p.label, p.done, p.todo, r, eta
+                    );
+                }
+            }
+        }
+    }
+
+    fn column_finished(&self, _table: &str, _column: &str) {
+        if self.quiet {
+            return;
+        }
+        if self.tty {
+            if let Ok(mut b) = self.bar.lock() {
+                if let Some(bar) = b.take() {
+                    bar.finish();
+                }
+            }
+        } else if let Ok(mut p) = self.plain.lock() {
+            if let Some(p) = p.take() {
+                eprintln!(
+                    "{}: done, {} rows in {:.1}s ({:.0} rows/s)",
+                    p.label,
+                    p.done,
+                    p.started.elapsed().as_secs_f64(),
+                    rate(p.done, p.started)
+                );
+            }
+        }
+    }
+
+    fn note(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        if let Ok(b) = self.bar.lock() {
+            if let Some(bar) = b.as_ref() {
+                bar.println(message);
+                return;
+            }
+        }
+        eprintln!("{message}");
+    }
+}
+
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn bar(fraction: f64, width: usize) -> String {
+    let full = ((fraction.clamp(0.0, 1.0)) * width as f64).round() as usize;
+    format!("{}{}", "█".repeat(full), "░".repeat(width - full))
+}
+
+pub fn print_status(r: &StatusReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(r);
+    }
+    let tty = std::io::stdout().is_terminal();
+    println!(
+        "keyturn status ({}; primary key {:?})",
+        r.backend, r.primary_key_id
+    );
+    for c in &r.columns {
+        let values = c.total - c.nulls;
+        println!();
+        println!(
+            "{}.{}  [{}]  {} rows, {} NULL, {} under the primary, {} to rotate{}",
+            c.table,
+            c.column,
+            c.codec,
+            c.total,
+            c.nulls,
+            c.under_primary,
+            c.needs_rotation,
+            if c.unrecognized > 0 {
+                format!(", {} unrecognized", c.unrecognized)
+            } else {
+                String::new()
+            }
+        );
+        let mut lines: Vec<(String, u64)> = c
+            .by_key
+            .iter()
+            .map(|k| (format!("{} ({})", k.key_id, k.state), k.rows))
+            .collect();
+        if c.unrecognized > 0 {
+            lines.push(("plaintext / other format".into(), c.unrecognized));
+        }
+        for (label, n) in lines {
+            let pct = if values > 0 {
+                n as f64 / values as f64
+            } else {
+                0.0
+            };
+            if tty {
+                println!(
+                    "  {label:<28} {n:>12}  {}  {:>5.1}%",
+                    bar(pct, 24),
+                    pct * 100.0
+                );
+            } else {
+                println!("  {label:<28} {n:>12}  {:>5.1}%", pct * 100.0);
+            }
+        }
+        if let Some(note) = &c.note {
+            println!("  note: {note}");
+        }
+    }
+    for w in &r.warnings {
+        println!("\nwarning: {w}");
+    }
+    Ok(())
+}
+
+pub fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(s);
+    }
+    let verb = match s.operation {
+        keyturn_engine::Operation::Rotate => "rotated",
+        keyturn_engine::Operation::Encrypt => "encrypted",
+    };
+    println!();
+    println!(
+        "{}{} under key {:?}: run {}",
+        s.operation.name(),
+        if s.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        },
+        s.primary_key_id,
+        s.run_id
+    );
+    println!(
+        "  {:<32} {:>10} {:>10} {:>8} {:>8}",
+        "column", verb, "skipped", "retried", "failed"
+    );
+    for c in &s.columns {
+        println!(
+            "  {:<32} {:>10} {:>10} {:>8} {:>8}",
+            format!("{}.{}", c.table, c.column),
+            c.written,
+            c.skipped,
+            c.retried,
+            c.failed
+        );
+    }
+    println!(
+        "  {:.1}s, {:.0} rows/s, outcome: {}",
+        s.seconds, s.rows_per_sec, s.outcome
+    );
+    if !s.bad_rows.is_empty() {
+        println!(
+            "\nrows that could not be processed (left untouched; recorded in keyturn_bad_rows):"
+        );
+        for b in s.bad_rows.iter().take(50) {
+            println!("  {}.{} key {}: {}", b.table, b.column, b.pk, b.reason);
+        }
+        if s.bad_rows.len() > 50 || s.bad_rows_truncated {
+            println!("  … and more: use --json or query keyturn_bad_rows for the full list");
+        }
+    }
+    if s.interrupted {
+        println!("\ninterrupted: progress is saved; run the same command again to resume");
+    }
+    Ok(())
+}
+
+pub fn print_verify(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(r);
+    }
+    println!(
+        "verify{} (primary key {:?}): {}",
+        if r.deep { " --deep" } else { "" },
+        r.primary_key_id,
+        if r.ok { "OK" } else { "FAILED" }
+    );
+    for c in &r.columns {
+        println!(
+            "  {}.{}: {} values checked, {} under the primary, {} failing",
+            c.table, c.column, c.checked, c.under_primary, c.failing
+        );
+        for f in &c.first_failures {
+            println!("    key {}: {}", f.pk, f.reason);
+        }
+    }
+    Ok(())
+}
+
+pub fn print_error(err: &anyhow::Error, json: bool) {
+    if json {
+        let v = serde_json::json!({ "error": format!("{err:#}") });
+        println!("{v}");
+    }
+    eprintln!("error: {err:#}");
+}

@@ -1,0 +1,323 @@
+//! Trait methods whose code is identical for every backend (only the SQL
+//! text differs, and that comes from [`crate::sql::Dialect`]). A macro rather
+//! than generics over `sqlx::Database`: the three drivers' types share method
+//! names but not a usable common bound.
+
+/// Binds a list of [`crate::sql::Bind`] to a query.
+macro_rules! bind_all {
+    ($q:expr, $binds:expr) => {{
+        let mut q = $q;
+        for b in $binds {
+            q = match b {
+                $crate::sql::Bind::I64(i) => q.bind(i),
+                $crate::sql::Bind::Str(s) => q.bind(s),
+                $crate::sql::Bind::Bytes(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
+/// Decodes `pk columns…, value` rows.
+macro_rules! decode_rows {
+    ($rows:expr, $col:expr) => {{
+        use sqlx::Row as _;
+        let col: &$crate::ColumnRef = $col;
+        let mut out = Vec::with_capacity($rows.len());
+        for r in $rows {
+            let mut pk = Vec::with_capacity(col.pk.len());
+            for (i, p) in col.pk.iter().enumerate() {
+                pk.push(match p.kind {
+                    $crate::PkKind::Int => $crate::PkValue::Int(
+                        r.try_get::<i64, _>(i)
+                            .map_err(DbError::query("reading a primary key"))?,
+                    ),
+                    $crate::PkKind::Text => $crate::PkValue::Text(
+                        r.try_get::<String, _>(i)
+                            .map_err(DbError::query("reading a primary key"))?,
+                    ),
+                });
+            }
+            let n = col.pk.len();
+            let value: Option<Vec<u8>> = match col.kind {
+                $crate::ValueKind::Text => r
+                    .try_get::<Option<String>, _>(n)
+                    .map_err(DbError::query(format!(
+                        "reading text column {}",
+                        col.column
+                    )))?
+                    .map(String::into_bytes),
+                $crate::ValueKind::Binary => {
+                    r.try_get::<Option<Vec<u8>>, _>(n)
+                        .map_err(DbError::query(format!(
+                            "reading binary column {}",
+                            col.column
+                        )))?
+                }
+            };
+            out.push((pk, value));
+        }
+        out
+    }};
+}
+
+/// `impl Database for $ty`, with the backend's own methods given in the
+/// braces and the shared ones added here (inside one item, so async_trait
+/// sees every method).
+macro_rules! impl_database {
+    ($ty:ty, { $($specific:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::Database for $ty {
+        $($specific)*
+
+        async fn count_keys(
+            &self,
+            col: &$crate::ColumnRef,
+            loc: &keyturn_format::KeyIdLocation,
+        ) -> Result<$crate::ColumnCounts, DbError> {
+            use sqlx::Row as _;
+            let what = || format!("counting values of {}.{}", col.table, col.column);
+            let totals = sqlx::query(sqlx::AssertSqlSafe(Self::DIALECT.count_total(col)))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(DbError::query(what()))?;
+            let total: i64 = totals.try_get(0).map_err(DbError::query(what()))?;
+            let non_null: i64 = totals.try_get(1).map_err(DbError::query(what()))?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(Self::DIALECT.count_keys(col, loc)))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(DbError::query(what()))?;
+            let mut by_key = Vec::new();
+            for r in rows {
+                let key: Option<String> = match r.try_get::<Option<String>, _>(0) {
+                    Ok(k) => k,
+                    Err(_) => r
+                        .try_get::<Option<Vec<u8>>, _>(0)
+                        .map_err(DbError::query(what()))?
+                        .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                };
+                let n: i64 = r.try_get(1).map_err(DbError::query(what()))?;
+                if n > 0 {
+                    by_key.push((key, n as u64));
+                }
+            }
+            by_key.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok($crate::ColumnCounts {
+                total: total as u64,
+                nulls: (total - non_null) as u64,
+                by_key,
+            })
+        }
+
+        async fn count_without_prefix(&self, col: &$crate::ColumnRef, prefix: Option<&[u8]>) -> Result<u64, DbError> {
+            use sqlx::Row as _;
+            let (sql, binds) = Self::DIALECT.count_without_prefix(col, prefix);
+            let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+            let row = q
+                .fetch_one(&self.pool)
+                .await
+                .map_err(DbError::query(format!("counting values of {}.{}", col.table, col.column)))?;
+            let n: i64 = row.try_get(0).map_err(DbError::query("reading a count"))?;
+            Ok(n as u64)
+        }
+
+        async fn fetch_batch(
+            &self,
+            col: &$crate::ColumnRef,
+            after: Option<&[$crate::PkValue]>,
+            skip_prefix: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<$crate::Row>, DbError> {
+            let (sql, binds) = Self::DIALECT.fetch_batch(col, after, skip_prefix, limit);
+            let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+            let rows = q
+                .fetch_all(&self.pool)
+                .await
+                .map_err(DbError::query(format!("reading a batch of {}.{}", col.table, col.column)))?;
+            Ok(decode_rows!(rows, col)
+                .into_iter()
+                .filter_map(|(pk, v)| v.map(|value| $crate::Row { pk, value }))
+                .collect())
+        }
+
+        async fn fetch_rows(
+            &self,
+            col: &$crate::ColumnRef,
+            pks: &[$crate::Pk],
+        ) -> Result<Vec<($crate::Pk, Option<Vec<u8>>)>, DbError> {
+            if pks.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (sql, binds) = Self::DIALECT.fetch_rows(col, pks);
+            let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+            let rows = q
+                .fetch_all(&self.pool)
+                .await
+                .map_err(DbError::query(format!("re-reading rows of {}.{}", col.table, col.column)))?;
+            Ok(decode_rows!(rows, col))
+        }
+
+        async fn ensure_meta(&self) -> Result<(), DbError> {
+            for stmt in $crate::meta::create_tables(Self::DIALECT) {
+                sqlx::query(sqlx::AssertSqlSafe(stmt))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(DbError::query("creating keyturn's bookkeeping tables"))?;
+            }
+            Ok(())
+        }
+
+        async fn load_checkpoint(
+            &self,
+            operation: &str,
+            table: &str,
+            column: &str,
+        ) -> Result<Option<$crate::Checkpoint>, DbError> {
+            use sqlx::Row as _;
+            let d = Self::DIALECT;
+            let sql = format!(
+                "SELECT target_key, last_pk, rows_done, run_id, updated_at FROM keyturn_checkpoints WHERE operation = {} AND table_name = {} AND column_name = {}",
+                d.ph(1), d.ph(2), d.ph(3)
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(operation.to_owned())
+                .bind(table.to_owned())
+                .bind(column.to_owned())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(DbError::query("reading a checkpoint"))?;
+            let Some(r) = row else { return Ok(None) };
+            let rows_done: i64 = r.try_get(2).map_err(DbError::query("reading a checkpoint"))?;
+            Ok(Some($crate::Checkpoint {
+                operation: operation.to_owned(),
+                table: table.to_owned(),
+                column: column.to_owned(),
+                target_key: r.try_get(0).map_err(DbError::query("reading a checkpoint"))?,
+                last_pk: r.try_get(1).map_err(DbError::query("reading a checkpoint"))?,
+                rows_done: rows_done as u64,
+                run_id: r.try_get(3).map_err(DbError::query("reading a checkpoint"))?,
+                updated_at: r.try_get(4).map_err(DbError::query("reading a checkpoint"))?,
+            }))
+        }
+
+        async fn save_checkpoint(&self, cp: &$crate::Checkpoint) -> Result<(), DbError> {
+            let d = Self::DIALECT;
+            let phs: Vec<String> = (1..=8).map(|i| d.ph(i)).collect();
+            let sql = match d {
+                $crate::sql::Dialect::MySql => format!(
+                    "REPLACE INTO keyturn_checkpoints (operation, table_name, column_name, target_key, last_pk, rows_done, run_id, updated_at) VALUES ({})",
+                    phs.join(", ")
+                ),
+                _ => format!(
+                    "INSERT INTO keyturn_checkpoints (operation, table_name, column_name, target_key, last_pk, rows_done, run_id, updated_at) VALUES ({}) \
+                     ON CONFLICT (operation, table_name, column_name) DO UPDATE SET target_key = excluded.target_key, last_pk = excluded.last_pk, \
+                     rows_done = excluded.rows_done, run_id = excluded.run_id, updated_at = excluded.updated_at",
+                    phs.join(", ")
+                ),
+            };
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(cp.operation.clone())
+                .bind(cp.table.clone())
+                .bind(cp.column.clone())
+                .bind(cp.target_key.clone())
+                .bind(cp.last_pk.clone())
+                .bind(cp.rows_done as i64)
+                .bind(cp.run_id.clone())
+                .bind(cp.updated_at.clone())
+                .execute(&self.pool)
+                .await
+                .map_err(DbError::query("saving a checkpoint"))?;
+            Ok(())
+        }
+
+        async fn clear_checkpoint(&self, operation: &str, table: &str, column: &str) -> Result<(), DbError> {
+            let d = Self::DIALECT;
+            let sql = format!(
+                "DELETE FROM keyturn_checkpoints WHERE operation = {} AND table_name = {} AND column_name = {}",
+                d.ph(1), d.ph(2), d.ph(3)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(operation.to_owned())
+                .bind(table.to_owned())
+                .bind(column.to_owned())
+                .execute(&self.pool)
+                .await
+                .map_err(DbError::query("clearing a checkpoint"))?;
+            Ok(())
+        }
+
+        async fn record_bad_rows(&self, rows: &[$crate::BadRow]) -> Result<(), DbError> {
+            let d = Self::DIALECT;
+            // Chunks keep every backend under its bind-parameter limit.
+            for chunk in rows.chunks(500) {
+                let mut values = Vec::with_capacity(chunk.len());
+                for i in 0..chunk.len() {
+                    let b = i * 6;
+                    values.push(format!(
+                        "({}, {}, {}, {}, {}, {})",
+                        d.ph(b + 1), d.ph(b + 2), d.ph(b + 3), d.ph(b + 4), d.ph(b + 5), d.ph(b + 6)
+                    ));
+                }
+                let sql = format!(
+                    "INSERT INTO keyturn_bad_rows (run_id, table_name, column_name, pk, reason, seen_at) VALUES {}",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for r in chunk {
+                    q = q
+                        .bind(r.run_id.clone())
+                        .bind(r.table.clone())
+                        .bind(r.column.clone())
+                        .bind(r.pk.clone())
+                        .bind(r.reason.clone())
+                        .bind(r.seen_at.clone());
+                }
+                q.execute(&self.pool).await.map_err(DbError::query("recording bad rows"))?;
+            }
+            Ok(())
+        }
+
+        async fn save_run(&self, run: &$crate::RunRecord) -> Result<(), DbError> {
+            let d = Self::DIALECT;
+            let phs: Vec<String> = (1..=7).map(|i| d.ph(i)).collect();
+            let sql = match d {
+                $crate::sql::Dialect::MySql => format!(
+                    "REPLACE INTO keyturn_runs (run_id, operation, actor, started_at, finished_at, outcome, summary) VALUES ({})",
+                    phs.join(", ")
+                ),
+                _ => format!(
+                    "INSERT INTO keyturn_runs (run_id, operation, actor, started_at, finished_at, outcome, summary) VALUES ({}) \
+                     ON CONFLICT (run_id) DO UPDATE SET finished_at = excluded.finished_at, outcome = excluded.outcome, summary = excluded.summary",
+                    phs.join(", ")
+                ),
+            };
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(run.run_id.clone())
+                .bind(run.operation.clone())
+                .bind(run.actor.clone())
+                .bind(run.started_at.clone())
+                .bind(run.finished_at.clone())
+                .bind(run.outcome.clone())
+                .bind(run.summary.clone())
+                .execute(&self.pool)
+                .await
+                .map_err(DbError::query("recording the run"))?;
+            Ok(())
+        }
+
+        async fn execute_script(&self, sql: &str) -> Result<(), DbError> {
+            for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                sqlx::query(sqlx::AssertSqlSafe(stmt.to_owned()))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(DbError::query(format!("running {:?}", stmt.chars().take(60).collect::<String>())))?;
+            }
+            Ok(())
+        }
+
+        async fn close(&self) {
+            self.pool.close().await;
+        }
+        }
+    };
+}

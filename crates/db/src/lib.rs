@@ -1,0 +1,398 @@
+//! Database adapters: one trait ([`Database`]) over PostgreSQL, MySQL /
+//! MariaDB and SQLite, each driver behind it.
+//!
+//! The trait speaks in terms the rotation engine needs — keyset-paginated
+//! batches, compare-and-swap batch writes (one statement per batch), counts
+//! per key id computed by the database, and keyturn's own bookkeeping tables
+//! (checkpoints, runs, bad rows, lock) — so the engine never writes SQL.
+#![forbid(unsafe_code)]
+
+#[macro_use]
+mod common;
+mod error;
+mod meta;
+mod mysql;
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use error::{DbError, redact_url};
+pub use meta::{BadRow, Checkpoint, LockHolder, RunRecord, now_rfc3339};
+
+use async_trait::async_trait;
+use keyturn_format::KeyIdLocation;
+use serde::Serialize;
+use std::fmt;
+use std::sync::Arc;
+
+/// Which database server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+        }
+    }
+
+    /// Recognizes the backend from a connection URL.
+    pub fn from_url(url: &str) -> Result<Backend, DbError> {
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            "mysql" | "mariadb" => Ok(Backend::MySql),
+            _ => Err(DbError::Config(format!(
+                "unsupported database URL scheme {scheme:?}: use sqlite://, postgres:// or mysql://"
+            ))),
+        }
+    }
+}
+
+/// How a primary-key column is read and bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PkKind {
+    /// Any integer type, read and bound as i64.
+    Int,
+    /// Anything else (text, varchar, uuid, …), read as text and cast back to
+    /// the column's type when bound.
+    Text,
+}
+
+/// One primary-key column.
+#[derive(Clone, Debug)]
+pub struct PkColumn {
+    pub name: String,
+    pub kind: PkKind,
+    /// The column's type as the database spells it (used in casts).
+    pub sql_type: String,
+}
+
+/// How an encrypted column stores its values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueKind {
+    Text,
+    Binary,
+}
+
+/// One encrypted column of one table, resolved against the live schema.
+#[derive(Clone, Debug)]
+pub struct ColumnRef {
+    pub table: String,
+    pub pk: Vec<PkColumn>,
+    pub column: String,
+    pub kind: ValueKind,
+}
+
+/// One primary-key value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum PkValue {
+    Int(i64),
+    Text(String),
+}
+
+impl fmt::Display for PkValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PkValue::Int(i) => write!(f, "{i}"),
+            PkValue::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A full primary key (one value per key column, in key order).
+pub type Pk = Vec<PkValue>;
+
+/// Renders a primary key for reports: `42`, or `(7, "eu")` for composite keys.
+pub fn pk_display(pk: &[PkValue]) -> String {
+    if pk.len() == 1 {
+        return pk[0].to_string();
+    }
+    let parts: Vec<String> = pk
+        .iter()
+        .map(|v| match v {
+            PkValue::Int(i) => i.to_string(),
+            PkValue::Text(s) => format!("{s:?}"),
+        })
+        .collect();
+    format!("({})", parts.join(", "))
+}
+
+/// A row with a non-NULL value in the encrypted column.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub pk: Pk,
+    pub value: Vec<u8>,
+}
+
+/// Write `new` where the column still holds exactly `old`.
+#[derive(Clone, Debug)]
+pub struct CasUpdate {
+    pub pk: Pk,
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
+}
+
+/// A table's columns as the database describes them.
+#[derive(Clone, Debug)]
+pub struct TableInfo {
+    /// (name, type) in table order.
+    pub columns: Vec<(String, String)>,
+    /// The table's declared primary key, if any.
+    pub primary_key: Vec<String>,
+}
+
+impl TableInfo {
+    pub fn column_type(&self, name: &str) -> Option<&str> {
+        self.columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.as_str())
+    }
+}
+
+/// Per-column counts computed by the database.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ColumnCounts {
+    pub total: u64,
+    pub nulls: u64,
+    /// Rows per key id read from the value's prefix; `None` gathers values
+    /// without a recognizable key id (plaintext, other formats, or a format
+    /// with no key id).
+    pub by_key: Vec<(Option<String>, u64)>,
+}
+
+/// Outcome of trying to take the rotation lock.
+#[derive(Debug)]
+pub enum LockOutcome {
+    Acquired(LockGuard),
+    /// Someone else holds it.
+    Held {
+        holder: String,
+        since: String,
+    },
+}
+
+/// Holds the one-rotation-per-database lock until released or dropped.
+pub struct LockGuard {
+    inner: Box<dyn LockRelease>,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockGuard")
+    }
+}
+
+impl LockGuard {
+    pub async fn release(self) -> Result<(), DbError> {
+        self.inner.release().await
+    }
+}
+
+#[async_trait]
+trait LockRelease: Send + Sync {
+    async fn release(self: Box<Self>) -> Result<(), DbError>;
+}
+
+/// One database, whatever the server.
+#[async_trait]
+pub trait Database: Send + Sync + fmt::Debug {
+    fn backend(&self) -> Backend;
+
+    /// The table's columns, or `None` if it does not exist.
+    async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError>;
+
+    /// Total, NULL and per-key-id counts for one column, computed by the
+    /// database from the key id's position in the stored value.
+    async fn count_keys(
+        &self,
+        col: &ColumnRef,
+        loc: &KeyIdLocation,
+    ) -> Result<ColumnCounts, DbError>;
+
+    /// Counts non-NULL values that do not start with `prefix`.
+    async fn count_without_prefix(
+        &self,
+        col: &ColumnRef,
+        prefix: Option<&[u8]>,
+    ) -> Result<u64, DbError>;
+
+    /// The next batch of non-NULL values in primary-key order after `after`,
+    /// skipping values that start with `skip_prefix`.
+    async fn fetch_batch(
+        &self,
+        col: &ColumnRef,
+        after: Option<&[PkValue]>,
+        skip_prefix: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, DbError>;
+
+    /// Current values of the given rows (`None` for NULL; rows that no
+    /// longer exist are absent).
+    async fn fetch_rows(
+        &self,
+        col: &ColumnRef,
+        pks: &[Pk],
+    ) -> Result<Vec<(Pk, Option<Vec<u8>>)>, DbError>;
+
+    /// Compare-and-swap: writes every update whose row still holds `old`, in
+    /// one statement (one transaction for SQLite). Returns how many rows
+    /// were written.
+    async fn write_cas(&self, col: &ColumnRef, updates: &[CasUpdate]) -> Result<u64, DbError>;
+
+    /// Creates keyturn's own tables if they do not exist.
+    async fn ensure_meta(&self) -> Result<(), DbError>;
+
+    /// Takes the one-rotation-per-database lock without waiting.
+    async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError>;
+
+    async fn load_checkpoint(
+        &self,
+        operation: &str,
+        table: &str,
+        column: &str,
+    ) -> Result<Option<Checkpoint>, DbError>;
+    async fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), DbError>;
+    async fn clear_checkpoint(
+        &self,
+        operation: &str,
+        table: &str,
+        column: &str,
+    ) -> Result<(), DbError>;
+
+    async fn record_bad_rows(&self, rows: &[BadRow]) -> Result<(), DbError>;
+    async fn save_run(&self, run: &RunRecord) -> Result<(), DbError>;
+
+    /// Runs statements without results (setup for demos and tests).
+    async fn execute_script(&self, sql: &str) -> Result<(), DbError>;
+
+    /// Closes the pool.
+    async fn close(&self);
+}
+
+/// Connection options.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Connections in the pool (writers + reader + bookkeeping).
+    pub max_connections: u32,
+    /// SQLite only: create the file if missing.
+    pub create_if_missing: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            max_connections: 4,
+            create_if_missing: false,
+        }
+    }
+}
+
+/// Connects to the database named by `url`.
+pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Arc<dyn Database>, DbError> {
+    match Backend::from_url(url)? {
+        Backend::Sqlite => Ok(Arc::new(sqlite::SqliteDb::connect(url, opts).await?)),
+        Backend::Postgres => Ok(Arc::new(postgres::PgDb::connect(url, opts).await?)),
+        Backend::MySql => Ok(Arc::new(mysql::MySqlDb::connect(url, opts).await?)),
+    }
+}
+
+/// Whether a column type stores text or bytes; `None` for types keyturn
+/// cannot hold ciphertext in (numbers, dates, …).
+pub fn value_kind_of(sql_type: &str) -> Option<ValueKind> {
+    let t = sql_type.to_ascii_lowercase();
+    let base = t.split(['(', ' ']).next().unwrap_or_default();
+    match base {
+        "text" | "varchar" | "character" | "char" | "nvarchar" | "nchar" | "tinytext"
+        | "mediumtext" | "longtext" | "clob" | "citext" | "string" | "" => Some(ValueKind::Text),
+        "bytea" | "blob" | "varbinary" | "binary" | "tinyblob" | "mediumblob" | "longblob" => {
+            Some(ValueKind::Binary)
+        }
+        _ if t.starts_with("character varying") => Some(ValueKind::Text),
+        _ => None,
+    }
+}
+
+/// Whether a primary-key column type is an integer.
+pub fn pk_kind_of(sql_type: &str) -> PkKind {
+    let t = sql_type.to_ascii_lowercase();
+    let base = t.split(['(', ' ']).next().unwrap_or_default();
+    match base {
+        "int" | "integer" | "bigint" | "smallint" | "tinyint" | "mediumint" | "int2" | "int4"
+        | "int8" | "serial" | "bigserial" | "smallserial" => PkKind::Int,
+        _ => PkKind::Text,
+    }
+}
+
+/// Checks an SQL identifier (table or column name, optionally
+/// `schema.table`): letters, digits, `_` and `$`, not starting with a digit.
+/// keyturn still quotes every identifier; this keeps names unambiguous in
+/// reports and refuses anything odd in a config early.
+pub fn check_identifier(name: &str, what: &str) -> Result<(), DbError> {
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && !p.as_bytes()[0].is_ascii_digit()
+            && p.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 2 || !parts.iter().all(|p| ok_part(p)) {
+        return Err(DbError::Config(format!(
+            "{what} {name:?} is not a plain identifier (letters, digits, _ and $, optionally schema.table)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        assert_eq!(
+            value_kind_of("character varying(255)"),
+            Some(ValueKind::Text)
+        );
+        assert_eq!(value_kind_of("VARBINARY(512)"), Some(ValueKind::Binary));
+        assert_eq!(value_kind_of("bytea"), Some(ValueKind::Binary));
+        assert_eq!(value_kind_of("integer"), None);
+        assert_eq!(pk_kind_of("bigint"), PkKind::Int);
+        assert_eq!(pk_kind_of("int(11) unsigned"), PkKind::Int);
+        assert_eq!(pk_kind_of("uuid"), PkKind::Text);
+    }
+
+    #[test]
+    fn identifiers() {
+        check_identifier("patients", "table").unwrap();
+        check_identifier("public.patients", "table").unwrap();
+        assert!(check_identifier("p; drop table x", "table").is_err());
+        assert!(check_identifier("a.b.c", "table").is_err());
+        assert!(check_identifier("1abc", "table").is_err());
+    }
+
+    #[test]
+    fn pk_rendering() {
+        assert_eq!(pk_display(&[PkValue::Int(4)]), "4");
+        assert_eq!(
+            pk_display(&[PkValue::Int(4), PkValue::Text("eu".into())]),
+            "(4, \"eu\")"
+        );
+    }
+}

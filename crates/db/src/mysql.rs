@@ -1,0 +1,251 @@
+//! MySQL / MariaDB: batches written with one multi-row `UPDATE … JOIN`
+//! statement each; the rotation lock is `GET_LOCK` held on a dedicated
+//! connection.
+
+use crate::error::redact_url;
+use crate::sql::Dialect;
+use crate::{
+    ColumnRef, ConnectOptions, DbError, LockGuard, LockHolder, LockOutcome, LockRelease, TableInfo,
+    ValueKind,
+};
+use async_trait::async_trait;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::{Connection, Row as _};
+use std::str::FromStr;
+use std::time::Duration;
+
+const LOCK_NAME: &str = "keyturn.rotation";
+
+#[derive(Debug)]
+pub(crate) struct MySqlDb {
+    pool: MySqlPool,
+    options: MySqlConnectOptions,
+}
+
+impl MySqlDb {
+    const DIALECT: Dialect = Dialect::MySql;
+
+    pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<MySqlDb, DbError> {
+        let target = redact_url(url);
+        // `mariadb://` is accepted as a synonym.
+        let url = url
+            .strip_prefix("mariadb://")
+            .map(|r| format!("mysql://{r}"))
+            .unwrap_or_else(|| url.to_owned());
+        let options = MySqlConnectOptions::from_str(&url).map_err(|source| DbError::Connect {
+            target: target.clone(),
+            source,
+        })?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(|source| DbError::Connect { target, source })?;
+        Ok(MySqlDb { pool, options })
+    }
+
+    fn split_table(table: &str) -> (Option<&str>, &str) {
+        match table.split_once('.') {
+            Some((s, t)) => (Some(s), t),
+            None => (None, table),
+        }
+    }
+}
+
+struct MySqlLock {
+    conn: MySqlConnection,
+    pool: MySqlPool,
+}
+
+#[async_trait]
+impl LockRelease for MySqlLock {
+    async fn release(mut self: Box<Self>) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM keyturn_lock WHERE name = 'rotation'")
+            .execute(&self.pool)
+            .await
+            .map_err(DbError::query("releasing the rotation lock"))?;
+        sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(LOCK_NAME)
+            .execute(&mut self.conn)
+            .await
+            .map_err(DbError::query("releasing the rotation lock"))?;
+        let _ = self.conn.close().await;
+        Ok(())
+    }
+}
+
+impl_database!(MySqlDb, {
+    fn backend(&self) -> crate::Backend {
+        crate::Backend::MySql
+    }
+
+    async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
+        let (schema, name) = Self::split_table(table);
+        let schema_cond = if schema.is_some() {
+            "TABLE_SCHEMA = ?"
+        } else {
+            "TABLE_SCHEMA = DATABASE()"
+        };
+        let sql = format!(
+            "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR) FROM information_schema.COLUMNS \
+             WHERE {schema_cond} AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(s) = schema {
+            q = q.bind(s.to_owned());
+        }
+        let cols = q
+            .bind(name.to_owned())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!("describing table {table}")))?;
+        if cols.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE {schema_cond} AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(s) = schema {
+            q = q.bind(s.to_owned());
+        }
+        let pk = q
+            .bind(name.to_owned())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!("describing table {table}")))?;
+        let mut columns = Vec::new();
+        for r in cols {
+            columns.push((
+                r.try_get::<String, _>(0)
+                    .map_err(DbError::query("reading the catalog"))?,
+                r.try_get::<String, _>(1)
+                    .map_err(DbError::query("reading the catalog"))?,
+            ));
+        }
+        let mut primary_key = Vec::new();
+        for r in pk {
+            primary_key.push(
+                r.try_get::<String, _>(0)
+                    .map_err(DbError::query("reading the catalog"))?,
+            );
+        }
+        Ok(Some(TableInfo {
+            columns,
+            primary_key,
+        }))
+    }
+
+    async fn write_cas(
+        &self,
+        col: &ColumnRef,
+        updates: &[crate::CasUpdate],
+    ) -> Result<u64, DbError> {
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let d = Self::DIALECT;
+        let width = col.pk.len() + 2;
+        let first: Vec<String> = (0..col.pk.len())
+            .map(|i| format!("? AS k{i}"))
+            .chain(["? AS old".to_string(), "? AS new".to_string()])
+            .collect();
+        let rest = vec!["?"; width].join(", ");
+        let mut derived = String::with_capacity(updates.len() * (width * 3 + 20));
+        derived.push_str("SELECT ");
+        derived.push_str(&first.join(", "));
+        for _ in 1..updates.len() {
+            derived.push_str(" UNION ALL SELECT ");
+            derived.push_str(&rest);
+        }
+        let mut conds: Vec<String> = col
+            .pk
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("keyturn_t.{} = keyturn_v.k{i}", d.quote(&p.name)))
+            .collect();
+        let c = d.quote(&col.column);
+        // Binary comparison: a case-insensitive collation must not let a
+        // different value pass the compare-and-swap.
+        conds.push(match col.kind {
+            ValueKind::Text => {
+                format!("CAST(keyturn_t.{c} AS BINARY) = CAST(keyturn_v.old AS BINARY)")
+            }
+            ValueKind::Binary => format!("keyturn_t.{c} = keyturn_v.old"),
+        });
+        let sql = format!(
+            "UPDATE {} AS keyturn_t JOIN ({derived}) AS keyturn_v ON {} SET keyturn_t.{c} = keyturn_v.new",
+            d.quote(&col.table),
+            conds.join(" AND ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for u in updates {
+            for v in &u.pk {
+                q = match v {
+                    crate::PkValue::Int(i) => q.bind(*i),
+                    crate::PkValue::Text(s) => q.bind(s.clone()),
+                };
+            }
+            q = match col.kind {
+                ValueKind::Text => q
+                    .bind(String::from_utf8_lossy(&u.old).into_owned())
+                    .bind(String::from_utf8_lossy(&u.new).into_owned()),
+                ValueKind::Binary => q.bind(u.old.clone()).bind(u.new.clone()),
+            };
+        }
+        let done = q.execute(&self.pool).await.map_err(DbError::query(format!(
+            "writing a batch of {}.{}",
+            col.table, col.column
+        )))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
+        let mut conn = MySqlConnection::connect_with(&self.options)
+            .await
+            .map_err(DbError::query("opening the lock connection"))?;
+        let got: Option<i64> = sqlx::query("SELECT GET_LOCK(?, 0)")
+            .bind(LOCK_NAME)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(DbError::query("taking the rotation lock"))?
+            .try_get(0)
+            .map_err(DbError::query("taking the rotation lock"))?;
+        if got != Some(1) {
+            let _ = conn.close().await;
+            let row = sqlx::query("SELECT holder, since FROM keyturn_lock WHERE name = 'rotation'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(DbError::query("reading the rotation lock"))?;
+            let (holder, since) = match row {
+                Some(r) => (
+                    r.try_get(0).unwrap_or_default(),
+                    r.try_get(1).unwrap_or_default(),
+                ),
+                None => (
+                    "another session (no details recorded)".into(),
+                    "unknown".into(),
+                ),
+            };
+            return Ok(LockOutcome::Held { holder, since });
+        }
+        let now = crate::meta::now_rfc3339();
+        sqlx::query("REPLACE INTO keyturn_lock (name, holder, host, pid, since, heartbeat) VALUES ('rotation', ?, ?, ?, ?, ?)")
+            .bind(holder.description.clone())
+            .bind(holder.host.clone())
+            .bind(i64::from(holder.pid))
+            .bind(now.clone())
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(DbError::query("recording the rotation lock"))?;
+        Ok(LockOutcome::Acquired(LockGuard {
+            inner: Box::new(MySqlLock {
+                conn,
+                pool: self.pool.clone(),
+            }),
+        }))
+    }
+});

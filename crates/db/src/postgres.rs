@@ -1,0 +1,245 @@
+//! PostgreSQL: batches written with one `UPDATE … FROM unnest(…)` each; the
+//! rotation lock is a session advisory lock held on a dedicated connection.
+
+use crate::error::redact_url;
+use crate::sql::Dialect;
+use crate::{
+    ColumnRef, ConnectOptions, DbError, LockGuard, LockHolder, LockOutcome, LockRelease, PkKind,
+    PkValue, TableInfo, ValueKind,
+};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Row as _};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Advisory lock key: the first 8 bytes of "keyturn\0" read as an integer.
+const ADVISORY_KEY: i64 = 0x6b65_7974_7572_6e00;
+
+#[derive(Debug)]
+pub(crate) struct PgDb {
+    pool: PgPool,
+    options: PgConnectOptions,
+}
+
+impl PgDb {
+    const DIALECT: Dialect = Dialect::Postgres;
+
+    pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<PgDb, DbError> {
+        let target = redact_url(url);
+        let options = PgConnectOptions::from_str(url).map_err(|source| DbError::Connect {
+            target: target.clone(),
+            source,
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(|source| DbError::Connect { target, source })?;
+        Ok(PgDb { pool, options })
+    }
+}
+
+struct PgLock {
+    conn: PgConnection,
+    pool: PgPool,
+}
+
+#[async_trait]
+impl LockRelease for PgLock {
+    async fn release(mut self: Box<Self>) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM keyturn_lock WHERE name = 'rotation'")
+            .execute(&self.pool)
+            .await
+            .map_err(DbError::query("releasing the rotation lock"))?;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(ADVISORY_KEY)
+            .execute(&mut self.conn)
+            .await
+            .map_err(DbError::query("releasing the rotation lock"))?;
+        let _ = self.conn.close().await;
+        Ok(())
+    }
+}
+
+impl_database!(PgDb, {
+    fn backend(&self) -> crate::Backend {
+        crate::Backend::Postgres
+    }
+
+    async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
+        let regclass = Self::DIALECT.quote(table);
+        let cols = sqlx::query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        )
+        .bind(regclass.clone())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(DbError::query(format!("describing table {table}")))?;
+        if cols.is_empty() {
+            return Ok(None);
+        }
+        let pk = sqlx::query(
+            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = to_regclass($1) AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
+        )
+        .bind(regclass)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(DbError::query(format!("describing table {table}")))?;
+        let mut columns = Vec::new();
+        for r in cols {
+            columns.push((
+                r.try_get::<String, _>(0)
+                    .map_err(DbError::query("reading the catalog"))?,
+                r.try_get::<String, _>(1)
+                    .map_err(DbError::query("reading the catalog"))?,
+            ));
+        }
+        let mut primary_key = Vec::new();
+        for r in pk {
+            primary_key.push(
+                r.try_get::<String, _>(0)
+                    .map_err(DbError::query("reading the catalog"))?,
+            );
+        }
+        Ok(Some(TableInfo {
+            columns,
+            primary_key,
+        }))
+    }
+
+    async fn write_cas(
+        &self,
+        col: &ColumnRef,
+        updates: &[crate::CasUpdate],
+    ) -> Result<u64, DbError> {
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let d = Self::DIALECT;
+        let vt = match col.kind {
+            ValueKind::Text => "text",
+            ValueKind::Binary => "bytea",
+        };
+        let mut arrays = Vec::new();
+        let mut names = Vec::new();
+        let mut conds = Vec::new();
+        for (i, p) in col.pk.iter().enumerate() {
+            let at = if p.kind == PkKind::Int {
+                "bigint"
+            } else {
+                "text"
+            };
+            arrays.push(format!("${}::{at}[]", i + 1));
+            names.push(format!("k{i}"));
+            let rhs = match p.kind {
+                PkKind::Int => format!("keyturn_v.k{i}"),
+                PkKind::Text => format!("CAST(keyturn_v.k{i} AS {})", p.sql_type),
+            };
+            conds.push(format!("keyturn_t.{} = {rhs}", d.quote(&p.name)));
+        }
+        let n = col.pk.len();
+        arrays.push(format!("${}::{vt}[]", n + 1));
+        arrays.push(format!("${}::{vt}[]", n + 2));
+        names.push("old".into());
+        names.push("new".into());
+        let c = d.quote(&col.column);
+        conds.push(format!("keyturn_t.{c} = keyturn_v.old"));
+        let sql = format!(
+            "UPDATE {} AS keyturn_t SET {c} = keyturn_v.new FROM unnest({}) AS keyturn_v({}) WHERE {}",
+            d.quote(&col.table),
+            arrays.join(", "),
+            names.join(", "),
+            conds.join(" AND ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (i, p) in col.pk.iter().enumerate() {
+            q = match p.kind {
+                PkKind::Int => q.bind(
+                    updates
+                        .iter()
+                        .map(|u| match &u.pk[i] {
+                            PkValue::Int(v) => Ok(*v),
+                            PkValue::Text(_) => {
+                                Err(DbError::Invalid("text value for an integer key".into()))
+                            }
+                        })
+                        .collect::<Result<Vec<i64>, _>>()?,
+                ),
+                PkKind::Text => q.bind(
+                    updates
+                        .iter()
+                        .map(|u| u.pk[i].to_string())
+                        .collect::<Vec<String>>(),
+                ),
+            };
+        }
+        q = match col.kind {
+            ValueKind::Text => {
+                let to_s = |b: &Vec<u8>| String::from_utf8_lossy(b).into_owned();
+                q.bind(updates.iter().map(|u| to_s(&u.old)).collect::<Vec<_>>())
+                    .bind(updates.iter().map(|u| to_s(&u.new)).collect::<Vec<_>>())
+            }
+            ValueKind::Binary => q
+                .bind(updates.iter().map(|u| u.old.clone()).collect::<Vec<_>>())
+                .bind(updates.iter().map(|u| u.new.clone()).collect::<Vec<_>>()),
+        };
+        let done = q.execute(&self.pool).await.map_err(DbError::query(format!(
+            "writing a batch of {}.{}",
+            col.table, col.column
+        )))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
+        let mut conn = PgConnection::connect_with(&self.options)
+            .await
+            .map_err(DbError::query("opening the lock connection"))?;
+        let got: bool = sqlx::query("SELECT pg_try_advisory_lock($1)")
+            .bind(ADVISORY_KEY)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(DbError::query("taking the rotation lock"))?
+            .try_get(0)
+            .map_err(DbError::query("taking the rotation lock"))?;
+        if !got {
+            let _ = conn.close().await;
+            let row = sqlx::query("SELECT holder, since FROM keyturn_lock WHERE name = 'rotation'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(DbError::query("reading the rotation lock"))?;
+            let (holder, since) = match row {
+                Some(r) => (
+                    r.try_get(0).unwrap_or_default(),
+                    r.try_get(1).unwrap_or_default(),
+                ),
+                None => (
+                    "another session (no details recorded)".into(),
+                    "unknown".into(),
+                ),
+            };
+            return Ok(LockOutcome::Held { holder, since });
+        }
+        let now = crate::meta::now_rfc3339();
+        sqlx::query(
+            "INSERT INTO keyturn_lock (name, holder, host, pid, since, heartbeat) VALUES ('rotation', $1, $2, $3, $4, $4) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, host = excluded.host, pid = excluded.pid, since = excluded.since, heartbeat = excluded.heartbeat",
+        )
+        .bind(holder.description.clone())
+        .bind(holder.host.clone())
+        .bind(i64::from(holder.pid))
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(DbError::query("recording the rotation lock"))?;
+        Ok(LockOutcome::Acquired(LockGuard {
+            inner: Box::new(PgLock {
+                conn,
+                pool: self.pool.clone(),
+            }),
+        }))
+    }
+});

@@ -1,0 +1,352 @@
+//! SQL text shared by the three backends, parameterized by dialect.
+//!
+//! Every identifier is quoted; every value is a bind parameter. Builders
+//! return the statement and its parameters in order; each backend binds them.
+
+use crate::{ColumnRef, PkColumn, PkKind, PkValue, ValueKind};
+use keyturn_format::KeyIdLocation;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+/// A bind parameter.
+#[derive(Clone, Debug)]
+pub(crate) enum Bind {
+    I64(i64),
+    Str(String),
+    Bytes(Vec<u8>),
+}
+
+impl Bind {
+    pub(crate) fn pk(v: &PkValue) -> Bind {
+        match v {
+            PkValue::Int(i) => Bind::I64(*i),
+            PkValue::Text(s) => Bind::Str(s.clone()),
+        }
+    }
+
+    /// A column value: text columns are bound as strings, binary as bytes.
+    pub(crate) fn value(kind: ValueKind, bytes: &[u8]) -> Bind {
+        match kind {
+            // Values read from a text column are UTF-8 (the driver decoded
+            // them as String); new values are ASCII ciphertext.
+            ValueKind::Text => Bind::Str(String::from_utf8_lossy(bytes).into_owned()),
+            ValueKind::Binary => Bind::Bytes(bytes.to_vec()),
+        }
+    }
+}
+
+impl Dialect {
+    pub(crate) fn quote(self, ident: &str) -> String {
+        let q = if self == Dialect::MySql { '`' } else { '"' };
+        ident
+            .split('.')
+            .map(|p| format!("{q}{}{q}", p.replace(q, &format!("{q}{q}"))))
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    pub(crate) fn long_text(self) -> &'static str {
+        match self {
+            Dialect::MySql => "LONGTEXT",
+            _ => "TEXT",
+        }
+    }
+
+    /// The n-th (1-based) placeholder.
+    pub(crate) fn ph(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}"),
+            _ => "?".to_string(),
+        }
+    }
+
+    /// Reads a primary-key column as i64 or text.
+    pub(crate) fn pk_select(self, pk: &PkColumn) -> String {
+        let c = self.quote(&pk.name);
+        match (self, pk.kind) {
+            (Dialect::Postgres, PkKind::Int) => format!("CAST({c} AS BIGINT)"),
+            (Dialect::MySql, PkKind::Int) => format!("CAST({c} AS SIGNED)"),
+            (Dialect::Sqlite, PkKind::Int) => c,
+            (Dialect::MySql, PkKind::Text) => format!("CAST({c} AS CHAR)"),
+            (_, PkKind::Text) => format!("CAST({c} AS TEXT)"),
+        }
+    }
+
+    /// A bound primary-key value in the column's own type (so comparisons
+    /// use the index).
+    pub(crate) fn pk_param(self, pk: &PkColumn, ph: &str) -> String {
+        match (self, pk.kind) {
+            (Dialect::Postgres, PkKind::Text) => format!("CAST({ph} AS {})", pk.sql_type),
+            _ => ph.to_string(),
+        }
+    }
+
+    /// Leading `n` bytes of a value (text columns: characters; keyturn's
+    /// prefixes are ASCII, so the two agree). MySQL compares as binary to
+    /// escape case-insensitive collations.
+    fn prefix_of(self, col: &ColumnRef, n: usize) -> String {
+        let c = self.quote(&col.column);
+        match (self, col.kind) {
+            (Dialect::Postgres, ValueKind::Text) => format!("left({c}, {n})"),
+            (Dialect::Postgres, ValueKind::Binary) => format!("substring({c} from 1 for {n})"),
+            (Dialect::MySql, ValueKind::Text) => format!("CAST(LEFT({c}, {n}) AS BINARY)"),
+            (Dialect::MySql, ValueKind::Binary) => format!("LEFT({c}, {n})"),
+            (Dialect::Sqlite, _) => format!("substr({c}, 1, {n})"),
+        }
+    }
+
+    fn prefix_bind(self, col: &ColumnRef, prefix: &[u8]) -> Bind {
+        match (self, col.kind) {
+            (Dialect::MySql, _) => Bind::Bytes(prefix.to_vec()),
+            (_, kind) => Bind::value(kind, prefix),
+        }
+    }
+
+    fn pk_list(self, col: &ColumnRef) -> String {
+        col.pk
+            .iter()
+            .map(|p| self.quote(&p.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn select_list(self, col: &ColumnRef) -> String {
+        let mut s: Vec<String> = col.pk.iter().map(|p| self.pk_select(p)).collect();
+        s.push(self.quote(&col.column));
+        s.join(", ")
+    }
+
+    /// `(a > x) OR (a = x AND b > y) …`: keyset condition, expanded so every
+    /// backend's planner uses the primary-key index.
+    fn after_condition(self, col: &ColumnRef, after: &[PkValue], binds: &mut Vec<Bind>) -> String {
+        let mut ors = Vec::new();
+        for i in 0..col.pk.len() {
+            let mut ands = Vec::new();
+            for j in 0..=i {
+                binds.push(Bind::pk(&after[j]));
+                let ph = self.pk_param(&col.pk[j], &self.ph(binds.len()));
+                let op = if j == i { ">" } else { "=" };
+                ands.push(format!("{} {op} {ph}", self.quote(&col.pk[j].name)));
+            }
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        format!("({})", ors.join(" OR "))
+    }
+
+    pub(crate) fn fetch_batch(
+        self,
+        col: &ColumnRef,
+        after: Option<&[PkValue]>,
+        skip_prefix: Option<&[u8]>,
+        limit: usize,
+    ) -> (String, Vec<Bind>) {
+        let mut binds = Vec::new();
+        let mut conds = vec![format!("{} IS NOT NULL", self.quote(&col.column))];
+        if let Some(after) = after {
+            conds.push(self.after_condition(col, after, &mut binds));
+        }
+        if let Some(p) = skip_prefix {
+            binds.push(self.prefix_bind(col, p));
+            conds.push(format!(
+                "{} <> {}",
+                self.prefix_of(col, p.len()),
+                self.ph(binds.len())
+            ));
+        }
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
+            self.select_list(col),
+            self.quote(&col.table),
+            conds.join(" AND "),
+            self.pk_list(col),
+        );
+        (sql, binds)
+    }
+
+    pub(crate) fn count_without_prefix(
+        self,
+        col: &ColumnRef,
+        prefix: Option<&[u8]>,
+    ) -> (String, Vec<Bind>) {
+        let mut binds = Vec::new();
+        let mut sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {} IS NOT NULL",
+            self.quote(&col.table),
+            self.quote(&col.column)
+        );
+        if let Some(p) = prefix {
+            binds.push(self.prefix_bind(col, p));
+            sql.push_str(&format!(
+                " AND {} <> {}",
+                self.prefix_of(col, p.len()),
+                self.ph(1)
+            ));
+        }
+        (sql, binds)
+    }
+
+    /// `WHERE` clause selecting the given rows.
+    pub(crate) fn rows_condition(
+        self,
+        col: &ColumnRef,
+        pks: &[Vec<PkValue>],
+        binds: &mut Vec<Bind>,
+    ) -> String {
+        if col.pk.len() == 1 {
+            let mut phs = Vec::with_capacity(pks.len());
+            for pk in pks {
+                binds.push(Bind::pk(&pk[0]));
+                phs.push(self.pk_param(&col.pk[0], &self.ph(binds.len())));
+            }
+            return format!("{} IN ({})", self.quote(&col.pk[0].name), phs.join(", "));
+        }
+        let mut ors = Vec::with_capacity(pks.len());
+        for pk in pks {
+            let mut ands = Vec::new();
+            for (j, v) in pk.iter().enumerate() {
+                binds.push(Bind::pk(v));
+                let ph = self.pk_param(&col.pk[j], &self.ph(binds.len()));
+                ands.push(format!("{} = {ph}", self.quote(&col.pk[j].name)));
+            }
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        ors.join(" OR ")
+    }
+
+    pub(crate) fn fetch_rows(self, col: &ColumnRef, pks: &[Vec<PkValue>]) -> (String, Vec<Bind>) {
+        let mut binds = Vec::new();
+        let cond = self.rows_condition(col, pks, &mut binds);
+        (
+            format!(
+                "SELECT {} FROM {} WHERE {cond}",
+                self.select_list(col),
+                self.quote(&col.table)
+            ),
+            binds,
+        )
+    }
+
+    /// An expression giving the key id of a value, or NULL when the value
+    /// has no recognizable key id.
+    pub(crate) fn key_id_expr(self, col: &ColumnRef, loc: &KeyIdLocation) -> Option<String> {
+        let c = self.quote(&col.column);
+        match loc {
+            KeyIdLocation::TextDelimited { prefix, terminator } => {
+                let plen = prefix.len();
+                let lit = sql_string_literal(prefix);
+                let term = sql_string_literal(&(*terminator as char).to_string());
+                Some(match self {
+                    Dialect::Postgres => format!(
+                        "CASE WHEN left({c}, {plen}) = {lit} THEN split_part(substr({c}, {}), {term}, 1) END",
+                        plen + 1
+                    ),
+                    Dialect::MySql => format!(
+                        "CASE WHEN CAST(LEFT({c}, {plen}) AS BINARY) = {lit} THEN CAST(SUBSTRING_INDEX(SUBSTRING({c}, {}), {term}, 1) AS BINARY) END",
+                        plen + 1
+                    ),
+                    Dialect::Sqlite => format!(
+                        "CASE WHEN substr({c}, 1, {plen}) = {lit} AND instr(substr({c}, {s}), {term}) > 0 THEN substr({c}, {s}, instr(substr({c}, {s}), {term}) - 1) END",
+                        s = plen + 1
+                    ),
+                })
+            }
+            KeyIdLocation::BinaryLengthPrefixed { magic, len_offset } => {
+                // The magic plus the version byte must match; the key id
+                // follows its one-byte length.
+                let mlen = magic.len();
+                let hex: String = magic.iter().map(|b| format!("{b:02X}")).collect();
+                let (lo, start) = (len_offset + 1, len_offset + 2);
+                Some(match self {
+                    Dialect::Postgres => format!(
+                        "CASE WHEN length({c}) > {lo} AND substring({c} from 1 for {mlen}) = '\\x{hex}'::bytea THEN convert_from(substring({c} from {start} for get_byte({c}, {len_offset})), 'SQL_ASCII') END"
+                    ),
+                    Dialect::MySql => format!(
+                        "CASE WHEN LENGTH({c}) > {lo} AND LEFT({c}, {mlen}) = X'{hex}' THEN SUBSTRING({c}, {start}, ORD(SUBSTRING({c}, {lo}, 1))) END"
+                    ),
+                    Dialect::Sqlite => format!(
+                        "CASE WHEN length({c}) > {lo} AND substr({c}, 1, {mlen}) = X'{hex}' THEN CAST(substr({c}, {start}, unicode(CAST(substr({c}, {lo}, 1) AS TEXT))) AS TEXT) END"
+                    ),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn count_keys(self, col: &ColumnRef, loc: &KeyIdLocation) -> String {
+        let t = self.quote(&col.table);
+        let c = self.quote(&col.column);
+        match self.key_id_expr(col, loc) {
+            Some(expr) => format!(
+                "SELECT k, COUNT(*) FROM (SELECT {expr} AS k FROM {t} WHERE {c} IS NOT NULL) AS keyturn_k GROUP BY k"
+            ),
+            None => format!("SELECT NULL AS k, COUNT(*) FROM {t} WHERE {c} IS NOT NULL"),
+        }
+    }
+
+    pub(crate) fn count_total(self, col: &ColumnRef) -> String {
+        format!(
+            "SELECT COUNT(*), COUNT({}) FROM {}",
+            self.quote(&col.column),
+            self.quote(&col.table)
+        )
+    }
+}
+
+/// A single-quoted SQL string literal for constant ASCII text of our own
+/// (never user data).
+fn sql_string_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(pk: &[(&str, PkKind)]) -> ColumnRef {
+        ColumnRef {
+            table: "patients".into(),
+            pk: pk
+                .iter()
+                .map(|(n, k)| PkColumn {
+                    name: (*n).into(),
+                    kind: *k,
+                    sql_type: "uuid".into(),
+                })
+                .collect(),
+            column: "phone".into(),
+            kind: ValueKind::Text,
+        }
+    }
+
+    #[test]
+    fn keyset_query_is_expanded_and_bound() {
+        let c = col(&[("a", PkKind::Int), ("b", PkKind::Text)]);
+        let after = vec![PkValue::Int(1), PkValue::Text("x".into())];
+        let (sql, binds) = Dialect::Postgres.fetch_batch(&c, Some(&after), Some(b"kt1:k2:a:"), 100);
+        assert!(
+            sql.contains(r#"(("a" > $1) OR ("a" = $2 AND "b" > CAST($3 AS uuid)))"#),
+            "{sql}"
+        );
+        assert!(sql.contains(r#"left("phone", 9) <> $4"#), "{sql}");
+        assert!(sql.ends_with(r#"ORDER BY "a", "b" LIMIT 100"#), "{sql}");
+        assert_eq!(binds.len(), 4);
+        let (sql, _) = Dialect::MySql.fetch_batch(&c, None, None, 5);
+        assert!(
+            sql.starts_with(
+                "SELECT CAST(`a` AS SIGNED), CAST(`b` AS CHAR), `phone` FROM `patients`"
+            ),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn quoting_doubles_quote_chars() {
+        assert_eq!(Dialect::Postgres.quote("public.t"), r#""public"."t""#);
+        assert_eq!(Dialect::MySql.quote("a`b"), "`a``b`");
+    }
+}

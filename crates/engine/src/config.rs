@@ -1,0 +1,381 @@
+//! The TOML configuration: which database, which keys, which columns.
+//!
+//! ```toml
+//! [database]
+//! url = "postgres://app:${DB_PASSWORD}@127.0.0.1/app"   # ${VAR} read from the environment
+//!
+//! [keys]
+//! sources = ["env:KEYTURN_KEYS"]   # env:NAME, file:PATH or stdin; never the keys themselves
+//! primary = "k2"
+//!
+//! [rotation]
+//! batch_size = 5000
+//! workers = 2
+//!
+//! [[target]]
+//! table = "patients"
+//! primary_key = "id"                # or ["region", "id"]
+//! columns = [
+//!   { name = "phone", encoding = "text", context = true },
+//!   { name = "nino", encoding = "binary" },
+//! ]
+//! ```
+
+use crate::EngineError;
+use keyturn_db::check_identifier;
+use keyturn_keys::{KeySource, RingPolicy};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Env var naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "KEYTURN_CONFIG";
+/// Config file used when neither `--config` nor the env var is given.
+pub const DEFAULT_CONFIG: &str = "keyturn.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub rotation: RotationConfig,
+    #[serde(rename = "target", default)]
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path`, `postgres://…` or `mysql://…`, with `${VAR}`
+    /// interpolation.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    #[serde(default = "default_sources")]
+    pub sources: Vec<String>,
+    pub primary: Option<String>,
+    #[serde(default)]
+    pub retired: Vec<String>,
+    #[serde(default)]
+    pub allow_retired: bool,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            sources: default_sources(),
+            primary: None,
+            retired: Vec::new(),
+            allow_retired: false,
+        }
+    }
+}
+
+fn default_sources() -> Vec<String> {
+    vec![format!("env:{}", keyturn_keys::DEFAULT_ENV)]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationConfig {
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    #[serde(default)]
+    pub max_rows_per_sec: Option<u64>,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        RotationConfig {
+            batch_size: default_batch(),
+            workers: default_workers(),
+            max_rows_per_sec: None,
+        }
+    }
+}
+
+fn default_batch() -> usize {
+    5000
+}
+fn default_workers() -> usize {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub table: String,
+    pub primary_key: OneOrMany,
+    pub columns: Vec<ColumnConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingConfig {
+    Text,
+    Binary,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnConfig {
+    pub name: String,
+    /// Defaults to the column's type: text for TEXT/VARCHAR, binary for
+    /// bytea/BLOB/VARBINARY.
+    pub encoding: Option<EncodingConfig>,
+    /// Bind table, column and primary key as associated data.
+    #[serde(default)]
+    pub context: bool,
+    /// The stored format; `keyturn` (the default) is keyturn's own format v1.
+    #[serde(default = "default_codec")]
+    pub codec: String,
+}
+
+fn default_codec() -> String {
+    "keyturn".into()
+}
+
+/// Where the config came from (for messages).
+pub fn config_path(cli: Option<&Path>) -> PathBuf {
+    if let Some(p) = cli {
+        return p.to_owned();
+    }
+    match std::env::var_os(CONFIG_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_CONFIG),
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, EngineError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            EngineError::Config(format!(
+                "cannot read {}: {e}{}",
+                path.display(),
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    " (pass --config FILE, set KEYTURN_CONFIG, or run `keyturn demo` to see an example)"
+                } else {
+                    ""
+                }
+            ))
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            EngineError::Config(m) => EngineError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, EngineError> {
+        let mut cfg: Config =
+            toml::from_str(text).map_err(|e| EngineError::Config(e.to_string()))?;
+        cfg.database.url = interpolate(&cfg.database.url, "database.url")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), EngineError> {
+        let bad = |key: &str, why: String| Err(EngineError::Config(format!("{key}: {why}")));
+        if self.targets.is_empty() {
+            return bad("target", "no [[target]] tables configured".into());
+        }
+        if !(1..=100_000).contains(&self.rotation.batch_size) {
+            return bad(
+                "rotation.batch_size",
+                format!("{} is outside 1..=100000", self.rotation.batch_size),
+            );
+        }
+        if !(1..=64).contains(&self.rotation.workers) {
+            return bad(
+                "rotation.workers",
+                format!("{} is outside 1..=64", self.rotation.workers),
+            );
+        }
+        if self.keys.sources.is_empty() {
+            return bad("keys.sources", "at least one key source is needed".into());
+        }
+        for (i, s) in self.keys.sources.iter().enumerate() {
+            KeySource::parse(s)
+                .map_err(|e| EngineError::Config(format!("keys.sources[{i}]: {e}")))?;
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            let key = format!("target[{i}]");
+            check_identifier(&t.table, "table")
+                .map_err(|e| EngineError::Config(format!("{key}.table: {e}")))?;
+            let pk = t.primary_key.to_vec();
+            if pk.is_empty() {
+                return bad(&format!("{key}.primary_key"), "empty".into());
+            }
+            for p in &pk {
+                check_identifier(p, "column")
+                    .map_err(|e| EngineError::Config(format!("{key}.primary_key: {e}")))?;
+            }
+            if t.columns.is_empty() {
+                return bad(
+                    &format!("{key}.columns"),
+                    format!("no encrypted columns for table {}", t.table),
+                );
+            }
+            for (j, c) in t.columns.iter().enumerate() {
+                let ckey = format!("{key}.columns[{j}]");
+                check_identifier(&c.name, "column")
+                    .map_err(|e| EngineError::Config(format!("{ckey}.name: {e}")))?;
+                if pk.contains(&c.name) {
+                    return bad(
+                        &format!("{ckey}.name"),
+                        format!("{} is part of the primary key", c.name),
+                    );
+                }
+                if t.columns.iter().filter(|o| o.name == c.name).count() > 1 {
+                    return bad(
+                        &format!("{ckey}.name"),
+                        format!("{} is listed twice", c.name),
+                    );
+                }
+                if c.codec != "keyturn" {
+                    return bad(
+                        &format!("{ckey}.codec"),
+                        format!("unknown codec {:?} (this build knows: keyturn)", c.codec),
+                    );
+                }
+            }
+            if self.targets.iter().filter(|o| o.table == t.table).count() > 1 {
+                return bad(
+                    &format!("{key}.table"),
+                    format!("{} is configured twice", t.table),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn key_sources(&self) -> Vec<KeySource> {
+        // validate() parsed every source already.
+        self.keys
+            .sources
+            .iter()
+            .filter_map(|s| KeySource::parse(s).ok())
+            .collect()
+    }
+
+    pub fn ring_policy(&self) -> RingPolicy {
+        RingPolicy {
+            primary: self.keys.primary.clone(),
+            retired: self.keys.retired.clone(),
+            allow_retired: self.keys.allow_retired,
+        }
+    }
+}
+
+/// Replaces `${VAR}` with the environment variable's value.
+fn interpolate(s: &str, key: &str) -> Result<String, EngineError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| EngineError::Config(format!("{key}: unclosed ${{ in the value")))?;
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(EngineError::Config(format!(
+                "{key}: ${{{name}}} is not a valid variable name"
+            )));
+        }
+        let val = std::env::var(name).map_err(|_| {
+            EngineError::Config(format!("{key}: environment variable {name} is not set"))
+        })?;
+        out.push_str(&val);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+[database]
+url = "sqlite://x.db"
+[keys]
+primary = "k2"
+[[target]]
+table = "patients"
+primary_key = ["region", "id"]
+columns = [{ name = "phone", context = true }, { name = "nino", encoding = "binary" }]
+"#;
+
+    #[test]
+    fn parses_a_complete_config() {
+        let c = Config::parse(OK).unwrap();
+        assert_eq!(c.targets[0].primary_key.to_vec(), vec!["region", "id"]);
+        assert_eq!(
+            c.targets[0].columns[1].encoding,
+            Some(EncodingConfig::Binary)
+        );
+        assert!(c.targets[0].columns[0].context);
+        assert_eq!(c.rotation.batch_size, 5000);
+        assert_eq!(c.keys.sources, vec!["env:KEYTURN_KEYS"]);
+    }
+
+    #[test]
+    fn rejects_with_exact_key_and_reason() {
+        let typo = OK.replace("columns =", "colums =");
+        let e = Config::parse(&typo).unwrap_err().to_string();
+        assert!(e.contains("colums"), "{e}");
+        let e = Config::parse(&OK.replace("\"nino\"", "\"id\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("target[0].columns[1].name") && e.contains("primary key"),
+            "{e}"
+        );
+        let e = Config::parse(&OK.replace("[keys]", "[rotation]\nbatch_size = 0\n[keys]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rotation.batch_size"), "{e}");
+        let e = Config::parse(&OK.replace("patients", "pat;ients"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("target[0].table"), "{e}");
+        let e = Config::parse(&OK.replace("[keys]", "[keys]\nsources = [\"k1:aes256gcm:AAAA\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keys.sources[0]") && !e.contains("AAAA"), "{e}");
+    }
+
+    #[test]
+    fn interpolates_env_and_reports_missing() {
+        let e = interpolate("postgres://u:${KEYTURN_SURELY_UNSET}@h/db", "database.url")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("KEYTURN_SURELY_UNSET is not set"), "{e}");
+        // PATH is set in every test environment.
+        let v = interpolate("a${PATH}b", "x").unwrap();
+        assert!(v.starts_with('a') && v.ends_with('b') && v.len() > 2);
+    }
+}

@@ -1,0 +1,25 @@
+//! keyturn's rotation engine: status, rotate, encrypt and verify over any
+//! supported database, for any [`Codec`](keyturn_format::Codec).
+//!
+//! The engine reads configuration, resolves it against the live schema
+//! ([`plan`]), and runs operations through the [`keyturn_db::Database`]
+//! trait. It never writes SQL itself and never prints: progress goes to a
+//! [`ProgressSink`] supplied by the caller.
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod error;
+pub mod plan;
+mod progress;
+mod retry;
+pub mod run;
+pub mod status;
+pub mod verify;
+
+pub use config::Config;
+pub use error::EngineError;
+pub use plan::{ColumnPlan, Plan};
+pub use progress::{NoProgress, ProgressSink};
+pub use run::{BadRowReport, ColumnSummary, Operation, RunOptions, RunSummary};
+pub use status::{ColumnStatus, StatusReport};
+pub use verify::{VerifyOptions, VerifyReport};

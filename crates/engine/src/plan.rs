@@ -1,0 +1,159 @@
+//! Resolves the configuration against the live schema before anything runs:
+//! every configured table, key column and encrypted column must exist and
+//! have a type that can hold ciphertext.
+
+use crate::{Config, EngineError};
+use keyturn_db::{ColumnRef, Database, PkColumn, PkValue, ValueKind, pk_kind_of, value_kind_of};
+use keyturn_format::{Codec, Encoding, NativeCodec};
+use std::sync::Arc;
+
+/// One encrypted column, ready to process.
+#[derive(Debug, Clone)]
+pub struct ColumnPlan {
+    pub col: ColumnRef,
+    pub codec: Arc<dyn Codec>,
+    /// Bind table, column and primary key as associated data.
+    pub context: bool,
+}
+
+impl ColumnPlan {
+    /// The associated-data parts for one row: table, column, then each
+    /// primary-key value as text (see docs/FORMAT.md).
+    pub fn context_parts(&self, pk: &[PkValue]) -> Vec<Vec<u8>> {
+        if !self.context {
+            return Vec::new();
+        }
+        let mut parts = Vec::with_capacity(2 + pk.len());
+        parts.push(self.col.table.as_bytes().to_vec());
+        parts.push(self.col.column.as_bytes().to_vec());
+        parts.extend(pk.iter().map(|v| v.to_string().into_bytes()));
+        parts
+    }
+
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.col.table, self.col.column)
+    }
+}
+
+/// Every column an operation will touch, in config order.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub columns: Vec<ColumnPlan>,
+}
+
+/// Checks the config against the database and builds the plan. `table` and
+/// `column` narrow it down (`--table`, `--column`). All problems are reported
+/// together.
+pub async fn resolve(
+    db: &dyn Database,
+    cfg: &Config,
+    table: Option<&str>,
+    column: Option<&str>,
+) -> Result<Plan, EngineError> {
+    if let Some(t) = table {
+        if !cfg.targets.iter().any(|x| x.table == t) {
+            return Err(EngineError::Usage(format!(
+                "--table {t}: not a configured table (configured: {})",
+                cfg.targets
+                    .iter()
+                    .map(|x| x.table.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    if let Some(c) = column {
+        let found = cfg
+            .targets
+            .iter()
+            .filter(|x| table.is_none_or(|t| x.table == t))
+            .any(|x| x.columns.iter().any(|y| y.name == c));
+        if !found {
+            return Err(EngineError::Usage(format!(
+                "--column {c}: not a configured column"
+            )));
+        }
+    }
+    let mut problems = Vec::new();
+    let mut columns = Vec::new();
+    for t in &cfg.targets {
+        if table.is_some_and(|x| x != t.table) {
+            continue;
+        }
+        let Some(info) = db.describe_table(&t.table).await? else {
+            problems.push(format!("table {} does not exist", t.table));
+            continue;
+        };
+        let mut pk = Vec::new();
+        for name in t.primary_key.to_vec() {
+            match info.column_type(&name) {
+                Some(ty) => pk.push(PkColumn {
+                    name: name.clone(),
+                    kind: pk_kind_of(ty),
+                    sql_type: ty.to_owned(),
+                }),
+                None => problems.push(format!(
+                    "{}: primary key column {name} does not exist",
+                    t.table
+                )),
+            }
+        }
+        if pk.len() != t.primary_key.to_vec().len() {
+            continue;
+        }
+        if !info.primary_key.is_empty() && info.primary_key != t.primary_key.to_vec() {
+            problems.push(format!(
+                "{}: configured primary_key {:?} differs from the table's primary key {:?}",
+                t.table,
+                t.primary_key.to_vec(),
+                info.primary_key
+            ));
+        }
+        for c in &t.columns {
+            if column.is_some_and(|x| x != c.name) {
+                continue;
+            }
+            let Some(ty) = info.column_type(&c.name) else {
+                problems.push(format!("{}: column {} does not exist", t.table, c.name));
+                continue;
+            };
+            let Some(kind) = value_kind_of(ty) else {
+                problems.push(format!(
+                    "{}.{}: type {ty} cannot hold ciphertext (use a text or binary column)",
+                    t.table, c.name
+                ));
+                continue;
+            };
+            let encoding = match (c.encoding, kind) {
+                (None, ValueKind::Text)
+                | (Some(crate::config::EncodingConfig::Text), ValueKind::Text) => Encoding::Text,
+                (None, ValueKind::Binary)
+                | (Some(crate::config::EncodingConfig::Binary), ValueKind::Binary) => {
+                    Encoding::Binary
+                }
+                (Some(crate::config::EncodingConfig::Binary), ValueKind::Text) => {
+                    problems.push(format!(
+                        "{}.{}: encoding = \"binary\" but the column is {ty}; use encoding = \"text\" or a binary column",
+                        t.table, c.name
+                    ));
+                    continue;
+                }
+                (Some(crate::config::EncodingConfig::Text), ValueKind::Binary) => Encoding::Text,
+            };
+            columns.push(ColumnPlan {
+                col: ColumnRef {
+                    table: t.table.clone(),
+                    pk: pk.clone(),
+                    column: c.name.clone(),
+                    kind,
+                },
+                codec: Arc::new(NativeCodec { encoding }),
+                context: c.context,
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(EngineError::Schema(problems.join("; ")));
+    }
+    Ok(Plan { columns })
+}

@@ -1,0 +1,19 @@
+//! How the engine reports progress: the CLI draws bars or log lines.
+
+/// Receives progress from a running operation. All methods have empty
+/// defaults so a caller implements only what it shows.
+pub trait ProgressSink: Send + Sync {
+    /// A column starts; `todo` is the number of values expected to need work.
+    fn column_started(&self, _table: &str, _column: &str, _todo: u64, _resumed_from: u64) {}
+    /// Values processed in the current column since the last call.
+    fn advanced(&self, _table: &str, _column: &str, _processed: u64) {}
+    fn column_finished(&self, _table: &str, _column: &str) {}
+    /// A human-readable note (resume, retry, lock take-over…).
+    fn note(&self, _message: &str) {}
+}
+
+/// Reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl ProgressSink for NoProgress {}

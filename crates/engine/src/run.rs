@@ -1,0 +1,683 @@
+//! `rotate` and `encrypt`: the online re-encryption pipeline.
+//!
+//! Per column, three stages overlap:
+//! 1. read: keyset pagination by primary key (never OFFSET), values already
+//!    under the primary key filtered out by SQL where the format allows;
+//! 2. crypto: off the database's path, in parallel across cores (rayon);
+//! 3. write: one compare-and-swap statement per batch, several batches in
+//!    flight (`workers`). A row the application changed meanwhile is re-read
+//!    and retried, or skipped if it is already under the primary key: the
+//!    application's writes are never overwritten.
+//!
+//! Batches complete in order, so the checkpoint (the last primary key of the
+//! last fully written batch) never runs ahead of the data. A crash, SIGKILL
+//! or Ctrl-C resumes from it.
+
+use crate::plan::{ColumnPlan, Plan};
+use crate::retry::with_retry;
+use crate::{EngineError, ProgressSink};
+use futures::StreamExt;
+use keyturn_db::{
+    Backend, BadRow, CasUpdate, Checkpoint, Database, LockHolder, LockOutcome, Pk, Row, RunRecord,
+    now_rfc3339, pk_display,
+};
+use keyturn_format::{Codec, Inspection, KeyIdLocation, Keyring, Reencryption};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Compare-and-swap rounds for one batch before a row that keeps changing
+/// is reported instead of retried.
+const CAS_ROUNDS: usize = 5;
+/// Bytes of values one batch may hold: bounds memory when values are large.
+const BATCH_BYTES: usize = 32 << 20;
+/// How often the checkpoint is saved while a column runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Bad rows kept in memory for the summary; all are recorded in the
+/// database's `keyturn_bad_rows` table.
+const BAD_ROWS_IN_SUMMARY: usize = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// Re-encrypt every value not under the primary key.
+    Rotate,
+    /// Encrypt plaintext values in place.
+    Encrypt,
+}
+
+impl Operation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Rotate => "rotate",
+            Operation::Encrypt => "encrypt",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub batch_size: usize,
+    /// Batches written concurrently (database connections writing).
+    pub workers: usize,
+    pub max_rows_per_sec: Option<u64>,
+    /// Read, decrypt and check everything; write nothing at all.
+    pub dry_run: bool,
+    /// Who runs it (for the run record).
+    pub actor: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ColumnSummary {
+    pub table: String,
+    pub column: String,
+    /// Values written (or, in a dry run, that would be written).
+    pub written: u64,
+    /// Values left alone: already under the primary key (rotate), already
+    /// encrypted (encrypt), or deleted/changed by the application.
+    pub skipped: u64,
+    /// Compare-and-swap misses that were re-read and retried.
+    pub retried: u64,
+    pub failed: u64,
+    /// Rows already done by an earlier, interrupted run.
+    pub resumed_rows: u64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BadRowReport {
+    pub table: String,
+    pub column: String,
+    pub pk: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    pub operation: Operation,
+    pub run_id: String,
+    pub dry_run: bool,
+    pub primary_key_id: String,
+    pub columns: Vec<ColumnSummary>,
+    pub bad_rows: Vec<BadRowReport>,
+    /// More bad rows exist than listed here (all are in keyturn_bad_rows).
+    pub bad_rows_truncated: bool,
+    pub interrupted: bool,
+    pub seconds: f64,
+    pub rows_per_sec: f64,
+    /// `ok`, `completed_with_errors` or `interrupted`.
+    pub outcome: String,
+}
+
+impl RunSummary {
+    pub fn failed(&self) -> u64 {
+        self.columns.iter().map(|c| c.failed).sum()
+    }
+    pub fn written(&self) -> u64 {
+        self.columns.iter().map(|c| c.written).sum()
+    }
+}
+
+/// Everything the pipeline stages share.
+struct Shared {
+    db: Arc<dyn Database>,
+    ring: Arc<Keyring>,
+    op: Operation,
+    opts: RunOptions,
+    progress: Arc<dyn ProgressSink>,
+    stop: Arc<AtomicBool>,
+    run_id: String,
+}
+
+/// Lists keys the data uses that this keyring cannot decrypt, per column,
+/// counted by the database. Nothing is written.
+pub async fn preflight(db: &dyn Database, plan: &Plan, ring: &Keyring) -> Result<(), EngineError> {
+    let mut problems = Vec::new();
+    for c in &plan.columns {
+        if c.codec.key_id_location() == KeyIdLocation::None {
+            continue;
+        }
+        let counts = db.count_keys(&c.col, &c.codec.key_id_location()).await?;
+        for (key, n) in counts.by_key {
+            let Some(key) = key else { continue };
+            if let Err(e) = ring.decryption_key(&key) {
+                let why = match e {
+                    keyturn_format::FormatError::KeyRetired(_) => {
+                        "retired: allow retired keys to rotate it away"
+                    }
+                    _ => "not in the keyring",
+                };
+                problems.push((
+                    c.col.table.clone(),
+                    c.col.column.clone(),
+                    key,
+                    n,
+                    why.to_string(),
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::Preflight(problems))
+    }
+}
+
+/// Runs `rotate` or `encrypt` over every column of the plan.
+pub async fn run(
+    db: Arc<dyn Database>,
+    plan: &Plan,
+    ring: Arc<Keyring>,
+    op: Operation,
+    opts: RunOptions,
+    progress: Arc<dyn ProgressSink>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary, EngineError> {
+    if op == Operation::Rotate {
+        preflight(db.as_ref(), plan, &ring).await?;
+    }
+    let started = Instant::now();
+    let run_id = new_run_id();
+    let shared = Arc::new(Shared {
+        db: db.clone(),
+        ring: ring.clone(),
+        op,
+        opts: opts.clone(),
+        progress: progress.clone(),
+        stop,
+        run_id: run_id.clone(),
+    });
+    // A dry run touches nothing: no bookkeeping tables, no lock, no record.
+    let lock = if opts.dry_run {
+        None
+    } else {
+        db.ensure_meta().await?;
+        match db.try_lock(&LockHolder::current(op.name())).await? {
+            LockOutcome::Acquired(g) => Some(g),
+            LockOutcome::Held { holder, since } => {
+                return Err(EngineError::LockHeld { holder, since });
+            }
+        }
+    };
+    let mut record = RunRecord {
+        run_id: run_id.clone(),
+        operation: op.name().to_owned(),
+        actor: opts.actor.clone(),
+        started_at: now_rfc3339(),
+        finished_at: None,
+        outcome: "running".into(),
+        summary: "{}".into(),
+    };
+    if !opts.dry_run {
+        db.save_run(&record).await?;
+    }
+    let mut summary = RunSummary {
+        operation: op,
+        run_id,
+        dry_run: opts.dry_run,
+        primary_key_id: ring.primary_id().to_string(),
+        columns: Vec::new(),
+        bad_rows: Vec::new(),
+        bad_rows_truncated: false,
+        interrupted: false,
+        seconds: 0.0,
+        rows_per_sec: 0.0,
+        outcome: String::new(),
+    };
+    let mut result = Ok(());
+    for column in &plan.columns {
+        if shared.stop.load(Ordering::SeqCst) {
+            summary.interrupted = true;
+            break;
+        }
+        match process_column(&shared, column, &mut summary).await {
+            Ok(interrupted) => {
+                if interrupted {
+                    summary.interrupted = true;
+                    break;
+                }
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    let processed: u64 = summary
+        .columns
+        .iter()
+        .map(|c| c.written + c.skipped + c.failed)
+        .sum();
+    summary.rows_per_sec = if summary.seconds > 0.0 {
+        processed as f64 / summary.seconds
+    } else {
+        0.0
+    };
+    summary.outcome = if result.is_err() {
+        "failed".into()
+    } else if summary.interrupted {
+        "interrupted".into()
+    } else if summary.failed() > 0 {
+        "completed_with_errors".into()
+    } else {
+        "ok".into()
+    };
+    if !opts.dry_run {
+        record.finished_at = Some(now_rfc3339());
+        record.outcome = summary.outcome.clone();
+        record.summary = serde_json::to_string(&summary.columns).unwrap_or_else(|_| "[]".into());
+        let saved = with_retry("recording the run", progress.as_ref(), || {
+            db.save_run(&record)
+        })
+        .await;
+        if let Some(lock) = lock {
+            let released = lock.release().await;
+            if result.is_ok() {
+                released?;
+            }
+        }
+        if result.is_ok() {
+            saved?;
+        }
+    }
+    result.map(|()| summary)
+}
+
+/// A run id: start time and process id, unique per database in practice
+/// (one run holds the lock at a time).
+fn new_run_id() -> String {
+    let t = now_rfc3339().replace([':', '-'], "");
+    format!("{t}-{}", std::process::id())
+}
+
+/// What the crypto stage decided for one row.
+enum RowOutcome {
+    Write(CasUpdate),
+    Skip,
+    Bad(String),
+}
+
+/// Decides one row: re-encrypt (rotate) or encrypt (encrypt).
+fn crypto_one(
+    op: Operation,
+    ring: &Keyring,
+    plan: &ColumnPlan,
+    pk: &Pk,
+    value: &[u8],
+) -> RowOutcome {
+    let parts = plan.context_parts(pk);
+    let ctx: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let codec: &dyn Codec = plan.codec.as_ref();
+    match op {
+        Operation::Rotate => match codec.reencrypt(ring, value, &ctx) {
+            Ok(Reencryption::AlreadyPrimary) => RowOutcome::Skip,
+            Ok(Reencryption::Rotated(new)) => RowOutcome::Write(CasUpdate {
+                pk: pk.clone(),
+                old: value.to_vec(),
+                new,
+            }),
+            Err(e) => RowOutcome::Bad(e.to_string()),
+        },
+        Operation::Encrypt => match codec.inspect(value) {
+            Inspection::NotThisFormat => match codec.encrypt(ring, value, &ctx) {
+                Ok(new) => RowOutcome::Write(CasUpdate {
+                    pk: pk.clone(),
+                    old: value.to_vec(),
+                    new,
+                }),
+                Err(e) => RowOutcome::Bad(e.to_string()),
+            },
+            Inspection::Invalid(e) => RowOutcome::Bad(format!(
+                "looks like a damaged {} ciphertext ({e}); not encrypting it again",
+                codec.name()
+            )),
+            _ => RowOutcome::Skip,
+        },
+    }
+}
+
+#[derive(Default)]
+struct BatchOutcome {
+    written: u64,
+    skipped: u64,
+    retried: u64,
+    bad: Vec<(Pk, String)>,
+    last_pk: Option<Pk>,
+    rows: u64,
+}
+
+/// Crypto then compare-and-swap write for one batch.
+async fn process_batch(
+    shared: Arc<Shared>,
+    plan: ColumnPlan,
+    rows: Vec<Row>,
+) -> Result<BatchOutcome, EngineError> {
+    let mut out = BatchOutcome {
+        last_pk: rows.last().map(|r| r.pk.clone()),
+        rows: rows.len() as u64,
+        ..Default::default()
+    };
+    let (ring, op, plan2) = (shared.ring.clone(), shared.op, plan.clone());
+    let outcomes: Vec<(Pk, RowOutcome)> = tokio::task::spawn_blocking(move || {
+        rows.into_par_iter()
+            .map(|r| {
+                let o = crypto_one(op, &ring, &plan2, &r.pk, &r.value);
+                (r.pk, o)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| EngineError::Usage(format!("crypto worker failed: {e}")))?;
+    let mut pending = Vec::new();
+    for (pk, o) in outcomes {
+        match o {
+            RowOutcome::Write(u) => pending.push(u),
+            RowOutcome::Skip => out.skipped += 1,
+            RowOutcome::Bad(why) => out.bad.push((pk, why)),
+        }
+    }
+    if shared.opts.dry_run {
+        out.written = pending.len() as u64;
+        return Ok(out);
+    }
+    let db = shared.db.clone();
+    let col = &plan.col;
+    for round in 0..=CAS_ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
+        if round == CAS_ROUNDS {
+            for u in pending.drain(..) {
+                out.bad.push((
+                    u.pk,
+                    format!("changed by the application during each of {CAS_ROUNDS} attempts; run again to finish it"),
+                ));
+            }
+            break;
+        }
+        let n = with_retry("writing a batch", shared.progress.as_ref(), || {
+            db.write_cas(col, &pending)
+        })
+        .await?;
+        if n as usize == pending.len() {
+            out.written += n;
+            break;
+        }
+        // Some rows changed under us (or a retried write had already
+        // landed): look at what the rows hold now.
+        let pks: Vec<Pk> = pending.iter().map(|u| u.pk.clone()).collect();
+        let current: HashMap<Pk, Option<Vec<u8>>> =
+            with_retry("re-reading changed rows", shared.progress.as_ref(), || {
+                db.fetch_rows(col, &pks)
+            })
+            .await?
+            .into_iter()
+            .collect();
+        let mut next = Vec::new();
+        for u in pending.drain(..) {
+            match current.get(&u.pk) {
+                Some(Some(v)) if *v == u.new => out.written += 1,
+                // Deleted or set to NULL by the application: nothing to do.
+                None | Some(None) => out.skipped += 1,
+                Some(Some(v)) => {
+                    out.retried += 1;
+                    match crypto_one(shared.op, &shared.ring, &plan, &u.pk, v) {
+                        RowOutcome::Write(w) => next.push(w),
+                        RowOutcome::Skip => out.skipped += 1,
+                        RowOutcome::Bad(why) => out.bad.push((u.pk, why)),
+                    }
+                }
+            }
+        }
+        pending = next;
+    }
+    Ok(out)
+}
+
+/// Runs one column. Returns whether it was interrupted.
+async fn process_column(
+    shared: &Arc<Shared>,
+    plan: &ColumnPlan,
+    summary: &mut RunSummary,
+) -> Result<bool, EngineError> {
+    let started = Instant::now();
+    let db = shared.db.clone();
+    let col = &plan.col;
+    let op = shared.op;
+    let progress = shared.progress.clone();
+    let skip_prefix = match op {
+        Operation::Rotate => plan.codec.primary_prefix(&shared.ring),
+        Operation::Encrypt => None,
+    };
+    let mut cs = ColumnSummary {
+        table: col.table.clone(),
+        column: col.column.clone(),
+        ..Default::default()
+    };
+    let mut after: Option<Pk> = None;
+    if !shared.opts.dry_run {
+        if let Some(cp) = db
+            .load_checkpoint(op.name(), &col.table, &col.column)
+            .await?
+        {
+            if cp.target_key == shared.ring.primary_id().as_str() {
+                match serde_json::from_str::<Pk>(&cp.last_pk) {
+                    Ok(pk) => {
+                        progress.note(&format!(
+                            "{}: resuming after primary key {} ({} rows done by run {})",
+                            plan.label(),
+                            pk_display(&pk),
+                            cp.rows_done,
+                            cp.run_id
+                        ));
+                        cs.resumed_rows = cp.rows_done;
+                        after = Some(pk);
+                    }
+                    Err(_) => {
+                        progress.note(&format!("{}: unreadable checkpoint ignored", plan.label()))
+                    }
+                }
+            } else {
+                progress.note(&format!(
+                    "{}: checkpoint was for key {:?}, the primary is now {:?}: starting over",
+                    plan.label(),
+                    cp.target_key,
+                    shared.ring.primary_id().as_str()
+                ));
+            }
+        }
+    }
+    let todo = db.count_without_prefix(col, skip_prefix.as_deref()).await?;
+    progress.column_started(&col.table, &col.column, todo, cs.resumed_rows);
+
+    // Stage 1: the reader, a stream of batches in primary-key order.
+    let batch_cap = match db.backend() {
+        // Bind parameters per statement are limited to 65535.
+        Backend::MySql => shared.opts.batch_size.min(60_000 / (col.pk.len() + 2)),
+        _ => shared.opts.batch_size,
+    };
+    struct Reader {
+        after: Option<Pk>,
+        limit: usize,
+        emitted: u64,
+        done: bool,
+    }
+    let reader_start = Instant::now();
+    let reader = Reader {
+        after: after.clone(),
+        // Start small: the first batch tells how large values are.
+        limit: batch_cap.min(256),
+        emitted: 0,
+        done: false,
+    };
+    let sh = shared.clone();
+    let pl = plan.clone();
+    let skip = skip_prefix.clone();
+    let batches = futures::stream::unfold(reader, move |mut st| {
+        let sh = sh.clone();
+        let pl = pl.clone();
+        let skip = skip.clone();
+        async move {
+            if st.done || sh.stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            if let Some(rate) = sh.opts.max_rows_per_sec.filter(|r| *r > 0) {
+                let due = Duration::from_secs_f64(st.emitted as f64 / rate as f64);
+                let elapsed = reader_start.elapsed();
+                if due > elapsed {
+                    tokio::time::sleep(due - elapsed).await;
+                }
+            }
+            let fetched = with_retry("reading a batch", sh.progress.as_ref(), || {
+                sh.db
+                    .fetch_batch(&pl.col, st.after.as_deref(), skip.as_deref(), st.limit)
+            })
+            .await;
+            match fetched {
+                Err(e) => {
+                    st.done = true;
+                    Some((Err(EngineError::from(e)), st))
+                }
+                Ok(rows) if rows.is_empty() => None,
+                Ok(rows) => {
+                    st.after = rows.last().map(|r| r.pk.clone());
+                    st.emitted += rows.len() as u64;
+                    let bytes: usize = rows.iter().map(|r| r.value.len() + 64).sum();
+                    let avg = (bytes / rows.len()).max(1);
+                    st.limit = (BATCH_BYTES / avg).clamp(1, batch_cap);
+                    Some((Ok(rows), st))
+                }
+            }
+        }
+    });
+    // Stages 2 and 3: crypto and write, `workers` batches in flight, results
+    // in order.
+    let sh = shared.clone();
+    let pl = plan.clone();
+    let mut results = batches
+        .map(move |b| {
+            let sh = sh.clone();
+            let pl = pl.clone();
+            async move {
+                match b {
+                    Ok(rows) => process_batch(sh, pl, rows).await,
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .buffered(shared.opts.workers.max(1))
+        .boxed();
+
+    let mut last_saved = Instant::now();
+    let mut checkpoint_pk: Option<Pk> = after;
+    let mut dirty = false;
+    let mut failure = None;
+    while let Some(r) = results.next().await {
+        let b = match r {
+            Ok(b) => b,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        cs.written += b.written;
+        cs.skipped += b.skipped;
+        cs.retried += b.retried;
+        cs.failed += b.bad.len() as u64;
+        if !b.bad.is_empty() {
+            let now = now_rfc3339();
+            let rows: Vec<BadRow> = b
+                .bad
+                .iter()
+                .map(|(pk, why)| BadRow {
+                    run_id: shared.run_id.clone(),
+                    table: col.table.clone(),
+                    column: col.column.clone(),
+                    pk: pk_display(pk),
+                    reason: why.clone(),
+                    seen_at: now.clone(),
+                })
+                .collect();
+            if !shared.opts.dry_run {
+                with_retry("recording bad rows", progress.as_ref(), || {
+                    db.record_bad_rows(&rows)
+                })
+                .await?;
+            }
+            for r in rows {
+                if summary.bad_rows.len() < BAD_ROWS_IN_SUMMARY {
+                    summary.bad_rows.push(BadRowReport {
+                        table: r.table,
+                        column: r.column,
+                        pk: r.pk,
+                        reason: r.reason,
+                    });
+                } else {
+                    summary.bad_rows_truncated = true;
+                }
+            }
+        }
+        progress.advanced(&col.table, &col.column, b.rows);
+        if b.last_pk.is_some() {
+            checkpoint_pk = b.last_pk;
+            dirty = true;
+        }
+        if dirty && !shared.opts.dry_run && last_saved.elapsed() >= CHECKPOINT_EVERY {
+            save_checkpoint(shared, plan, checkpoint_pk.as_ref(), &cs).await?;
+            last_saved = Instant::now();
+            dirty = false;
+        }
+    }
+    drop(results);
+    let interrupted = shared.stop.load(Ordering::SeqCst);
+    if !shared.opts.dry_run {
+        if failure.is_some() || interrupted {
+            // Save where we stopped; the error (if any) is reported after.
+            if dirty {
+                save_checkpoint(shared, plan, checkpoint_pk.as_ref(), &cs).await?;
+            }
+        } else {
+            with_retry("clearing the checkpoint", progress.as_ref(), || {
+                db.clear_checkpoint(op.name(), &col.table, &col.column)
+            })
+            .await?;
+        }
+    }
+    progress.column_finished(&col.table, &col.column);
+    cs.seconds = started.elapsed().as_secs_f64();
+    summary.columns.push(cs);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(interrupted),
+    }
+}
+
+async fn save_checkpoint(
+    shared: &Shared,
+    plan: &ColumnPlan,
+    pk: Option<&Pk>,
+    cs: &ColumnSummary,
+) -> Result<(), EngineError> {
+    let Some(pk) = pk else { return Ok(()) };
+    let cp = Checkpoint {
+        operation: shared.op.name().to_owned(),
+        table: plan.col.table.clone(),
+        column: plan.col.column.clone(),
+        target_key: shared.ring.primary_id().to_string(),
+        last_pk: serde_json::to_string(pk)
+            .map_err(|e| EngineError::Usage(format!("checkpoint encoding: {e}")))?,
+        rows_done: cs.resumed_rows + cs.written + cs.skipped + cs.failed,
+        run_id: shared.run_id.clone(),
+        updated_at: now_rfc3339(),
+    };
+    with_retry("saving the checkpoint", shared.progress.as_ref(), || {
+        shared.db.save_checkpoint(&cp)
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Key providers: where keyturn's data keys come from.
+//!
+//! Key material is read from an environment variable, a file or standard
+//! input — never from a command-line argument, which any user of the machine
+//! can read from the process list. Every source holds one or more key specs
+//! (`<id>:<alg>:<base64>`, see keyturn-format), so old and new keys can be
+//! provided together during the rotation window.
+#![forbid(unsafe_code)]
+
+use keyturn_format::{FormatError, KeyId, KeySpec, Keyring, SecretKey};
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+/// Environment variable read when no source is configured.
+pub const DEFAULT_ENV: &str = "KEYTURN_KEYS";
+
+/// Where to read key specs from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeySource {
+    /// `env:NAME`: the environment variable NAME.
+    Env(String),
+    /// `file:PATH`: a file, one or more specs, `#` comments allowed.
+    File(PathBuf),
+    /// `stdin`: standard input, read once.
+    Stdin,
+}
+
+impl KeySource {
+    /// Parses `env:NAME`, `file:PATH` or `stdin`.
+    pub fn parse(s: &str) -> Result<KeySource, KeyError> {
+        if s == "stdin" || s == "-" {
+            return Ok(KeySource::Stdin);
+        }
+        if let Some(name) = s.strip_prefix("env:") {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(KeyError::BadSource(format!(
+                    "{s:?}: env var names are A-Z, 0-9 and _"
+                )));
+            }
+            return Ok(KeySource::Env(name.to_owned()));
+        }
+        if let Some(path) = s.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err(KeyError::BadSource("\"file:\" needs a path".into()));
+            }
+            return Ok(KeySource::File(PathBuf::from(path)));
+        }
+        // Never echo the value: a user may have pasted a key here by mistake.
+        Err(KeyError::BadSource(
+            "a key source is env:NAME, file:PATH or stdin (key material itself is never accepted here)".into(),
+        ))
+    }
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Env(n) => write!(f, "env:{n}"),
+            KeySource::File(p) => write!(f, "file:{}", p.display()),
+            KeySource::Stdin => f.write_str("stdin"),
+        }
+    }
+}
+
+/// Why keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    #[error("bad key source: {0}")]
+    BadSource(String),
+    #[error("environment variable {0} is not set (it should hold key specs <id>:<alg>:<base64>)")]
+    EnvMissing(String),
+    #[error("environment variable {0} is not valid UTF-8")]
+    EnvNotUnicode(String),
+    #[error("cannot read key file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read keys from standard input: {0}")]
+    Stdin(std::io::Error),
+    #[error("{source} (from {origin})")]
+    Spec { origin: String, source: FormatError },
+    #[error("no keys found in {0}")]
+    Empty(String),
+    #[error("key {id:?} is defined twice ({first} and {second})")]
+    Duplicate {
+        id: String,
+        first: String,
+        second: String,
+    },
+    #[error(transparent)]
+    Keyring(FormatError),
+}
+
+/// Reads every spec from one source.
+pub fn load_source(source: &KeySource) -> Result<Vec<KeySpec>, KeyError> {
+    let text: Zeroizing<String> = match source {
+        KeySource::Env(name) => match std::env::var(name) {
+            Ok(v) => Zeroizing::new(v),
+            Err(std::env::VarError::NotPresent) => return Err(KeyError::EnvMissing(name.clone())),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(KeyError::EnvNotUnicode(name.clone()));
+            }
+        },
+        KeySource::File(path) => {
+            let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::File {
+                path: path.clone(),
+                source,
+            })?);
+            Zeroizing::new(
+                std::str::from_utf8(&bytes)
+                    .map_err(|_| KeyError::File {
+                        path: path.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "not UTF-8 text",
+                        ),
+                    })?
+                    .to_owned(),
+            )
+        }
+        KeySource::Stdin => {
+            let mut s = Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(KeyError::Stdin)?;
+            s
+        }
+    };
+    let specs = KeySpec::parse_many(&text).map_err(|source| KeyError::Spec {
+        origin: source.to_string(),
+        source,
+    })?;
+    if specs.is_empty() {
+        return Err(KeyError::Empty(source.to_string()));
+    }
+    Ok(specs)
+}
+
+/// Which key encrypts and which refuse to decrypt.
+#[derive(Clone, Debug, Default)]
+pub struct RingPolicy {
+    /// The key that encrypts. May be omitted when exactly one key is loaded.
+    pub primary: Option<String>,
+    /// Keys that refuse to decrypt.
+    pub retired: Vec<String>,
+    /// Let retired keys decrypt anyway (restoring an old backup).
+    pub allow_retired: bool,
+}
+
+/// Loads every source and builds a keyring. A key id defined in two sources
+/// is an error, so nobody wonders which one won.
+pub fn load_keyring(sources: &[KeySource], policy: &RingPolicy) -> Result<Keyring, KeyError> {
+    let mut keys: Vec<(KeyId, SecretKey, String)> = Vec::new();
+    for source in sources {
+        for spec in load_source(source)? {
+            if let Some((_, _, first)) = keys.iter().find(|(id, _, _)| *id == spec.id) {
+                return Err(KeyError::Duplicate {
+                    id: spec.id.to_string(),
+                    first: first.clone(),
+                    second: source.to_string(),
+                });
+            }
+            keys.push((spec.id, spec.key, source.to_string()));
+        }
+    }
+    let ring = Keyring::from_keys(
+        keys.into_iter().map(|(id, k, _)| (id, k)).collect(),
+        policy.primary.as_deref(),
+        &policy.retired,
+    )
+    .map_err(KeyError::Keyring)?;
+    Ok(ring.allow_retired(policy.allow_retired))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyturn_format::Algorithm;
+    use std::io::Write;
+
+    #[test]
+    fn parses_sources() {
+        assert_eq!(
+            KeySource::parse("env:KEYS_V2").unwrap(),
+            KeySource::Env("KEYS_V2".into())
+        );
+        assert_eq!(
+            KeySource::parse("file:/x/y").unwrap(),
+            KeySource::File("/x/y".into())
+        );
+        assert_eq!(KeySource::parse("stdin").unwrap(), KeySource::Stdin);
+        let e = KeySource::parse("k1:aes256gcm:c2VjcmV0")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("c2VjcmV0"), "{e}");
+    }
+
+    #[test]
+    fn loads_file_and_env_into_one_ring() {
+        let a = KeySpec::generate(KeyId::new("k1").unwrap(), Algorithm::Aes256Gcm).unwrap();
+        let b = KeySpec::generate(KeyId::new("k2").unwrap(), Algorithm::Aes256Gcm).unwrap();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "# old key\n{}", &*a.to_spec_string()).unwrap();
+        let mut g = tempfile::NamedTempFile::new().unwrap();
+        writeln!(g, "{}", &*b.to_spec_string()).unwrap();
+        let ring = load_keyring(
+            &[
+                KeySource::File(f.path().to_owned()),
+                KeySource::File(g.path().to_owned()),
+            ],
+            &RingPolicy {
+                primary: Some("k2".into()),
+                retired: vec![],
+                allow_retired: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(ring.primary_id().as_str(), "k2");
+        assert!(ring.contains("k1"));
+        let e = load_keyring(
+            &[
+                KeySource::File(f.path().to_owned()),
+                KeySource::File(g.path().to_owned()),
+            ],
+            &RingPolicy::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("none named primary"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_ids_across_sources_are_rejected() {
+        let a = KeySpec::generate(KeyId::new("k1").unwrap(), Algorithm::Aes256Gcm).unwrap();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "{}", &*a.to_spec_string()).unwrap();
+        let src = KeySource::File(f.path().to_owned());
+        let e = load_keyring(&[src.clone(), src], &RingPolicy::default()).unwrap_err();
+        assert!(e.to_string().contains("defined twice"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_and_env_are_clear() {
+        let e = load_source(&KeySource::File("/nonexistent/keys".into())).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/keys"));
+        let e = load_source(&KeySource::Env("KEYTURN_SURELY_UNSET_VAR".into())).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("KEYTURN_SURELY_UNSET_VAR is not set")
+        );
+    }
+}

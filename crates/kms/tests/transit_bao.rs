@@ -118,6 +118,21 @@ async fn rotate_transit_key_and_rewrap() {
         // In-KMS rewrap keeps the context bound: a swapped context fails.
         let e = p.unwrap(&out[0], &items[1].1).await.unwrap_err();
         assert_eq!(e.kind(), "wrong_context");
+        // Retiring version 1 makes the old blobs unusable, clearly.
+        b.post(
+            &format!("{}/keys/{key}/config", b.mount),
+            &b.root_token,
+            serde_json::json!({"min_decryption_version": 2}),
+        )
+        .await
+        .unwrap();
+        let e = p.unwrap(&items[0].0, &items[0].1).await.unwrap_err();
+        assert_eq!(e.kind(), "key_unusable", "{e}");
+        assert!(e.to_string().contains("min_decryption_version"), "{e}");
+        assert_eq!(
+            p.unwrap(&out[0], &items[0].1).await.unwrap().expose_bytes(),
+            deks[0].expose_bytes()
+        );
     }
 }
 

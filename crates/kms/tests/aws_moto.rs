@@ -240,3 +240,82 @@ async fn unreachable_fails_fast() {
     assert!(!msg.contains(SECRET), "{msg}");
     eprintln!("unreachable error reads: {msg}");
 }
+
+/// The standard credential chain, exercised in a child process so that the
+/// environment can be set without touching this process's: with
+/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_REGION` it works against
+/// moto; with no credentials anywhere it fails as a configuration error.
+#[tokio::test]
+async fn default_credential_chain() {
+    const CHILD: &str = "KEYTURN_TEST_CHAIN_CHILD";
+    if let Ok(mode) = std::env::var(CHILD) {
+        let url = std::env::var("KEYTURN_MOTO_URL").unwrap();
+        let mut c = AwsKmsConfig::new("unused");
+        c.endpoint_url = Some(url.clone());
+        c.max_attempts = 1;
+        let p = AwsKmsKek::connect(c).await.unwrap();
+        let created = p.client().create_key().send().await;
+        if mode == "with-env" {
+            let id = created.unwrap().key_metadata().unwrap().key_id().to_owned();
+            let mut c = AwsKmsConfig::new(&id);
+            c.endpoint_url = Some(url);
+            let p = AwsKmsKek::connect(c).await.unwrap();
+            let cx = ctx("cat", "k1");
+            let dek = SecretKey::generate(Algorithm::Aes256Gcm).unwrap();
+            let w = p.wrap(&dek, &cx).await.unwrap();
+            assert_eq!(
+                p.unwrap(&w, &cx).await.unwrap().expose_bytes(),
+                dek.expose_bytes()
+            );
+        } else {
+            assert!(created.is_err());
+            let e = p
+                .wrap(
+                    &SecretKey::generate(Algorithm::Aes256Gcm).unwrap(),
+                    &ctx("cat", "k1"),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), "config", "{e}");
+            assert!(e.to_string().contains("credentials"), "{e}");
+            eprintln!("no-credentials error reads: {e}");
+        }
+        return;
+    }
+    let url = need_moto!("aws default_credential_chain");
+    let nowhere = std::env::temp_dir().join("keyturn-no-such-aws-file");
+    for mode in ["with-env", "without-credentials"] {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "default_credential_chain",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, mode)
+        .env("KEYTURN_MOTO_URL", &url)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", &nowhere)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+        if mode == "with-env" {
+            cmd.env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test");
+        } else {
+            cmd.env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{mode}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! AWS KMS (or an API-compatible server such as moto).
+
+use crate::KekProvider;
+use crate::blob::{ContextBinding, KekRef, WrappedDek};
+use crate::context::WrapContext;
+use crate::error::{KmsError, ProviderKind, clip};
+use crate::secret::SecretString;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_kms::Client;
+use aws_sdk_kms::config::{Credentials, Region};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use keyturn_format::SecretKey;
+use std::fmt;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+const P: ProviderKind = ProviderKind::AwsKms;
+
+/// Where the AWS credentials come from.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum AwsCredentials {
+    /// The SDK's standard chain: environment (`AWS_ACCESS_KEY_ID`, ...),
+    /// shared config/credentials files and profiles, `credential_process`,
+    /// web identity, ECS and EC2 instance metadata. (SSO profiles are not
+    /// built in.)
+    #[default]
+    DefaultChain,
+    /// Fixed keys, for tests against moto and for tooling that already holds
+    /// credentials.
+    Static {
+        access_key_id: String,
+        secret_access_key: SecretString,
+        session_token: Option<SecretString>,
+    },
+}
+
+/// Configuration of an [`AwsKmsKek`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AwsKmsConfig {
+    /// Key id, key ARN, alias name (`alias/app`) or alias ARN of a symmetric
+    /// encryption KMS key.
+    pub key_id: String,
+    /// Region; by default the standard chain (`AWS_REGION`, profile...).
+    pub region: Option<String>,
+    /// Endpoint URL, for moto, LocalStack or a VPC endpoint.
+    pub endpoint_url: Option<String>,
+    /// Profile of the shared config files (default chain only).
+    pub profile: Option<String>,
+    pub credentials: AwsCredentials,
+    pub connect_timeout: Duration,
+    /// Limit for one whole operation, retries included.
+    pub operation_timeout: Duration,
+    /// Attempts per operation (1 = no retry).
+    pub max_attempts: u32,
+}
+
+impl AwsKmsConfig {
+    /// A configuration with the defaults: standard credential and region
+    /// chains, 3 s to connect, 15 s per operation, 3 attempts.
+    pub fn new(key_id: &str) -> AwsKmsConfig {
+        AwsKmsConfig {
+            key_id: key_id.to_owned(),
+            region: None,
+            endpoint_url: None,
+            profile: None,
+            credentials: AwsCredentials::DefaultChain,
+            connect_timeout: Duration::from_secs(3),
+            operation_timeout: Duration::from_secs(15),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// A KEK in AWS KMS: `Encrypt`/`Decrypt` with the encryption context
+/// `{catalog, key_id, dek_alg}`, `ReEncrypt` for in-KMS rewrap.
+///
+/// Wrapped DEKs record the key ARN that KMS reports, so a KEK named by alias
+/// stays unwrappable after the alias moves to a new key.
+pub struct AwsKmsKek {
+    key_id: String,
+    address: String,
+    client: Client,
+}
+
+impl AwsKmsKek {
+    /// Loads the SDK configuration (credentials, region) and builds the
+    /// client. Makes no request to KMS.
+    pub async fn connect(cfg: AwsKmsConfig) -> Result<AwsKmsKek, KmsError> {
+        if cfg.key_id.trim().is_empty() {
+            return Err(KmsError::config(P, "key_id is empty"));
+        }
+        if cfg.max_attempts == 0 {
+            return Err(KmsError::config(P, "max_attempts must be at least 1"));
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(cfg.connect_timeout)
+                    .operation_timeout(cfg.operation_timeout)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts));
+        if let Some(r) = &cfg.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(url) = &cfg.endpoint_url {
+            let parsed = reqwest::Url::parse(url).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.password().is_none()
+            });
+            if parsed.is_none() {
+                return Err(KmsError::config(
+                    P,
+                    format!("endpoint_url {:?} is not an http(s) URL", clip(url)),
+                ));
+            }
+            loader = loader.endpoint_url(url.trim_end_matches('/'));
+        }
+        if let Some(p) = &cfg.profile {
+            loader = loader.profile_name(p);
+        }
+        if let AwsCredentials::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } = &cfg.credentials
+        {
+            loader = loader.credentials_provider(Credentials::new(
+                access_key_id,
+                secret_access_key.expose(),
+                session_token.as_ref().map(|t| t.expose().to_owned()),
+                None,
+                "keyturn-static",
+            ));
+        }
+        let sdk = loader.load().await;
+        let region = sdk.region().map(|r| r.to_string());
+        if region.is_none() {
+            return Err(KmsError::config(
+                P,
+                "no region: set region in the configuration, AWS_REGION, or a profile's region",
+            ));
+        }
+        let address = match (&cfg.endpoint_url, &region) {
+            (Some(url), _) => url.trim_end_matches('/').to_owned(),
+            (None, Some(r)) => format!("AWS KMS in {r}"),
+            (None, None) => "AWS KMS".to_owned(),
+        };
+        Ok(AwsKmsKek {
+            key_id: cfg.key_id.trim().to_owned(),
+            address,
+            client: Client::new(&sdk),
+        })
+    }
+
+    /// The SDK client, for administration (creating keys in tests, say).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The configured key id, ARN or alias.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    fn is_alias(id: &str) -> bool {
+        id.starts_with("alias/") || id.contains(":alias/")
+    }
+
+    /// Whether a blob's key ARN is the configured key, as far as can be told
+    /// without asking KMS (an alias could point anywhere).
+    fn may_be_mine(&self, arn: &str) -> bool {
+        let me = self.key_id.as_str();
+        if Self::is_alias(me) {
+            return true;
+        }
+        if me.starts_with("arn:") {
+            return arn == me;
+        }
+        arn == me || arn.ends_with(&format!(":key/{me}"))
+    }
+
+    fn err<E>(
+        &self,
+        e: SdkError<E, aws_sdk_kms::config::http::HttpResponse>,
+        kek: &str,
+        ctx: Option<&WrapContext>,
+    ) -> KmsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let chain = error_chain(&e);
+        match &e {
+            SdkError::ServiceError(s) => {
+                let err = s.err();
+                let code = err.code().unwrap_or("Unknown");
+                let detail = match err.message() {
+                    Some(m) if !m.is_empty() => format!("{code}: {}", clip(m)),
+                    _ => code.to_owned(),
+                };
+                let kek = kek.to_owned();
+                match code {
+                    "NotFoundException" => KmsError::KeyNotFound {
+                        provider: P,
+                        kek,
+                        detail,
+                    },
+                    "AccessDeniedException" => KmsError::AccessDenied {
+                        provider: P,
+                        kek,
+                        detail,
+                    },
+                    "IncorrectKeyException" => KmsError::WrongKek {
+                        expected: kek,
+                        found: format!("another KMS key ({detail})"),
+                    },
+                    "InvalidCiphertextException" => match ctx {
+                        Some(c) => KmsError::WrongContext {
+                            provider: P,
+                            kek,
+                            catalog: c.catalog().to_owned(),
+                            key_id: c.key_id().as_str().to_owned(),
+                        },
+                        None => {
+                            KmsError::Malformed(format!("KMS rejected the ciphertext ({detail})"))
+                        }
+                    },
+                    "DisabledException"
+                    | "KMSInvalidStateException"
+                    | "KeyUnavailableException"
+                    | "InvalidKeyUsageException" => KmsError::KeyUnusable {
+                        provider: P,
+                        kek,
+                        detail,
+                    },
+                    "UnrecognizedClientException"
+                    | "InvalidSignatureException"
+                    | "ExpiredTokenException"
+                    | "InvalidClientTokenId"
+                    | "IncompleteSignature"
+                    | "MissingAuthenticationToken" => KmsError::InvalidCredentials {
+                        provider: P,
+                        address: self.address.clone(),
+                        detail,
+                    },
+                    _ => KmsError::Backend {
+                        provider: P,
+                        address: self.address.clone(),
+                        message: detail,
+                    },
+                }
+            }
+            SdkError::TimeoutError(_) => KmsError::Unreachable {
+                provider: P,
+                address: self.address.clone(),
+                reason: "the operation timed out".to_owned(),
+            },
+            SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => KmsError::Unreachable {
+                provider: P,
+                address: self.address.clone(),
+                reason: chain,
+            },
+            SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
+                if chain.contains("credentials") =>
+            {
+                KmsError::config(
+                    P,
+                    format!(
+                        "no usable AWS credentials ({chain}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or an instance role"
+                    ),
+                )
+            }
+            SdkError::DispatchFailure(_) => KmsError::Unreachable {
+                provider: P,
+                address: self.address.clone(),
+                reason: chain,
+            },
+            _ => KmsError::Backend {
+                provider: P,
+                address: self.address.clone(),
+                message: chain,
+            },
+        }
+    }
+
+    fn missing(&self, what: &str) -> KmsError {
+        KmsError::Backend {
+            provider: P,
+            address: self.address.clone(),
+            message: format!("the answer has no {what}"),
+        }
+    }
+}
+
+/// The messages of an error and its sources, joined by ": ", with the
+/// repetitions the SDK's layers add removed. Debug formatting is avoided:
+/// it would drag in request internals.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let m = err.to_string();
+        if !m.is_empty() && !parts.iter().any(|p| p.contains(&m)) {
+            parts.push(m);
+        }
+        cur = err.source();
+    }
+    clip(&parts.join(": "))
+}
+
+impl fmt::Debug for AwsKmsKek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The SDK client's own Debug is large; credentials are never shown.
+        f.debug_struct("AwsKmsKek")
+            .field("key_id", &self.key_id)
+            .field("address", &self.address)
+            .field("credentials", &"redacted")
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl KekProvider for AwsKmsKek {
+    fn describe(&self) -> KekRef {
+        KekRef {
+            provider: P,
+            key: self.key_id.clone(),
+            version: None,
+        }
+    }
+
+    /// `DescribeKey`: the key's ARN and current key material id; fails if the
+    /// key is disabled or not a symmetric encryption key.
+    async fn resolve(&self) -> Result<KekRef, KmsError> {
+        let out = self
+            .client
+            .describe_key()
+            .key_id(&self.key_id)
+            .send()
+            .await
+            .map_err(|e| self.err(e, &self.key_id, None))?;
+        let md = out
+            .key_metadata()
+            .ok_or_else(|| self.missing("KeyMetadata"))?;
+        let arn = md.arn().unwrap_or(md.key_id()).to_owned();
+        if !md.enabled() {
+            return Err(KmsError::KeyUnusable {
+                provider: P,
+                kek: arn,
+                detail: format!(
+                    "the key is disabled (state {})",
+                    md.key_state().map(|s| s.as_str()).unwrap_or("unknown")
+                ),
+            });
+        }
+        if let Some(u) = md.key_usage()
+            && u.as_str() != "ENCRYPT_DECRYPT"
+        {
+            return Err(KmsError::KeyUnusable {
+                provider: P,
+                kek: arn,
+                detail: format!("its usage is {}, not ENCRYPT_DECRYPT", u.as_str()),
+            });
+        }
+        Ok(KekRef {
+            provider: P,
+            key: arn,
+            version: md.current_key_material_id().map(str::to_owned),
+        })
+    }
+
+    async fn wrap(&self, dek: &SecretKey, ctx: &WrapContext) -> Result<WrappedDek, KmsError> {
+        let out = self
+            .client
+            .encrypt()
+            .key_id(&self.key_id)
+            .plaintext(Blob::new(dek.expose_bytes().to_vec()))
+            .set_encryption_context(Some(ctx.aws_context(dek.algorithm())))
+            .send()
+            .await
+            .map_err(|e| self.err(e, &self.key_id, Some(ctx)))?;
+        let ct = out
+            .ciphertext_blob()
+            .ok_or_else(|| self.missing("CiphertextBlob"))?
+            .as_ref()
+            .to_vec();
+        Ok(WrappedDek::new(
+            KekRef {
+                provider: P,
+                key: out.key_id().unwrap_or(&self.key_id).to_owned(),
+                // Encrypt does not report which key material it used.
+                version: None,
+            },
+            dek.algorithm(),
+            ContextBinding::Aad,
+            ct,
+        ))
+    }
+
+    async fn unwrap(&self, wrapped: &WrappedDek, ctx: &WrapContext) -> Result<SecretKey, KmsError> {
+        let me = self.describe();
+        wrapped.expect_provider(&me)?;
+        let blob_key = wrapped.kek().key.as_str();
+        if !self.may_be_mine(blob_key) {
+            return Err(KmsError::WrongKek {
+                expected: me.to_string(),
+                found: wrapped.kek().to_string(),
+            });
+        }
+        let out = self
+            .client
+            .decrypt()
+            .key_id(blob_key)
+            .ciphertext_blob(Blob::new(wrapped.ciphertext().to_vec()))
+            .set_encryption_context(Some(ctx.aws_context(wrapped.dek_algorithm())))
+            .send()
+            .await
+            .map_err(|e| self.err(e, blob_key, Some(ctx)))?;
+        let plain = Zeroizing::new(
+            out.plaintext
+                .ok_or_else(|| self.missing("Plaintext"))?
+                .into_inner(),
+        );
+        SecretKey::from_bytes(wrapped.dek_algorithm(), &plain).map_err(|_| KmsError::Backend {
+            provider: P,
+            address: self.address.clone(),
+            message: format!("Decrypt returned {} bytes, not a 32-byte DEK", plain.len()),
+        })
+    }
+
+    /// `ReEncrypt` from the key the blob names to the configured key: the DEK
+    /// never leaves KMS. Moves DEKs to a new key when the configured alias or
+    /// key id changed.
+    async fn rewrap(
+        &self,
+        wrapped: &WrappedDek,
+        ctx: &WrapContext,
+    ) -> Result<WrappedDek, KmsError> {
+        wrapped.expect_provider(&self.describe())?;
+        let src = wrapped.kek().key.as_str();
+        let ec = ctx.aws_context(wrapped.dek_algorithm());
+        let out = self
+            .client
+            .re_encrypt()
+            .ciphertext_blob(Blob::new(wrapped.ciphertext().to_vec()))
+            .source_key_id(src)
+            .set_source_encryption_context(Some(ec.clone()))
+            .destination_key_id(&self.key_id)
+            .set_destination_encryption_context(Some(ec))
+            .send()
+            .await
+            .map_err(|e| self.err(e, src, Some(ctx)))?;
+        let ct = out
+            .ciphertext_blob()
+            .ok_or_else(|| self.missing("CiphertextBlob"))?
+            .as_ref()
+            .to_vec();
+        Ok(WrappedDek::new(
+            KekRef {
+                provider: P,
+                key: out.key_id().unwrap_or(&self.key_id).to_owned(),
+                version: out.destination_key_material_id().map(str::to_owned),
+            },
+            wrapped.dek_algorithm(),
+            ContextBinding::Aad,
+            ct,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_matching() {
+        let k = |id: &str| AwsKmsKek {
+            key_id: id.to_owned(),
+            address: "x".into(),
+            client: Client::from_conf(
+                aws_sdk_kms::Config::builder()
+                    .behavior_version(BehaviorVersion::latest())
+                    .region(Region::new("us-east-1"))
+                    .build(),
+            ),
+        };
+        let arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert!(k("1234abcd-12ab-34cd-56ef-1234567890ab").may_be_mine(arn));
+        assert!(k(arn).may_be_mine(arn));
+        assert!(k("alias/app").may_be_mine(arn));
+        assert!(k("arn:aws:kms:us-east-1:123456789012:alias/app").may_be_mine(arn));
+        assert!(!k("ffffffff-12ab-34cd-56ef-1234567890ab").may_be_mine(arn));
+        assert!(!k(&arn.replace("us-east-1", "eu-west-1")).may_be_mine(arn));
+    }
+}

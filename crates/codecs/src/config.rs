@@ -22,7 +22,7 @@ pub enum CodecConfig {
         encoding: NativeEncoding,
     },
     /// Python `cryptography` Fernet tokens (text), keys as urlsafe base64.
-    Fernet,
+    Fernet {},
     /// django-fernet-fields: Fernet tokens in a binary column, keys from
     /// `FERNET_KEYS` passed through HKDF-SHA256 unless `use_hkdf` is false.
     DjangoFernetFields {
@@ -53,9 +53,9 @@ pub enum CodecConfig {
     },
     /// Vault / OpenBao transit `vault:vN:` values, aes256-gcm96 keys held
     /// locally (exported), ids `v1`, `v2`, ...
-    VaultTransit,
+    VaultTransit {},
     /// @47ng/cloak `v1.aesgcm256.<fingerprint>.<iv>.<ct>`.
-    Cloak,
+    Cloak {},
     /// Node.js ad hoc `hex(iv):hex(tag):hex(ct)` AES-256-GCM.
     NodeGcm {
         #[serde(default = "twelve")]
@@ -73,7 +73,7 @@ pub enum CodecConfig {
     },
     /// `{"key_id":..,"nonce":..,"ciphertext":..}` AES-256-GCM, keys
     /// `<key id>:<base64>`.
-    JsonEnvelope,
+    JsonEnvelope {},
 }
 
 fn yes() -> bool {
@@ -130,17 +130,17 @@ impl CodecConfig {
     pub fn name(&self) -> &'static str {
         match self {
             CodecConfig::Native { .. } => "native",
-            CodecConfig::Fernet => "fernet",
+            CodecConfig::Fernet {} => "fernet",
             CodecConfig::DjangoFernetFields { .. } => "django-fernet-fields",
             CodecConfig::Laravel { .. } => "laravel",
             CodecConfig::Rails { .. } => "rails",
             CodecConfig::Lockbox { .. } => "lockbox",
-            CodecConfig::VaultTransit => "vault-transit",
-            CodecConfig::Cloak => "cloak",
+            CodecConfig::VaultTransit {} => "vault-transit",
+            CodecConfig::Cloak {} => "cloak",
             CodecConfig::NodeGcm { .. } => "node-gcm",
             CodecConfig::VersionByte { .. } => "version-byte",
             CodecConfig::SodiumPrefix { .. } => "sodium-prefix",
-            CodecConfig::JsonEnvelope => "json-envelope",
+            CodecConfig::JsonEnvelope {} => "json-envelope",
         }
     }
 }
@@ -173,7 +173,7 @@ pub fn build(config: &CodecConfig) -> Result<Box<dyn Codec>, FormatError> {
                 NativeEncoding::Text => Encoding::Text,
             },
         }),
-        CodecConfig::Fernet => Box::new(FernetCodec::fernet()),
+        CodecConfig::Fernet {} => Box::new(FernetCodec::fernet()),
         CodecConfig::DjangoFernetFields { .. } => Box::new(FernetCodec::django()),
         CodecConfig::Laravel { cipher } => Box::new(LaravelCodec::new(*cipher)),
         CodecConfig::Rails {
@@ -186,8 +186,8 @@ pub fn build(config: &CodecConfig) -> Result<Box<dyn Codec>, FormatError> {
             }
             Box::new(LockboxCodec)
         }
-        CodecConfig::VaultTransit => Box::new(VaultTransitCodec),
-        CodecConfig::Cloak => Box::new(CloakCodec),
+        CodecConfig::VaultTransit {} => Box::new(VaultTransitCodec),
+        CodecConfig::Cloak {} => Box::new(CloakCodec),
         CodecConfig::NodeGcm { iv_len } => Box::new(NodeGcmCodec::new(*iv_len)?),
         CodecConfig::VersionByte { versions } => {
             let mut ids = Vec::with_capacity(versions.len());
@@ -211,6 +211,6 @@ pub fn build(config: &CodecConfig) -> Result<Box<dyn Codec>, FormatError> {
             Box::new(VersionByteCodec::new(ids))
         }
         CodecConfig::SodiumPrefix { algorithm } => Box::new(SodiumPrefixCodec::new(*algorithm)),
-        CodecConfig::JsonEnvelope => Box::new(JsonEnvelopeCodec),
+        CodecConfig::JsonEnvelope {} => Box::new(JsonEnvelopeCodec),
     })
 }

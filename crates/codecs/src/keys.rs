@@ -118,7 +118,7 @@ pub fn parse_key(
             }
             Ok((spec.id, spec.key))
         }
-        CodecConfig::Fernet
+        CodecConfig::Fernet {}
         | CodecConfig::DjangoFernetFields {
             use_hkdf: false, ..
         } => {
@@ -172,7 +172,7 @@ pub fn parse_key(
             let key = lockbox_field_key(&master, table, column);
             Ok((id, aes(&key[..])?))
         }
-        CodecConfig::VaultTransit => {
+        CodecConfig::VaultTransit {} => {
             let id = if id.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty() {
                 format!("v{id}")
             } else {
@@ -192,7 +192,7 @@ pub fn parse_key(
             let bytes = decode32(codec, id.as_str(), text, &STANDARD, "standard base64")?;
             Ok((id, aes(&bytes)?))
         }
-        CodecConfig::Cloak => {
+        CodecConfig::Cloak {} => {
             let t = text.trim();
             let Some(b64) = t.strip_prefix("k1.aesgcm256.") else {
                 return Err(bad(codec, id, "expected k1.aesgcm256.<base64url 32 bytes>"));
@@ -230,7 +230,7 @@ pub fn parse_key(
             };
             Ok((id, key))
         }
-        CodecConfig::JsonEnvelope => {
+        CodecConfig::JsonEnvelope {} => {
             let t = text.trim();
             let (from_text, b64) = match t.rsplit_once(':') {
                 Some((i, b)) => (i, b),

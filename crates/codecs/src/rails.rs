@@ -331,13 +331,17 @@ impl Codec for RailsCodec {
         let enc = (bits >> 8) & 0xFF;
         let e = match enc {
             0 => None,
-            UNKNOWN_ENCODING => {
-                return Err(FormatError::NotRotatable(
-                    "Rails value with an unusual encoding header: use reencrypt, which keeps it"
-                        .into(),
-                ));
-            }
-            i => Some(STANDARD.encode(ENCODINGS[(i - 1) as usize])),
+            // Bits from this codec hold 1..=ENCODINGS.len() or UNKNOWN_ENCODING;
+            // anything else did not come from a Rails value.
+            i => match ENCODINGS.get(i as usize - 1) {
+                Some(name) => Some(STANDARD.encode(name)),
+                None => {
+                    return Err(FormatError::NotRotatable(
+                        "Rails value with an unusual encoding header: use reencrypt, which keeps it"
+                            .into(),
+                    ));
+                }
+            },
         };
         self.seal(
             ring,

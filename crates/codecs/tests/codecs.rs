@@ -447,3 +447,24 @@ fn multi_column_split_codec() {
     ));
     assert!(!format!("{new:?}").contains("secret"));
 }
+
+#[test]
+fn rails_reseal_rejects_foreign_carry() {
+    use keyturn_format::{Carry, Encoding, Opened};
+    let s = setups()
+        .iter()
+        .find(|s| s.config.name() == "rails")
+        .unwrap();
+    for bits in [0x1200u64, 0xFF00, 0xFFFF_FFFF] {
+        let opened = Opened {
+            plaintext: zeroize::Zeroizing::new(b"x".to_vec()),
+            key_id: KeyId::new("abcd").unwrap(),
+            encoding: Encoding::Text,
+            carry: Carry::Bits(bits),
+        };
+        assert_eq!(
+            s.codec.reseal(&s.ring, &opened, &[]).unwrap_err().kind(),
+            "not_rotatable"
+        );
+    }
+}

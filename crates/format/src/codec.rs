@@ -16,6 +16,10 @@ use zeroize::Zeroizing;
 pub enum Inspection<'a> {
     /// A value of this codec whose header names its key.
     UnderKey(&'a str),
+    /// A value of this codec whose key id is not a substring of the value
+    /// (a version byte mapped to a key id, a base64-encoded key reference,
+    /// a JSON string with escapes).
+    UnderKeyOwned(KeyId),
     /// A value of this codec that carries no key hint: its key is found by
     /// trial decryption.
     KeyUnknown,
@@ -34,6 +38,9 @@ pub enum Carry {
     None,
     /// Seconds since the Unix epoch.
     Timestamp(u64),
+    /// Codec-defined state packed in 64 bits (flags, small enumerations),
+    /// meaningful only to the codec that produced it.
+    Bits(u64),
 }
 
 /// A decrypted value.
@@ -74,6 +81,17 @@ pub enum KeyIdLocation {
         magic: &'static [u8],
         len_offset: usize,
     },
+    /// Binary values whose byte at `offset` selects the key, per `ids`.
+    BinaryByte {
+        offset: usize,
+        ids: Vec<(u8, KeyId)>,
+    },
+    /// JSON text values with the key id at this path of object members
+    /// (e.g. `["key_id"]`), as a JSON string.
+    JsonPath(&'static [&'static str]),
+    /// Like [`JsonPath`](Self::JsonPath), but the JSON string at the path is
+    /// standard base64 of the key id (Rails' `h.i`).
+    JsonPathBase64(&'static [&'static str]),
 }
 
 /// The outcome of re-encrypting one value.
@@ -137,6 +155,9 @@ pub trait Codec: Send + Sync + fmt::Debug {
     ) -> Result<Reencryption, FormatError> {
         match self.inspect(stored) {
             Inspection::UnderKey(id) if id == ring.primary_id().as_str() => {
+                return Ok(Reencryption::AlreadyPrimary);
+            }
+            Inspection::UnderKeyOwned(id) if id == *ring.primary_id() => {
                 return Ok(Reencryption::AlreadyPrimary);
             }
             Inspection::Invalid(e) => return Err(e),
@@ -218,7 +239,7 @@ impl Codec for NativeCodec {
 
     fn primary_prefix(&self, ring: &Keyring) -> Option<Vec<u8>> {
         Some(v1::key_prefix(
-            ring.primary_key().algorithm(),
+            ring.primary_key().native_algorithm()?,
             ring.primary_id(),
             self.encoding,
         ))

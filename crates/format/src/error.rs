@@ -89,6 +89,10 @@ pub enum FormatError {
     Keyring(String),
     #[error("{0}")]
     Crypto(&'static str),
+    /// A value that decodes (and may decrypt) but must not be re-encrypted,
+    /// e.g. a Rails deterministic value: the reason says why.
+    #[error("value not rotatable: {0}")]
+    NotRotatable(String),
 }
 
 impl FormatError {
@@ -112,6 +116,7 @@ impl FormatError {
             FormatError::InvalidKeySpec(_) => "invalid_key_spec",
             FormatError::Keyring(_) => "keyring",
             FormatError::Crypto(_) => "crypto",
+            FormatError::NotRotatable(_) => "not_rotatable",
         }
     }
 }

@@ -160,7 +160,7 @@ impl Keyring {
         {
             return Err(FormatError::UnknownKey(r.clone()));
         }
-        if retired.iter().any(|r| *r == primary_id) {
+        if retired.contains(&primary_id) {
             return Err(FormatError::Keyring(format!(
                 "key {primary_id:?} cannot be both primary and retired"
             )));
@@ -268,7 +268,7 @@ impl fmt::Debug for Keyring {
             l.entry(&format_args!(
                 "{} ({}, {}, fingerprint {})",
                 e.id,
-                e.key.algorithm().name(),
+                e.key.kind().name(),
                 e.state.name(),
                 e.key.fingerprint()
             ));

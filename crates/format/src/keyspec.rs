@@ -84,7 +84,9 @@ impl KeySpec {
         let mut s = Zeroizing::new(String::with_capacity(96));
         s.push_str(self.id.as_str());
         s.push(':');
-        s.push_str(self.key.algorithm().name());
+        // Codec keys (not format v1) write their kind, which `parse` rejects
+        // rather than misreading: their text forms belong to keyturn-codecs.
+        s.push_str(self.key.kind().name());
         s.push(':');
         STANDARD.encode_string(self.key.expose_bytes(), &mut s);
         s

@@ -21,5 +21,5 @@ pub use error::{Field, FormatError};
 pub use key_id::{KeyId, MAX_KEY_ID_LEN};
 pub use keyring::{KeyState, Keyring, KeyringBuilder, Reencrypted};
 pub use keyspec::KeySpec;
-pub use secret::SecretKey;
+pub use secret::{CodecKeyKind, KeyKind, SecretKey};
 pub use v1::{Encoding, MAX_PLAINTEXT_LEN};

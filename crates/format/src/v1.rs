@@ -324,7 +324,13 @@ pub fn seal(
     if plaintext.len() > MAX_PLAINTEXT_LEN {
         return Err(FormatError::TooLong(plaintext.len() as u64));
     }
-    let alg = key.algorithm();
+    let Some(alg) = key.native_algorithm() else {
+        return Err(FormatError::AlgorithmMismatch {
+            key: key_id.as_str().to_owned(),
+            have: key.kind().name(),
+            want: "a keyturn format v1 algorithm",
+        });
+    };
     let (header, hlen) = header_bytes(alg, key_id.as_str().as_bytes(), plaintext.len());
     let nlen = alg.nonce_len();
     let body_len = 4 + nlen + plaintext.len() + TAG_LEN;
@@ -373,10 +379,10 @@ pub fn open(
     context: &[&[u8]],
 ) -> Result<Zeroizing<Vec<u8>>, FormatError> {
     let h = &parsed.header;
-    if key.algorithm() != h.algorithm {
+    if key.native_algorithm() != Some(h.algorithm) {
         return Err(FormatError::AlgorithmMismatch {
             key: h.key_id.to_owned(),
-            have: key.algorithm().name(),
+            have: key.kind().name(),
             want: h.algorithm.name(),
         });
     }

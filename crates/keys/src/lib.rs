@@ -98,39 +98,7 @@ pub enum KeyError {
 
 /// Reads every spec from one source.
 pub fn load_source(source: &KeySource) -> Result<Vec<KeySpec>, KeyError> {
-    let text: Zeroizing<String> = match source {
-        KeySource::Env(name) => match std::env::var(name) {
-            Ok(v) => Zeroizing::new(v),
-            Err(std::env::VarError::NotPresent) => return Err(KeyError::EnvMissing(name.clone())),
-            Err(std::env::VarError::NotUnicode(_)) => {
-                return Err(KeyError::EnvNotUnicode(name.clone()));
-            }
-        },
-        KeySource::File(path) => {
-            let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::File {
-                path: path.clone(),
-                source,
-            })?);
-            Zeroizing::new(
-                std::str::from_utf8(&bytes)
-                    .map_err(|_| KeyError::File {
-                        path: path.clone(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            "not UTF-8 text",
-                        ),
-                    })?
-                    .to_owned(),
-            )
-        }
-        KeySource::Stdin => {
-            let mut s = Zeroizing::new(String::new());
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(KeyError::Stdin)?;
-            s
-        }
-    };
+    let text = read_source(source)?;
     let specs = KeySpec::parse_many(&text).map_err(|source| KeyError::Spec {
         origin: source.to_string(),
         source,
@@ -177,11 +145,112 @@ pub fn load_keyring(sources: &[KeySource], policy: &RingPolicy) -> Result<Keyrin
     Ok(ring.allow_retired(policy.allow_retired))
 }
 
+/// Reads the raw text of one source (for key strings in other frameworks'
+/// forms). Zeroized on drop.
+pub fn read_source(source: &KeySource) -> Result<Zeroizing<String>, KeyError> {
+    match source {
+        KeySource::Env(name) => match std::env::var(name) {
+            Ok(v) => Ok(Zeroizing::new(v)),
+            Err(std::env::VarError::NotPresent) => Err(KeyError::EnvMissing(name.clone())),
+            Err(std::env::VarError::NotUnicode(_)) => Err(KeyError::EnvNotUnicode(name.clone())),
+        },
+        KeySource::File(path) => {
+            let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::File {
+                path: path.clone(),
+                source,
+            })?);
+            let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::File {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+            })?;
+            Ok(Zeroizing::new(text.to_owned()))
+        }
+        KeySource::Stdin => {
+            let mut s = Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(KeyError::Stdin)?;
+            Ok(s)
+        }
+    }
+}
+
+/// Splits a source holding keys in another framework's own string form into
+/// `(id, key text)` entries: one key per line, `id=key` or the key alone
+/// (for formats that derive the id from the key, e.g. Rails key references
+/// or cloak fingerprints); `#` starts a comment line. The part before the
+/// first `=` counts as an id only if it is a valid key id, so base64 padding
+/// in a bare key is never mistaken for a separator.
+pub fn split_foreign_keys(text: &str) -> Vec<(String, Zeroizing<String>)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split_once('=') {
+            Some((id, key)) if KeyId::new(id.trim()).is_ok() && !key.is_empty() => {
+                (id.trim().to_owned(), Zeroizing::new(key.trim().to_owned()))
+            }
+            _ => (String::new(), Zeroizing::new(l.to_owned())),
+        })
+        .collect()
+}
+
+/// Builds a keyring from sources holding keys in another framework's form;
+/// `parse` turns one `(id, key text)` into a key (and must never echo the
+/// text in its errors).
+pub fn load_foreign_keyring(
+    sources: &[KeySource],
+    policy: &RingPolicy,
+    parse: impl Fn(&str, &str) -> Result<(KeyId, SecretKey), FormatError>,
+) -> Result<Keyring, KeyError> {
+    let mut keys: Vec<(KeyId, SecretKey, String)> = Vec::new();
+    for source in sources {
+        let text = read_source(source)?;
+        let entries = split_foreign_keys(&text);
+        if entries.is_empty() {
+            return Err(KeyError::Empty(source.to_string()));
+        }
+        for (i, (id, key)) in entries.iter().enumerate() {
+            let (id, key) = parse(id, key).map_err(|source_err| KeyError::Spec {
+                origin: format!("{source}, key #{}", i + 1),
+                source: source_err,
+            })?;
+            if let Some((_, _, first)) = keys.iter().find(|(k, _, _)| *k == id) {
+                return Err(KeyError::Duplicate {
+                    id: id.to_string(),
+                    first: first.clone(),
+                    second: source.to_string(),
+                });
+            }
+            keys.push((id, key, source.to_string()));
+        }
+    }
+    let ring = Keyring::from_keys(
+        keys.into_iter().map(|(id, k, _)| (id, k)).collect(),
+        policy.primary.as_deref(),
+        &policy.retired,
+    )
+    .map_err(KeyError::Keyring)?;
+    Ok(ring.allow_retired(policy.allow_retired))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use keyturn_format::Algorithm;
     use std::io::Write;
+
+    #[test]
+    fn splits_foreign_key_lines() {
+        let e = split_foreign_keys(
+            "# laravel\nold=base64:AAAA\n\nnew = base64:BBBB\nq0cXZq-Wv7pj8sLXS9N4DhfOQ1H_4jVXk4GMI84kvgE=\n",
+        );
+        assert_eq!(e.len(), 3);
+        assert_eq!((e[0].0.as_str(), e[0].1.as_str()), ("old", "base64:AAAA"));
+        assert_eq!((e[1].0.as_str(), e[1].1.as_str()), ("new", "base64:BBBB"));
+        // A bare Fernet key: the text before its '=' padding is no key id.
+        assert_eq!(e[2].0, "");
+        assert!(e[2].1.ends_with('='));
+    }
 
     #[test]
     fn parses_sources() {

@@ -6,8 +6,9 @@ use crate::output::{self, Progress};
 use anyhow::{Context, Result};
 use keyturn_db::{ConnectOptions, Database};
 use keyturn_engine::config::config_path;
+use keyturn_engine::plan::Rings;
 use keyturn_engine::{Config, Operation, Plan, RunOptions, VerifyOptions};
-use keyturn_format::{Algorithm, KeyId, KeySpec, Keyring};
+use keyturn_format::{Algorithm, KeyId, KeySpec};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,8 +39,7 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Demo(args) => crate::demo::run(args, cli.json).await,
         Command::Status(t) => {
             let ctx = Session::open(&cli, t, 2).await?;
-            let report =
-                keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &ctx.ring).await?;
+            let report = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan).await?;
             ctx.db.close().await;
             output::print_status(&report, cli.json)?;
             Ok(Exit::Ok)
@@ -64,10 +64,9 @@ pub fn default_actor() -> String {
     }
 }
 
-/// Config, keyring, database and plan for one command.
+/// Config, database and plan (with each column's keyring) for one command.
 pub struct Session {
     pub cfg: Config,
-    pub ring: Arc<Keyring>,
     pub db: Arc<dyn Database>,
     pub plan: Plan,
 }
@@ -84,10 +83,7 @@ impl Session {
         target: &TargetArgs,
         connections: u32,
     ) -> Result<Session> {
-        let ring = Arc::new(keyturn_keys::load_keyring(
-            &cfg.key_sources(),
-            &cfg.ring_policy(),
-        )?);
+        let rings = Rings::load(&cfg, target.table.as_deref(), target.column.as_deref())?;
         let db = keyturn_db::connect(
             &cfg.database.url,
             &ConnectOptions {
@@ -99,16 +95,12 @@ impl Session {
         let plan = keyturn_engine::plan::resolve(
             db.as_ref(),
             &cfg,
+            &rings,
             target.table.as_deref(),
             target.column.as_deref(),
         )
         .await?;
-        Ok(Session {
-            cfg,
-            ring,
-            db,
-            plan,
-        })
+        Ok(Session { cfg, db, plan })
     }
 }
 
@@ -210,16 +202,8 @@ pub async fn execute(ctx: &Session, op: Operation, opts: RunOptions, json: bool)
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone(), json);
     let progress = Arc::new(Progress::new(op.name(), json));
-    let result = keyturn_engine::run::run(
-        ctx.db.clone(),
-        &ctx.plan,
-        ctx.ring.clone(),
-        op,
-        opts,
-        progress.clone(),
-        stop,
-    )
-    .await;
+    let result =
+        keyturn_engine::run::run(ctx.db.clone(), &ctx.plan, op, opts, progress.clone(), stop).await;
     progress.finish();
     ctx.db.close().await;
     let summary = result?;
@@ -239,7 +223,6 @@ async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
     let report = keyturn_engine::verify::verify(
         ctx.db.as_ref(),
         &ctx.plan,
-        ctx.ring.clone(),
         &VerifyOptions {
             deep: args.deep,
             batch_size: ctx.cfg.rotation.batch_size,

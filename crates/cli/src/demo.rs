@@ -176,7 +176,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
         "\n3. Time to rotate: generated k2, added it to the key file and made it primary (k1 stays, decrypt-only). Where we stand (`keyturn status`):\n",
     );
     let ctx = Session::from_config(Config::load(&config_path)?, &all, 4).await?;
-    let before = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &ctx.ring).await?;
+    let before = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan).await?;
     if !json {
         output::print_status(&before, false)?;
     }
@@ -194,7 +194,6 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     let report = keyturn_engine::verify::verify(
         ctx.db.as_ref(),
         &ctx.plan,
-        ctx.ring.clone(),
         &VerifyOptions {
             deep: true,
             batch_size: 5000,
@@ -202,7 +201,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
         &keyturn_engine::NoProgress,
     )
     .await?;
-    let after = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &ctx.ring).await?;
+    let after = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan).await?;
     ctx.db.close().await;
     if json {
         output::print_json(

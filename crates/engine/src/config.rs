@@ -12,6 +12,11 @@
 //! batch_size = 5000
 //! workers = 2
 //!
+//! # Other frameworks' formats: a codec per column, with its own keyring.
+//! [keyrings.django]
+//! sources = ["env:FERNET_KEYS"]     # one key per line: id=<key in the framework's form>
+//! primary = "f2"
+//!
 //! [[target]]
 //! table = "patients"
 //! primary_key = "id"                # or ["region", "id"]
@@ -42,6 +47,10 @@ pub struct Config {
     pub rotation: RotationConfig,
     #[serde(rename = "target", default)]
     pub targets: Vec<TargetConfig>,
+    /// Named keyrings for columns in other frameworks' formats (keys in the
+    /// framework's own string form, `id=key` per line).
+    #[serde(default)]
+    pub keyrings: std::collections::BTreeMap<String, KeysConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +71,24 @@ pub struct KeysConfig {
     pub retired: Vec<String>,
     #[serde(default)]
     pub allow_retired: bool,
+}
+
+impl KeysConfig {
+    pub fn policy(&self) -> RingPolicy {
+        RingPolicy {
+            primary: self.primary.clone(),
+            retired: self.retired.clone(),
+            allow_retired: self.allow_retired,
+        }
+    }
+
+    pub fn sources(&self) -> Vec<KeySource> {
+        // Config::validate parsed every source already.
+        self.sources
+            .iter()
+            .filter_map(|s| KeySource::parse(s).ok())
+            .collect()
+    }
 }
 
 impl Default for KeysConfig {
@@ -149,8 +176,45 @@ pub struct ColumnConfig {
     #[serde(default)]
     pub context: bool,
     /// The stored format; `keyturn` (the default) is keyturn's own format v1.
+    /// Others: fernet, django-fernet-fields, laravel, rails, lockbox,
+    /// vault-transit, cloak, node-gcm, version-byte, sodium-prefix,
+    /// json-envelope (docs/CODECS.md).
     #[serde(default = "default_codec")]
     pub codec: String,
+    /// The codec's parameters, e.g. `{ cipher = "aes-256-gcm" }` for laravel.
+    #[serde(default)]
+    pub options: Option<toml::Table>,
+    /// A `[keyrings.NAME]` section; required for other frameworks' formats,
+    /// default: the `[keys]` keyring.
+    pub keyring: Option<String>,
+}
+
+impl ColumnConfig {
+    /// The codec configuration of a column in another framework's format, or
+    /// `None` for keyturn's own format. Lockbox's table and column default to
+    /// the target's.
+    pub fn codec_config(&self, table: &str) -> Result<Option<keyturn_codecs::CodecConfig>, String> {
+        if self.codec == "keyturn" {
+            if self.options.as_ref().is_some_and(|o| !o.is_empty()) {
+                return Err(
+                    "options: keyturn's own format takes no options (use encoding and context)"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        }
+        let mut t = self.options.clone().unwrap_or_default();
+        t.insert("codec".into(), toml::Value::String(self.codec.clone()));
+        if self.codec == "lockbox" {
+            t.entry("table")
+                .or_insert_with(|| toml::Value::String(table.to_owned()));
+            t.entry("column")
+                .or_insert_with(|| toml::Value::String(self.name.clone()));
+        }
+        keyturn_codecs::CodecConfig::deserialize(toml::Value::Table(t))
+            .map(Some)
+            .map_err(|e| format!("codec {:?}: {}", self.codec, e.to_string().trim()))
+    }
 }
 
 fn default_codec() -> String {
@@ -253,17 +317,65 @@ impl Config {
                         format!("{} is listed twice", c.name),
                     );
                 }
-                if c.codec != "keyturn" {
-                    return bad(
-                        &format!("{ckey}.codec"),
-                        format!("unknown codec {:?} (this build knows: keyturn)", c.codec),
-                    );
+                let codec = c
+                    .codec_config(&t.table)
+                    .map_err(|e| EngineError::Config(format!("{ckey}: {e}")))?;
+                match (&codec, &c.keyring) {
+                    (Some(_), None) => {
+                        return bad(
+                            &format!("{ckey}.keyring"),
+                            format!(
+                                "codec {:?} needs its own keyring: add keyring = \"NAME\" and a [keyrings.NAME] section",
+                                c.codec
+                            ),
+                        );
+                    }
+                    (_, Some(k)) if !self.keyrings.contains_key(k) => {
+                        return bad(
+                            &format!("{ckey}.keyring"),
+                            format!("no [keyrings.{k}] section"),
+                        );
+                    }
+                    _ => {}
+                }
+                if let Some(cc) = &codec {
+                    keyturn_codecs::build(cc)
+                        .map_err(|e| EngineError::Config(format!("{ckey}: {e}")))?;
                 }
             }
             if self.targets.iter().filter(|o| o.table == t.table).count() > 1 {
                 return bad(
                     &format!("{key}.table"),
                     format!("{} is configured twice", t.table),
+                );
+            }
+        }
+        for (name, k) in &self.keyrings {
+            let key = format!("keyrings.{name}");
+            if k.sources.is_empty() {
+                return bad(
+                    &format!("{key}.sources"),
+                    "at least one key source is needed".into(),
+                );
+            }
+            for (i, s) in k.sources.iter().enumerate() {
+                KeySource::parse(s)
+                    .map_err(|e| EngineError::Config(format!("{key}.sources[{i}]: {e}")))?;
+            }
+            // Keys are parsed in the codec's own form: one codec per keyring.
+            let codecs: std::collections::BTreeSet<&str> = self
+                .targets
+                .iter()
+                .flat_map(|t| t.columns.iter())
+                .filter(|c| c.keyring.as_deref() == Some(name.as_str()))
+                .map(|c| c.codec.as_str())
+                .collect();
+            if codecs.len() > 1 {
+                return bad(
+                    &key,
+                    format!(
+                        "used by columns of different codecs ({codecs:?}); give each codec its own keyring"
+                    ),
                 );
             }
         }
@@ -280,11 +392,7 @@ impl Config {
     }
 
     pub fn ring_policy(&self) -> RingPolicy {
-        RingPolicy {
-            primary: self.keys.primary.clone(),
-            retired: self.keys.retired.clone(),
-            allow_retired: self.keys.allow_retired,
-        }
+        self.keys.policy()
     }
 }
 
@@ -366,6 +474,61 @@ columns = [{ name = "phone", context = true }, { name = "nino", encoding = "bina
             .unwrap_err()
             .to_string();
         assert!(e.contains("keys.sources[0]") && !e.contains("AAAA"), "{e}");
+    }
+
+    #[test]
+    fn codec_columns_need_a_keyring_and_valid_options() {
+        let base = r#"
+[database]
+url = "sqlite://x.db"
+[keyrings.lara]
+sources = ["env:LARAVEL_KEYS"]
+primary = "new"
+[[target]]
+table = "users"
+primary_key = "id"
+"#;
+        let ok = format!(
+            "{base}columns = [{{ name = \"token\", codec = \"laravel\", options = {{ cipher = \"aes-256-gcm\" }}, keyring = \"lara\" }}]"
+        );
+        let c = Config::parse(&ok).unwrap();
+        assert!(
+            c.targets[0].columns[0]
+                .codec_config("users")
+                .unwrap()
+                .is_some()
+        );
+        let e = Config::parse(&ok.replace(", keyring = \"lara\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("target[0].columns[0].keyring"), "{e}");
+        let e = Config::parse(&ok.replace("cipher", "ciphr"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("target[0].columns[0]") && e.contains("ciphr"),
+            "{e}"
+        );
+        let e = Config::parse(&ok.replace("\"laravel\"", "\"laraval\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("laraval"), "{e}");
+        let e = Config::parse(&ok.replace("keyring = \"lara\"", "keyring = \"nope\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no [keyrings.nope]"), "{e}");
+        // Lockbox takes table and column from the target.
+        let lb = format!(
+            "{base}columns = [{{ name = \"email_ciphertext\", codec = \"lockbox\", keyring = \"lara\" }}]"
+        );
+        let c = Config::parse(&lb).unwrap();
+        assert!(
+            format!(
+                "{:?}",
+                c.targets[0].columns[0].codec_config("users").unwrap()
+            )
+            .contains("email_ciphertext")
+        );
     }
 
     #[test]

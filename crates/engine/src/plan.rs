@@ -4,14 +4,89 @@
 
 use crate::{Config, EngineError};
 use keyturn_db::{ColumnRef, Database, PkColumn, PkValue, ValueKind, pk_kind_of, value_kind_of};
-use keyturn_format::{Codec, Encoding, NativeCodec};
+use keyturn_format::{Codec, Encoding, Keyring, NativeCodec};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// The keyrings a plan's columns use: the `[keys]` ring and named
+/// `[keyrings.NAME]` rings (keys in another framework's form).
+#[derive(Debug, Clone, Default)]
+pub struct Rings {
+    pub default: Option<Arc<Keyring>>,
+    pub named: BTreeMap<String, Arc<Keyring>>,
+}
+
+impl Rings {
+    /// Loads only the rings the selected columns use, so a run on one table
+    /// does not need every other table's keys.
+    pub fn load(
+        cfg: &Config,
+        table: Option<&str>,
+        column: Option<&str>,
+    ) -> Result<Rings, EngineError> {
+        let mut rings = Rings::default();
+        for t in cfg
+            .targets
+            .iter()
+            .filter(|t| table.is_none_or(|x| x == t.table))
+        {
+            for c in t
+                .columns
+                .iter()
+                .filter(|c| column.is_none_or(|x| x == c.name))
+            {
+                match &c.keyring {
+                    None => {
+                        if rings.default.is_none() {
+                            rings.default = Some(Arc::new(keyturn_keys::load_keyring(
+                                &cfg.key_sources(),
+                                &cfg.ring_policy(),
+                            )?));
+                        }
+                    }
+                    Some(name) if !rings.named.contains_key(name) => {
+                        let k = cfg.keyrings.get(name).ok_or_else(|| {
+                            EngineError::Config(format!("no [keyrings.{name}] section"))
+                        })?;
+                        let codec = c.codec_config(&t.table).map_err(EngineError::Config)?;
+                        let ring = match codec {
+                            Some(cc) => keyturn_keys::load_foreign_keyring(
+                                &k.sources(),
+                                &k.policy(),
+                                |id, text| keyturn_codecs::parse_key(&cc, id, text),
+                            )?,
+                            None => keyturn_keys::load_keyring(&k.sources(), &k.policy())?,
+                        };
+                        rings.named.insert(name.clone(), Arc::new(ring));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(rings)
+    }
+
+    fn get(&self, name: Option<&str>) -> Result<Arc<Keyring>, EngineError> {
+        match name {
+            None => self.default.clone(),
+            Some(n) => self.named.get(n).cloned(),
+        }
+        .ok_or_else(|| {
+            EngineError::Config(format!(
+                "keyring {} was not loaded",
+                name.unwrap_or("[keys]")
+            ))
+        })
+    }
+}
 
 /// One encrypted column, ready to process.
 #[derive(Debug, Clone)]
 pub struct ColumnPlan {
     pub col: ColumnRef,
     pub codec: Arc<dyn Codec>,
+    /// The keys of this column's format; its primary encrypts.
+    pub ring: Arc<Keyring>,
     /// Bind table, column and primary key as associated data.
     pub context: bool,
 }
@@ -41,12 +116,27 @@ pub struct Plan {
     pub columns: Vec<ColumnPlan>,
 }
 
+impl Plan {
+    /// The distinct primary key ids of the columns' keyrings, in column order.
+    pub fn primary_key_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        for c in &self.columns {
+            let p = c.ring.primary_id().to_string();
+            if !ids.contains(&p) {
+                ids.push(p);
+            }
+        }
+        ids
+    }
+}
+
 /// Checks the config against the database and builds the plan. `table` and
 /// `column` narrow it down (`--table`, `--column`). All problems are reported
 /// together.
 pub async fn resolve(
     db: &dyn Database,
     cfg: &Config,
+    rings: &Rings,
     table: Option<&str>,
     column: Option<&str>,
 ) -> Result<Plan, EngineError> {
@@ -140,6 +230,22 @@ pub async fn resolve(
                 }
                 (Some(crate::config::EncodingConfig::Text), ValueKind::Binary) => Encoding::Text,
             };
+            let codec: Arc<dyn Codec> = match c
+                .codec_config(&t.table)
+                .map_err(EngineError::Config)?
+            {
+                None => Arc::new(NativeCodec { encoding }),
+                Some(cc) => {
+                    if c.codec == "version-byte" && kind == ValueKind::Text {
+                        problems.push(format!(
+                            "{}.{}: codec version-byte writes raw bytes; the column is {ty}, use a binary column",
+                            t.table, c.name
+                        ));
+                        continue;
+                    }
+                    Arc::from(keyturn_codecs::build(&cc)?)
+                }
+            };
             columns.push(ColumnPlan {
                 col: ColumnRef {
                     table: t.table.clone(),
@@ -147,7 +253,8 @@ pub async fn resolve(
                     column: c.name.clone(),
                     kind,
                 },
-                codec: Arc::new(NativeCodec { encoding }),
+                codec,
+                ring: rings.get(c.keyring.as_deref())?,
                 context: c.context,
             });
         }

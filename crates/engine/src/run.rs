@@ -124,7 +124,6 @@ impl RunSummary {
 /// Everything the pipeline stages share.
 struct Shared {
     db: Arc<dyn Database>,
-    ring: Arc<Keyring>,
     op: Operation,
     opts: RunOptions,
     progress: Arc<dyn ProgressSink>,
@@ -134,9 +133,10 @@ struct Shared {
 
 /// Lists keys the data uses that this keyring cannot decrypt, per column,
 /// counted by the database. Nothing is written.
-pub async fn preflight(db: &dyn Database, plan: &Plan, ring: &Keyring) -> Result<(), EngineError> {
+pub async fn preflight(db: &dyn Database, plan: &Plan) -> Result<(), EngineError> {
     let mut problems = Vec::new();
     for c in &plan.columns {
+        let ring = &c.ring;
         if c.codec.key_id_location() == KeyIdLocation::None {
             continue;
         }
@@ -171,20 +171,18 @@ pub async fn preflight(db: &dyn Database, plan: &Plan, ring: &Keyring) -> Result
 pub async fn run(
     db: Arc<dyn Database>,
     plan: &Plan,
-    ring: Arc<Keyring>,
     op: Operation,
     opts: RunOptions,
     progress: Arc<dyn ProgressSink>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, EngineError> {
     if op == Operation::Rotate {
-        preflight(db.as_ref(), plan, &ring).await?;
+        preflight(db.as_ref(), plan).await?;
     }
     let started = Instant::now();
     let run_id = new_run_id();
     let shared = Arc::new(Shared {
         db: db.clone(),
-        ring: ring.clone(),
         op,
         opts: opts.clone(),
         progress: progress.clone(),
@@ -219,7 +217,7 @@ pub async fn run(
         operation: op,
         run_id,
         dry_run: opts.dry_run,
-        primary_key_id: ring.primary_id().to_string(),
+        primary_key_id: plan.primary_key_ids().join(","),
         columns: Vec::new(),
         bad_rows: Vec::new(),
         bad_rows_truncated: false,
@@ -362,7 +360,7 @@ async fn process_batch(
         rows: rows.len() as u64,
         ..Default::default()
     };
-    let (ring, op, plan2) = (shared.ring.clone(), shared.op, plan.clone());
+    let (ring, op, plan2) = (plan.ring.clone(), shared.op, plan.clone());
     let outcomes: Vec<(Pk, RowOutcome)> = tokio::task::spawn_blocking(move || {
         rows.into_par_iter()
             .map(|r| {
@@ -426,7 +424,7 @@ async fn process_batch(
                 None | Some(None) => out.skipped += 1,
                 Some(Some(v)) => {
                     out.retried += 1;
-                    match crypto_one(shared.op, &shared.ring, &plan, &u.pk, v) {
+                    match crypto_one(shared.op, &plan.ring, &plan, &u.pk, v) {
                         RowOutcome::Write(w) => next.push(w),
                         RowOutcome::Skip => out.skipped += 1,
                         RowOutcome::Bad(why) => out.bad.push((u.pk, why)),
@@ -451,7 +449,7 @@ async fn process_column(
     let op = shared.op;
     let progress = shared.progress.clone();
     let skip_prefix = match op {
-        Operation::Rotate => plan.codec.primary_prefix(&shared.ring),
+        Operation::Rotate => plan.codec.primary_prefix(&plan.ring),
         Operation::Encrypt => None,
     };
     let mut cs = ColumnSummary {
@@ -465,7 +463,7 @@ async fn process_column(
             .load_checkpoint(op.name(), &col.table, &col.column)
             .await?
         {
-            if cp.target_key == shared.ring.primary_id().as_str() {
+            if cp.target_key == plan.ring.primary_id().as_str() {
                 match serde_json::from_str::<Pk>(&cp.last_pk) {
                     Ok(pk) => {
                         progress.note(&format!(
@@ -487,7 +485,7 @@ async fn process_column(
                     "{}: checkpoint was for key {:?}, the primary is now {:?}: starting over",
                     plan.label(),
                     cp.target_key,
-                    shared.ring.primary_id().as_str()
+                    plan.ring.primary_id().as_str()
                 ));
             }
         }
@@ -668,7 +666,7 @@ async fn save_checkpoint(
         operation: shared.op.name().to_owned(),
         table: plan.col.table.clone(),
         column: plan.col.column.clone(),
-        target_key: shared.ring.primary_id().to_string(),
+        target_key: plan.ring.primary_id().to_string(),
         last_pk: serde_json::to_string(pk)
             .map_err(|e| EngineError::Usage(format!("checkpoint encoding: {e}")))?,
         rows_done: cs.resumed_rows + cs.written + cs.skipped + cs.failed,

@@ -5,6 +5,7 @@ use crate::plan::Plan;
 use keyturn_db::Database;
 use keyturn_format::{KeyIdLocation, KeyState, Keyring};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// Rows under one key id.
 #[derive(Clone, Debug, Serialize)]
@@ -20,6 +21,8 @@ pub struct ColumnStatus {
     pub table: String,
     pub column: String,
     pub codec: String,
+    /// The key that encrypts this column's values.
+    pub primary_key_id: String,
     pub total: u64,
     pub nulls: u64,
     pub by_key: Vec<KeyRows>,
@@ -52,16 +55,15 @@ impl StatusReport {
 /// Random 96-bit nonces: stay well below 2^32 encryptions per key.
 const AES_GCM_WARN_AT: u64 = 1 << 31;
 
-pub async fn status(
-    db: &dyn Database,
-    plan: &Plan,
-    ring: &Keyring,
-) -> Result<StatusReport, EngineError> {
-    let primary = ring.primary_id().as_str().to_owned();
+pub async fn status(db: &dyn Database, plan: &Plan) -> Result<StatusReport, EngineError> {
     let mut columns = Vec::new();
     let mut warnings = Vec::new();
-    let mut per_key_total: std::collections::BTreeMap<String, u64> = Default::default();
+    // Values per (codec, key id) across columns, for the nonce-limit warning.
+    let mut per_key_total: std::collections::BTreeMap<(String, String), (u64, Arc<Keyring>)> =
+        Default::default();
     for c in &plan.columns {
+        let ring = &c.ring;
+        let primary = ring.primary_id().as_str().to_owned();
         let loc = c.codec.key_id_location();
         let counts = db.count_keys(&c.col, &loc).await?;
         let mut by_key = Vec::new();
@@ -75,7 +77,10 @@ pub async fn status(
                         Some(KeyState::Retired) => "retired",
                         _ => "unknown",
                     };
-                    *per_key_total.entry(k.clone()).or_default() += n;
+                    per_key_total
+                        .entry((c.codec.name().to_owned(), k.clone()))
+                        .or_insert_with(|| (0, ring.clone()))
+                        .0 += n;
                     by_key.push(KeyRows {
                         key_id: k.clone(),
                         rows: *n,
@@ -110,6 +115,7 @@ pub async fn status(
             table: c.col.table.clone(),
             column: c.col.column.clone(),
             codec: c.codec.name().to_owned(),
+            primary_key_id: primary,
             total: counts.total,
             nulls: counts.nulls,
             by_key,
@@ -119,7 +125,7 @@ pub async fn status(
             note,
         });
     }
-    for (k, n) in per_key_total {
+    for ((_, k), (n, ring)) in per_key_total {
         if n >= AES_GCM_WARN_AT
             && ring.keys().any(|(id, _, key)| {
                 id.as_str() == k && key.algorithm() == keyturn_format::Algorithm::Aes256Gcm
@@ -132,7 +138,7 @@ pub async fn status(
     }
     Ok(StatusReport {
         backend: db.backend().name().to_owned(),
-        primary_key_id: primary,
+        primary_key_id: plan.primary_key_ids().join(","),
         columns,
         warnings,
     })

@@ -4,10 +4,9 @@
 use crate::plan::Plan;
 use crate::{EngineError, ProgressSink};
 use keyturn_db::{Database, pk_display};
-use keyturn_format::{Inspection, Keyring};
+use keyturn_format::Inspection;
 use rayon::prelude::*;
 use serde::Serialize;
-use std::sync::Arc;
 
 /// Failing rows listed per column.
 const FIRST_FAILURES: usize = 20;
@@ -46,13 +45,13 @@ pub struct VerifyReport {
 pub async fn verify(
     db: &dyn Database,
     plan: &Plan,
-    ring: Arc<Keyring>,
     opts: &VerifyOptions,
     progress: &dyn ProgressSink,
 ) -> Result<VerifyReport, EngineError> {
-    let primary = ring.primary_id().as_str().to_owned();
     let mut columns = Vec::new();
     for c in &plan.columns {
+        let ring = c.ring.clone();
+        let primary = ring.primary_id().as_str().to_owned();
         let mut cv = ColumnVerify {
             table: c.col.table.clone(),
             column: c.col.column.clone(),
@@ -149,7 +148,7 @@ pub async fn verify(
     let ok = columns.iter().all(|c| c.failing == 0);
     Ok(VerifyReport {
         deep: opts.deep,
-        primary_key_id: primary,
+        primary_key_id: plan.primary_key_ids().join(","),
         columns,
         ok,
     })

@@ -187,13 +187,16 @@ async fn setup(rows: i64) -> (tempfile::TempDir, Arc<dyn Database>, Keyring) {
 
 async fn rotate(db: Arc<dyn Database>, r: Arc<Keyring>) -> keyturn_engine::RunSummary {
     let cfg = Config::parse(CONFIG).unwrap();
-    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, None, None)
+    let rings = keyturn_engine::plan::Rings {
+        default: Some(r),
+        named: Default::default(),
+    };
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, &rings, None, None)
         .await
         .unwrap();
     keyturn_engine::run::run(
         db,
         &plan,
-        r,
         Operation::Rotate,
         RunOptions {
             batch_size: 10,
@@ -211,7 +214,11 @@ async fn rotate(db: Arc<dyn Database>, r: Arc<Keyring>) -> keyturn_engine::RunSu
 
 async fn values(db: &dyn Database) -> Vec<(i64, Option<Vec<u8>>)> {
     let cfg = Config::parse(CONFIG).unwrap();
-    let plan = keyturn_engine::plan::resolve(db, &cfg, None, None)
+    let rings = keyturn_engine::plan::Rings {
+        default: Some(Arc::new(ring("k2"))),
+        named: Default::default(),
+    };
+    let plan = keyturn_engine::plan::resolve(db, &cfg, &rings, None, None)
         .await
         .unwrap();
     let pks: Vec<Pk> = (1..=40).map(|i| vec![PkValue::Int(i)]).collect();

@@ -10,7 +10,7 @@ use crate::secret::SecretKey;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::borrow::Cow;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// First two bytes of the binary encoding. 0x8B can never start valid UTF-8,
 /// so a binary ciphertext is never mistaken for text or plaintext.
@@ -101,8 +101,20 @@ fn header_bytes(alg: Algorithm, key_id: &[u8], ct_len: usize) -> ([u8; MAX_HEADE
 /// Calls `f` with `header ‖ context`, where each context part is encoded as
 /// a 4-byte big-endian length followed by its bytes. Small associated data
 /// stays on the stack: this runs once per value.
-fn with_aad<R>(header: &[u8], context: &[&[u8]], f: impl FnOnce(&[u8]) -> R) -> R {
-    let total = header.len() + context.iter().map(|p| 4 + p.len()).sum::<usize>();
+fn with_aad<R>(
+    header: &[u8],
+    context: &[&[u8]],
+    f: impl FnOnce(&[u8]) -> Result<R, FormatError>,
+) -> Result<R, FormatError> {
+    let mut total = header.len();
+    for part in context {
+        if u32::try_from(part.len()).is_err() {
+            return Err(FormatError::Crypto(
+                "a context part is longer than 4 GiB - 1 bytes",
+            ));
+        }
+        total += 4 + part.len();
+    }
     let mut stack = [0u8; 256];
     let mut heap;
     let buf: &mut [u8] = if total <= stack.len() {
@@ -114,6 +126,7 @@ fn with_aad<R>(header: &[u8], context: &[&[u8]], f: impl FnOnce(&[u8]) -> R) -> 
     buf[..header.len()].copy_from_slice(header);
     let mut at = header.len();
     for part in context {
+        // Checked above: every part length fits in a u32.
         buf[at..at + 4].copy_from_slice(&(part.len() as u32).to_be_bytes());
         at += 4;
         buf[at..at + part.len()].copy_from_slice(part);
@@ -122,11 +135,15 @@ fn with_aad<R>(header: &[u8], context: &[&[u8]], f: impl FnOnce(&[u8]) -> R) -> 
     f(buf)
 }
 
-/// Fills a nonce from the operating system's CSPRNG (aws-lc's DRBG, reseeded
-/// from the OS).
-pub(crate) fn fill_nonce(nonce: &mut [u8]) -> Result<(), FormatError> {
-    aws_lc_rs::rand::fill(nonce)
-        .map_err(|_| FormatError::Crypto("the system random generator failed"))
+/// Fills a nonce with fresh output of aws-lc's CSPRNG (seeded from the
+/// operating system), never handed out before: see `nonce.rs` for the
+/// per-thread block and its fork safety.
+///
+/// Public only so that the benchmarks and the fork test can call it; not
+/// part of the API.
+#[doc(hidden)]
+pub fn fill_nonce(nonce: &mut [u8]) -> Result<(), FormatError> {
+    crate::nonce::fill(nonce)
 }
 
 /// Reads the header of either encoding without decoding the payload.
@@ -321,57 +338,144 @@ pub fn seal(
     context: &[&[u8]],
     encoding: Encoding,
 ) -> Result<Vec<u8>, FormatError> {
-    if plaintext.len() > MAX_PLAINTEXT_LEN {
-        return Err(FormatError::TooLong(plaintext.len() as u64));
-    }
-    let alg = key.algorithm();
-    let (header, hlen) = header_bytes(alg, key_id.as_str().as_bytes(), plaintext.len());
-    let nlen = alg.nonce_len();
-    let body_len = 4 + nlen + plaintext.len() + TAG_LEN;
-    // Binary: header ‖ nonce ‖ ct ‖ tag. Text: the body is built the same way
-    // (length ‖ nonce ‖ ct ‖ tag) and then base64url-encoded.
-    let prefix = match encoding {
-        Encoding::Binary => hlen - 4,
-        Encoding::Text => 0,
-    };
-    let mut buf = vec![0u8; prefix + body_len];
-    buf[..prefix].copy_from_slice(&header[..prefix]);
-    buf[prefix..prefix + 4].copy_from_slice(&header[hlen - 4..hlen]);
-    let n0 = prefix + 4;
-    fill_nonce(&mut buf[n0..n0 + nlen])?;
-    let c0 = n0 + nlen;
-    buf[c0..c0 + plaintext.len()].copy_from_slice(plaintext);
-    let (head, tail) = buf.split_at_mut(c0);
-    let (ct, tag_out) = tail.split_at_mut(plaintext.len());
-    let nonce = &head[n0..n0 + nlen];
-    let tag = with_aad(&header[..hlen], context, |aad| {
-        key.seal_in_place(nonce, aad, ct)
-    })?;
-    tag_out.copy_from_slice(&tag);
-    match encoding {
-        Encoding::Binary => Ok(buf),
-        Encoding::Text => {
-            let mut out = String::with_capacity(
-                TEXT_MARKER.len() + key_id.as_str().len() + 3 + body_len.div_ceil(3) * 4,
-            );
-            out.push_str(TEXT_MARKER);
-            out.push_str(key_id.as_str());
-            out.push(':');
-            out.push(alg.text_token() as char);
-            out.push(':');
-            URL_SAFE_NO_PAD.encode_string(&buf, &mut out);
-            Ok(out.into_bytes())
-        }
-    }
+    seal_impl(key, key_id, plaintext, context, encoding, None)
 }
 
-/// Decrypts a parsed ciphertext with `key`. The caller has matched the key
-/// to `parsed.header.key_id`.
-pub fn open(
+/// **Test only: never use this to encrypt real data.** Like [`seal`], but
+/// with a caller-chosen nonce instead of a fresh random one, so that test
+/// vectors can be generated and checked byte for byte. Reusing a nonce under
+/// the same key destroys the confidentiality and integrity of both values
+/// (and, for AES-GCM, lets an attacker forge tags). Hidden from the docs and
+/// exempt from semver.
+#[doc(hidden)]
+pub fn seal_with_nonce(
+    key: &SecretKey,
+    key_id: &KeyId,
+    plaintext: &[u8],
+    context: &[&[u8]],
+    encoding: Encoding,
+    nonce: &[u8],
+) -> Result<Vec<u8>, FormatError> {
+    if nonce.len() != key.algorithm().nonce_len() {
+        return Err(FormatError::Crypto(
+            "the nonce length does not match the key's algorithm",
+        ));
+    }
+    seal_impl(key, key_id, plaintext, context, encoding, Some(nonce))
+}
+
+fn seal_impl(
+    key: &SecretKey,
+    key_id: &KeyId,
+    plaintext: &[u8],
+    context: &[&[u8]],
+    encoding: Encoding,
+    fixed_nonce: Option<&[u8]>,
+) -> Result<Vec<u8>, FormatError> {
+    seal_with(
+        key,
+        key_id,
+        plaintext.len(),
+        context,
+        encoding,
+        fixed_nonce,
+        |slot| {
+            slot.copy_from_slice(plaintext);
+            Ok(())
+        },
+    )
+}
+
+/// Writes a complete value under `key` (named `key_id`) for a plaintext of
+/// `pt_len` bytes that `write_plaintext` puts into its slot of the output
+/// buffer, where it is then encrypted in place. One allocation for binary
+/// output; for text output the binary body is built in the same allocation,
+/// behind the room for its base64 form, and cut off after encoding.
+/// On any error the buffer is zeroized before it is freed.
+fn seal_with(
+    key: &SecretKey,
+    key_id: &KeyId,
+    pt_len: usize,
+    context: &[&[u8]],
+    encoding: Encoding,
+    fixed_nonce: Option<&[u8]>,
+    write_plaintext: impl FnOnce(&mut [u8]) -> Result<(), FormatError>,
+) -> Result<Vec<u8>, FormatError> {
+    if pt_len > MAX_PLAINTEXT_LEN {
+        return Err(FormatError::TooLong(pt_len as u64));
+    }
+    let alg = key.algorithm();
+    let id = key_id.as_str().as_bytes();
+    let (header, hlen) = header_bytes(alg, id, pt_len);
+    let nlen = alg.nonce_len();
+    let body_len = 4 + nlen + pt_len + TAG_LEN;
+    // Binary: header ‖ nonce ‖ ct ‖ tag, where the header ends with the
+    // ciphertext length. Text: `kt1:<id>:<alg>:` ‖ base64url(body), where
+    // body = ciphertext length ‖ nonce ‖ ct ‖ tag.
+    let text_prefix_len = TEXT_MARKER.len() + id.len() + 3;
+    let (mut buf, body_at) = match encoding {
+        Encoding::Binary => {
+            let mut buf = vec![0u8; hlen + body_len - 4];
+            buf[..hlen - 4].copy_from_slice(&header[..hlen - 4]);
+            (buf, hlen - 4)
+        }
+        Encoding::Text => {
+            // Unpadded base64: 4 characters per 3 bytes, 2 or 3 for a last 1 or 2.
+            let text_len = text_prefix_len + body_len / 3 * 4 + [0, 2, 3][body_len % 3];
+            let mut buf = vec![0u8; text_len + body_len];
+            let p = &mut buf[..text_prefix_len];
+            p[..TEXT_MARKER.len()].copy_from_slice(TEXT_MARKER.as_bytes());
+            p[TEXT_MARKER.len()..TEXT_MARKER.len() + id.len()].copy_from_slice(id);
+            p[text_prefix_len - 3] = b':';
+            p[text_prefix_len - 2] = alg.text_token();
+            p[text_prefix_len - 1] = b':';
+            (buf, text_len)
+        }
+    };
+    let body = &mut buf[body_at..];
+    body[..4].copy_from_slice(&header[hlen - 4..hlen]);
+    let (head, rest) = body.split_at_mut(4 + nlen);
+    let nonce = &mut head[4..];
+    match fixed_nonce {
+        Some(n) => nonce.copy_from_slice(n),
+        None => fill_nonce(nonce)?,
+    }
+    let (slot, tag_out) = rest.split_at_mut(pt_len);
+    let sealed = write_plaintext(slot).and_then(|()| {
+        with_aad(&header[..hlen], context, |aad| {
+            key.seal_in_place(nonce, aad, slot)
+        })
+    });
+    match sealed {
+        Ok(tag) => tag_out.copy_from_slice(&tag),
+        Err(e) => {
+            buf.zeroize();
+            return Err(e);
+        }
+    }
+    if encoding == Encoding::Text {
+        let (text, body) = buf.split_at_mut(body_at);
+        let n = URL_SAFE_NO_PAD
+            .encode_slice(&*body, &mut text[text_prefix_len..])
+            .map_err(|_| FormatError::Crypto("base64 output length miscomputed"))?;
+        debug_assert_eq!(text_prefix_len + n, body_at);
+        buf.truncate(body_at);
+        if body_len > 4096 {
+            // Give back the room the binary body took.
+            buf.shrink_to_fit();
+        }
+    }
+    Ok(buf)
+}
+
+/// Checks the key's algorithm against the header and decrypts into `out`
+/// (`parsed.plaintext_len()` bytes). On failure `out` holds no plaintext.
+fn open_into(
     key: &SecretKey,
     parsed: &Parsed<'_>,
     context: &[&[u8]],
-) -> Result<Zeroizing<Vec<u8>>, FormatError> {
+    out: &mut [u8],
+) -> Result<(), FormatError> {
     let h = &parsed.header;
     if key.algorithm() != h.algorithm {
         return Err(FormatError::AlgorithmMismatch {
@@ -381,7 +485,6 @@ pub fn open(
         });
     }
     let (header, hlen) = header_bytes(h.algorithm, h.key_id.as_bytes(), parsed.ct_len);
-    let mut out = Zeroizing::new(vec![0u8; parsed.ct_len]);
     with_aad(&header[..hlen], context, |aad| {
         key.open_into(
             h.key_id,
@@ -389,10 +492,44 @@ pub fn open(
             aad,
             parsed.ciphertext(),
             parsed.tag(),
-            &mut out,
+            out,
         )
-    })?;
+    })
+}
+
+/// Decrypts a parsed ciphertext with `key`. The caller has matched the key
+/// to `parsed.header.key_id`.
+pub fn open(
+    key: &SecretKey,
+    parsed: &Parsed<'_>,
+    context: &[&[u8]],
+) -> Result<Zeroizing<Vec<u8>>, FormatError> {
+    let mut out = Zeroizing::new(vec![0u8; parsed.ct_len]);
+    open_into(key, parsed, context, &mut out)?;
     Ok(out)
+}
+
+/// Re-encryption of one value: decrypts `parsed` with `old_key` straight into
+/// the plaintext slot of the new value, then encrypts it there in place under
+/// `new_key` (named `new_id`) with a fresh nonce, in the same encoding and
+/// with the same context. The plaintext never exists outside that buffer,
+/// which is zeroized if anything fails.
+pub(crate) fn reseal(
+    old_key: &SecretKey,
+    parsed: &Parsed<'_>,
+    context: &[&[u8]],
+    new_key: &SecretKey,
+    new_id: &KeyId,
+) -> Result<Vec<u8>, FormatError> {
+    seal_with(
+        new_key,
+        new_id,
+        parsed.ct_len,
+        context,
+        parsed.header.encoding,
+        None,
+        |slot| open_into(old_key, parsed, context, slot),
+    )
 }
 
 /// The bytes every value under `key_id` (with algorithm `alg`) starts with,

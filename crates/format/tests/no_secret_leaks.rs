@@ -48,6 +48,9 @@ fn needles(key: &[u8]) -> Vec<String> {
     out
 }
 
+/// What a decryption case is called, the stored value, its context.
+type Case<'a> = (String, Vec<u8>, Vec<&'a [u8]>);
+
 struct Keys {
     specs: Vec<String>,
     raw: Vec<[u8; 32]>,
@@ -122,7 +125,7 @@ fn errors_and_debug_output_never_reveal_key_material() {
             format!("{id}::{b64}"),
             format!("{id}:{b64}"),
             format!("{b64}:{alg}:{id}"),
-            format!("{b64}"),
+            b64.to_string(),
             format!("{alg}:{b64}"),
             format!("bad id:{alg}:{b64}"),
             format!("{id}:{alg}: {b64} x"),
@@ -234,7 +237,7 @@ fn errors_and_debug_output_never_reveal_key_material() {
         let opened = codec.decrypt(&ring, &good, &ctx).unwrap();
         outputs.push(("Opened Debug".into(), format!("{opened:?}")));
         outputs.push(("Opened alternate Debug".into(), format!("{opened:#?}")));
-        let mut cases: Vec<(String, Vec<u8>, Vec<&[u8]>)> = vec![
+        let mut cases: Vec<Case> = vec![
             ("wrong context".into(), good.clone(), vec![b"t", b"d"]),
             (
                 "unknown key".into(),

@@ -253,15 +253,16 @@ impl Keyring {
 
     /// Re-encrypts a value under the primary key, in the same encoding.
     pub fn reencrypt(&self, stored: &[u8], context: &[&[u8]]) -> Result<Reencrypted, FormatError> {
-        let parsed = v1::parse(stored)?;
-        let primary = &self.entries[self.primary];
-        if parsed.header.key_id == primary.id.as_str() {
-            return Ok(Reencrypted::AlreadyPrimary);
-        }
-        let key = self.decryption_key(parsed.header.key_id)?;
-        // Decrypts straight into the new value's buffer: no separate
-        // plaintext allocation.
-        v1::reseal(key, &parsed, context, &primary.key, &primary.id).map(Reencrypted::Rotated)
+        v1::with_parsed(stored, |parsed| {
+            let primary = &self.entries[self.primary];
+            if parsed.header.key_id == primary.id.as_str() {
+                return Ok(Reencrypted::AlreadyPrimary);
+            }
+            let key = self.decryption_key(parsed.header.key_id)?;
+            // Decrypts straight into the new value's buffer: no separate
+            // plaintext allocation.
+            v1::reseal(key, parsed, context, &primary.key, &primary.id).map(Reencrypted::Rotated)
+        })
     }
 }
 

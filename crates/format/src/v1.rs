@@ -174,7 +174,10 @@ fn peek_binary(b: &[u8]) -> Result<(HeaderRef<'_>, usize), FormatError> {
     if b[0] != MAGIC[0] {
         return Err(FormatError::UnknownFormat);
     }
-    let at = |i: usize, field: Field| b.get(i).copied().ok_or(FormatError::Truncated(field));
+    let at = |i: usize, field: Field| match b.get(i) {
+        Some(&v) => Ok(v),
+        None => Err(FormatError::Truncated(field)),
+    };
     if at(1, Field::Magic)? != MAGIC[1] {
         return Err(FormatError::UnknownFormat);
     }
@@ -189,9 +192,9 @@ fn peek_binary(b: &[u8]) -> Result<(HeaderRef<'_>, usize), FormatError> {
             "key id length {id_len} is outside 1..={MAX_KEY_ID_LEN}"
         )));
     }
-    let id = b
-        .get(5..5 + id_len)
-        .ok_or(FormatError::Truncated(Field::KeyId))?;
+    let Some(id) = b.get(5..5 + id_len) else {
+        return Err(FormatError::Truncated(Field::KeyId));
+    };
     KeyId::validate(id)?;
     // validate() accepted only ASCII, so this cannot fail.
     let key_id =
@@ -219,10 +222,9 @@ fn parse_binary(b: &[u8]) -> Result<Parsed<'_>, FormatError> {
 /// Checks `ciphertext length ‖ nonce ‖ ciphertext ‖ tag`, returning the
 /// ciphertext length.
 fn check_body(body: &[u8], alg: Algorithm) -> Result<usize, FormatError> {
-    let len_bytes: [u8; 4] = body
-        .get(0..4)
-        .and_then(|s| s.try_into().ok())
-        .ok_or(FormatError::Truncated(Field::CiphertextLength))?;
+    let Some(&len_bytes) = body.first_chunk::<4>() else {
+        return Err(FormatError::Truncated(Field::CiphertextLength));
+    };
     let ct_len = u32::from_be_bytes(len_bytes) as usize;
     if ct_len > MAX_PLAINTEXT_LEN {
         return Err(FormatError::TooLong(ct_len as u64));
@@ -309,24 +311,63 @@ fn peek_text(s: &[u8]) -> Result<(HeaderRef<'_>, usize), FormatError> {
 
 fn parse_text(s: &[u8]) -> Result<Parsed<'_>, FormatError> {
     let (header, body_at) = peek_text(s)?;
-    let b64 = &s[body_at..];
-    if b64.is_empty() {
-        return Err(FormatError::Truncated(Field::CiphertextLength));
-    }
-    // Bound the allocation before decoding: base64 expands by 4/3.
-    let max_body = 4 + header.algorithm.nonce_len() + MAX_PLAINTEXT_LEN + TAG_LEN;
-    if b64.len() / 4 * 3 > max_body + 3 {
-        return Err(FormatError::TooLong(b64.len() as u64 / 4 * 3));
-    }
-    let body = URL_SAFE_NO_PAD.decode(b64).map_err(|_| {
-        FormatError::BadTextEncoding("the body is not canonical unpadded base64url")
-    })?;
+    let b64 = text_body(&s[body_at..], header.algorithm)?;
+    let body = URL_SAFE_NO_PAD.decode(b64).map_err(|_| bad_base64())?;
     let ct_len = check_body(&body, header.algorithm)?;
     Ok(Parsed {
         header,
         body: Cow::Owned(body),
         ct_len,
     })
+}
+
+fn bad_base64() -> FormatError {
+    FormatError::BadTextEncoding("the body is not canonical unpadded base64url")
+}
+
+/// Checks the base64 body of a text value before decoding it.
+fn text_body(b64: &[u8], alg: Algorithm) -> Result<&[u8], FormatError> {
+    if b64.is_empty() {
+        return Err(FormatError::Truncated(Field::CiphertextLength));
+    }
+    // Bound the allocation before decoding: base64 expands by 4/3.
+    let max_body = 4 + alg.nonce_len() + MAX_PLAINTEXT_LEN + TAG_LEN;
+    if b64.len() / 4 * 3 > max_body + 3 {
+        return Err(FormatError::TooLong(b64.len() as u64 / 4 * 3));
+    }
+    Ok(b64)
+}
+
+/// Text bodies up to this many characters are decoded on the stack by
+/// [`with_parsed`] (they decode to at most 255 bytes: values of up to 200
+/// or so plaintext bytes).
+const STACK_TEXT_BODY: usize = 340;
+
+/// Like [`parse`] followed by `f`, with the same outcomes, but a short text
+/// body is decoded into a stack buffer instead of a heap allocation. Used on
+/// the re-encryption path, which runs once per row.
+pub(crate) fn with_parsed<R>(
+    stored: &[u8],
+    f: impl FnOnce(&Parsed<'_>) -> Result<R, FormatError>,
+) -> Result<R, FormatError> {
+    if stored.first() == Some(&b'k') {
+        let (header, body_at) = peek_text(stored)?;
+        let b64 = text_body(&stored[body_at..], header.algorithm)?;
+        if b64.len() <= STACK_TEXT_BODY {
+            let mut buf = [0u8; STACK_TEXT_BODY / 4 * 3 + 1];
+            let n = URL_SAFE_NO_PAD
+                .decode_slice(b64, &mut buf)
+                .map_err(|_| bad_base64())?;
+            let body = &buf[..n];
+            let ct_len = check_body(body, header.algorithm)?;
+            return f(&Parsed {
+                header,
+                body: Cow::Borrowed(body),
+                ct_len,
+            });
+        }
+    }
+    f(&parse(stored)?)
 }
 
 /// Encrypts `plaintext` under `key` (named `key_id`) with a fresh random

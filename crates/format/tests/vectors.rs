@@ -4,7 +4,8 @@
 //! nonce and must reproduce the stored value byte for byte.
 
 use keyturn_format::{
-    Codec, FormatError, Inspection, KeyId, KeySpec, Keyring, NativeCodec, SecretKey, v1,
+    Codec, FormatError, Inspection, KeyId, KeySpec, KeyState, Keyring, NativeCodec, Reencrypted,
+    SecretKey, v1,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -43,6 +44,29 @@ fn stored(v: &Value) -> Vec<u8> {
     }
 }
 
+/// The vector's keys, none of them primary, plus a fresh primary key: every
+/// value of the vector must be re-encrypted (or fail as when decrypting).
+fn rotation_ring(v: &Value) -> Keyring {
+    let retired = str_list(v, "retired");
+    let mut b = Keyring::builder();
+    for s in str_list(v, "keys") {
+        let spec = KeySpec::parse(&s).unwrap();
+        let state = if retired.iter().any(|r| r == spec.id.as_str()) {
+            KeyState::Retired
+        } else {
+            KeyState::DecryptOnly
+        };
+        b = b.add(spec.id, spec.key, state);
+    }
+    b.add(
+        KeyId::new("rotation-target").unwrap(),
+        SecretKey::from_bytes(keyturn_format::Algorithm::Aes256Gcm, &[0xee; 32]).unwrap(),
+        KeyState::Primary,
+    )
+    .build()
+    .unwrap()
+}
+
 /// The ring a vector describes, and each key's id → SecretKey copy.
 fn ring(v: &Value) -> (Keyring, Vec<(String, SecretKey)>) {
     let specs = str_list(v, "keys");
@@ -76,6 +100,9 @@ fn check(name: &str, v: &Value) {
         encoding: v1::Encoding::Binary,
     };
     let via_codec = codec.decrypt(&ring, &stored, &context);
+    // Re-encryption to a new primary decrypts the same way.
+    let rotation = rotation_ring(v);
+    let rotated = rotation.reencrypt(&stored, &context);
 
     match (v.get("expected"), v.get("expected_error")) {
         (Some(ok), None) => {
@@ -84,6 +111,14 @@ fn check(name: &str, v: &Value) {
             let got = outcome.unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(*got == pt, "{name}: plaintext differs");
             assert!(*via_codec.unwrap().plaintext == pt, "{name}: codec differs");
+            let Ok(Reencrypted::Rotated(new)) = rotated else {
+                panic!("{name}: not re-encrypted: {rotated:?}");
+            };
+            assert!(v1::peek(&new).unwrap().encoding == v1::peek(&stored).unwrap().encoding);
+            assert!(
+                *rotation.decrypt(&new, &context).unwrap() == pt,
+                "{name}: rotated value differs"
+            );
 
             // Re-seal with the same key and nonce: identical bytes.
             let parsed = v1::parse(&stored).unwrap();
@@ -123,6 +158,11 @@ fn check(name: &str, v: &Value) {
                 via_codec.unwrap_err().kind(),
                 kind,
                 "{name}: codec disagrees"
+            );
+            assert_eq!(
+                rotated.unwrap_err(),
+                err,
+                "{name}: re-encryption fails otherwise than decryption"
             );
             if let Some(field) = v.get("expected_field") {
                 match &err {

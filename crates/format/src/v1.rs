@@ -273,11 +273,15 @@ fn peek_text(s: &[u8]) -> Result<(HeaderRef<'_>, usize), FormatError> {
         Some(b':') => {}
         Some(_) => return Err(FormatError::UnknownFormat),
     }
+    if digits > 1 && s[2] == b'0' {
+        // "kt01:" is no version keyturn writes (nor would "kt1:" read as 01).
+        return Err(FormatError::UnknownFormat);
+    }
     let version: u32 = std::str::from_utf8(&s[2..ver_end])
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or(FormatError::UnknownFormat)?;
-    if version != u32::from(VERSION) || digits != 1 {
+    if version != u32::from(VERSION) {
         return Err(FormatError::UnknownVersion(version));
     }
     let rest = &s[ver_end + 1..];
@@ -647,6 +651,12 @@ mod tests {
             FormatError::UnknownVersion(10)
         );
         assert_eq!(peek(b"ktx").unwrap_err(), FormatError::UnknownFormat);
+        assert_eq!(peek(b"kt01:k1:a:AAAA").unwrap_err(), FormatError::UnknownFormat);
+        assert_eq!(peek(b"kt0:k1:a:AAAA").unwrap_err(), FormatError::UnknownVersion(0));
+        assert_eq!(
+            peek(b"kt99999999999:k1:a:AAAA").unwrap_err(),
+            FormatError::UnknownFormat
+        );
         assert_eq!(peek(b"hello").unwrap_err(), FormatError::UnknownFormat);
     }
 }

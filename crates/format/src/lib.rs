@@ -1,6 +1,8 @@
 //! keyturn's format layer: ciphertext format v1, keys, keyrings, key specs and
 //! the codec trait. Pure: no I/O, no async, no global state beyond the
-//! operating system's random generator (for nonces and new keys).
+//! operating system's random generator (for nonces and new keys), read
+//! through aws-lc's CSPRNG, and one per-thread block of nonce bytes drawn
+//! from it (see `nonce.rs`).
 //!
 //! The byte layout is specified in docs/FORMAT.md at the repository root.
 // `unsafe` is denied everywhere except in `nonce`, which maps one

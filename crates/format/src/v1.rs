@@ -651,8 +651,14 @@ mod tests {
             FormatError::UnknownVersion(10)
         );
         assert_eq!(peek(b"ktx").unwrap_err(), FormatError::UnknownFormat);
-        assert_eq!(peek(b"kt01:k1:a:AAAA").unwrap_err(), FormatError::UnknownFormat);
-        assert_eq!(peek(b"kt0:k1:a:AAAA").unwrap_err(), FormatError::UnknownVersion(0));
+        assert_eq!(
+            peek(b"kt01:k1:a:AAAA").unwrap_err(),
+            FormatError::UnknownFormat
+        );
+        assert_eq!(
+            peek(b"kt0:k1:a:AAAA").unwrap_err(),
+            FormatError::UnknownVersion(0)
+        );
         assert_eq!(
             peek(b"kt99999999999:k1:a:AAAA").unwrap_err(),
             FormatError::UnknownFormat

@@ -98,15 +98,40 @@ fn header_bytes(alg: Algorithm, key_id: &[u8], ct_len: usize) -> ([u8; MAX_HEADE
     (h, n + 4)
 }
 
-/// Calls `f` with `header ‖ context`, where each context part is encoded as
-/// a 4-byte big-endian length followed by its bytes. Small associated data
+/// Associated data being built: the context parts are encoded once, behind
+/// room for the longest header, and [`for_value`](Aad::for_value) writes a
+/// value's header just in front of them. One buffer thus serves both the open
+/// and the seal of a re-encryption, whose headers differ.
+struct Aad<'b> {
+    buf: &'b mut [u8],
+}
+
+impl Aad<'_> {
+    /// `header ‖ context` for a value with this algorithm, key id and
+    /// ciphertext length (the header as in the binary encoding).
+    fn for_value(&mut self, alg: Algorithm, key_id: &[u8], ct_len: usize) -> &[u8] {
+        let start = MAX_HEADER_LEN - (9 + key_id.len());
+        let h = &mut self.buf[start..MAX_HEADER_LEN];
+        h[..2].copy_from_slice(&MAGIC);
+        h[2] = VERSION;
+        h[3] = alg.byte();
+        // Key ids are validated to at most 32 bytes, so the cast is lossless.
+        h[4] = key_id.len() as u8;
+        h[5..5 + key_id.len()].copy_from_slice(key_id);
+        // ct_len <= MAX_PLAINTEXT_LEN < 2^32, checked by callers.
+        h[5 + key_id.len()..].copy_from_slice(&(ct_len as u32).to_be_bytes());
+        &self.buf[start..]
+    }
+}
+
+/// Calls `f` with the context encoded for the associated data: each part a
+/// 4-byte big-endian length followed by its bytes. Small associated data
 /// stays on the stack: this runs once per value.
-fn with_aad<R>(
-    header: &[u8],
+fn with_context<R>(
     context: &[&[u8]],
-    f: impl FnOnce(&[u8]) -> Result<R, FormatError>,
+    f: impl FnOnce(&mut Aad<'_>) -> Result<R, FormatError>,
 ) -> Result<R, FormatError> {
-    let mut total = header.len();
+    let mut total = MAX_HEADER_LEN;
     for part in context {
         if u32::try_from(part.len()).is_err() {
             return Err(FormatError::Crypto(
@@ -115,7 +140,7 @@ fn with_aad<R>(
         }
         total += 4 + part.len();
     }
-    let mut stack = [0u8; 256];
+    let mut stack = [0u8; 192];
     let mut heap;
     let buf: &mut [u8] = if total <= stack.len() {
         &mut stack[..total]
@@ -123,8 +148,7 @@ fn with_aad<R>(
         heap = vec![0u8; total];
         &mut heap[..]
     };
-    buf[..header.len()].copy_from_slice(header);
-    let mut at = header.len();
+    let mut at = MAX_HEADER_LEN;
     for part in context {
         // Checked above: every part length fits in a u32.
         buf[at..at + 4].copy_from_slice(&(part.len() as u32).to_be_bytes());
@@ -132,7 +156,7 @@ fn with_aad<R>(
         buf[at..at + part.len()].copy_from_slice(part);
         at += part.len();
     }
-    f(buf)
+    f(&mut Aad { buf })
 }
 
 /// Fills a nonce with fresh output of aws-lc's CSPRNG (seeded from the
@@ -417,23 +441,26 @@ fn seal_impl(
     encoding: Encoding,
     fixed_nonce: Option<&[u8]>,
 ) -> Result<Vec<u8>, FormatError> {
-    seal_with(
-        key,
-        key_id,
-        plaintext.len(),
-        context,
-        encoding,
-        fixed_nonce,
-        |slot| {
-            slot.copy_from_slice(plaintext);
-            Ok(())
-        },
-    )
+    with_context(context, |aad| {
+        seal_with(
+            key,
+            key_id,
+            plaintext.len(),
+            aad,
+            encoding,
+            fixed_nonce,
+            |slot, _| {
+                slot.copy_from_slice(plaintext);
+                Ok(())
+            },
+        )
+    })
 }
 
 /// Writes a complete value under `key` (named `key_id`) for a plaintext of
 /// `pt_len` bytes that `write_plaintext` puts into its slot of the output
-/// buffer, where it is then encrypted in place. One allocation for binary
+/// buffer (it may use `aad` meanwhile), where it is then encrypted in place
+/// with `aad` (the context already encoded) as associated data. One allocation for binary
 /// output; for text output the binary body is built in the same allocation,
 /// behind the room for its base64 form, and cut off after encoding.
 /// On any error the buffer is zeroized before it is freed.
@@ -441,10 +468,10 @@ fn seal_with(
     key: &SecretKey,
     key_id: &KeyId,
     pt_len: usize,
-    context: &[&[u8]],
+    aad: &mut Aad<'_>,
     encoding: Encoding,
     fixed_nonce: Option<&[u8]>,
-    write_plaintext: impl FnOnce(&mut [u8]) -> Result<(), FormatError>,
+    write_plaintext: impl FnOnce(&mut [u8], &mut Aad<'_>) -> Result<(), FormatError>,
 ) -> Result<Vec<u8>, FormatError> {
     if pt_len > MAX_PLAINTEXT_LEN {
         return Err(FormatError::TooLong(pt_len as u64));
@@ -486,11 +513,8 @@ fn seal_with(
         None => fill_nonce(nonce)?,
     }
     let (slot, tag_out) = rest.split_at_mut(pt_len);
-    let sealed = write_plaintext(slot).and_then(|()| {
-        with_aad(&header[..hlen], context, |aad| {
-            key.seal_in_place(nonce, aad, slot)
-        })
-    });
+    let sealed = write_plaintext(slot, aad)
+        .and_then(|()| key.seal_in_place(nonce, aad.for_value(alg, id, pt_len), slot));
     match sealed {
         Ok(tag) => tag_out.copy_from_slice(&tag),
         Err(e) => {
@@ -518,7 +542,7 @@ fn seal_with(
 fn open_into(
     key: &SecretKey,
     parsed: &Parsed<'_>,
-    context: &[&[u8]],
+    aad: &mut Aad<'_>,
     out: &mut [u8],
 ) -> Result<(), FormatError> {
     let h = &parsed.header;
@@ -529,17 +553,15 @@ fn open_into(
             want: h.algorithm.name(),
         });
     }
-    let (header, hlen) = header_bytes(h.algorithm, h.key_id.as_bytes(), parsed.ct_len);
-    with_aad(&header[..hlen], context, |aad| {
-        key.open_into(
-            h.key_id,
-            parsed.nonce(),
-            aad,
-            parsed.ciphertext(),
-            parsed.tag(),
-            out,
-        )
-    })
+    let aad = aad.for_value(h.algorithm, h.key_id.as_bytes(), parsed.ct_len);
+    key.open_into(
+        h.key_id,
+        parsed.nonce(),
+        aad,
+        parsed.ciphertext(),
+        parsed.tag(),
+        out,
+    )
 }
 
 /// Decrypts a parsed ciphertext with `key`. The caller has matched the key
@@ -550,7 +572,7 @@ pub fn open(
     context: &[&[u8]],
 ) -> Result<Zeroizing<Vec<u8>>, FormatError> {
     let mut out = Zeroizing::new(vec![0u8; parsed.ct_len]);
-    open_into(key, parsed, context, &mut out)?;
+    with_context(context, |aad| open_into(key, parsed, aad, &mut out))?;
     Ok(out)
 }
 
@@ -566,15 +588,17 @@ pub(crate) fn reseal(
     new_key: &SecretKey,
     new_id: &KeyId,
 ) -> Result<Vec<u8>, FormatError> {
-    seal_with(
-        new_key,
-        new_id,
-        parsed.ct_len,
-        context,
-        parsed.header.encoding,
-        None,
-        |slot| open_into(old_key, parsed, context, slot),
-    )
+    with_context(context, |aad| {
+        seal_with(
+            new_key,
+            new_id,
+            parsed.ct_len,
+            aad,
+            parsed.header.encoding,
+            None,
+            |slot, aad| open_into(old_key, parsed, aad, slot),
+        )
+    })
 }
 
 /// The bytes every value under `key_id` (with algorithm `alg`) starts with,

@@ -238,14 +238,14 @@ fn nonces(c: &mut Crit) {
     g.finish();
 }
 
-/// Alternates batches of `a` and `b` (each about 3 ms) for `rounds` rounds.
+/// Alternates batches of `a` and `b` (each about 1 ms) for `rounds` rounds.
 /// Returns the median rate of each (operations per second) and the median
 /// of the per-round ratios a/b.
 fn paired(mut a: impl FnMut(), mut b: impl FnMut(), rounds: usize) -> (f64, f64, f64) {
     fn batch_for(f: &mut impl FnMut()) -> u64 {
         let mut n = 0u64;
         let t = Instant::now();
-        while t.elapsed() < Duration::from_millis(3) {
+        while t.elapsed() < Duration::from_millis(1) {
             f();
             n += 1;
         }
@@ -282,7 +282,7 @@ fn paired(mut a: impl FnMut(), mut b: impl FnMut(), rounds: usize) -> (f64, f64,
 }
 
 fn paired_report() {
-    const ROUNDS: usize = 100;
+    const ROUNDS: usize = 300;
     println!();
     println!(
         "Paired run: {ROUNDS} alternating rounds of ~3 ms per side; thread CPU time; medians."

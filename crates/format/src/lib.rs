@@ -11,6 +11,7 @@
 #![deny(missing_debug_implementations)]
 
 mod algorithm;
+mod b64;
 pub mod codec;
 mod error;
 mod key_id;

@@ -4,6 +4,7 @@
 //! order, truncation names the field, and trailing bytes are an error.
 
 use crate::algorithm::{Algorithm, TAG_LEN};
+use crate::b64;
 use crate::error::{Field, FormatError};
 use crate::key_id::{KeyId, MAX_KEY_ID_LEN};
 use crate::secret::SecretKey;
@@ -492,8 +493,7 @@ fn seal_with(
             (buf, hlen - 4)
         }
         Encoding::Text => {
-            // Unpadded base64: 4 characters per 3 bytes, 2 or 3 for a last 1 or 2.
-            let text_len = text_prefix_len + body_len / 3 * 4 + [0, 2, 3][body_len % 3];
+            let text_len = text_prefix_len + b64::encoded_len(body_len);
             let mut buf = vec![0u8; text_len + body_len];
             let p = &mut buf[..text_prefix_len];
             p[..TEXT_MARKER.len()].copy_from_slice(TEXT_MARKER.as_bytes());
@@ -524,10 +524,7 @@ fn seal_with(
     }
     if encoding == Encoding::Text {
         let (text, body) = buf.split_at_mut(body_at);
-        let n = URL_SAFE_NO_PAD
-            .encode_slice(&*body, &mut text[text_prefix_len..])
-            .map_err(|_| FormatError::Crypto("base64 output length miscomputed"))?;
-        debug_assert_eq!(text_prefix_len + n, body_at);
+        b64::encode_into(body, &mut text[text_prefix_len..]);
         buf.truncate(body_at);
         if body_len > 4096 {
             // Give back the room the binary body took.

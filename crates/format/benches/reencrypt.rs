@@ -285,7 +285,7 @@ fn paired_report() {
     const ROUNDS: usize = 300;
     println!();
     println!(
-        "Paired run: {ROUNDS} alternating rounds of ~3 ms per side; thread CPU time; medians."
+        "Paired run: {ROUNDS} alternating rounds of ~1 ms per side; thread CPU time; medians."
     );
     println!();
     println!(

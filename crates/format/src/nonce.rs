@@ -34,6 +34,7 @@
 use crate::error::FormatError;
 
 /// Bytes drawn from aws-lc per refill: 340 AES-GCM or 170 XChaCha20 nonces.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
 pub(crate) const BLOCK: usize = 4080;
 
 /// Fills `out` with fresh CSPRNG output never handed out before.

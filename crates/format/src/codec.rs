@@ -5,7 +5,7 @@
 
 use crate::error::FormatError;
 use crate::key_id::KeyId;
-use crate::keyring::Keyring;
+use crate::keyring::{Keyring, Reencrypted};
 use crate::v1::{self, Encoding};
 use std::fmt;
 use zeroize::Zeroizing;
@@ -243,6 +243,31 @@ impl Codec for NativeCodec {
             ring.primary_id(),
             self.encoding,
         ))
+    }
+
+    /// Same outcome as the trait's default, without the intermediate
+    /// [`Opened`]: the value is decrypted straight into the new one.
+    fn reencrypt(
+        &self,
+        ring: &Keyring,
+        stored: &[u8],
+        context: &[&[u8]],
+    ) -> Result<Reencryption, FormatError> {
+        match self.inspect(stored) {
+            Inspection::UnderKey(id) if id == ring.primary_id().as_str() => {
+                Ok(Reencryption::AlreadyPrimary)
+            }
+            Inspection::Invalid(e) => Err(e),
+            Inspection::NotThisFormat => Err(if stored.is_empty() {
+                FormatError::Empty
+            } else {
+                FormatError::UnknownFormat
+            }),
+            _ => match ring.reencrypt(stored, context)? {
+                Reencrypted::AlreadyPrimary => Ok(Reencryption::AlreadyPrimary),
+                Reencrypted::Rotated(v) => Ok(Reencryption::Rotated(v)),
+            },
+        }
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

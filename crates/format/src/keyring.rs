@@ -199,19 +199,28 @@ impl Keyring {
     }
 
     pub fn state(&self, id: &str) -> Option<KeyState> {
-        self.index.get(id).map(|&i| self.entries[i].state)
+        self.entry(id).map(|e| e.state)
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.index.contains_key(id)
+        self.entry(id).is_some()
+    }
+
+    fn entry(&self, id: &str) -> Option<&Entry> {
+        // A ring rarely holds more than a handful of keys: comparing a few
+        // short ids beats hashing one.
+        if self.entries.len() <= 8 {
+            self.entries.iter().find(|e| e.id.as_str() == id)
+        } else {
+            self.index.get(id).map(|&i| &self.entries[i])
+        }
     }
 
     /// The key that may decrypt values under `id`.
     pub fn decryption_key(&self, id: &str) -> Result<&SecretKey, FormatError> {
-        let e = &self.entries[*self
-            .index
-            .get(id)
-            .ok_or_else(|| FormatError::UnknownKey(id.to_owned()))?];
+        let e = self
+            .entry(id)
+            .ok_or_else(|| FormatError::UnknownKey(id.to_owned()))?;
         if e.state == KeyState::Retired && !self.allow_retired {
             return Err(FormatError::KeyRetired(id.to_owned()));
         }
@@ -250,14 +259,16 @@ impl Keyring {
 
     /// Re-encrypts a value under the primary key, in the same encoding.
     pub fn reencrypt(&self, stored: &[u8], context: &[&[u8]]) -> Result<Reencrypted, FormatError> {
-        let parsed = v1::parse(stored)?;
-        if parsed.header.key_id == self.primary_id().as_str() {
-            return Ok(Reencrypted::AlreadyPrimary);
-        }
-        let key = self.decryption_key(parsed.header.key_id)?;
-        let plaintext = v1::open(key, &parsed, context)?;
-        self.encrypt(&plaintext, context, parsed.header.encoding)
-            .map(Reencrypted::Rotated)
+        v1::with_parsed(stored, |parsed| {
+            let primary = &self.entries[self.primary];
+            if parsed.header.key_id == primary.id.as_str() {
+                return Ok(Reencrypted::AlreadyPrimary);
+            }
+            let key = self.decryption_key(parsed.header.key_id)?;
+            // Decrypts straight into the new value's buffer: no separate
+            // plaintext allocation.
+            v1::reseal(key, parsed, context, &primary.key, &primary.id).map(Reencrypted::Rotated)
+        })
     }
 }
 

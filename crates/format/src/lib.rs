@@ -1,17 +1,23 @@
 //! keyturn's format layer: ciphertext format v1, keys, keyrings, key specs and
 //! the codec trait. Pure: no I/O, no async, no global state beyond the
-//! operating system's random generator (for nonces and new keys).
+//! operating system's random generator (for nonces and new keys), read
+//! through aws-lc's CSPRNG, and one per-thread block of nonce bytes drawn
+//! from it (see `nonce.rs`).
 //!
 //! The byte layout is specified in docs/FORMAT.md at the repository root.
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere except in `nonce`, which maps one
+// wipe-on-fork page per thread for buffered nonces (see that module).
+#![deny(unsafe_code)]
 #![deny(missing_debug_implementations)]
 
 mod algorithm;
+mod b64;
 pub mod codec;
 mod error;
 mod key_id;
 mod keyring;
 mod keyspec;
+mod nonce;
 mod secret;
 pub mod v1;
 

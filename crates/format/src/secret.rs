@@ -13,8 +13,8 @@
 use crate::algorithm::{Algorithm, TAG_LEN};
 use crate::error::FormatError;
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use chacha20::cipher::consts::U10;
+use chacha20::cipher::generic_array::GenericArray;
 use std::fmt;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -224,13 +224,12 @@ impl SecretKey {
                 if nonce.len() != self.alg.nonce_len() {
                     return Err(FormatError::Crypto("bad XChaCha20 nonce length"));
                 }
-                let cipher = XChaCha20Poly1305::new(Key::from_slice(&self.bytes[..]));
-                // Length checked above, so from_slice cannot panic.
-                let tag = cipher
-                    .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, in_out)
+                let (key, nonce) = self.xchacha_subkey(nonce)?;
+                let tag = key
+                    .seal_in_place_separate_tag(nonce, Aad::from(aad), in_out)
                     .map_err(|_| FormatError::Crypto("XChaCha20-Poly1305 seal failed"))?;
                 let mut out = [0u8; TAG_LEN];
-                out.copy_from_slice(tag.as_slice());
+                out.copy_from_slice(tag.as_ref());
                 Ok(out)
             }
             Prepared::Codec(k) => Err(FormatError::AlgorithmMismatch {
@@ -239,6 +238,26 @@ impl SecretKey {
                 want: self.alg.name(),
             }),
         }
+    }
+
+    /// XChaCha20-Poly1305 as specified in draft-irtf-cfrg-xchacha-03 §2.3:
+    /// HChaCha20 of the key and the nonce's first 16 bytes gives a subkey for
+    /// ChaCha20-Poly1305 (RFC 8439, aws-lc's implementation) with the nonce
+    /// `0x00000000 ‖ last 8 nonce bytes`. `nonce` is 24 bytes (checked by
+    /// the callers).
+    fn xchacha_subkey(&self, nonce: &[u8]) -> Result<(LessSafeKey, Nonce), FormatError> {
+        let mut sub = chacha20::hchacha::<U10>(
+            GenericArray::from_slice(&self.bytes[..]),
+            GenericArray::from_slice(&nonce[..16]),
+        );
+        let unbound = UnboundKey::new(&aead::CHACHA20_POLY1305, sub.as_slice());
+        sub.as_mut_slice().zeroize();
+        let key = LessSafeKey::new(
+            unbound.map_err(|_| FormatError::Crypto("ChaCha20-Poly1305 key setup failed"))?,
+        );
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&nonce[16..24]);
+        Ok((key, Nonce::assume_unique_for_key(n)))
     }
 
     /// Checks `tag` and decrypts `ct` into `out` (same length). On failure
@@ -277,16 +296,8 @@ impl SecretKey {
                     })
             }
             Prepared::XChaCha => {
-                let cipher = XChaCha20Poly1305::new(Key::from_slice(&self.bytes[..]));
-                out.copy_from_slice(ct);
-                // Lengths were checked above, so from_slice cannot panic.
-                cipher
-                    .decrypt_in_place_detached(
-                        XNonce::from_slice(nonce),
-                        aad,
-                        out,
-                        chacha20poly1305::Tag::from_slice(tag),
-                    )
+                let (key, nonce) = self.xchacha_subkey(nonce)?;
+                key.open_separate_gather(nonce, Aad::from(aad), ct, tag, out)
                     .map_err(|_| {
                         out.zeroize();
                         fail()

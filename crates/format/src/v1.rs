@@ -4,13 +4,14 @@
 //! order, truncation names the field, and trailing bytes are an error.
 
 use crate::algorithm::{Algorithm, TAG_LEN};
+use crate::b64;
 use crate::error::{Field, FormatError};
 use crate::key_id::{KeyId, MAX_KEY_ID_LEN};
 use crate::secret::SecretKey;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::borrow::Cow;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// First two bytes of the binary encoding. 0x8B can never start valid UTF-8,
 /// so a binary ciphertext is never mistaken for text or plaintext.
@@ -98,12 +99,49 @@ fn header_bytes(alg: Algorithm, key_id: &[u8], ct_len: usize) -> ([u8; MAX_HEADE
     (h, n + 4)
 }
 
-/// Calls `f` with `header ‖ context`, where each context part is encoded as
-/// a 4-byte big-endian length followed by its bytes. Small associated data
+/// Associated data being built: the context parts are encoded once, behind
+/// room for the longest header, and [`for_value`](Aad::for_value) writes a
+/// value's header just in front of them. One buffer thus serves both the open
+/// and the seal of a re-encryption, whose headers differ.
+struct Aad<'b> {
+    buf: &'b mut [u8],
+}
+
+impl Aad<'_> {
+    /// `header ‖ context` for a value with this algorithm, key id and
+    /// ciphertext length (the header as in the binary encoding).
+    fn for_value(&mut self, alg: Algorithm, key_id: &[u8], ct_len: usize) -> &[u8] {
+        let start = MAX_HEADER_LEN - (9 + key_id.len());
+        let h = &mut self.buf[start..MAX_HEADER_LEN];
+        h[..2].copy_from_slice(&MAGIC);
+        h[2] = VERSION;
+        h[3] = alg.byte();
+        // Key ids are validated to at most 32 bytes, so the cast is lossless.
+        h[4] = key_id.len() as u8;
+        h[5..5 + key_id.len()].copy_from_slice(key_id);
+        // ct_len <= MAX_PLAINTEXT_LEN < 2^32, checked by callers.
+        h[5 + key_id.len()..].copy_from_slice(&(ct_len as u32).to_be_bytes());
+        &self.buf[start..]
+    }
+}
+
+/// Calls `f` with the context encoded for the associated data: each part a
+/// 4-byte big-endian length followed by its bytes. Small associated data
 /// stays on the stack: this runs once per value.
-fn with_aad<R>(header: &[u8], context: &[&[u8]], f: impl FnOnce(&[u8]) -> R) -> R {
-    let total = header.len() + context.iter().map(|p| 4 + p.len()).sum::<usize>();
-    let mut stack = [0u8; 256];
+fn with_context<R>(
+    context: &[&[u8]],
+    f: impl FnOnce(&mut Aad<'_>) -> Result<R, FormatError>,
+) -> Result<R, FormatError> {
+    let mut total = MAX_HEADER_LEN;
+    for part in context {
+        if u32::try_from(part.len()).is_err() {
+            return Err(FormatError::Crypto(
+                "a context part is longer than 4 GiB - 1 bytes",
+            ));
+        }
+        total += 4 + part.len();
+    }
+    let mut stack = [0u8; 192];
     let mut heap;
     let buf: &mut [u8] = if total <= stack.len() {
         &mut stack[..total]
@@ -111,22 +149,26 @@ fn with_aad<R>(header: &[u8], context: &[&[u8]], f: impl FnOnce(&[u8]) -> R) -> 
         heap = vec![0u8; total];
         &mut heap[..]
     };
-    buf[..header.len()].copy_from_slice(header);
-    let mut at = header.len();
+    let mut at = MAX_HEADER_LEN;
     for part in context {
+        // Checked above: every part length fits in a u32.
         buf[at..at + 4].copy_from_slice(&(part.len() as u32).to_be_bytes());
         at += 4;
         buf[at..at + part.len()].copy_from_slice(part);
         at += part.len();
     }
-    f(buf)
+    f(&mut Aad { buf })
 }
 
-/// Fills a nonce from the operating system's CSPRNG (aws-lc's DRBG, reseeded
-/// from the OS).
-pub(crate) fn fill_nonce(nonce: &mut [u8]) -> Result<(), FormatError> {
-    aws_lc_rs::rand::fill(nonce)
-        .map_err(|_| FormatError::Crypto("the system random generator failed"))
+/// Fills a nonce with fresh output of aws-lc's CSPRNG (seeded from the
+/// operating system), never handed out before: see `nonce.rs` for the
+/// per-thread block and its fork safety.
+///
+/// Public only so that the benchmarks and the fork test can call it; not
+/// part of the API.
+#[doc(hidden)]
+pub fn fill_nonce(nonce: &mut [u8]) -> Result<(), FormatError> {
+    crate::nonce::fill(nonce)
 }
 
 /// Reads the header of either encoding without decoding the payload.
@@ -157,7 +199,10 @@ fn peek_binary(b: &[u8]) -> Result<(HeaderRef<'_>, usize), FormatError> {
     if b[0] != MAGIC[0] {
         return Err(FormatError::UnknownFormat);
     }
-    let at = |i: usize, field: Field| b.get(i).copied().ok_or(FormatError::Truncated(field));
+    let at = |i: usize, field: Field| match b.get(i) {
+        Some(&v) => Ok(v),
+        None => Err(FormatError::Truncated(field)),
+    };
     if at(1, Field::Magic)? != MAGIC[1] {
         return Err(FormatError::UnknownFormat);
     }
@@ -172,9 +217,9 @@ fn peek_binary(b: &[u8]) -> Result<(HeaderRef<'_>, usize), FormatError> {
             "key id length {id_len} is outside 1..={MAX_KEY_ID_LEN}"
         )));
     }
-    let id = b
-        .get(5..5 + id_len)
-        .ok_or(FormatError::Truncated(Field::KeyId))?;
+    let Some(id) = b.get(5..5 + id_len) else {
+        return Err(FormatError::Truncated(Field::KeyId));
+    };
     KeyId::validate(id)?;
     // validate() accepted only ASCII, so this cannot fail.
     let key_id =
@@ -202,10 +247,9 @@ fn parse_binary(b: &[u8]) -> Result<Parsed<'_>, FormatError> {
 /// Checks `ciphertext length ‖ nonce ‖ ciphertext ‖ tag`, returning the
 /// ciphertext length.
 fn check_body(body: &[u8], alg: Algorithm) -> Result<usize, FormatError> {
-    let len_bytes: [u8; 4] = body
-        .get(0..4)
-        .and_then(|s| s.try_into().ok())
-        .ok_or(FormatError::Truncated(Field::CiphertextLength))?;
+    let Some(&len_bytes) = body.first_chunk::<4>() else {
+        return Err(FormatError::Truncated(Field::CiphertextLength));
+    };
     let ct_len = u32::from_be_bytes(len_bytes) as usize;
     if ct_len > MAX_PLAINTEXT_LEN {
         return Err(FormatError::TooLong(ct_len as u64));
@@ -254,11 +298,15 @@ fn peek_text(s: &[u8]) -> Result<(HeaderRef<'_>, usize), FormatError> {
         Some(b':') => {}
         Some(_) => return Err(FormatError::UnknownFormat),
     }
+    if digits > 1 && s[2] == b'0' {
+        // "kt01:" is no version keyturn writes (nor would "kt1:" read as 01).
+        return Err(FormatError::UnknownFormat);
+    }
     let version: u32 = std::str::from_utf8(&s[2..ver_end])
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or(FormatError::UnknownFormat)?;
-    if version != u32::from(VERSION) || digits != 1 {
+    if version != u32::from(VERSION) {
         return Err(FormatError::UnknownVersion(version));
     }
     let rest = &s[ver_end + 1..];
@@ -292,24 +340,63 @@ fn peek_text(s: &[u8]) -> Result<(HeaderRef<'_>, usize), FormatError> {
 
 fn parse_text(s: &[u8]) -> Result<Parsed<'_>, FormatError> {
     let (header, body_at) = peek_text(s)?;
-    let b64 = &s[body_at..];
-    if b64.is_empty() {
-        return Err(FormatError::Truncated(Field::CiphertextLength));
-    }
-    // Bound the allocation before decoding: base64 expands by 4/3.
-    let max_body = 4 + header.algorithm.nonce_len() + MAX_PLAINTEXT_LEN + TAG_LEN;
-    if b64.len() / 4 * 3 > max_body + 3 {
-        return Err(FormatError::TooLong(b64.len() as u64 / 4 * 3));
-    }
-    let body = URL_SAFE_NO_PAD.decode(b64).map_err(|_| {
-        FormatError::BadTextEncoding("the body is not canonical unpadded base64url")
-    })?;
+    let b64 = text_body(&s[body_at..], header.algorithm)?;
+    let body = URL_SAFE_NO_PAD.decode(b64).map_err(|_| bad_base64())?;
     let ct_len = check_body(&body, header.algorithm)?;
     Ok(Parsed {
         header,
         body: Cow::Owned(body),
         ct_len,
     })
+}
+
+fn bad_base64() -> FormatError {
+    FormatError::BadTextEncoding("the body is not canonical unpadded base64url")
+}
+
+/// Checks the base64 body of a text value before decoding it.
+fn text_body(b64: &[u8], alg: Algorithm) -> Result<&[u8], FormatError> {
+    if b64.is_empty() {
+        return Err(FormatError::Truncated(Field::CiphertextLength));
+    }
+    // Bound the allocation before decoding: base64 expands by 4/3.
+    let max_body = 4 + alg.nonce_len() + MAX_PLAINTEXT_LEN + TAG_LEN;
+    if b64.len() / 4 * 3 > max_body + 3 {
+        return Err(FormatError::TooLong(b64.len() as u64 / 4 * 3));
+    }
+    Ok(b64)
+}
+
+/// Text bodies up to this many characters are decoded on the stack by
+/// [`with_parsed`] (they decode to at most 255 bytes: values of up to 200
+/// or so plaintext bytes).
+const STACK_TEXT_BODY: usize = 340;
+
+/// Like [`parse`] followed by `f`, with the same outcomes, but a short text
+/// body is decoded into a stack buffer instead of a heap allocation. Used on
+/// the re-encryption path, which runs once per row.
+pub(crate) fn with_parsed<R>(
+    stored: &[u8],
+    f: impl FnOnce(&Parsed<'_>) -> Result<R, FormatError>,
+) -> Result<R, FormatError> {
+    if stored.first() == Some(&b'k') {
+        let (header, body_at) = peek_text(stored)?;
+        let b64 = text_body(&stored[body_at..], header.algorithm)?;
+        if b64.len() <= STACK_TEXT_BODY {
+            let mut buf = [0u8; STACK_TEXT_BODY / 4 * 3 + 1];
+            let n = URL_SAFE_NO_PAD
+                .decode_slice(b64, &mut buf)
+                .map_err(|_| bad_base64())?;
+            let body = &buf[..n];
+            let ct_len = check_body(body, header.algorithm)?;
+            return f(&Parsed {
+                header,
+                body: Cow::Borrowed(body),
+                ct_len,
+            });
+        }
+    }
+    f(&parse(stored)?)
 }
 
 /// Encrypts `plaintext` under `key` (named `key_id`) with a fresh random
@@ -321,8 +408,74 @@ pub fn seal(
     context: &[&[u8]],
     encoding: Encoding,
 ) -> Result<Vec<u8>, FormatError> {
-    if plaintext.len() > MAX_PLAINTEXT_LEN {
-        return Err(FormatError::TooLong(plaintext.len() as u64));
+    seal_impl(key, key_id, plaintext, context, encoding, None)
+}
+
+/// **Test only: never use this to encrypt real data.** Like [`seal`], but
+/// with a caller-chosen nonce instead of a fresh random one, so that test
+/// vectors can be generated and checked byte for byte. Reusing a nonce under
+/// the same key destroys the confidentiality and integrity of both values
+/// (and, for AES-GCM, lets an attacker forge tags). Hidden from the docs and
+/// exempt from semver.
+#[doc(hidden)]
+pub fn seal_with_nonce(
+    key: &SecretKey,
+    key_id: &KeyId,
+    plaintext: &[u8],
+    context: &[&[u8]],
+    encoding: Encoding,
+    nonce: &[u8],
+) -> Result<Vec<u8>, FormatError> {
+    if nonce.len() != key.algorithm().nonce_len() {
+        return Err(FormatError::Crypto(
+            "the nonce length does not match the key's algorithm",
+        ));
+    }
+    seal_impl(key, key_id, plaintext, context, encoding, Some(nonce))
+}
+
+fn seal_impl(
+    key: &SecretKey,
+    key_id: &KeyId,
+    plaintext: &[u8],
+    context: &[&[u8]],
+    encoding: Encoding,
+    fixed_nonce: Option<&[u8]>,
+) -> Result<Vec<u8>, FormatError> {
+    with_context(context, |aad| {
+        seal_with(
+            key,
+            key_id,
+            plaintext.len(),
+            aad,
+            encoding,
+            fixed_nonce,
+            |slot, _| {
+                slot.copy_from_slice(plaintext);
+                Ok(())
+            },
+        )
+    })
+}
+
+/// Writes a complete value under `key` (named `key_id`) for a plaintext of
+/// `pt_len` bytes that `write_plaintext` puts into its slot of the output
+/// buffer (it may use `aad` meanwhile), where it is then encrypted in place
+/// with `aad` (the context already encoded) as associated data. One allocation for binary
+/// output; for text output the binary body is built in the same allocation,
+/// behind the room for its base64 form, and cut off after encoding.
+/// On any error the buffer is zeroized before it is freed.
+fn seal_with(
+    key: &SecretKey,
+    key_id: &KeyId,
+    pt_len: usize,
+    aad: &mut Aad<'_>,
+    encoding: Encoding,
+    fixed_nonce: Option<&[u8]>,
+    write_plaintext: impl FnOnce(&mut [u8], &mut Aad<'_>) -> Result<(), FormatError>,
+) -> Result<Vec<u8>, FormatError> {
+    if pt_len > MAX_PLAINTEXT_LEN {
+        return Err(FormatError::TooLong(pt_len as u64));
     }
     let Some(alg) = key.native_algorithm() else {
         return Err(FormatError::AlgorithmMismatch {
@@ -331,44 +484,87 @@ pub fn seal(
             want: "a keyturn format v1 algorithm",
         });
     };
-    let (header, hlen) = header_bytes(alg, key_id.as_str().as_bytes(), plaintext.len());
+    let id = key_id.as_str().as_bytes();
+    let (header, hlen) = header_bytes(alg, id, pt_len);
     let nlen = alg.nonce_len();
-    let body_len = 4 + nlen + plaintext.len() + TAG_LEN;
-    // Binary: header ‖ nonce ‖ ct ‖ tag. Text: the body is built the same way
-    // (length ‖ nonce ‖ ct ‖ tag) and then base64url-encoded.
-    let prefix = match encoding {
-        Encoding::Binary => hlen - 4,
-        Encoding::Text => 0,
-    };
-    let mut buf = vec![0u8; prefix + body_len];
-    buf[..prefix].copy_from_slice(&header[..prefix]);
-    buf[prefix..prefix + 4].copy_from_slice(&header[hlen - 4..hlen]);
-    let n0 = prefix + 4;
-    fill_nonce(&mut buf[n0..n0 + nlen])?;
-    let c0 = n0 + nlen;
-    buf[c0..c0 + plaintext.len()].copy_from_slice(plaintext);
-    let (head, tail) = buf.split_at_mut(c0);
-    let (ct, tag_out) = tail.split_at_mut(plaintext.len());
-    let nonce = &head[n0..n0 + nlen];
-    let tag = with_aad(&header[..hlen], context, |aad| {
-        key.seal_in_place(nonce, aad, ct)
-    })?;
-    tag_out.copy_from_slice(&tag);
-    match encoding {
-        Encoding::Binary => Ok(buf),
+    let body_len = 4 + nlen + pt_len + TAG_LEN;
+    // Binary: header ‖ nonce ‖ ct ‖ tag, where the header ends with the
+    // ciphertext length. Text: `kt1:<id>:<alg>:` ‖ base64url(body), where
+    // body = ciphertext length ‖ nonce ‖ ct ‖ tag.
+    let text_prefix_len = TEXT_MARKER.len() + id.len() + 3;
+    let (mut buf, body_at) = match encoding {
+        Encoding::Binary => {
+            let mut buf = vec![0u8; hlen + body_len - 4];
+            buf[..hlen - 4].copy_from_slice(&header[..hlen - 4]);
+            (buf, hlen - 4)
+        }
         Encoding::Text => {
-            let mut out = String::with_capacity(
-                TEXT_MARKER.len() + key_id.as_str().len() + 3 + body_len.div_ceil(3) * 4,
-            );
-            out.push_str(TEXT_MARKER);
-            out.push_str(key_id.as_str());
-            out.push(':');
-            out.push(alg.text_token() as char);
-            out.push(':');
-            URL_SAFE_NO_PAD.encode_string(&buf, &mut out);
-            Ok(out.into_bytes())
+            let text_len = text_prefix_len + b64::encoded_len(body_len);
+            let mut buf = vec![0u8; text_len + body_len];
+            let p = &mut buf[..text_prefix_len];
+            p[..TEXT_MARKER.len()].copy_from_slice(TEXT_MARKER.as_bytes());
+            p[TEXT_MARKER.len()..TEXT_MARKER.len() + id.len()].copy_from_slice(id);
+            p[text_prefix_len - 3] = b':';
+            p[text_prefix_len - 2] = alg.text_token();
+            p[text_prefix_len - 1] = b':';
+            (buf, text_len)
+        }
+    };
+    let body = &mut buf[body_at..];
+    body[..4].copy_from_slice(&header[hlen - 4..hlen]);
+    let (head, rest) = body.split_at_mut(4 + nlen);
+    let nonce = &mut head[4..];
+    match fixed_nonce {
+        Some(n) => nonce.copy_from_slice(n),
+        None => fill_nonce(nonce)?,
+    }
+    let (slot, tag_out) = rest.split_at_mut(pt_len);
+    let sealed = write_plaintext(slot, aad)
+        .and_then(|()| key.seal_in_place(nonce, aad.for_value(alg, id, pt_len), slot));
+    match sealed {
+        Ok(tag) => tag_out.copy_from_slice(&tag),
+        Err(e) => {
+            buf.zeroize();
+            return Err(e);
         }
     }
+    if encoding == Encoding::Text {
+        let (text, body) = buf.split_at_mut(body_at);
+        b64::encode_into(body, &mut text[text_prefix_len..]);
+        buf.truncate(body_at);
+        if body_len > 4096 {
+            // Give back the room the binary body took.
+            buf.shrink_to_fit();
+        }
+    }
+    Ok(buf)
+}
+
+/// Checks the key's algorithm against the header and decrypts into `out`
+/// (`parsed.plaintext_len()` bytes). On failure `out` holds no plaintext.
+fn open_into(
+    key: &SecretKey,
+    parsed: &Parsed<'_>,
+    aad: &mut Aad<'_>,
+    out: &mut [u8],
+) -> Result<(), FormatError> {
+    let h = &parsed.header;
+    if key.native_algorithm() != Some(h.algorithm) {
+        return Err(FormatError::AlgorithmMismatch {
+            key: h.key_id.to_owned(),
+            have: key.kind().name(),
+            want: h.algorithm.name(),
+        });
+    }
+    let aad = aad.for_value(h.algorithm, h.key_id.as_bytes(), parsed.ct_len);
+    key.open_into(
+        h.key_id,
+        parsed.nonce(),
+        aad,
+        parsed.ciphertext(),
+        parsed.tag(),
+        out,
+    )
 }
 
 /// Decrypts a parsed ciphertext with `key`. The caller has matched the key
@@ -378,27 +574,34 @@ pub fn open(
     parsed: &Parsed<'_>,
     context: &[&[u8]],
 ) -> Result<Zeroizing<Vec<u8>>, FormatError> {
-    let h = &parsed.header;
-    if key.native_algorithm() != Some(h.algorithm) {
-        return Err(FormatError::AlgorithmMismatch {
-            key: h.key_id.to_owned(),
-            have: key.kind().name(),
-            want: h.algorithm.name(),
-        });
-    }
-    let (header, hlen) = header_bytes(h.algorithm, h.key_id.as_bytes(), parsed.ct_len);
     let mut out = Zeroizing::new(vec![0u8; parsed.ct_len]);
-    with_aad(&header[..hlen], context, |aad| {
-        key.open_into(
-            h.key_id,
-            parsed.nonce(),
-            aad,
-            parsed.ciphertext(),
-            parsed.tag(),
-            &mut out,
-        )
-    })?;
+    with_context(context, |aad| open_into(key, parsed, aad, &mut out))?;
     Ok(out)
+}
+
+/// Re-encryption of one value: decrypts `parsed` with `old_key` straight into
+/// the plaintext slot of the new value, then encrypts it there in place under
+/// `new_key` (named `new_id`) with a fresh nonce, in the same encoding and
+/// with the same context. The plaintext never exists outside that buffer,
+/// which is zeroized if anything fails.
+pub(crate) fn reseal(
+    old_key: &SecretKey,
+    parsed: &Parsed<'_>,
+    context: &[&[u8]],
+    new_key: &SecretKey,
+    new_id: &KeyId,
+) -> Result<Vec<u8>, FormatError> {
+    with_context(context, |aad| {
+        seal_with(
+            new_key,
+            new_id,
+            parsed.ct_len,
+            aad,
+            parsed.header.encoding,
+            None,
+            |slot, aad| open_into(old_key, parsed, aad, slot),
+        )
+    })
 }
 
 /// The bytes every value under `key_id` (with algorithm `alg`) starts with,
@@ -475,6 +678,18 @@ mod tests {
             FormatError::UnknownVersion(10)
         );
         assert_eq!(peek(b"ktx").unwrap_err(), FormatError::UnknownFormat);
+        assert_eq!(
+            peek(b"kt01:k1:a:AAAA").unwrap_err(),
+            FormatError::UnknownFormat
+        );
+        assert_eq!(
+            peek(b"kt0:k1:a:AAAA").unwrap_err(),
+            FormatError::UnknownVersion(0)
+        );
+        assert_eq!(
+            peek(b"kt99999999999:k1:a:AAAA").unwrap_err(),
+            FormatError::UnknownFormat
+        );
         assert_eq!(peek(b"hello").unwrap_err(), FormatError::UnknownFormat);
     }
 }

@@ -2,12 +2,11 @@
 //! the codec trait. Pure: no I/O, no async, no global state beyond the
 //! operating system's random generator (for nonces and new keys), read
 //! through aws-lc's CSPRNG, and one per-thread block of nonce bytes drawn
-//! from it (see `nonce.rs`).
+//! from it (the keyturn-nonce crate, which holds the project's only
+//! `unsafe` code).
 //!
 //! The byte layout is specified in docs/FORMAT.md at the repository root.
-// `unsafe` is denied everywhere except in `nonce`, which maps one
-// wipe-on-fork page per thread for buffered nonces (see that module).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![deny(missing_debug_implementations)]
 
 mod algorithm;
@@ -17,7 +16,6 @@ mod error;
 mod key_id;
 mod keyring;
 mod keyspec;
-mod nonce;
 mod secret;
 pub mod v1;
 

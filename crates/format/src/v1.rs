@@ -161,14 +161,15 @@ fn with_context<R>(
 }
 
 /// Fills a nonce with fresh output of aws-lc's CSPRNG (seeded from the
-/// operating system), never handed out before: see `nonce.rs` for the
-/// per-thread block and its fork safety.
+/// operating system), never handed out before: see the keyturn-nonce crate
+/// for the per-thread block and its fork safety.
 ///
 /// Public only so that the benchmarks and the fork test can call it; not
 /// part of the API.
 #[doc(hidden)]
 pub fn fill_nonce(nonce: &mut [u8]) -> Result<(), FormatError> {
-    crate::nonce::fill(nonce)
+    keyturn_nonce::fill(nonce)
+        .map_err(|_| FormatError::Crypto("the system random generator failed"))
 }
 
 /// Reads the header of either encoding without decoding the payload.

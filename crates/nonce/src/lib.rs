@@ -26,19 +26,34 @@
 //! it would repeat aws-lc's own DRBG state on a hypervisor that gives no VM
 //! generation id. Do not resume several clones of one running keyturn.
 //!
-//! This is the only module of the crate with `unsafe` code: `mmap`,
-//! `madvise` and `munmap` of that one page, and a `&mut` view of it.
+//! This crate exists to keep that `unsafe` code (`mmap`, `madvise` and
+//! `munmap` of one page, and a `&mut` view of it) out of keyturn-format,
+//! which forbids `unsafe`: one concern, small enough to audit in one sitting.
 
-#![allow(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
-use crate::error::FormatError;
+use std::fmt;
+
+/// The operating system's random generator failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RandomError;
+
+impl fmt::Display for RandomError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the system random generator failed")
+    }
+}
+
+impl std::error::Error for RandomError {}
+
+type FormatError = RandomError;
 
 /// Bytes drawn from aws-lc per refill: 340 AES-GCM or 170 XChaCha20 nonces.
 #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
-pub(crate) const BLOCK: usize = 4080;
+pub const BLOCK: usize = 4080;
 
 /// Fills `out` with fresh CSPRNG output never handed out before.
-pub(crate) fn fill(out: &mut [u8]) -> Result<(), FormatError> {
+pub fn fill(out: &mut [u8]) -> Result<(), RandomError> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if out.len() <= BLOCK
         && let Some(done) = pool::try_fill(out)
@@ -49,15 +64,13 @@ pub(crate) fn fill(out: &mut [u8]) -> Result<(), FormatError> {
 }
 
 /// One aws-lc call.
-pub(crate) fn direct(out: &mut [u8]) -> Result<(), FormatError> {
-    aws_lc_rs::rand::fill(out)
-        .map_err(|_| FormatError::Crypto("the system random generator failed"))
+pub fn direct(out: &mut [u8]) -> Result<(), RandomError> {
+    aws_lc_rs::rand::fill(out).map_err(|_| RandomError)
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod pool {
-    use super::{BLOCK, direct};
-    use crate::error::FormatError;
+    use super::{BLOCK, FormatError, direct};
     use std::cell::RefCell;
     use std::ptr::NonNull;
 

@@ -5,7 +5,7 @@
 
 #![cfg(unix)]
 
-use keyturn_format::v1::fill_nonce;
+use keyturn_nonce::fill as fill_nonce;
 use std::collections::HashSet;
 
 const N: usize = 64;

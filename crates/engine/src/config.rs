@@ -42,6 +42,9 @@ pub struct Config {
     pub rotation: RotationConfig,
     #[serde(rename = "target", default)]
     pub targets: Vec<TargetConfig>,
+    /// Maximum key age and reminders (`keyturn due`); optional.
+    #[serde(default)]
+    pub policy: crate::policy::PolicyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -267,6 +270,7 @@ impl Config {
                 );
             }
         }
+        self.policy.validate(&self.targets)?;
         Ok(())
     }
 

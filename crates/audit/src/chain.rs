@@ -378,15 +378,17 @@ impl ChainVerifier {
             None if seq == 1 => Some(GENESIS.to_owned()),
             None => None,
         };
-        if let Some(exp) = expected_prev {
-            if !gap && !exp.eq_ignore_ascii_case(prev_hash) {
-                let before = self
-                    .prev
-                    .as_ref()
-                    .map_or("the start of the chain".to_owned(), |(p, _)| {
-                        format!("event #{p}")
-                    });
-                self.problem(
+        if let Some(exp) = expected_prev
+            && !gap
+            && !exp.eq_ignore_ascii_case(prev_hash)
+        {
+            let before = self
+                .prev
+                .as_ref()
+                .map_or("the start of the chain".to_owned(), |(p, _)| {
+                    format!("event #{p}")
+                });
+            self.problem(
                     seq,
                     "broken_link",
                     format!(
@@ -395,12 +397,11 @@ impl ChainVerifier {
                         short(&exp)
                     ),
                 );
-            }
         }
-        if let Some((a, _)) = &self.anchor {
-            if *a == seq {
-                self.seen.push((seq, stored.to_ascii_lowercase()));
-            }
+        if let Some((a, _)) = &self.anchor
+            && *a == seq
+        {
+            self.seen.push((seq, stored.to_ascii_lowercase()));
         }
         self.prev = Some((seq, stored.to_ascii_lowercase()));
     }

@@ -244,10 +244,11 @@ pub fn evaluate(
         let mut keys: Vec<KeyInColumn> = Vec::new();
         let mut ids: Vec<(String, u64)> =
             c.by_key.iter().filter(|(_, n)| *n > 0).cloned().collect();
-        if let Some(p) = primary {
-            if !ids.iter().any(|(k, _)| k == p) && dates.since(p).is_some() {
-                ids.push((p.to_owned(), 0));
-            }
+        if let Some(p) = primary
+            && !ids.iter().any(|(k, _)| k == p)
+            && dates.since(p).is_some()
+        {
+            ids.push((p.to_owned(), 0));
         }
         for (key, rows) in ids {
             let since = dates.since(&key);
@@ -324,10 +325,10 @@ pub fn evaluate(
             e.rows += k.rows;
             e.columns.push(format!("{}.{}", c.table, c.column));
             e.status = e.status.max(k.status);
-            if let Some(d) = &k.due_at {
-                if e.due_at.as_ref().is_none_or(|x| d < x) {
-                    e.due_at = Some(d.clone());
-                }
+            if let Some(d) = &k.due_at
+                && e.due_at.as_ref().is_none_or(|x| d < x)
+            {
+                e.due_at = Some(d.clone());
             }
         }
     }
@@ -482,9 +483,11 @@ mod tests {
         assert_eq!(r.status, DueStatus::DueSoon);
         // A key created on 29 Feb 2024 with a yearly (365-day) limit is due
         // on 28 Feb 2025: days, not calendar years.
-        let mut p = PolicyConfig::default();
-        p.max_key_age_days = 365;
-        p.warn_days = 30;
+        let p = PolicyConfig {
+            max_key_age_days: 365,
+            warn_days: 30,
+            ..Default::default()
+        };
         let r = evaluate(
             datetime!(2025-02-28 0:00 UTC),
             &p,

@@ -92,10 +92,24 @@ fn outcome_class(o: &str) -> &'static str {
     }
 }
 
+/// `2025-03-01 10:00:00` from a stored time (UTC; seconds are enough for people).
+fn human(t: &str) -> String {
+    let t = t.replace('T', " ");
+    t.get(..19).map(str::to_owned).unwrap_or(t)
+}
+
 fn date(t: &Option<String>) -> String {
     t.as_deref()
-        .map(|s| esc(&s.replace('T', " ").replace(".000Z", "Z")))
+        .map(|s| esc(&human(s)))
         .unwrap_or_else(|| "—".into())
+}
+
+/// How a key's state reads in the inventory.
+fn state_label(state: &str) -> &str {
+    match state {
+        "unused" => "no values left",
+        s => s,
+    }
 }
 
 fn since_source(s: Option<SinceSource>) -> &'static str {
@@ -228,7 +242,7 @@ fn event_row(e: &AuditEvent) -> String {
     format!(
         "<tr data-seq=\"{seq}\"><td class=\"num\">{seq}</td><td class=\"mono\">{time}</td><td><code>{action}</code></td><td>{actor}</td><td><span class=\"badge {cls}\">{outcome}</span></td><td>{keys}</td><td>{counts}</td><td class=\"num\">{dur}</td><td>{reason}</td></tr>",
         seq = e.seq,
-        time = esc(&e.time.replace('T', " ")),
+        time = esc(&human(&e.time)),
         action = esc(e.action.as_str()),
         actor = esc(&e.actor),
         cls = outcome_class(e.outcome.as_str()),
@@ -292,7 +306,7 @@ pub fn render(r: &EvidenceReport) -> String {
         h,
         "<header><h1>Key rotation evidence report</h1><p class=\"meta\">Database <code>{}</code> · generated {} UTC · keyturn {}</p></header>",
         esc(&r.database),
-        esc(&r.generated_at.replace('T', " ").replace('Z', "")),
+        esc(&human(&r.generated_at)),
         esc(&r.keyturn_version)
     );
 
@@ -409,7 +423,7 @@ pub fn render(r: &EvidenceReport) -> String {
             "<tr class=\"key-row\" data-key=\"{id}\"><td><span style=\"color:{color}\">■</span> <code>{id}</code></td><td>{state}{comp}</td><td class=\"num\">{rows}</td><td>{cols}</td><td class=\"mono\">{since}<br><span class=\"note\">{src}</span></td><td class=\"num\">{age}</td><td class=\"mono\">{due}</td><td>{status}</td><td class=\"mono\">{last}</td></tr>",
             id = esc(&k.key_id),
             color = color_of(&colors, &k.key_id),
-            state = esc(&k.state),
+            state = esc(state_label(&k.state)),
             comp = if k.compromised {
                 " <span class=\"badge bad\">compromised</span>"
             } else {
@@ -473,7 +487,7 @@ pub fn render(r: &EvidenceReport) -> String {
                 if e.outcome.as_str() == "ok" { "Every value is under the primary key" } else { "Some values are not under the primary key" },
                 if deep { " --deep" } else { "" },
                 esc(&e.actor),
-                esc(&e.time.replace('T', " ").replace('Z', "")),
+                esc(&human(&e.time)),
                 e.seq,
                 esc(e.key().unwrap_or("?")),
             );

@@ -81,7 +81,7 @@ impl Message {
             ),
         };
         let mut cols: Vec<_> = r.columns.iter().collect();
-        cols.sort_by(|a, b| b.status.cmp(&a.status));
+        cols.sort_by_key(|c| std::cmp::Reverse(c.status));
         let lines = cols
             .iter()
             .map(|c| {
@@ -106,6 +106,49 @@ impl Message {
             database: database.into(),
             host: host.into(),
             data: serde_json::to_value(r).unwrap_or(Value::Null),
+        }
+    }
+
+    /// The message at the end of a rotate / encrypt run.
+    pub fn from_run(s: &keyturn_engine::RunSummary, database: &str, host: &str) -> Message {
+        let op = s.operation.name();
+        let verb = match s.operation {
+            keyturn_engine::Operation::Rotate => "rotated",
+            keyturn_engine::Operation::Encrypt => "encrypted",
+        };
+        let title = format!(
+            "keyturn {op} to key {}: {} ({} values {verb}, {} failed, {:.0}s)",
+            s.primary_key_id,
+            s.outcome.replace('_', " "),
+            s.written(),
+            s.failed(),
+            s.seconds
+        );
+        let lines = s
+            .columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}.{}: {} {verb}, {} skipped, {} failed",
+                    c.table, c.column, c.written, c.skipped, c.failed
+                )
+            })
+            .collect();
+        Message {
+            event: op.into(),
+            status: s.outcome.clone(),
+            title,
+            lines,
+            database: database.into(),
+            host: host.into(),
+            data: {
+                let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+                // The full list is in keyturn_bad_rows; a message keeps 20.
+                if let Some(Value::Array(b)) = v.get_mut("bad_rows") {
+                    b.truncate(20);
+                }
+                v
+            },
         }
     }
 

@@ -196,17 +196,17 @@ pub fn build(
         for k in &e.key_ids {
             last_event.insert(k, e);
         }
-        if e.outcome == crate::Outcome::Ok {
-            if let Some(k) = e.key() {
-                match e.action {
-                    AuditAction::KeyRetire | AuditAction::KeyDestroy | AuditAction::KeyPromote => {
-                        lifecycle.insert(k, &e.action);
-                    }
-                    AuditAction::KeyCompromised => {
-                        compromised.insert(k);
-                    }
-                    _ => {}
+        if e.outcome == crate::Outcome::Ok
+            && let Some(k) = e.key()
+        {
+            match e.action {
+                AuditAction::KeyRetire | AuditAction::KeyDestroy | AuditAction::KeyPromote => {
+                    lifecycle.insert(k, &e.action);
                 }
+                AuditAction::KeyCompromised => {
+                    compromised.insert(k);
+                }
+                _ => {}
             }
         }
     }
@@ -249,9 +249,14 @@ pub fn build(
             age_days: since.map(|(t, _)| ts::whole_days(t, now)),
             due_at: kd.and_then(|k| k.due_at.clone()),
             status: kd.map(|k| k.status),
-            last_event: last_event
-                .get(id.as_str())
-                .map(|e| format!("#{} {} {}", e.seq, e.action, e.time)),
+            last_event: last_event.get(id.as_str()).map(|e| {
+                format!(
+                    "#{} {} {}",
+                    e.seq,
+                    e.action,
+                    &e.time[..e.time.len().min(10)]
+                )
+            }),
         });
     }
     let order = |s: &str| match s {

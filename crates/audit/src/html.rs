@@ -205,9 +205,27 @@ fn chart(r: &EvidenceReport, colors: &[(String, &'static str)]) -> String {
             );
             continue;
         }
+        // Every non-empty segment stays visible (at least MIN_SEG wide): a
+        // few values left under an old key are what an auditor looks for.
+        const MIN_SEG: f64 = 4.0;
+        let raw: Vec<f64> = segs
+            .iter()
+            .map(|(_, rows, _)| BAR_W * (*rows as f64) / (values as f64))
+            .collect();
+        let tiny = raw.iter().filter(|w| **w < MIN_SEG).count() as f64;
+        let big: f64 = raw.iter().filter(|w| **w >= MIN_SEG).sum();
+        let scale = if big > 0.0 {
+            (BAR_W - MIN_SEG * tiny) / big
+        } else {
+            1.0
+        };
         let mut x = LABEL_W;
-        for (label, rows, color) in &segs {
-            let w = BAR_W * (*rows as f64) / (values as f64);
+        for ((label, rows, color), raw_w) in segs.iter().zip(&raw) {
+            let w = if *raw_w < MIN_SEG {
+                MIN_SEG
+            } else {
+                raw_w * scale
+            };
             let pct = 100.0 * (*rows as f64) / (values as f64);
             let _ = write!(
                 s,
@@ -336,11 +354,7 @@ pub fn render(r: &EvidenceReport) -> String {
             } else {
                 e.outcome.as_str().replace('_', " ")
             },
-            format!(
-                "{} · event #{}",
-                e.time.replace('T', " ").replace(".000Z", "Z"),
-                e.seq
-            ),
+            format!("{} UTC · event #{}", human(&e.time), e.seq),
         ),
     };
     let _ = write!(

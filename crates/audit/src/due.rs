@@ -220,6 +220,9 @@ pub struct DueReport {
     pub exit_code: u8,
     /// The soonest due date of any column.
     pub next_due_at: Option<String>,
+    /// The audit trail's last event as `seq:hash`: posted with reminders,
+    /// it anchors the chain outside the database (docs/AUDIT.md).
+    pub audit_tip: Option<String>,
 }
 
 impl DueReport {
@@ -346,6 +349,7 @@ pub fn evaluate(
         status,
         exit_code: status.exit_code(),
         next_due_at,
+        audit_tip: None,
     }
 }
 

@@ -98,6 +98,10 @@ impl Message {
                 )
             })
             .collect();
+        let mut lines: Vec<String> = lines;
+        if let Some(tip) = &r.audit_tip {
+            lines.push(format!("audit trail tip (keep as an anchor): {tip}"));
+        }
         Message {
             event: "due".into(),
             status: r.status.as_str().into(),

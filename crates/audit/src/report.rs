@@ -154,13 +154,9 @@ pub fn due_report(
                 .collect(),
         })
         .collect();
-    Ok(due::evaluate(
-        now,
-        &cfg.policy,
-        primary.as_deref(),
-        &keys,
-        &dates,
-    ))
+    let mut r = due::evaluate(now, &cfg.policy, primary.as_deref(), &keys, &dates);
+    r.audit_tip = events.last().map(|e| format!("{}:{}", e.seq, e.hash));
+    Ok(r)
 }
 
 /// Builds the report from what was read (pure: used by tests as is).

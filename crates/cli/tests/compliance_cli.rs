@@ -283,6 +283,13 @@ async fn sqlite_audit_due_notify_report() {
         body["text"].as_str().unwrap().contains("OVERDUE"),
         "{body:#}"
     );
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("audit trail tip (keep as an anchor): "),
+        "{body:#}"
+    );
     assert_eq!(body["blocks"][0]["type"], "header");
     let out = env.keyturn(&[
         "due",

@@ -46,7 +46,10 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         }
         Command::Rotate(args) => run_op(&cli, args, Operation::Rotate, actor).await,
         Command::Encrypt(args) => run_op(&cli, args, Operation::Encrypt, actor).await,
-        Command::Verify(args) => verify(&cli, args).await,
+        Command::Verify(args) => verify(&cli, args, &actor).await,
+        Command::Audit(c) => crate::compliance::audit(&cli, c).await,
+        Command::Due(args) => crate::compliance::due(&cli, args).await,
+        Command::Report(args) => crate::compliance::report(&cli, args).await,
     }
 }
 
@@ -95,7 +98,7 @@ impl Session {
         let plan = keyturn_engine::plan::resolve(
             db.as_ref(),
             &cfg,
-            &rings,
+            Some(&rings),
             target.table.as_deref(),
             target.column.as_deref(),
         )
@@ -189,36 +192,78 @@ pub fn run_options(cfg: &Config, args: &RunArgs, actor: String) -> RunOptions {
 }
 
 async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> Result<Exit> {
+    crate::compliance::check_run_args(&args.audit)?;
     let path = config_path(cli.config.as_deref());
     let cfg = Config::load(&path)?;
     let workers = args.workers.unwrap_or(cfg.rotation.workers).clamp(1, 64) as u32;
     let ctx = Session::from_config(cfg, &args.target, workers + 2).await?;
     let opts = run_options(&ctx.cfg, args, actor);
-    execute(&ctx, op, opts, cli.json).await
+    execute_audited(&ctx, op, opts, cli.json, &args.audit).await
 }
 
 /// Runs an operation with progress output and prints the summary.
 pub async fn execute(ctx: &Session, op: Operation, opts: RunOptions, json: bool) -> Result<Exit> {
+    execute_audited(ctx, op, opts, json, &Default::default()).await
+}
+
+/// [`execute`], recorded in the audit trail (start and end events; dry
+/// runs are not recorded) and optionally announced to a webhook.
+pub async fn execute_audited(
+    ctx: &Session,
+    op: Operation,
+    opts: RunOptions,
+    json: bool,
+    audit: &crate::compliance::RunAuditArgs,
+) -> Result<Exit> {
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone(), json);
+    let started = match crate::compliance::run_started(ctx, op, &opts, audit).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.db.close().await;
+            return Err(e);
+        }
+    };
+    let audit_opts = opts.clone();
     let progress = Arc::new(Progress::new(op.name(), json));
     let result =
         keyturn_engine::run::run(ctx.db.clone(), &ctx.plan, op, opts, progress.clone(), stop).await;
     progress.finish();
+    let recorded =
+        crate::compliance::run_finished(ctx, op, &audit_opts, audit, started, &result).await;
     ctx.db.close().await;
-    let summary = result?;
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if let Err(a) = recorded {
+                eprintln!("error: {a:#}");
+            }
+            return Err(e.into());
+        }
+    };
     output::print_summary(&summary, json)?;
-    Ok(if summary.interrupted {
+    recorded?;
+    let code = if summary.interrupted {
         Exit::Interrupted
     } else if summary.failed() > 0 {
         Exit::BadRows
     } else {
         Exit::Ok
-    })
+    };
+    if !summary.dry_run
+        && crate::compliance::notify_run(ctx, audit, &summary)
+            .await
+            .is_some()
+    {
+        // Not delivered (already printed): never silent, never exit 0.
+        return Ok(if code == Exit::Ok { Exit::Error } else { code });
+    }
+    Ok(code)
 }
 
-async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
+async fn verify(cli: &Cli, args: &VerifyArgs, actor: &str) -> Result<Exit> {
     let ctx = Session::open(cli, &args.target, 2).await?;
+    let verify_started = std::time::Instant::now();
     let progress = Progress::new("verify", cli.json);
     let report = keyturn_engine::verify::verify(
         ctx.db.as_ref(),
@@ -231,9 +276,20 @@ async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Exit> {
     )
     .await;
     progress.finish();
+    let recorded =
+        crate::compliance::record_verify(&ctx, actor, args.deep, verify_started, &report).await;
     ctx.db.close().await;
-    let report = report?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            if let Err(a) = recorded {
+                eprintln!("error: {a:#}");
+            }
+            return Err(e.into());
+        }
+    };
     output::print_verify(&report, cli.json)?;
+    recorded?;
     Ok(if report.ok {
         Exit::Ok
     } else {

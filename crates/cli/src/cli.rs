@@ -38,6 +38,13 @@ pub enum Command {
     /// Key material
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The audit trail: list or export events, verify the hash chain
+    #[command(subcommand)]
+    Audit(crate::compliance::AuditCommand),
+    /// Which columns' keys are due for rotation (exit 0 ok, 10 due soon, 11 overdue)
+    Due(crate::compliance::DueArgs),
+    /// Evidence report for auditors: --html FILE (one self-contained page) or --json
+    Report(crate::compliance::ReportArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -66,6 +73,8 @@ pub struct RunArgs {
     /// Throttle to at most this many rows per second
     #[arg(long, value_name = "R")]
     pub max_rows_per_sec: Option<u64>,
+    #[command(flatten)]
+    pub audit: crate::compliance::RunAuditArgs,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -191,6 +191,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
         "\n5. Proving it (`keyturn verify --deep`: every value decrypts under k2, with its row's context):",
     );
     let ctx = Session::from_config(Config::load(&config_path)?, &all, 4).await?;
+    let verify_started = std::time::Instant::now();
     let report = keyturn_engine::verify::verify(
         ctx.db.as_ref(),
         &ctx.plan,
@@ -200,7 +201,9 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
         },
         &keyturn_engine::NoProgress,
     )
-    .await?;
+    .await;
+    crate::compliance::record_verify(&ctx, &default_actor(), true, verify_started, &report).await?;
+    let report = report?;
     let after = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan).await?;
     ctx.db.close().await;
     if json {
@@ -220,6 +223,8 @@ ciphertext copied to another row fails to decrypt.
 Look around:
   keyturn --config {cfg} status
   keyturn --config {cfg} verify --deep
+  keyturn --config {cfg} audit list          (every run above is in the audit trail)
+  keyturn --config {cfg} report --html report.html
   sqlite3 {db} "SELECT id, phone FROM patients LIMIT 3"
 
 On your own database:

@@ -19,6 +19,12 @@ pub enum Exit {
     Preflight = 5,
     /// Another run holds the rotation lock.
     Locked = 6,
+    /// `due`: a rotation is due within the warning window.
+    DueSoon = 10,
+    /// `due`: a rotation is overdue (a key in use is older than the policy allows).
+    Overdue = 11,
+    /// `audit verify`: the audit trail's hash chain is broken.
+    AuditBroken = 12,
     /// Stopped by Ctrl-C / SIGTERM after saving a checkpoint.
     Interrupted = 130,
 }

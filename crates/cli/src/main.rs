@@ -4,6 +4,7 @@
 
 mod app;
 mod cli;
+mod compliance;
 mod demo;
 mod exit;
 mod output;

@@ -318,6 +318,110 @@ macro_rules! impl_database {
         async fn close(&self) {
             self.pool.close().await;
         }
+
+        async fn audit_append(
+            &self,
+            build: &$crate::AuditRowBuilder<'_>,
+        ) -> Result<$crate::AuditRow, DbError> {
+            use sqlx::Row as _;
+            let d = Self::DIALECT;
+            sqlx::query(sqlx::AssertSqlSafe($crate::audit::create_table(d)))
+                .execute(&self.pool)
+                .await
+                .map_err(DbError::query("creating keyturn's audit table"))?;
+            let what = "appending an audit event";
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                // Another appender took this seq (unique-key violation), or a
+                // transient error: start over against the new tip.
+                let retry = |e: &DbError| {
+                    attempt < $crate::audit::APPEND_ATTEMPTS
+                        && ($crate::audit::is_unique_violation(e) || e.is_transient())
+                };
+                let begun = match d {
+                    // IMMEDIATE: take SQLite's write lock before reading the tip.
+                    $crate::sql::Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+                    _ => self.pool.begin().await,
+                };
+                let mut tx = match begun.map_err(DbError::query(what)) {
+                    Ok(tx) => tx,
+                    Err(e) if retry(&e) => {
+                        $crate::audit::backoff(attempt).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let tip = match sqlx::query($crate::audit::tip_sql())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(DbError::query(what))
+                {
+                    Ok(Some(r)) => Some($crate::AuditTip {
+                        seq: r.try_get(0).map_err(DbError::query(what))?,
+                        hash: r.try_get(1).map_err(DbError::query(what))?,
+                    }),
+                    Ok(None) => None,
+                    Err(e) if retry(&e) => {
+                        let _ = tx.rollback().await;
+                        $crate::audit::backoff(attempt).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let row = build(tip.as_ref()).map_err(DbError::Invalid)?;
+                let inserted = sqlx::query(sqlx::AssertSqlSafe($crate::audit::insert_sql(d)))
+                    .bind(row.seq)
+                    .bind(row.format_version)
+                    .bind(row.event_time.clone())
+                    .bind(row.action.clone())
+                    .bind(row.actor.clone())
+                    .bind(row.outcome.clone())
+                    .bind(row.reason.clone())
+                    .bind(row.run_id.clone())
+                    .bind(row.key_ids.clone())
+                    .bind(row.column_counts.clone())
+                    .bind(row.duration_ms)
+                    .bind(row.details.clone())
+                    .bind(row.prev_hash.clone())
+                    .bind(row.hash.clone())
+                    .execute(&mut *tx)
+                    .await;
+                let done = match inserted {
+                    Ok(_) => tx.commit().await,
+                    Err(e) => {
+                        let _ = tx.rollback().await;
+                        Err(e)
+                    }
+                };
+                match done.map_err(DbError::query(what)) {
+                    Ok(()) => return Ok(row),
+                    Err(e) if retry(&e) => $crate::audit::backoff(attempt).await,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+
+        async fn audit_read(
+            &self,
+            after_seq: i64,
+            limit: usize,
+        ) -> Result<Vec<$crate::AuditRow>, DbError> {
+            if self.describe_table("keyturn_audit").await?.is_none() {
+                return Ok(Vec::new());
+            }
+            let rows = sqlx::query(sqlx::AssertSqlSafe($crate::audit::read_sql(Self::DIALECT)))
+                .bind(after_seq)
+                .bind(limit.min(i64::MAX as usize) as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(DbError::query("reading the audit table"))?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.push(decode_audit_row!(r));
+            }
+            Ok(out)
+        }
         }
     };
 }

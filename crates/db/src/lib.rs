@@ -9,6 +9,8 @@
 
 #[macro_use]
 mod common;
+#[macro_use]
+mod audit;
 mod error;
 mod meta;
 mod mysql;
@@ -16,6 +18,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 
+pub use audit::{AuditRow, AuditRowBuilder, AuditTip};
 pub use error::{DbError, redact_url};
 pub use meta::{BadRow, Checkpoint, LockHolder, RunRecord, now_rfc3339};
 
@@ -283,6 +286,17 @@ pub trait Database: Send + Sync + fmt::Debug {
 
     /// Closes the pool.
     async fn close(&self);
+
+    /// Appends one event to `keyturn_audit` (created if missing): in one
+    /// transaction, reads the chain's tip, asks `build` for the row that
+    /// follows it and inserts it. When a concurrent appender took the same
+    /// `seq` (unique-key violation) or the transaction hit a transient
+    /// error, the transaction is retried and `build` called with the new tip.
+    async fn audit_append(&self, build: &AuditRowBuilder<'_>) -> Result<AuditRow, DbError>;
+
+    /// Up to `limit` audit events with `seq > after_seq`, in `seq` order;
+    /// nothing if the audit table does not exist.
+    async fn audit_read(&self, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>, DbError>;
 }
 
 /// Connection options.

@@ -51,6 +51,9 @@ pub struct Config {
     /// framework's own string form, `id=key` per line).
     #[serde(default)]
     pub keyrings: std::collections::BTreeMap<String, KeysConfig>,
+    /// Maximum key age and reminders (`keyturn due`); optional.
+    #[serde(default)]
+    pub policy: crate::policy::PolicyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -379,6 +382,7 @@ impl Config {
                 );
             }
         }
+        self.policy.validate(&self.targets)?;
         Ok(())
     }
 

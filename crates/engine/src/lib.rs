@@ -10,6 +10,7 @@
 pub mod config;
 mod error;
 pub mod plan;
+pub mod policy;
 mod progress;
 mod retry;
 pub mod run;

@@ -85,13 +85,25 @@ impl Rings {
 pub struct ColumnPlan {
     pub col: ColumnRef,
     pub codec: Arc<dyn Codec>,
-    /// The keys of this column's format; its primary encrypts.
-    pub ring: Arc<Keyring>,
+    /// The keys of this column's format; its primary encrypts. `None` when
+    /// the plan was resolved without keys (commands that only count, such
+    /// as `due` and `report`).
+    pub ring: Option<Arc<Keyring>>,
     /// Bind table, column and primary key as associated data.
     pub context: bool,
 }
 
 impl ColumnPlan {
+    /// The column's keyring, or an error if the plan was made without keys.
+    pub fn ring(&self) -> Result<&Arc<Keyring>, EngineError> {
+        self.ring.as_ref().ok_or_else(|| {
+            EngineError::Usage(format!(
+                "{}: keys were not loaded for this command",
+                self.label()
+            ))
+        })
+    }
+
     /// The associated-data parts for one row: table, column, then each
     /// primary-key value as text (see docs/FORMAT.md).
     pub fn context_parts(&self, pk: &[PkValue]) -> Vec<Vec<u8>> {
@@ -121,7 +133,8 @@ impl Plan {
     pub fn primary_key_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = Vec::new();
         for c in &self.columns {
-            let p = c.ring.primary_id().to_string();
+            let Some(ring) = &c.ring else { continue };
+            let p = ring.primary_id().to_string();
             if !ids.contains(&p) {
                 ids.push(p);
             }
@@ -136,7 +149,7 @@ impl Plan {
 pub async fn resolve(
     db: &dyn Database,
     cfg: &Config,
-    rings: &Rings,
+    rings: Option<&Rings>,
     table: Option<&str>,
     column: Option<&str>,
 ) -> Result<Plan, EngineError> {
@@ -254,7 +267,10 @@ pub async fn resolve(
                     kind,
                 },
                 codec,
-                ring: rings.get(c.keyring.as_deref())?,
+                ring: match rings {
+                    Some(r) => Some(r.get(c.keyring.as_deref())?),
+                    None => None,
+                },
                 context: c.context,
             });
         }

@@ -136,7 +136,7 @@ struct Shared {
 pub async fn preflight(db: &dyn Database, plan: &Plan) -> Result<(), EngineError> {
     let mut problems = Vec::new();
     for c in &plan.columns {
-        let ring = &c.ring;
+        let ring = c.ring()?;
         if c.codec.key_id_location() == KeyIdLocation::None {
             continue;
         }
@@ -360,7 +360,7 @@ async fn process_batch(
         rows: rows.len() as u64,
         ..Default::default()
     };
-    let (ring, op, plan2) = (plan.ring.clone(), shared.op, plan.clone());
+    let (ring, op, plan2) = (plan.ring()?.clone(), shared.op, plan.clone());
     let outcomes: Vec<(Pk, RowOutcome)> = tokio::task::spawn_blocking(move || {
         rows.into_par_iter()
             .map(|r| {
@@ -424,7 +424,7 @@ async fn process_batch(
                 None | Some(None) => out.skipped += 1,
                 Some(Some(v)) => {
                     out.retried += 1;
-                    match crypto_one(shared.op, &plan.ring, &plan, &u.pk, v) {
+                    match crypto_one(shared.op, plan.ring()?, &plan, &u.pk, v) {
                         RowOutcome::Write(w) => next.push(w),
                         RowOutcome::Skip => out.skipped += 1,
                         RowOutcome::Bad(why) => out.bad.push((u.pk, why)),
@@ -449,7 +449,7 @@ async fn process_column(
     let op = shared.op;
     let progress = shared.progress.clone();
     let skip_prefix = match op {
-        Operation::Rotate => plan.codec.primary_prefix(&plan.ring),
+        Operation::Rotate => plan.codec.primary_prefix(plan.ring()?),
         Operation::Encrypt => None,
     };
     let mut cs = ColumnSummary {
@@ -463,7 +463,7 @@ async fn process_column(
             .load_checkpoint(op.name(), &col.table, &col.column)
             .await?
         {
-            if cp.target_key == plan.ring.primary_id().as_str() {
+            if cp.target_key == plan.ring()?.primary_id().as_str() {
                 match serde_json::from_str::<Pk>(&cp.last_pk) {
                     Ok(pk) => {
                         progress.note(&format!(
@@ -485,7 +485,7 @@ async fn process_column(
                     "{}: checkpoint was for key {:?}, the primary is now {:?}: starting over",
                     plan.label(),
                     cp.target_key,
-                    plan.ring.primary_id().as_str()
+                    plan.ring()?.primary_id().as_str()
                 ));
             }
         }
@@ -666,7 +666,7 @@ async fn save_checkpoint(
         operation: shared.op.name().to_owned(),
         table: plan.col.table.clone(),
         column: plan.col.column.clone(),
-        target_key: plan.ring.primary_id().to_string(),
+        target_key: plan.ring()?.primary_id().to_string(),
         last_pk: serde_json::to_string(pk)
             .map_err(|e| EngineError::Usage(format!("checkpoint encoding: {e}")))?,
         rows_done: cs.resumed_rows + cs.written + cs.skipped + cs.failed,

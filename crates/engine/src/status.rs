@@ -62,7 +62,7 @@ pub async fn status(db: &dyn Database, plan: &Plan) -> Result<StatusReport, Engi
     let mut per_key_total: std::collections::BTreeMap<(String, String), (u64, Arc<Keyring>)> =
         Default::default();
     for c in &plan.columns {
-        let ring = &c.ring;
+        let ring = c.ring()?;
         let primary = ring.primary_id().as_str().to_owned();
         let loc = c.codec.key_id_location();
         let counts = db.count_keys(&c.col, &loc).await?;

@@ -50,7 +50,7 @@ pub async fn verify(
 ) -> Result<VerifyReport, EngineError> {
     let mut columns = Vec::new();
     for c in &plan.columns {
-        let ring = c.ring.clone();
+        let ring = c.ring()?.clone();
         let primary = ring.primary_id().as_str().to_owned();
         let mut cv = ColumnVerify {
             table: c.col.table.clone(),

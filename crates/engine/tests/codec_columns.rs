@@ -59,14 +59,14 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
     // The application wrote Fernet tokens under "old".
     let cfg = Config::parse(&cfg_text("old")).unwrap();
     let rings = Rings::load(&cfg, None, None).unwrap();
-    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, &rings, None, None)
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, Some(&rings), None, None)
         .await
         .unwrap();
     let col = &plan.columns[0];
     for id in 1..=300 {
         let token = col
             .codec
-            .encrypt(&col.ring, format!("secret {id}").as_bytes(), &[])
+            .encrypt(col.ring().unwrap(), format!("secret {id}").as_bytes(), &[])
             .unwrap();
         assert!(token.starts_with(b"gAAAAA"));
         let sql = format!(
@@ -82,7 +82,7 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
     // Rotate to "new".
     let cfg = Config::parse(&cfg_text("new")).unwrap();
     let rings = Rings::load(&cfg, None, None).unwrap();
-    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, &rings, None, None)
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, Some(&rings), None, None)
         .await
         .unwrap();
     let status = keyturn_engine::status::status(db.as_ref(), &plan)

@@ -142,6 +142,19 @@ impl Database for Meddler {
     async fn close(&self) {
         self.inner.close().await
     }
+    async fn audit_append(
+        &self,
+        build: &keyturn_db::AuditRowBuilder<'_>,
+    ) -> Result<keyturn_db::AuditRow, DbError> {
+        self.inner.audit_append(build).await
+    }
+    async fn audit_read(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<keyturn_db::AuditRow>, DbError> {
+        self.inner.audit_read(after_seq, limit).await
+    }
 }
 
 const CONFIG: &str = r#"
@@ -191,7 +204,7 @@ async fn rotate(db: Arc<dyn Database>, r: Arc<Keyring>) -> keyturn_engine::RunSu
         default: Some(r),
         named: Default::default(),
     };
-    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, &rings, None, None)
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, Some(&rings), None, None)
         .await
         .unwrap();
     keyturn_engine::run::run(
@@ -218,7 +231,7 @@ async fn values(db: &dyn Database) -> Vec<(i64, Option<Vec<u8>>)> {
         default: Some(Arc::new(ring("k2"))),
         named: Default::default(),
     };
-    let plan = keyturn_engine::plan::resolve(db, &cfg, &rings, None, None)
+    let plan = keyturn_engine::plan::resolve(db, &cfg, Some(&rings), None, None)
         .await
         .unwrap();
     let pks: Vec<Pk> = (1..=40).map(|i| vec![PkValue::Int(i)]).collect();

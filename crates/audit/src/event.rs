@@ -1,0 +1,412 @@
+//! The event model: what happened, who did it, to which keys and columns,
+//! with what result.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// What an event records. Stored as its dotted name (`rotate.start`).
+/// Names this build does not know (written by a newer keyturn) are kept as
+/// [`AuditAction::Other`] so old builds still list and verify them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// A data key was added to the key catalog.
+    KeyAdd,
+    /// A key became the primary (the one that encrypts).
+    KeyPromote,
+    /// A key was retired: it no longer decrypts.
+    KeyRetire,
+    /// A key's material was destroyed.
+    KeyDestroy,
+    /// A key was declared compromised.
+    KeyCompromised,
+    /// `rotate` began (written before any value changes).
+    RotateStart,
+    /// `rotate` ended: counts, duration, outcome.
+    RotateEnd,
+    /// `encrypt` began.
+    EncryptStart,
+    /// `encrypt` ended.
+    EncryptEnd,
+    /// `verify` ran: whether every value is under the primary key.
+    Verify,
+    /// The key-encryption key (KMS master key) was rotated.
+    KekRotate,
+    /// A safety check was overridden (`--force` and the like).
+    Override,
+    /// An action this build does not know.
+    Other(String),
+}
+
+impl AuditAction {
+    /// Every action this build knows, in documentation order.
+    pub const KNOWN: [AuditAction; 12] = [
+        AuditAction::KeyAdd,
+        AuditAction::KeyPromote,
+        AuditAction::KeyRetire,
+        AuditAction::KeyDestroy,
+        AuditAction::KeyCompromised,
+        AuditAction::RotateStart,
+        AuditAction::RotateEnd,
+        AuditAction::EncryptStart,
+        AuditAction::EncryptEnd,
+        AuditAction::Verify,
+        AuditAction::KekRotate,
+        AuditAction::Override,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            AuditAction::KeyAdd => "key.add",
+            AuditAction::KeyPromote => "key.promote",
+            AuditAction::KeyRetire => "key.retire",
+            AuditAction::KeyDestroy => "key.destroy",
+            AuditAction::KeyCompromised => "key.compromised",
+            AuditAction::RotateStart => "rotate.start",
+            AuditAction::RotateEnd => "rotate.end",
+            AuditAction::EncryptStart => "encrypt.start",
+            AuditAction::EncryptEnd => "encrypt.end",
+            AuditAction::Verify => "verify",
+            AuditAction::KekRotate => "kek.rotate",
+            AuditAction::Override => "override",
+            AuditAction::Other(s) => s,
+        }
+    }
+
+    pub fn parse(s: &str) -> AuditAction {
+        AuditAction::KNOWN
+            .iter()
+            .find(|a| a.as_str() == s)
+            .cloned()
+            .unwrap_or_else(|| AuditAction::Other(s.to_owned()))
+    }
+
+    /// `--action` filters: an exact name (`rotate.end`) or a group
+    /// (`rotate` matches `rotate.start` and `rotate.end`; `key` every key
+    /// lifecycle action).
+    pub fn matches(&self, filter: &str) -> bool {
+        let name = self.as_str();
+        name == filter
+            || name
+                .strip_prefix(filter)
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
+
+    /// Whether `filter` names a known action or group.
+    pub fn is_known_filter(filter: &str) -> bool {
+        AuditAction::KNOWN.iter().any(|a| a.matches(filter))
+    }
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for AuditAction {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditAction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(AuditAction::parse(&String::deserialize(d)?))
+    }
+}
+
+/// How the action ended.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// A start event: the action is under way.
+    Started,
+    Ok,
+    /// Finished, but some rows could not be processed (bad rows).
+    CompletedWithErrors,
+    /// Stopped by Ctrl-C / SIGTERM after saving its checkpoint.
+    Interrupted,
+    /// Stopped by an error (`details.error` says which).
+    Failed,
+    /// `verify`: some values are not under the primary key or do not decrypt.
+    Mismatch,
+    Other(String),
+}
+
+impl Outcome {
+    const KNOWN: [Outcome; 6] = [
+        Outcome::Started,
+        Outcome::Ok,
+        Outcome::CompletedWithErrors,
+        Outcome::Interrupted,
+        Outcome::Failed,
+        Outcome::Mismatch,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Outcome::Started => "started",
+            Outcome::Ok => "ok",
+            Outcome::CompletedWithErrors => "completed_with_errors",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Failed => "failed",
+            Outcome::Mismatch => "mismatch",
+            Outcome::Other(s) => s,
+        }
+    }
+
+    pub fn parse(s: &str) -> Outcome {
+        Outcome::KNOWN
+            .iter()
+            .find(|o| o.as_str() == s)
+            .cloned()
+            .unwrap_or_else(|| Outcome::Other(s.to_owned()))
+    }
+
+    /// Whether data was (at least partly) written under the event's key.
+    pub fn wrote_data(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Ok | Outcome::CompletedWithErrors | Outcome::Interrupted
+        )
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Outcome {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Outcome::parse(&String::deserialize(d)?))
+    }
+}
+
+/// Counts for one column. Which counts depends on the action
+/// (docs/AUDIT.md): `rotate.end` has `rotated`, `skipped`, `retried`,
+/// `failed`; `verify` has `checked`, `under_primary`, `failing`; start
+/// events have `by_key` (values per key id before the run).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnCounts {
+    pub table: String,
+    pub column: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_key: BTreeMap<String, u64>,
+}
+
+impl ColumnCounts {
+    pub fn new(table: &str, column: &str) -> ColumnCounts {
+        ColumnCounts {
+            table: table.to_owned(),
+            column: column.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    pub fn count(mut self, name: &str, n: u64) -> ColumnCounts {
+        self.counts.insert(name.to_owned(), n);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        self.counts.get(name).copied().unwrap_or(0)
+    }
+
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.table, self.column)
+    }
+}
+
+/// An event a command wants recorded; [`crate::append`] adds the sequence
+/// number, time and hashes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub action: AuditAction,
+    /// Who: `--actor`, else `user@host`.
+    pub actor: String,
+    pub outcome: Outcome,
+    /// Why: `scheduled`, `compromise`, `staff-change`, … (free text).
+    pub reason: Option<String>,
+    /// The engine's run id, for rotate / encrypt.
+    pub run_id: Option<String>,
+    /// The keys concerned; for rotate / encrypt the first is the target
+    /// (primary) key.
+    pub key_ids: Vec<String>,
+    pub columns: Vec<ColumnCounts>,
+    pub duration_ms: Option<u64>,
+    /// Anything else, as a JSON object (integers only, no fractions).
+    pub details: Map<String, Value>,
+}
+
+impl NewEvent {
+    pub fn new(action: AuditAction, actor: &str, outcome: Outcome) -> NewEvent {
+        NewEvent {
+            action,
+            actor: actor.to_owned(),
+            outcome,
+            reason: None,
+            run_id: None,
+            key_ids: Vec::new(),
+            columns: Vec::new(),
+            duration_ms: None,
+            details: Map::new(),
+        }
+    }
+
+    pub fn reason(mut self, reason: Option<&str>) -> NewEvent {
+        self.reason = reason.map(str::to_owned);
+        self
+    }
+
+    pub fn run_id(mut self, run_id: Option<&str>) -> NewEvent {
+        self.run_id = run_id.map(str::to_owned);
+        self
+    }
+
+    pub fn keys<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> NewEvent {
+        self.key_ids = ids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn columns(mut self, columns: Vec<ColumnCounts>) -> NewEvent {
+        self.columns = columns;
+        self
+    }
+
+    pub fn duration_ms(mut self, ms: u64) -> NewEvent {
+        self.duration_ms = Some(ms);
+        self
+    }
+
+    pub fn detail(mut self, name: &str, value: impl Into<Value>) -> NewEvent {
+        self.details.insert(name.to_owned(), value.into());
+        self
+    }
+}
+
+/// A stored event, read back from the audit table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditEvent {
+    pub seq: u64,
+    /// Canonical-form version (1).
+    pub v: u32,
+    /// RFC 3339 UTC with milliseconds.
+    pub time: String,
+    pub action: AuditAction,
+    pub actor: String,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub run_id: Option<String>,
+    pub key_ids: Vec<String>,
+    pub columns: Vec<ColumnCounts>,
+    pub duration_ms: Option<u64>,
+    pub details: Map<String, Value>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditEvent {
+    /// Parses a stored row. Lenient: JSON columns that do not parse (a
+    /// tampered row) come back empty; `audit verify` reports such rows.
+    pub fn from_row(r: &keyturn_db::AuditRow) -> AuditEvent {
+        AuditEvent {
+            seq: r.seq.max(0) as u64,
+            v: r.format_version.clamp(0, i64::from(u32::MAX)) as u32,
+            time: r.event_time.clone(),
+            action: AuditAction::parse(&r.action),
+            actor: r.actor.clone(),
+            outcome: Outcome::parse(&r.outcome),
+            reason: r.reason.clone(),
+            run_id: r.run_id.clone(),
+            key_ids: serde_json::from_str(&r.key_ids).unwrap_or_default(),
+            columns: serde_json::from_str(&r.column_counts).unwrap_or_default(),
+            duration_ms: r.duration_ms.map(|d| d.max(0) as u64),
+            details: serde_json::from_str(&r.details).unwrap_or_default(),
+            prev_hash: r.prev_hash.clone(),
+            hash: r.hash.clone(),
+        }
+    }
+
+    /// The first key id (the target key of rotate / encrypt).
+    pub fn key(&self) -> Option<&str> {
+        self.key_ids.first().map(String::as_str)
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.details
+            .get("dry_run")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// Short human summary of the counts: `patients.phone 99 rotated, 1 failed`.
+    pub fn counts_summary(&self) -> String {
+        let parts: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| {
+                let counts: Vec<String> = c
+                    .counts
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(k, n)| format!("{n} {}", k.replace('_', " ")))
+                    .collect();
+                let by_key: Vec<String> =
+                    c.by_key.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+                let mut all = counts;
+                if !by_key.is_empty() {
+                    all.push(format!("[{}]", by_key.join(", ")));
+                }
+                if all.is_empty() {
+                    all.push("nothing to do".into());
+                }
+                format!("{} {}", c.label(), all.join(", "))
+            })
+            .collect();
+        parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_names_round_trip_and_group_filters() {
+        for a in AuditAction::KNOWN {
+            assert_eq!(AuditAction::parse(a.as_str()), a);
+        }
+        assert_eq!(
+            AuditAction::parse("key.rename"),
+            AuditAction::Other("key.rename".into())
+        );
+        assert!(AuditAction::RotateStart.matches("rotate"));
+        assert!(AuditAction::RotateEnd.matches("rotate.end"));
+        assert!(!AuditAction::RotateEnd.matches("rotate.start"));
+        assert!(!AuditAction::RotateEnd.matches("rot"));
+        assert!(AuditAction::KeyCompromised.matches("key"));
+        assert!(AuditAction::is_known_filter("kek"));
+        assert!(!AuditAction::is_known_filter("rotat"));
+    }
+
+    #[test]
+    fn serializes_as_names() {
+        let v =
+            serde_json::to_value((AuditAction::KekRotate, Outcome::CompletedWithErrors)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!(["kek.rotate", "completed_with_errors"])
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! keyturn's compliance layer: the tamper-evident audit trail, the rotation
+//! schedule (`due`), webhook reminders and the evidence report.
+//!
+//! Sits between the engine and the CLI. Everything here is pure logic
+//! except [`store`] (the audit table, through [`keyturn_db::Database`]),
+//! [`report::gather`] (reads counts and events) and [`notify::post`] (HTTP).
+//!
+//! Any command that changes state records it with one call:
+//!
+//! ```no_run
+//! # async fn f(db: &dyn keyturn_db::Database) -> Result<(), keyturn_audit::AuditError> {
+//! use keyturn_audit::{AuditAction, NewEvent, Outcome, append};
+//! let ev = NewEvent::new(AuditAction::KeyPromote, "alice@ops", Outcome::Ok)
+//!     .keys(["k3"])
+//!     .reason(Some("scheduled"));
+//! append(db, &ev).await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod chain;
+pub mod due;
+mod event;
+pub mod html;
+pub mod notify;
+pub mod report;
+pub mod store;
+pub mod ts;
+
+pub use chain::{ChainProblem, ChainReport, ChainVerifier, GENESIS};
+pub use due::{DueReport, DueStatus};
+pub use event::{AuditAction, AuditEvent, ColumnCounts, NewEvent, Outcome};
+pub use store::{EventFilter, append, read_events, read_rows, verify, verify_export};
+
+/// Why an audit operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("audit: {0}")]
+    Db(#[from] keyturn_db::DbError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("notify: {0}")]
+    Notify(String),
+}

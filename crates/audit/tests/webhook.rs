@@ -1,0 +1,238 @@
+//! Webhook delivery against a local HTTP server on 127.0.0.1 that records
+//! every request, and the failures that must never be silent.
+
+use keyturn_audit::due::{self, ColumnKeys, KnownDates, SinceSource};
+use keyturn_audit::notify::{self, Message, NotifyFormat};
+use keyturn_engine::policy::PolicyConfig;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use time::macros::datetime;
+
+/// One recorded request.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("the body is JSON")
+    }
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 answering every request with `status`
+/// and `body`, recording what it got. Serves until the test ends.
+pub fn recorder(status: u16, answer: &'static str) -> (String, Arc<Mutex<Vec<Recorded>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(50) {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                match c.read(&mut chunk) {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(i + 4);
+                }
+            };
+            let Some(head_end) = head_end else { continue };
+            let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+            let mut lines = head.split("\r\n");
+            let mut first = lines.next().unwrap_or("").split(' ');
+            let method = first.next().unwrap_or("").to_owned();
+            let path = first.next().unwrap_or("").to_owned();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = buf[head_end..].to_vec();
+            while body.len() < len {
+                match c.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
+                }
+            }
+            s2.lock().unwrap().push(Recorded {
+                method,
+                path,
+                headers,
+                body,
+            });
+            let reason = if status < 300 { "OK" } else { "Error" };
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+fn overdue_report() -> keyturn_audit::DueReport {
+    let mut d = KnownDates::default();
+    d.add(
+        "k1",
+        datetime!(2025-01-01 0:00 UTC),
+        SinceSource::AuditTrail,
+    );
+    d.add(
+        "k2",
+        datetime!(2025-05-01 0:00 UTC),
+        SinceSource::AuditTrail,
+    );
+    due::evaluate(
+        datetime!(2025-06-01 0:00 UTC),
+        &PolicyConfig::default(),
+        Some("k2"),
+        &[
+            ColumnKeys {
+                table: "patients".into(),
+                column: "phone".into(),
+                by_key: vec![("k2".into(), 90), ("k1".into(), 10)],
+            },
+            ColumnKeys {
+                table: "patients".into(),
+                column: "nino".into(),
+                by_key: vec![("k2".into(), 100)],
+            },
+        ],
+        &d,
+    )
+}
+
+#[tokio::test]
+async fn delivers_a_slack_message_with_text_and_blocks() {
+    let (base, seen) = recorder(200, "ok");
+    let url = format!("{base}/services/T000/B000/SECRETTOKEN");
+    let msg = Message::from_due(&overdue_report(), "postgres://app:***@db/app", "cron-1");
+    notify::post(&url, &msg.payload(NotifyFormat::Slack))
+        .await
+        .unwrap();
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.path, "/services/T000/B000/SECRETTOKEN");
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert!(r.header("user-agent").unwrap().starts_with("keyturn/"));
+    let v = r.json();
+    let text = v["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("keyturn: key rotation OVERDUE for 1 column"),
+        "{text}"
+    );
+    assert!(text.contains("patients.phone"), "{text}");
+    let blocks = v["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(blocks[0]["text"]["type"], "plain_text");
+    assert_eq!(blocks[1]["type"], "section");
+    let section = blocks[1]["text"]["text"].as_str().unwrap();
+    assert!(
+        section.starts_with("• OVERDUE patients.phone: key k1 is 151 days old"),
+        "{section}"
+    );
+    assert!(section.contains("• ok patients.nino"), "{section}");
+    assert_eq!(blocks[2]["type"], "context");
+    assert!(
+        blocks[2]["elements"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("cron-1")
+    );
+}
+
+#[tokio::test]
+async fn delivers_the_generic_json_shape() {
+    let (base, seen) = recorder(204, "");
+    let msg = Message::from_due(&overdue_report(), "sqlite://x.db", "h");
+    notify::post(&format!("{base}/hook"), &msg.payload(NotifyFormat::Json))
+        .await
+        .unwrap();
+    let v = seen.lock().unwrap()[0].json();
+    assert_eq!(v["source"], "keyturn");
+    assert_eq!(v["event"], "due");
+    assert_eq!(v["status"], "overdue");
+    assert_eq!(v["database"], "sqlite://x.db");
+    assert_eq!(v["data"]["exit_code"], 11);
+    assert_eq!(v["data"]["columns"][0]["table"], "patients");
+    assert_eq!(v["lines"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_error_answer_is_reported_without_the_secret() {
+    let (base, seen) = recorder(500, "internal trouble");
+    let url = format!("{base}/services/T000/B000/SECRETTOKEN");
+    let err = notify::post(&url, &serde_json::json!({"text": "x"}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert!(
+        err.contains("HTTP 500") && err.contains("internal trouble"),
+        "{err}"
+    );
+    assert!(!err.contains("SECRETTOKEN"), "{err}");
+    let (base, _) = recorder(404, "no_service");
+    let err = notify::post(&format!("{base}/x"), &serde_json::json!({}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("HTTP 404") && err.contains("no_service"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_webhook_is_reported_without_the_secret() {
+    // A port nothing listens on any more.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/services/T000/B000/SECRETTOKEN");
+    let err = notify::post(&url, &serde_json::json!({"text": "x"}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("notify: cannot deliver to http://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(!err.contains("SECRETTOKEN"), "{err}");
+    let err = notify::post("ftp://127.0.0.1/x", &serde_json::json!({}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only http:// and https://"), "{err}");
+    assert!(notify::post("::::", &serde_json::json!({})).await.is_err());
+}

@@ -1,0 +1,741 @@
+//! Compliance commands and hooks: the audit trail around rotate / encrypt /
+//! verify, `keyturn audit list|export|verify`, `keyturn due` and
+//! `keyturn report`. The logic lives in `keyturn-audit`; this file parses
+//! arguments, opens the database and prints.
+//!
+//! Dry runs are not recorded: `--dry-run` writes nothing at all, not even
+//! an audit event (README, docs/AUDIT.md).
+
+use crate::app::Session;
+use crate::cli::{Cli, TargetArgs};
+use crate::exit::Exit;
+use crate::output::print_json;
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use keyturn_audit::due::DueStatus;
+use keyturn_audit::notify::{self, Message, NotifyFormat};
+use keyturn_audit::{
+    AuditAction, AuditEvent, ChainReport, ColumnCounts, EventFilter, NewEvent, Outcome, ts,
+};
+use keyturn_db::{ConnectOptions, Database, redact_url};
+use keyturn_engine::config::config_path;
+use keyturn_engine::verify::VerifyReport;
+use keyturn_engine::{Config, EngineError, Operation, Plan, RunOptions, RunSummary};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+// ---------------------------------------------------------------- arguments
+
+/// Audit and notification options of `rotate` and `encrypt`.
+#[derive(Args, Debug, Clone)]
+pub struct RunAuditArgs {
+    /// Why this run happens, recorded in the audit trail (e.g. scheduled, compromise, staff-change)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// When the run ends, post its summary to this webhook [env: KEYTURN_NOTIFY_URL]
+    #[arg(long, value_name = "URL", env = "KEYTURN_NOTIFY_URL", hide_env = true)]
+    pub notify: Option<String>,
+    /// Webhook body: slack (text + blocks) or json
+    #[arg(long, value_name = "FORMAT", default_value = "slack")]
+    pub notify_format: String,
+}
+
+impl Default for RunAuditArgs {
+    fn default() -> Self {
+        RunAuditArgs {
+            reason: None,
+            notify: None,
+            notify_format: "slack".into(),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// List audit events, oldest first
+    List(AuditListArgs),
+    /// Write audit events as JSON lines, each with its hash (for the compliance archive)
+    Export(AuditExportArgs),
+    /// Check the hash chain; names the first edited, missing or reordered event (exit 12)
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct EventFilterArgs {
+    /// Only events at or after this time: YYYY-MM-DD, RFC 3339, or a span back (30d, 12h, 2w)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only these actions: a name (rotate.end) or a group (rotate, key, verify); repeatable or comma-separated
+    #[arg(long, value_name = "ACTION", value_delimiter = ',')]
+    pub action: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuditListArgs {
+    #[command(flatten)]
+    pub filter: EventFilterArgs,
+    /// Only the last N matching events
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuditExportArgs {
+    #[command(flatten)]
+    pub filter: EventFilterArgs,
+    /// Write to this file instead of stdout
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuditVerifyArgs {
+    /// Also require event SEQ with hash HASH (a tip recorded earlier): detects events removed from the end
+    #[arg(long, value_name = "SEQ:HASH")]
+    pub anchor: Option<String>,
+    /// Check an export file (JSON lines from `audit export`) instead of the database; no config needed
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DueArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Evaluate the policy at this time instead of now (plan ahead): YYYY-MM-DD or RFC 3339
+    #[arg(long, value_name = "WHEN")]
+    pub at: Option<String>,
+    /// Post a reminder to this webhook when something is due soon or overdue [env: KEYTURN_NOTIFY_URL]
+    #[arg(long, value_name = "URL", env = "KEYTURN_NOTIFY_URL", hide_env = true)]
+    pub notify: Option<String>,
+    /// Webhook body: slack (text + blocks) or json
+    #[arg(long, value_name = "FORMAT", default_value = "slack")]
+    pub notify_format: String,
+    /// Post even when everything is ok
+    #[arg(long)]
+    pub notify_always: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Write the report as one self-contained HTML page to FILE
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+// ------------------------------------------------------------ shared bits
+
+fn audit_err(e: keyturn_audit::AuditError) -> anyhow::Error {
+    match e {
+        keyturn_audit::AuditError::Invalid(m) => EngineError::Usage(m).into(),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// The host name for messages.
+fn host() -> String {
+    let h = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if h.is_empty() {
+        "unknown-host".into()
+    } else {
+        h
+    }
+}
+
+/// Config and database, without keys: audit, due and report never need
+/// key material (a cron job or an auditor should not hold keys).
+struct ReadSession {
+    cfg: Config,
+    db: Arc<dyn Database>,
+    label: String,
+}
+
+impl ReadSession {
+    async fn open(cli: &Cli) -> Result<ReadSession> {
+        let cfg = Config::load(&config_path(cli.config.as_deref()))?;
+        let db = keyturn_db::connect(
+            &cfg.database.url,
+            &ConnectOptions {
+                max_connections: 2,
+                create_if_missing: false,
+            },
+        )
+        .await?;
+        let label = redact_url(&cfg.database.url);
+        Ok(ReadSession { cfg, db, label })
+    }
+
+    async fn plan(&self, target: &TargetArgs) -> Result<Plan> {
+        Ok(keyturn_engine::plan::resolve(
+            self.db.as_ref(),
+            &self.cfg,
+            None,
+            target.table.as_deref(),
+            target.column.as_deref(),
+        )
+        .await?)
+    }
+}
+
+fn notify_format(s: &str) -> Result<NotifyFormat> {
+    NotifyFormat::parse(s).map_err(audit_err)
+}
+
+// ------------------------------------------------- rotate / encrypt hooks
+
+/// What the start event recorded, for the end event.
+pub struct RunStarted {
+    seq: u64,
+    at: Instant,
+    from_keys: Vec<String>,
+}
+
+/// Checks the audit / notify options before anything runs.
+pub fn check_run_args(args: &RunAuditArgs) -> Result<()> {
+    notify_format(&args.notify_format)?;
+    if args.reason.as_ref().is_some_and(|r| r.trim().is_empty()) {
+        return Err(EngineError::Usage("--reason must not be empty".into()).into());
+    }
+    Ok(())
+}
+
+/// Appends `rotate.start` / `encrypt.start` with the values per key id
+/// before the run. Nothing for a dry run. An error here stops the command
+/// before any value changes: no unrecorded rotation.
+pub async fn run_started(
+    ctx: &Session,
+    op: Operation,
+    opts: &RunOptions,
+    args: &RunAuditArgs,
+) -> Result<Option<RunStarted>> {
+    if opts.dry_run {
+        return Ok(None);
+    }
+    check_run_args(args)?;
+    let at = Instant::now();
+    let primary = ctx.plan.primary_key_ids().join(",");
+    let mut columns = Vec::new();
+    let mut from: Vec<String> = Vec::new();
+    let mut keyring: Vec<String> = Vec::new();
+    for c in &ctx.plan.columns {
+        let ring = c.ring()?;
+        let col_primary = ring.primary_id().to_string();
+        for (id, _, _) in ring.keys() {
+            if !keyring.contains(&id.to_string()) {
+                keyring.push(id.to_string());
+            }
+        }
+        let counts = ctx
+            .db
+            .count_keys(&c.col, &c.codec.key_id_location())
+            .await?;
+        let mut cc = ColumnCounts::new(&c.col.table, &c.col.column)
+            .count("values", counts.total - counts.nulls);
+        let mut unrecognized = 0;
+        for (k, n) in counts.by_key {
+            match k {
+                Some(k) => {
+                    if k != col_primary && !from.contains(&k) {
+                        from.push(k.clone());
+                    }
+                    cc.by_key.insert(k, n);
+                }
+                None => unrecognized += n,
+            }
+        }
+        if unrecognized > 0 {
+            cc.counts.insert("unrecognized".into(), unrecognized);
+        }
+        columns.push(cc);
+    }
+    from.sort();
+    let action = match op {
+        Operation::Rotate => AuditAction::RotateStart,
+        Operation::Encrypt => AuditAction::EncryptStart,
+    };
+    let ev = NewEvent::new(action, &opts.actor, Outcome::Started)
+        .reason(args.reason.as_deref().map(str::trim))
+        .keys(std::iter::once(primary.clone()).chain(from.iter().cloned()))
+        .columns(columns)
+        .detail("target_key", primary)
+        .detail("keyring", keyring)
+        .detail("batch_size", opts.batch_size as u64)
+        .detail("workers", opts.workers as u64)
+        .detail("host", host())
+        .detail("pid", u64::from(std::process::id()))
+        .detail("keyturn_version", env!("CARGO_PKG_VERSION"));
+    let stored = keyturn_audit::append(ctx.db.as_ref(), &ev)
+        .await
+        .map_err(audit_err)
+        .context("recording the start of the run in the audit trail (nothing was changed)")?;
+    Ok(Some(RunStarted {
+        seq: stored.seq,
+        at,
+        from_keys: from,
+    }))
+}
+
+/// Appends `rotate.end` / `encrypt.end` with the outcome and counts.
+pub async fn run_finished(
+    ctx: &Session,
+    op: Operation,
+    opts: &RunOptions,
+    args: &RunAuditArgs,
+    started: Option<RunStarted>,
+    result: &Result<RunSummary, EngineError>,
+) -> Result<()> {
+    let Some(st) = started else { return Ok(()) };
+    let action = match op {
+        Operation::Rotate => AuditAction::RotateEnd,
+        Operation::Encrypt => AuditAction::EncryptEnd,
+    };
+    let written = match op {
+        Operation::Rotate => "rotated",
+        Operation::Encrypt => "encrypted",
+    };
+    let primary = ctx.plan.primary_key_ids().join(",");
+    let mut ev = NewEvent::new(action, &opts.actor, Outcome::Failed)
+        .reason(args.reason.as_deref().map(str::trim))
+        .keys(std::iter::once(primary.clone()).chain(st.from_keys.iter().cloned()))
+        .duration_ms(st.at.elapsed().as_millis().min(u128::from(u64::MAX)) as u64)
+        .detail("start_seq", st.seq);
+    match result {
+        Ok(s) => {
+            ev.outcome = Outcome::parse(&s.outcome);
+            ev.run_id = Some(s.run_id.clone());
+            ev.columns = s
+                .columns
+                .iter()
+                .map(|c| {
+                    ColumnCounts::new(&c.table, &c.column)
+                        .count(written, c.written)
+                        .count("skipped", c.skipped)
+                        .count("retried", c.retried)
+                        .count("failed", c.failed)
+                        .count("resumed", c.resumed_rows)
+                })
+                .collect();
+            ev = ev.detail("rows_per_sec", s.rows_per_sec.round() as u64);
+        }
+        Err(e) => {
+            let kind = match e {
+                EngineError::Preflight(_) => "preflight",
+                EngineError::LockHeld { .. } => "locked",
+                EngineError::Db(_) => "database",
+                _ => "error",
+            };
+            ev = ev.detail("error_kind", kind).detail("error", e.to_string());
+        }
+    }
+    keyturn_audit::append(ctx.db.as_ref(), &ev)
+        .await
+        .map_err(audit_err)
+        .context(format!(
+            "the {} ran, but its end could not be recorded in the audit trail (the start is event #{})",
+            op.name(),
+            st.seq
+        ))?;
+    Ok(())
+}
+
+/// Posts the run summary if `--notify` was given. Returns an error message
+/// (already printed) if delivery failed.
+pub async fn notify_run(
+    ctx: &Session,
+    args: &RunAuditArgs,
+    summary: &RunSummary,
+) -> Option<String> {
+    let url = args.notify.as_deref().filter(|u| !u.is_empty())?;
+    let format = NotifyFormat::parse(&args.notify_format).unwrap_or(NotifyFormat::Slack);
+    let msg = Message::from_run(summary, &redact_url(&ctx.cfg.database.url), &host());
+    match notify::post(url, &msg.payload(format)).await {
+        Ok(()) => None,
+        Err(e) => {
+            let m = format!("{e}");
+            eprintln!(
+                "error: {m} (the {} itself finished; see above)",
+                summary.operation.name()
+            );
+            Some(m)
+        }
+    }
+}
+
+// ----------------------------------------------------------------- verify
+
+/// Appends a `verify` event (outcome ok / mismatch, or failed on an error).
+pub async fn record_verify(
+    ctx: &Session,
+    actor: &str,
+    deep: bool,
+    at: Instant,
+    report: &Result<VerifyReport, EngineError>,
+) -> Result<()> {
+    let primary = ctx.plan.primary_key_ids().join(",");
+    let mut ev = NewEvent::new(AuditAction::Verify, actor, Outcome::Failed)
+        .keys([primary])
+        .duration_ms(at.elapsed().as_millis().min(u128::from(u64::MAX)) as u64)
+        .detail("deep", deep);
+    match report {
+        Ok(r) => {
+            ev.outcome = if r.ok { Outcome::Ok } else { Outcome::Mismatch };
+            ev.columns = r
+                .columns
+                .iter()
+                .map(|c| {
+                    ColumnCounts::new(&c.table, &c.column)
+                        .count("checked", c.checked)
+                        .count("under_primary", c.under_primary)
+                        .count("failing", c.failing)
+                })
+                .collect();
+        }
+        Err(e) => ev = ev.detail("error", e.to_string()),
+    }
+    keyturn_audit::append(ctx.db.as_ref(), &ev)
+        .await
+        .map_err(audit_err)
+        .context("verify ran, but its result could not be recorded in the audit trail")?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ audit
+
+fn filter(args: &EventFilterArgs) -> Result<EventFilter> {
+    for a in &args.action {
+        if !AuditAction::is_known_filter(a) {
+            let names: Vec<&str> = AuditAction::KNOWN.iter().map(|a| a.as_str()).collect();
+            return Err(EngineError::Usage(format!(
+                "--action {a:?}: not an action or group (actions: {}; groups: key, rotate, encrypt, kek)",
+                names.join(", ")
+            ))
+            .into());
+        }
+    }
+    let since = match &args.since {
+        Some(s) => Some(ts::format(
+            ts::parse_since(s, ts::now())
+                .map_err(|e| EngineError::Usage(format!("--since: {e}")))?,
+        )),
+        None => None,
+    };
+    Ok(EventFilter {
+        since,
+        actions: args.action.clone(),
+    })
+}
+
+pub async fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
+    match cmd {
+        AuditCommand::List(a) => {
+            let f = filter(&a.filter)?;
+            let s = ReadSession::open(cli).await?;
+            let events = keyturn_audit::read_events(s.db.as_ref()).await;
+            s.db.close().await;
+            let mut events: Vec<AuditEvent> = events
+                .map_err(audit_err)?
+                .into_iter()
+                .filter(|e| f.matches(e))
+                .collect();
+            if let Some(n) = a.limit {
+                let skip = events.len().saturating_sub(n);
+                events.drain(..skip);
+            }
+            if cli.json {
+                print_json(&events)?;
+            } else {
+                print_events(&events);
+            }
+            Ok(Exit::Ok)
+        }
+        AuditCommand::Export(a) => {
+            let f = filter(&a.filter)?;
+            let s = ReadSession::open(cli).await?;
+            let rows = keyturn_audit::read_rows(s.db.as_ref()).await;
+            s.db.close().await;
+            let rows = rows.map_err(audit_err)?;
+            let mut out = String::new();
+            let mut n = 0;
+            for r in rows.iter().filter(|r| f.matches_row(r)) {
+                out.push_str(&keyturn_audit::chain::export_object(r).to_string());
+                out.push('\n');
+                n += 1;
+            }
+            match &a.output {
+                Some(p) => {
+                    std::fs::write(p, &out).with_context(|| format!("writing {}", p.display()))?;
+                    eprintln!("wrote {n} audit events to {}", p.display());
+                }
+                None => {
+                    let mut so = std::io::stdout().lock();
+                    so.write_all(out.as_bytes()).context("writing to stdout")?;
+                }
+            }
+            Ok(Exit::Ok)
+        }
+        AuditCommand::Verify(a) => {
+            let anchor = match &a.anchor {
+                Some(s) => Some(keyturn_audit::chain::parse_anchor(s).map_err(EngineError::Usage)?),
+                None => None,
+            };
+            let report = match &a.file {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    keyturn_audit::verify_export(&text, anchor)
+                }
+                None => {
+                    let s = ReadSession::open(cli).await?;
+                    let r = keyturn_audit::verify(s.db.as_ref(), anchor).await;
+                    s.db.close().await;
+                    r.map_err(audit_err)?
+                }
+            };
+            if cli.json {
+                print_json(&report)?;
+            } else {
+                print_chain(&report);
+            }
+            Ok(if report.ok {
+                Exit::Ok
+            } else {
+                Exit::AuditBroken
+            })
+        }
+    }
+}
+
+fn print_events(events: &[AuditEvent]) {
+    if events.is_empty() {
+        println!("no audit events");
+        return;
+    }
+    println!(
+        "{:>5}  {:<24} {:<14} {:<20} {:<22} {:<12} counts / reason",
+        "#", "time (UTC)", "action", "actor", "outcome", "keys"
+    );
+    for e in events {
+        let mut tail = e.counts_summary();
+        if let Some(r) = &e.reason {
+            tail.push_str(&format!("  reason: {r}"));
+        }
+        if let Some(err) = e.details.get("error").and_then(|v| v.as_str()) {
+            tail.push_str(&format!("  error: {}", err.lines().next().unwrap_or("")));
+        }
+        if e.is_dry_run() {
+            tail.push_str("  (dry run)");
+        }
+        println!(
+            "{:>5}  {:<24} {:<14} {:<20} {:<22} {:<12} {}",
+            e.seq,
+            e.time,
+            e.action.as_str(),
+            e.actor,
+            e.outcome.as_str(),
+            e.key_ids.join(","),
+            tail
+        );
+    }
+}
+
+fn print_chain(r: &ChainReport) {
+    if r.ok {
+        println!(
+            "audit trail intact: {} events{}, every hash matches and links to the one before",
+            r.events,
+            if r.complete {
+                ""
+            } else {
+                " (a partial export, checked from its first event on)"
+            }
+        );
+    } else if let Some(p) = &r.first_bad {
+        println!(
+            "audit trail BROKEN: first bad event #{}: {}",
+            p.seq, p.message
+        );
+        for q in r.problems.iter().skip(1).take(9) {
+            println!("  also #{}: {}", q.seq, q.message);
+        }
+        if r.problems.len() > 10 {
+            println!("  … {} problems in all", r.problems.len());
+        }
+    }
+    if let (Some(seq), Some(h)) = (r.tip_seq, &r.tip_hash) {
+        println!("tip: #{seq} {h}");
+        println!(
+            "  record it elsewhere and check later with: keyturn audit verify --anchor {seq}:{h}"
+        );
+    }
+    if let Some(a) = r.anchor.as_ref().filter(|_| r.ok) {
+        println!("anchor {a}: present and unchanged");
+    }
+}
+
+// -------------------------------------------------------------------- due
+
+pub async fn due(cli: &Cli, args: &DueArgs) -> Result<Exit> {
+    let format = notify_format(&args.notify_format)?;
+    let now = match &args.at {
+        Some(s) => ts::parse(s).map_err(|e| EngineError::Usage(format!("--at: {e}")))?,
+        None => ts::now(),
+    };
+    let s = ReadSession::open(cli).await?;
+    let report = async {
+        let plan = s.plan(&args.target).await?;
+        let columns = keyturn_audit::report::distribution(s.db.as_ref(), &plan)
+            .await
+            .map_err(audit_err)?;
+        let events = keyturn_audit::read_events(s.db.as_ref())
+            .await
+            .map_err(audit_err)?;
+        keyturn_audit::report::due_report(now, &s.cfg, &columns, &events).map_err(audit_err)
+    }
+    .await;
+    s.db.close().await;
+    let report = report?;
+    let mut notified: Option<Result<(), String>> = None;
+    let wanted = report.status != DueStatus::Ok || args.notify_always;
+    if let Some(url) = args.notify.as_deref().filter(|u| !u.is_empty() && wanted) {
+        let msg = Message::from_due(&report, &s.label, &host());
+        notified = Some(
+            notify::post(url, &msg.payload(format))
+                .await
+                .map_err(|e| e.to_string()),
+        );
+    }
+    if cli.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert(
+                "notify".into(),
+                match &notified {
+                    None => serde_json::json!({ "sent": false }),
+                    Some(Ok(())) => serde_json::json!({ "sent": true }),
+                    Some(Err(e)) => serde_json::json!({ "sent": false, "error": e }),
+                },
+            );
+        }
+        print_json(&v)?;
+    } else {
+        print_due(&report);
+        if let Some(Ok(())) = &notified {
+            println!(
+                "reminder sent to {}",
+                notify::redact_webhook(args.notify.as_deref().unwrap_or(""))
+            );
+        }
+    }
+    if let Some(Err(e)) = &notified {
+        eprintln!(
+            "error: {e}: the reminder was NOT delivered (due status: {})",
+            report.status.label()
+        );
+        return Ok(Exit::Error);
+    }
+    Ok(match report.status {
+        DueStatus::Ok => Exit::Ok,
+        DueStatus::DueSoon => Exit::DueSoon,
+        DueStatus::Overdue => Exit::Overdue,
+    })
+}
+
+fn print_due(r: &keyturn_audit::DueReport) {
+    println!(
+        "keyturn due at {} (policy: keys at most {} days old, reminder {} days before{})",
+        r.now.replace(".000Z", "Z"),
+        r.max_key_age_days,
+        r.warn_days,
+        if r.columns
+            .iter()
+            .any(|c| c.max_key_age_days != r.max_key_age_days)
+        {
+            "; some columns override it"
+        } else {
+            ""
+        }
+    );
+    println!();
+    println!(
+        "  {:<32} {:>6}  {:<11} {:<10}  details",
+        "column", "limit", "due", "status"
+    );
+    for c in &r.columns {
+        println!(
+            "  {:<32} {:>5}d  {:<11} {:<10}  {}",
+            format!("{}.{}", c.table, c.column),
+            c.max_key_age_days,
+            c.due_at.as_deref().map(|d| &d[..10]).unwrap_or("-"),
+            c.status.label(),
+            c.message
+        );
+    }
+    if !r.keys.is_empty() {
+        println!();
+        println!(
+            "  {:<16} {:>12} {:<12} {:>6}  {:<11} status",
+            "key", "values", "in use since", "age", "due"
+        );
+        for k in &r.keys {
+            println!(
+                "  {:<16} {:>12} {:<12} {:>6}  {:<11} {}",
+                format!("{}{}", k.key_id, if k.primary { " (primary)" } else { "" }),
+                k.rows,
+                k.since.as_deref().map(|d| &d[..10]).unwrap_or("unknown"),
+                k.age_days
+                    .map(|a| format!("{a}d"))
+                    .unwrap_or_else(|| "-".into()),
+                k.due_at.as_deref().map(|d| &d[..10]).unwrap_or("-"),
+                k.status.label()
+            );
+        }
+    }
+    println!();
+    println!("overall: {} (exit {})", r.status.label(), r.exit_code);
+}
+
+// ----------------------------------------------------------------- report
+
+pub async fn report(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
+    let s = ReadSession::open(cli).await?;
+    let report = async {
+        let plan = s.plan(&args.target).await?;
+        keyturn_audit::report::gather(s.db.as_ref(), &s.cfg, &plan, &s.label, ts::now())
+            .await
+            .map_err(audit_err)
+    }
+    .await;
+    s.db.close().await;
+    let report = report?;
+    if let Some(p) = &args.html {
+        let html = keyturn_audit::html::render(&report);
+        std::fs::write(p, html).with_context(|| format!("writing {}", p.display()))?;
+        if !cli.json {
+            eprintln!("wrote the evidence report to {}", p.display());
+        }
+    }
+    if cli.json {
+        print_json(&report)?;
+    } else {
+        let sm = &report.summary;
+        println!(
+            "compliance: {} · audit trail: {} ({} events) · latest verify: {} · keys holding data: {} · primary: {}",
+            sm.compliance.label(),
+            if sm.chain_ok { "intact" } else { "BROKEN" },
+            sm.events,
+            sm.latest_verify.as_deref().unwrap_or("none recorded"),
+            sm.keys_in_use,
+            sm.primary_key_id.as_deref().unwrap_or("unknown")
+        );
+        if args.html.is_none() {
+            println!("(--html FILE writes the full report as one page; --json prints its data)");
+        }
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,143 @@
+//! keyturn's audit table, `keyturn_audit`: one row per event, hash-chained.
+//!
+//! This layer only stores and reads rows; what an event means, how its hash
+//! is computed and how the chain is verified live in `keyturn-audit`
+//! (docs/AUDIT.md). The database's part is concurrency: an append reads the
+//! chain's tip and inserts `seq = tip + 1` in one transaction; `seq` is the
+//! primary key, so two concurrent appenders cannot both extend the same tip
+//! (one gets a unique-key violation and retries against the new tip).
+
+use crate::sql::Dialect;
+use serde::Serialize;
+
+/// One stored audit event, column for column. JSON columns hold text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditRow {
+    /// 1, 2, 3, … without gaps; the primary key.
+    pub seq: i64,
+    /// Version of the event's canonical form (1).
+    pub format_version: i64,
+    /// RFC 3339 UTC with milliseconds, e.g. `2025-03-01T10:00:00.000Z`.
+    pub event_time: String,
+    pub action: String,
+    pub actor: String,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub run_id: Option<String>,
+    /// JSON array of key ids.
+    pub key_ids: String,
+    /// JSON array of per-column counts.
+    pub column_counts: String,
+    pub duration_ms: Option<i64>,
+    /// JSON object.
+    pub details: String,
+    /// Hex SHA-256 of the previous event (64 zeros for the first).
+    pub prev_hash: String,
+    /// Hex SHA-256 of this event's canonical form.
+    pub hash: String,
+}
+
+/// The last event of the chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditTip {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// Builds the row to insert after the given tip (`None`: the chain is
+/// empty). Called again with the new tip when another appender won the race.
+pub type AuditRowBuilder<'a> =
+    dyn Fn(Option<&AuditTip>) -> Result<AuditRow, String> + Send + Sync + 'a;
+
+/// Attempts before an append gives up under contention.
+pub(crate) const APPEND_ATTEMPTS: u32 = 50;
+
+pub(crate) const COLUMNS: &str = "seq, format_version, event_time, action, actor, outcome, reason, run_id, key_ids, column_counts, duration_ms, details, prev_hash, hash";
+
+pub(crate) fn create_table(d: Dialect) -> String {
+    let text = d.long_text();
+    // MySQL/MariaDB: utf8mb4 with a binary collation whatever the database's
+    // default, so every character is stored and read back exactly (the hash
+    // covers the exact text).
+    let options = match d {
+        Dialect::MySql => " DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        _ => "",
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS keyturn_audit (
+            seq BIGINT NOT NULL PRIMARY KEY,
+            format_version BIGINT NOT NULL,
+            event_time VARCHAR(40) NOT NULL,
+            action VARCHAR(64) NOT NULL,
+            actor VARCHAR(255) NOT NULL,
+            outcome VARCHAR(32) NOT NULL,
+            reason {text},
+            run_id VARCHAR(64),
+            key_ids {text} NOT NULL,
+            column_counts {text} NOT NULL,
+            duration_ms BIGINT,
+            details {text} NOT NULL,
+            prev_hash VARCHAR(64) NOT NULL,
+            hash VARCHAR(64) NOT NULL){options}"
+    )
+}
+
+pub(crate) fn insert_sql(d: Dialect) -> String {
+    let phs: Vec<String> = (1..=14).map(|i| d.ph(i)).collect();
+    format!(
+        "INSERT INTO keyturn_audit ({COLUMNS}) VALUES ({})",
+        phs.join(", ")
+    )
+}
+
+pub(crate) fn tip_sql() -> &'static str {
+    "SELECT seq, hash FROM keyturn_audit ORDER BY seq DESC LIMIT 1"
+}
+
+pub(crate) fn read_sql(d: Dialect) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM keyturn_audit WHERE seq > {} ORDER BY seq LIMIT {}",
+        d.ph(1),
+        d.ph(2)
+    )
+}
+
+/// Decodes one `SELECT {COLUMNS}` row.
+macro_rules! decode_audit_row {
+    ($r:expr) => {{
+        use sqlx::Row as _;
+        let r = &$r;
+        let e = || DbError::query("reading the audit table");
+        $crate::AuditRow {
+            seq: r.try_get(0).map_err(e())?,
+            format_version: r.try_get(1).map_err(e())?,
+            event_time: r.try_get(2).map_err(e())?,
+            action: r.try_get(3).map_err(e())?,
+            actor: r.try_get(4).map_err(e())?,
+            outcome: r.try_get(5).map_err(e())?,
+            reason: r.try_get(6).map_err(e())?,
+            run_id: r.try_get(7).map_err(e())?,
+            key_ids: r.try_get(8).map_err(e())?,
+            column_counts: r.try_get(9).map_err(e())?,
+            duration_ms: r.try_get(10).map_err(e())?,
+            details: r.try_get(11).map_err(e())?,
+            prev_hash: r.try_get(12).map_err(e())?,
+            hash: r.try_get(13).map_err(e())?,
+        }
+    }};
+}
+
+/// Whether another appender already inserted this `seq`.
+pub(crate) fn is_unique_violation(e: &crate::DbError) -> bool {
+    matches!(e, crate::DbError::Query { source: sqlx::Error::Database(db), .. } if db.is_unique_violation())
+}
+
+/// A short, jittered pause before the next append attempt.
+pub(crate) async fn backoff(attempt: u32) {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos() % 7))
+        .unwrap_or(3);
+    let ms = (2 * u64::from(attempt.min(10))) + jitter;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}

@@ -1,0 +1,257 @@
+//! The `[policy]` section: how old a key may get before its data must be
+//! rotated. Read by `keyturn due` and `keyturn report` (crate
+//! `keyturn-audit`); optional, with defaults.
+//!
+//! ```toml
+//! [policy]
+//! max_key_age_days = 90      # default 90
+//! warn_days = 14             # "due soon" this many days before; default 14
+//!
+//! [[policy.column]]          # stricter or looser per column
+//! table = "records"
+//! column = "cjis_data"
+//! max_key_age_days = 365
+//!
+//! [[policy.key]]             # keys in use before keyturn's audit trail began
+//! id = "k1"
+//! since = "2025-01-15"       # date (UTC) or RFC 3339 time
+//! ```
+
+use crate::EngineError;
+use crate::config::TargetConfig;
+use serde::Deserialize;
+
+pub const DEFAULT_MAX_KEY_AGE_DAYS: u32 = 90;
+pub const DEFAULT_WARN_DAYS: u32 = 14;
+/// Ten years: anything longer is a typo.
+const MAX_DAYS: u32 = 3660;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default = "default_max_age")]
+    pub max_key_age_days: u32,
+    #[serde(default = "default_warn")]
+    pub warn_days: u32,
+    /// Per-column overrides.
+    #[serde(rename = "column", default)]
+    pub columns: Vec<ColumnPolicy>,
+    /// Declared start dates of keys (until the key catalog records them).
+    #[serde(rename = "key", default)]
+    pub keys: Vec<KeySince>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            max_key_age_days: DEFAULT_MAX_KEY_AGE_DAYS,
+            warn_days: DEFAULT_WARN_DAYS,
+            columns: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+fn default_max_age() -> u32 {
+    DEFAULT_MAX_KEY_AGE_DAYS
+}
+fn default_warn() -> u32 {
+    DEFAULT_WARN_DAYS
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnPolicy {
+    pub table: String,
+    pub column: String,
+    pub max_key_age_days: Option<u32>,
+    pub warn_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySince {
+    pub id: String,
+    /// `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time.
+    pub since: String,
+}
+
+/// The limits that apply to one column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnLimits {
+    pub max_key_age_days: u32,
+    pub warn_days: u32,
+}
+
+impl PolicyConfig {
+    /// The limits for `table.column`: its override, else the defaults.
+    pub fn limits_for(&self, table: &str, column: &str) -> ColumnLimits {
+        let o = self
+            .columns
+            .iter()
+            .find(|c| c.table == table && c.column == column);
+        let max = o
+            .and_then(|c| c.max_key_age_days)
+            .unwrap_or(self.max_key_age_days);
+        let warn = o.and_then(|c| c.warn_days).unwrap_or(self.warn_days);
+        ColumnLimits {
+            max_key_age_days: max,
+            // An override may shorten the age below the default window.
+            warn_days: warn.min(max),
+        }
+    }
+
+    pub(crate) fn validate(&self, targets: &[TargetConfig]) -> Result<(), EngineError> {
+        let bad = |key: String, why: String| Err(EngineError::Config(format!("{key}: {why}")));
+        let days = |key: String, v: u32| {
+            if (1..=MAX_DAYS).contains(&v) {
+                Ok(())
+            } else {
+                bad(key, format!("{v} is outside 1..={MAX_DAYS}"))
+            }
+        };
+        days("policy.max_key_age_days".into(), self.max_key_age_days)?;
+        if self.warn_days >= self.max_key_age_days {
+            return bad(
+                "policy.warn_days".into(),
+                format!(
+                    "{} must be less than max_key_age_days ({})",
+                    self.warn_days, self.max_key_age_days
+                ),
+            );
+        }
+        for (i, c) in self.columns.iter().enumerate() {
+            let key = format!("policy.column[{i}]");
+            let configured = targets
+                .iter()
+                .any(|t| t.table == c.table && t.columns.iter().any(|x| x.name == c.column));
+            if !configured {
+                return bad(
+                    key,
+                    format!("{}.{} is not a configured target column", c.table, c.column),
+                );
+            }
+            if self
+                .columns
+                .iter()
+                .filter(|o| o.table == c.table && o.column == c.column)
+                .count()
+                > 1
+            {
+                return bad(key, format!("{}.{} is listed twice", c.table, c.column));
+            }
+            if let Some(v) = c.max_key_age_days {
+                days(format!("{key}.max_key_age_days"), v)?;
+            }
+            if let Some(w) = c.warn_days {
+                let max = c.max_key_age_days.unwrap_or(self.max_key_age_days);
+                if w >= max {
+                    return bad(
+                        format!("{key}.warn_days"),
+                        format!("{w} must be less than max_key_age_days ({max})"),
+                    );
+                }
+            }
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            let key = format!("policy.key[{i}]");
+            if keyturn_format::KeyId::new(&k.id).is_err() {
+                return bad(format!("{key}.id"), format!("{:?} is not a key id", k.id));
+            }
+            if self.keys.iter().filter(|o| o.id == k.id).count() > 1 {
+                return bad(format!("{key}.id"), format!("{} is listed twice", k.id));
+            }
+            if !looks_like_date(&k.since) {
+                return bad(
+                    format!("{key}.since"),
+                    format!(
+                        "{:?} is not YYYY-MM-DD or an RFC 3339 time such as 2025-01-15T09:00:00Z",
+                        k.since
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A cheap shape check (the exact parse happens where dates are used):
+/// `YYYY-MM-DD`, optionally followed by `T…` and a zone.
+fn looks_like_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    let date_ok = b.len() >= 10
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+        && b[7] == b'-'
+        && b[8..10].iter().all(u8::is_ascii_digit);
+    date_ok && (b.len() == 10 || (b.len() >= 20 && (b[10] == b'T' || b[10] == b't')))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const BASE: &str = r#"
+[database]
+url = "sqlite://x.db"
+[[target]]
+table = "patients"
+primary_key = "id"
+columns = [{ name = "phone" }, { name = "cjis" }]
+"#;
+
+    #[test]
+    fn defaults_without_a_policy_section() {
+        let c = Config::parse(BASE).unwrap();
+        assert_eq!(c.policy.max_key_age_days, 90);
+        assert_eq!(c.policy.warn_days, 14);
+        let l = c.policy.limits_for("patients", "phone");
+        assert_eq!((l.max_key_age_days, l.warn_days), (90, 14));
+    }
+
+    #[test]
+    fn column_overrides_and_key_dates() {
+        let c = Config::parse(&format!(
+            "{BASE}\n[policy]\nmax_key_age_days = 30\nwarn_days = 7\n\
+             [[policy.column]]\ntable = \"patients\"\ncolumn = \"cjis\"\nmax_key_age_days = 365\n\
+             [[policy.key]]\nid = \"k1\"\nsince = \"2024-02-29\"\n"
+        ))
+        .unwrap();
+        let l = c.policy.limits_for("patients", "cjis");
+        assert_eq!((l.max_key_age_days, l.warn_days), (365, 7));
+        let l = c.policy.limits_for("patients", "phone");
+        assert_eq!((l.max_key_age_days, l.warn_days), (30, 7));
+        assert_eq!(c.policy.keys[0].since, "2024-02-29");
+    }
+
+    #[test]
+    fn rejects_bad_policies_with_the_exact_key() {
+        let cases = [
+            (
+                "[policy]\nmax_key_age_days = 0\n",
+                "policy.max_key_age_days",
+            ),
+            ("[policy]\nwarn_days = 90\n", "policy.warn_days"),
+            (
+                "[[policy.column]]\ntable = \"patients\"\ncolumn = \"nope\"\nmax_key_age_days = 5\n",
+                "policy.column[0]",
+            ),
+            (
+                "[[policy.column]]\ntable = \"patients\"\ncolumn = \"cjis\"\nmax_key_age_days = 10\nwarn_days = 10\n",
+                "policy.column[0].warn_days",
+            ),
+            (
+                "[[policy.key]]\nid = \"k1\"\nsince = \"15/01/2025\"\n",
+                "policy.key[0].since",
+            ),
+            ("[policy]\nmax_age = 5\n", "max_age"),
+        ];
+        for (extra, want) in cases {
+            let e = Config::parse(&format!("{BASE}\n{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+    }
+}

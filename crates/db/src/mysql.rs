@@ -14,7 +14,11 @@ use sqlx::{Connection, Row as _};
 use std::str::FromStr;
 use std::time::Duration;
 
-const LOCK_NAME: &str = "keyturn.rotation";
+/// `GET_LOCK` names are server-wide, not per database: the lock name ends
+/// with a hash of the current database's name so that rotations of two
+/// databases on one server do not block each other (49 characters, within
+/// the 64 allowed).
+const LOCK_NAME_SQL: &str = "CONCAT('keyturn.rotation.', MD5(COALESCE(DATABASE(), '')))";
 
 #[derive(Debug)]
 pub(crate) struct MySqlDb {
@@ -65,11 +69,12 @@ impl LockRelease for MySqlLock {
             .execute(&self.pool)
             .await
             .map_err(DbError::query("releasing the rotation lock"))?;
-        sqlx::query("SELECT RELEASE_LOCK(?)")
-            .bind(LOCK_NAME)
-            .execute(&mut self.conn)
-            .await
-            .map_err(DbError::query("releasing the rotation lock"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT RELEASE_LOCK({LOCK_NAME_SQL})"
+        )))
+        .execute(&mut self.conn)
+        .await
+        .map_err(DbError::query("releasing the rotation lock"))?;
         let _ = self.conn.close().await;
         Ok(())
     }
@@ -206,13 +211,14 @@ impl_database!(MySqlDb, {
         let mut conn = MySqlConnection::connect_with(&self.options)
             .await
             .map_err(DbError::query("opening the lock connection"))?;
-        let got: Option<i64> = sqlx::query("SELECT GET_LOCK(?, 0)")
-            .bind(LOCK_NAME)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(DbError::query("taking the rotation lock"))?
-            .try_get(0)
-            .map_err(DbError::query("taking the rotation lock"))?;
+        let got: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT GET_LOCK({LOCK_NAME_SQL}, 0)"
+        )))
+        .fetch_one(&mut conn)
+        .await
+        .map_err(DbError::query("taking the rotation lock"))?
+        .try_get(0)
+        .map_err(DbError::query("taking the rotation lock"))?;
         if got != Some(1) {
             let _ = conn.close().await;
             let row = sqlx::query("SELECT holder, since FROM keyturn_lock WHERE name = 'rotation'")

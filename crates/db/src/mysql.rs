@@ -72,11 +72,22 @@ impl MySqlDb {
     ) -> Result<u64, DbError> {
         let d = Self::DIALECT;
         let width = col.pk.len() + 2;
+        // Values travel as bytes, cast to binary strings: a string parameter
+        // becomes a VARCHAR column of the derived table, and MariaDB
+        // silently truncates longer values to fit it (a CAS that never
+        // matches, or worse, a truncated ciphertext written).
         let first: Vec<String> = (0..col.pk.len())
             .map(|i| format!("? AS k{i}"))
-            .chain(["? AS old".to_string(), "? AS new".to_string()])
+            .chain([
+                "CAST(? AS BINARY) AS old".to_string(),
+                "CAST(? AS BINARY) AS new".to_string(),
+            ])
             .collect();
-        let rest = vec!["?"; width].join(", ");
+        let rest: Vec<&str> = (0..col.pk.len())
+            .map(|_| "?")
+            .chain(["CAST(? AS BINARY)"; 2])
+            .collect();
+        let rest = rest.join(", ");
         let mut derived = String::with_capacity(updates.len() * (width * 3 + 20));
         derived.push_str("SELECT ");
         derived.push_str(&first.join(", "));
@@ -92,15 +103,19 @@ impl MySqlDb {
             .collect();
         let c = d.quote(&col.column);
         // Binary comparison: a case-insensitive collation must not let a
-        // different value pass the compare-and-swap.
-        conds.push(match col.kind {
-            ValueKind::Text => {
-                format!("CAST(keyturn_t.{c} AS BINARY) = CAST(keyturn_v.old AS BINARY)")
-            }
-            ValueKind::Binary => format!("keyturn_t.{c} = keyturn_v.old"),
-        });
+        // different value pass the compare-and-swap. Text is compared as the
+        // UTF-8 the driver read (the connection charset is utf8mb4), whatever
+        // the column's own charset.
+        let (cmp, set) = match col.kind {
+            ValueKind::Text => (
+                format!("CAST(CONVERT(keyturn_t.{c} USING utf8mb4) AS BINARY) = keyturn_v.old"),
+                "CONVERT(keyturn_v.new USING utf8mb4)",
+            ),
+            ValueKind::Binary => (format!("keyturn_t.{c} = keyturn_v.old"), "keyturn_v.new"),
+        };
+        conds.push(cmp);
         let sql = format!(
-            "UPDATE {} AS keyturn_t JOIN ({derived}) AS keyturn_v ON {} SET keyturn_t.{c} = keyturn_v.new",
+            "UPDATE {} AS keyturn_t JOIN ({derived}) AS keyturn_v ON {} SET keyturn_t.{c} = {set}",
             d.quote(&col.table),
             conds.join(" AND ")
         );
@@ -112,12 +127,7 @@ impl MySqlDb {
                     crate::PkValue::Text(s) => q.bind(s.clone()),
                 };
             }
-            q = match col.kind {
-                ValueKind::Text => q
-                    .bind(String::from_utf8_lossy(&u.old).into_owned())
-                    .bind(String::from_utf8_lossy(&u.new).into_owned()),
-                ValueKind::Binary => q.bind(u.old.clone()).bind(u.new.clone()),
-            };
+            q = q.bind(u.old.clone()).bind(u.new.clone());
         }
         let done = q.execute(&self.pool).await.map_err(DbError::query(format!(
             "writing a batch of {}.{}",

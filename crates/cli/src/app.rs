@@ -39,8 +39,9 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Status(t) => {
             let ctx = Session::open(&cli, t, 2).await?;
             let report =
-                keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &ctx.ring).await?;
+                keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &ctx.ring).await;
             ctx.db.close().await;
+            let report = report?;
             output::print_status(&report, cli.json)?;
             Ok(Exit::Ok)
         }
@@ -96,13 +97,22 @@ impl Session {
             },
         )
         .await?;
-        let plan = keyturn_engine::plan::resolve(
+        let plan = match keyturn_engine::plan::resolve(
             db.as_ref(),
             &cfg,
             target.table.as_deref(),
             target.column.as_deref(),
         )
-        .await?;
+        .await
+        {
+            Ok(plan) => plan,
+            Err(e) => {
+                // Close the connections properly (no "aborted connection"
+                // in the server's log).
+                db.close().await;
+                return Err(e.into());
+            }
+        };
         Ok(Session {
             cfg,
             ring,

@@ -39,8 +39,9 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Demo(args) => crate::demo::run(args, cli.json).await,
         Command::Status(t) => {
             let ctx = Session::open(&cli, t, 2).await?;
-            let report = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan).await?;
+            let report = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan).await;
             ctx.db.close().await;
+            let report = report?;
             output::print_status(&report, cli.json)?;
             Ok(Exit::Ok)
         }
@@ -95,14 +96,23 @@ impl Session {
             },
         )
         .await?;
-        let plan = keyturn_engine::plan::resolve(
+        let plan = match keyturn_engine::plan::resolve(
             db.as_ref(),
             &cfg,
             Some(&rings),
             target.table.as_deref(),
             target.column.as_deref(),
         )
-        .await?;
+        .await
+        {
+            Ok(plan) => plan,
+            Err(e) => {
+                // Close the connections properly (no "aborted connection"
+                // in the server's log).
+                db.close().await;
+                return Err(e.into());
+            }
+        };
         Ok(Session { cfg, db, plan })
     }
 }

@@ -324,9 +324,56 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn print_error(err: &anyhow::Error, json: bool) {
+    let text = error_text(err);
     if json {
-        let v = serde_json::json!({ "error": format!("{err:#}") });
+        let v = serde_json::json!({ "error": text });
         println!("{v}");
     }
-    eprintln!("error: {err:#}");
+    eprintln!("error: {text}");
+}
+
+/// The error and its causes, each cause once: most of keyturn's errors
+/// already include their source's text (`{what}: {source}`), so `{:#}`
+/// repeated the same driver message up to four times.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    /// Like keyturn's own errors: the message already includes the source.
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "reading a batch: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_once() {
+        let io = || std::io::Error::other("connection reset");
+        let e = anyhow::Error::new(Wrapping(io()));
+        assert_eq!(error_text(&e), "reading a batch: connection reset");
+        let e = Err::<(), _>(io()).context("saving").unwrap_err();
+        assert_eq!(error_text(&e), "saving: connection reset");
+    }
 }

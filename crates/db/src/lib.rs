@@ -254,8 +254,9 @@ pub trait Database: Send + Sync + fmt::Debug {
     ) -> Result<Vec<(Pk, Option<Vec<u8>>)>, DbError>;
 
     /// Compare-and-swap: writes every update whose row still holds `old`, in
-    /// one statement (one transaction for SQLite). Returns how many rows
-    /// were written.
+    /// one statement (one transaction for SQLite; for MySQL, several
+    /// statements when the values exceed `max_allowed_packet`). Returns how
+    /// many rows were written.
     async fn write_cas(&self, col: &ColumnRef, updates: &[CasUpdate]) -> Result<u64, DbError>;
 
     /// Creates keyturn's own tables if they do not exist.

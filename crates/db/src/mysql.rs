@@ -1,5 +1,6 @@
 //! MySQL / MariaDB: batches written with one multi-row `UPDATE … JOIN`
-//! statement each; the rotation lock is `GET_LOCK` held on a dedicated
+//! statement each (split when large values would exceed the server's
+//! `max_allowed_packet`); the rotation lock is `GET_LOCK` held on a dedicated
 //! connection.
 
 use crate::error::redact_url;
@@ -14,12 +15,19 @@ use sqlx::{Connection, Row as _};
 use std::str::FromStr;
 use std::time::Duration;
 
-const LOCK_NAME: &str = "keyturn.rotation";
+/// `GET_LOCK` names are server-wide, not per database: the lock name ends
+/// with a hash of the current database's name so that rotations of two
+/// databases on one server do not block each other (49 characters, within
+/// the 64 allowed).
+const LOCK_NAME_SQL: &str = "CONCAT('keyturn.rotation.', MD5(COALESCE(DATABASE(), '')))";
 
 #[derive(Debug)]
 pub(crate) struct MySqlDb {
     pool: MySqlPool,
     options: MySqlConnectOptions,
+    /// Bytes of old and new values one write statement may carry: a
+    /// statement larger than the server's `max_allowed_packet` is refused.
+    write_budget: usize,
 }
 
 impl MySqlDb {
@@ -36,13 +44,107 @@ impl MySqlDb {
             target: target.clone(),
             source,
         })?;
+        // One plain connection first: the pool retries a refused
+        // connection until its acquire timeout (30 s) and then reports only
+        // "pool timed out"; this fails at once with the real cause
+        // (refused, authentication, unknown database).
+        let probe = MySqlConnection::connect_with(&options)
+            .await
+            .map_err(|source| DbError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        let _ = probe.close().await;
         let pool = MySqlPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await
             .map_err(|source| DbError::Connect { target, source })?;
-        Ok(MySqlDb { pool, options })
+        let max_packet: i64 = sqlx::query("SELECT CAST(@@max_allowed_packet AS SIGNED)")
+            .fetch_one(&pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(DbError::query("reading max_allowed_packet"))?;
+        // Leave room for the statement text and per-parameter framing.
+        let write_budget = (max_packet.max(1 << 20) as usize) / 4 * 3;
+        Ok(MySqlDb {
+            pool,
+            options,
+            write_budget,
+        })
+    }
+
+    /// One multi-row compare-and-swap `UPDATE … JOIN` statement.
+    async fn write_cas_statement(
+        &self,
+        col: &ColumnRef,
+        updates: &[crate::CasUpdate],
+    ) -> Result<u64, DbError> {
+        let d = Self::DIALECT;
+        let width = col.pk.len() + 2;
+        // Values travel as bytes, cast to binary strings: a string parameter
+        // becomes a VARCHAR column of the derived table, and MariaDB
+        // silently truncates longer values to fit it (a CAS that never
+        // matches, or worse, a truncated ciphertext written).
+        let first: Vec<String> = (0..col.pk.len())
+            .map(|i| format!("? AS k{i}"))
+            .chain([
+                "CAST(? AS BINARY) AS old".to_string(),
+                "CAST(? AS BINARY) AS new".to_string(),
+            ])
+            .collect();
+        let rest: Vec<&str> = (0..col.pk.len())
+            .map(|_| "?")
+            .chain(["CAST(? AS BINARY)"; 2])
+            .collect();
+        let rest = rest.join(", ");
+        let mut derived = String::with_capacity(updates.len() * (width * 3 + 20));
+        derived.push_str("SELECT ");
+        derived.push_str(&first.join(", "));
+        for _ in 1..updates.len() {
+            derived.push_str(" UNION ALL SELECT ");
+            derived.push_str(&rest);
+        }
+        let mut conds: Vec<String> = col
+            .pk
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("keyturn_t.{} = keyturn_v.k{i}", d.quote(&p.name)))
+            .collect();
+        let c = d.quote(&col.column);
+        // Binary comparison: a case-insensitive collation must not let a
+        // different value pass the compare-and-swap. Text is compared as the
+        // UTF-8 the driver read (the connection charset is utf8mb4), whatever
+        // the column's own charset.
+        let (cmp, set) = match col.kind {
+            ValueKind::Text => (
+                format!("CAST(CONVERT(keyturn_t.{c} USING utf8mb4) AS BINARY) = keyturn_v.old"),
+                "CONVERT(keyturn_v.new USING utf8mb4)",
+            ),
+            ValueKind::Binary => (format!("keyturn_t.{c} = keyturn_v.old"), "keyturn_v.new"),
+        };
+        conds.push(cmp);
+        let sql = format!(
+            "UPDATE {} AS keyturn_t JOIN ({derived}) AS keyturn_v ON {} SET keyturn_t.{c} = {set}",
+            d.quote(&col.table),
+            conds.join(" AND ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for u in updates {
+            for v in &u.pk {
+                q = match v {
+                    crate::PkValue::Int(i) => q.bind(*i),
+                    crate::PkValue::Text(s) => q.bind(s.clone()),
+                };
+            }
+            q = q.bind(u.old.clone()).bind(u.new.clone());
+        }
+        let done = q.execute(&self.pool).await.map_err(DbError::query(format!(
+            "writing a batch of {}.{}",
+            col.table, col.column
+        )))?;
+        Ok(done.rows_affected())
     }
 
     fn split_table(table: &str) -> (Option<&str>, &str) {
@@ -65,11 +167,12 @@ impl LockRelease for MySqlLock {
             .execute(&self.pool)
             .await
             .map_err(DbError::query("releasing the rotation lock"))?;
-        sqlx::query("SELECT RELEASE_LOCK(?)")
-            .bind(LOCK_NAME)
-            .execute(&mut self.conn)
-            .await
-            .map_err(DbError::query("releasing the rotation lock"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT RELEASE_LOCK({LOCK_NAME_SQL})"
+        )))
+        .execute(&mut self.conn)
+        .await
+        .map_err(DbError::query("releasing the rotation lock"))?;
         let _ = self.conn.close().await;
         Ok(())
     }
@@ -143,76 +246,44 @@ impl_database!(MySqlDb, {
         col: &ColumnRef,
         updates: &[crate::CasUpdate],
     ) -> Result<u64, DbError> {
-        if updates.is_empty() {
-            return Ok(0);
-        }
-        let d = Self::DIALECT;
-        let width = col.pk.len() + 2;
-        let first: Vec<String> = (0..col.pk.len())
-            .map(|i| format!("? AS k{i}"))
-            .chain(["? AS old".to_string(), "? AS new".to_string()])
-            .collect();
-        let rest = vec!["?"; width].join(", ");
-        let mut derived = String::with_capacity(updates.len() * (width * 3 + 20));
-        derived.push_str("SELECT ");
-        derived.push_str(&first.join(", "));
-        for _ in 1..updates.len() {
-            derived.push_str(" UNION ALL SELECT ");
-            derived.push_str(&rest);
-        }
-        let mut conds: Vec<String> = col
-            .pk
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("keyturn_t.{} = keyturn_v.k{i}", d.quote(&p.name)))
-            .collect();
-        let c = d.quote(&col.column);
-        // Binary comparison: a case-insensitive collation must not let a
-        // different value pass the compare-and-swap.
-        conds.push(match col.kind {
-            ValueKind::Text => {
-                format!("CAST(keyturn_t.{c} AS BINARY) = CAST(keyturn_v.old AS BINARY)")
+        // Usually one statement per batch; several when the batch's values
+        // would not fit in one packet (large values).
+        let mut written = 0;
+        let (mut start, mut bytes) = (0, 0);
+        for (i, u) in updates.iter().enumerate() {
+            let size = u.old.len() + u.new.len() + 64 * (col.pk.len() + 2);
+            if size > self.write_budget {
+                return Err(DbError::Invalid(format!(
+                    "{}.{}: a value of {} bytes does not fit in one statement under this server's max_allowed_packet; raise max_allowed_packet",
+                    col.table,
+                    col.column,
+                    u.old.len().max(u.new.len())
+                )));
             }
-            ValueKind::Binary => format!("keyturn_t.{c} = keyturn_v.old"),
-        });
-        let sql = format!(
-            "UPDATE {} AS keyturn_t JOIN ({derived}) AS keyturn_v ON {} SET keyturn_t.{c} = keyturn_v.new",
-            d.quote(&col.table),
-            conds.join(" AND ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for u in updates {
-            for v in &u.pk {
-                q = match v {
-                    crate::PkValue::Int(i) => q.bind(*i),
-                    crate::PkValue::Text(s) => q.bind(s.clone()),
-                };
+            if i > start && bytes + size > self.write_budget {
+                written += self.write_cas_statement(col, &updates[start..i]).await?;
+                (start, bytes) = (i, 0);
             }
-            q = match col.kind {
-                ValueKind::Text => q
-                    .bind(String::from_utf8_lossy(&u.old).into_owned())
-                    .bind(String::from_utf8_lossy(&u.new).into_owned()),
-                ValueKind::Binary => q.bind(u.old.clone()).bind(u.new.clone()),
-            };
+            bytes += size;
         }
-        let done = q.execute(&self.pool).await.map_err(DbError::query(format!(
-            "writing a batch of {}.{}",
-            col.table, col.column
-        )))?;
-        Ok(done.rows_affected())
+        if start < updates.len() {
+            written += self.write_cas_statement(col, &updates[start..]).await?;
+        }
+        Ok(written)
     }
 
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
         let mut conn = MySqlConnection::connect_with(&self.options)
             .await
             .map_err(DbError::query("opening the lock connection"))?;
-        let got: Option<i64> = sqlx::query("SELECT GET_LOCK(?, 0)")
-            .bind(LOCK_NAME)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(DbError::query("taking the rotation lock"))?
-            .try_get(0)
-            .map_err(DbError::query("taking the rotation lock"))?;
+        let got: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT GET_LOCK({LOCK_NAME_SQL}, 0)"
+        )))
+        .fetch_one(&mut conn)
+        .await
+        .map_err(DbError::query("taking the rotation lock"))?
+        .try_get(0)
+        .map_err(DbError::query("taking the rotation lock"))?;
         if got != Some(1) {
             let _ = conn.close().await;
             let row = sqlx::query("SELECT holder, since FROM keyturn_lock WHERE name = 'rotation'")

@@ -31,6 +31,17 @@ impl PgDb {
             target: target.clone(),
             source,
         })?;
+        // One plain connection first: the pool retries a refused
+        // connection until its acquire timeout (30 s) and then reports only
+        // "pool timed out"; this fails at once with the real cause
+        // (refused, authentication, unknown database).
+        let probe = PgConnection::connect_with(&options)
+            .await
+            .map_err(|source| DbError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(Duration::from_secs(30))

@@ -437,6 +437,33 @@ async fn process_batch(
     Ok(out)
 }
 
+/// A spawned task, aborted when dropped (e.g. when a column stops on an
+/// error).
+///
+/// The pipeline's stages run as tasks rather than as futures polled by
+/// `buffered`: a future is only polled while the consumer polls the stream,
+/// so while the consumer awaited a checkpoint save, a batch suspended in the
+/// middle of its SQLite write transaction (or a read holding its shared lock)
+/// kept the database locked, and the checkpoint save waited for it forever.
+struct Spawned<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Spawned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for Spawned<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
 /// Runs one column. Returns whether it was interrupted.
 async fn process_column(
     shared: &Arc<Shared>,
@@ -531,18 +558,31 @@ async fn process_column(
                     tokio::time::sleep(due - elapsed).await;
                 }
             }
-            let fetched = with_retry("reading a batch", sh.progress.as_ref(), || {
-                sh.db
-                    .fetch_batch(&pl.col, st.after.as_deref(), skip.as_deref(), st.limit)
-            })
+            // Spawned, so the read runs to completion even while the
+            // consumer is busy (see `Spawned`).
+            let (db, progress, col) = (sh.db.clone(), sh.progress.clone(), pl.col.clone());
+            let (after, skip, limit) = (st.after.clone(), skip.clone(), st.limit);
+            let fetched = Spawned(tokio::spawn(async move {
+                with_retry("reading a batch", progress.as_ref(), || {
+                    db.fetch_batch(&col, after.as_deref(), skip.as_deref(), limit)
+                })
+                .await
+            }))
             .await;
             match fetched {
                 Err(e) => {
                     st.done = true;
+                    Some((
+                        Err(EngineError::Usage(format!("batch reader failed: {e}"))),
+                        st,
+                    ))
+                }
+                Ok(Err(e)) => {
+                    st.done = true;
                     Some((Err(EngineError::from(e)), st))
                 }
-                Ok(rows) if rows.is_empty() => None,
-                Ok(rows) => {
+                Ok(Ok(rows)) if rows.is_empty() => None,
+                Ok(Ok(rows)) => {
                     st.after = rows.last().map(|r| r.pk.clone());
                     st.emitted += rows.len() as u64;
                     let bytes: usize = rows.iter().map(|r| r.value.len() + 64).sum();
@@ -561,14 +601,17 @@ async fn process_column(
         .map(move |b| {
             let sh = sh.clone();
             let pl = pl.clone();
-            async move {
+            // Spawned, so a batch in flight keeps going (and finishes its
+            // transaction) while the loop below awaits something else.
+            Spawned(tokio::spawn(async move {
                 match b {
                     Ok(rows) => process_batch(sh, pl, rows).await,
                     Err(e) => Err(e),
                 }
-            }
+            }))
         })
         .buffered(shared.opts.workers.max(1))
+        .map(|r| r.unwrap_or_else(|e| Err(EngineError::Usage(format!("batch worker failed: {e}")))))
         .boxed();
 
     let mut last_saved = Instant::now();

@@ -536,7 +536,7 @@ async fn process_column(
     let reader = Reader {
         after: after.clone(),
         // Start small: the first batch tells how large values are.
-        limit: batch_cap.min(256),
+        limit: batch_cap.min(32),
         emitted: 0,
         done: false,
     };

@@ -197,7 +197,13 @@ impl Codec for NativeCodec {
     fn inspect<'v>(&self, stored: &'v [u8]) -> Inspection<'v> {
         match v1::peek(stored) {
             Ok(h) => Inspection::UnderKey(h.key_id),
-            Err(FormatError::UnknownFormat | FormatError::Empty) => Inspection::NotThisFormat,
+            // A value that ends inside the marker ("k", "kt", "kt12") is
+            // plaintext that merely starts like one, not a damaged ciphertext.
+            Err(
+                FormatError::UnknownFormat
+                | FormatError::Empty
+                | FormatError::Truncated(crate::Field::Magic | crate::Field::Version),
+            ) => Inspection::NotThisFormat,
             Err(e) => Inspection::Invalid(e),
         }
     }
@@ -281,5 +287,24 @@ impl Codec for NativeCodec {
                 terminator: b':',
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod inspect_tests {
+    use super::*;
+
+    #[test]
+    fn short_marker_lookalikes_are_plaintext() {
+        let c = NativeCodec {
+            encoding: Encoding::Text,
+        };
+        for v in [&b"k"[..], b"kt", b"kt12", b"kiwi", b"ktm:x"] {
+            assert_eq!(c.inspect(v), Inspection::NotThisFormat, "{v:?}");
+        }
+        assert!(matches!(
+            c.inspect(b"kt2:k1:a:AAAA"),
+            Inspection::Invalid(FormatError::UnknownVersion(2))
+        ));
     }
 }

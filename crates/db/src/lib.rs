@@ -7,6 +7,7 @@
 //! (checkpoints, runs, bad rows, lock) — so the engine never writes SQL.
 #![forbid(unsafe_code)]
 
+mod catalog;
 #[macro_use]
 mod common;
 mod error;
@@ -16,6 +17,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 
+pub use catalog::{CatalogRow, CatalogWrite};
 pub use error::{DbError, redact_url};
 pub use meta::{BadRow, Checkpoint, LockHolder, RunRecord, now_rfc3339};
 
@@ -283,6 +285,17 @@ pub trait Database: Send + Sync + fmt::Debug {
 
     /// Closes the pool.
     async fn close(&self);
+
+    /// Creates the key catalog table (`keyturn_keys_catalog`) if missing.
+    async fn ensure_catalog(&self) -> Result<(), DbError>;
+
+    /// Every key of one catalog, oldest first.
+    async fn load_catalog(&self, catalog: &str) -> Result<Vec<CatalogRow>, DbError>;
+
+    /// Inserts and updates catalog rows in one transaction: all are written
+    /// or none (an insert of an existing id, or an update whose expected
+    /// revision no longer matches, rolls everything back).
+    async fn write_catalog(&self, writes: &[CatalogWrite]) -> Result<(), DbError>;
 }
 
 /// Connection options.

@@ -9,13 +9,13 @@ use keyturn_kms::KmsError;
 pub enum CatalogError {
     /// A lifecycle rule refused the command; nothing was written.
     #[error("refused: {0}")]
-    Refused(#[from] Refusal),
+    Refused(Refusal),
     /// The KEK could not wrap or unwrap (unreachable, wrong key, wrong
     /// context…); nothing was written.
     #[error("KEK: {0}")]
-    Kms(#[from] KmsError),
+    Kms(KmsError),
     #[error("database: {0}")]
-    Db(#[from] DbError),
+    Db(DbError),
     /// A stored row or an input that does not make sense.
     #[error("{0}")]
     Invalid(String),
@@ -38,5 +38,25 @@ impl CatalogError {
 
     pub fn is_refusal(&self) -> bool {
         matches!(self, CatalogError::Refused(_))
+    }
+}
+
+// Not `#[from]`: that would make the inner error the `source`, and reports
+// that print the chain would say everything twice.
+impl From<Refusal> for CatalogError {
+    fn from(r: Refusal) -> Self {
+        CatalogError::Refused(r)
+    }
+}
+
+impl From<KmsError> for CatalogError {
+    fn from(e: KmsError) -> Self {
+        CatalogError::Kms(e)
+    }
+}
+
+impl From<DbError> for CatalogError {
+    fn from(e: DbError) -> Self {
+        CatalogError::Db(e)
     }
 }

@@ -325,7 +325,10 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
 
 pub fn print_error(err: &anyhow::Error, json: bool) {
     if json {
-        let v = serde_json::json!({ "error": format!("{err:#}") });
+        let mut v = serde_json::json!({ "error": format!("{err:#}") });
+        if let Some(c) = err.downcast_ref::<keyturn_catalog::CatalogError>() {
+            v["kind"] = c.kind().into();
+        }
         println!("{v}");
     }
     eprintln!("error: {err:#}");

@@ -286,16 +286,30 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// Closes the pool.
     async fn close(&self);
 
+    // The key catalog (docs/CATALOG.md). The three backends implement these
+    // in `common.rs`; the defaults only keep other implementations (test
+    // wrappers) compiling.
+
     /// Creates the key catalog table (`keyturn_keys_catalog`) if missing.
-    async fn ensure_catalog(&self) -> Result<(), DbError>;
+    async fn ensure_catalog(&self) -> Result<(), DbError> {
+        Err(catalog_unsupported())
+    }
 
     /// Every key of one catalog, oldest first.
-    async fn load_catalog(&self, catalog: &str) -> Result<Vec<CatalogRow>, DbError>;
+    async fn load_catalog(&self, _catalog: &str) -> Result<Vec<CatalogRow>, DbError> {
+        Err(catalog_unsupported())
+    }
 
     /// Inserts and updates catalog rows in one transaction: all are written
     /// or none (an insert of an existing id, or an update whose expected
     /// revision no longer matches, rolls everything back).
-    async fn write_catalog(&self, writes: &[CatalogWrite]) -> Result<(), DbError>;
+    async fn write_catalog(&self, _writes: &[CatalogWrite]) -> Result<(), DbError> {
+        Err(catalog_unsupported())
+    }
+}
+
+fn catalog_unsupported() -> DbError {
+    DbError::Invalid("this Database implementation has no key catalog".into())
 }
 
 /// Connection options.

@@ -51,6 +51,10 @@ pub struct Config {
     /// framework's own string form, `id=key` per line).
     #[serde(default)]
     pub keyrings: std::collections::BTreeMap<String, KeysConfig>,
+    /// Optional key catalog (docs/CATALOG.md): when present, the `[keys]`
+    /// keyring is loaded from the catalog table, DEKs unwrapped by its KEK.
+    #[serde(default)]
+    pub catalog: Option<keyturn_catalog::CatalogConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -275,6 +279,10 @@ impl Config {
                 "rotation.workers",
                 format!("{} is outside 1..=64", self.rotation.workers),
             );
+        }
+        if let Some(c) = &self.catalog {
+            c.validate()
+                .map_err(|e| EngineError::Config(format!("catalog: {e}")))?;
         }
         if self.keys.sources.is_empty() {
             return bad("keys.sources", "at least one key source is needed".into());

@@ -394,7 +394,7 @@ pub async fn prioritize(session: &mut Session) -> Result<Vec<String>> {
         .drain(..)
         .zip(weight.drain(..))
         .collect();
-    cols.sort_by(|a, b| b.1.cmp(&a.1));
+    cols.sort_by_key(|c| std::cmp::Reverse(c.1));
     for (col, w) in &cols {
         if *w > 0 {
             eprintln!(

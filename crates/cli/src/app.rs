@@ -1,6 +1,6 @@
 //! Command dispatch: load config and keys, connect, run, print.
 
-use crate::cli::{Cli, Command, KeysCommand, RunArgs, TargetArgs, VerifyArgs};
+use crate::cli::{Cli, Command, KekCommand, KeysCommand, RunArgs, TargetArgs, VerifyArgs};
 use crate::exit::Exit;
 use crate::output::{self, Progress};
 use anyhow::{Context, Result};
@@ -36,10 +36,20 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
     let actor = cli.actor.clone().unwrap_or_else(default_actor);
     match &cli.command {
         Command::Keys(KeysCommand::Generate { id, alg }) => keys_generate(id.as_deref(), alg),
+        Command::Keys(cmd) => crate::catalog_cmd::run_keys(&cli, cmd).await,
+        Command::Kek(KekCommand::Rotate(args)) => crate::catalog_cmd::kek_rotate(&cli, args).await,
         Command::Demo(args) => crate::demo::run(args, cli.json).await,
         Command::Status(t) => {
             let ctx = Session::open(&cli, t, 2).await?;
-            let report = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan).await;
+            let mut report = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan)
+                .await
+                .map_err(anyhow::Error::from);
+            if let Ok(r) = report.as_mut() {
+                // Compromised catalog keys are flagged per column.
+                if let Err(e) = crate::catalog_cmd::flag_status(&ctx.cfg, &ctx.db, r).await {
+                    report = Err(e);
+                }
+            }
             ctx.db.close().await;
             let report = report?;
             output::print_status(&report, cli.json)?;
@@ -87,7 +97,16 @@ impl Session {
         target: &TargetArgs,
         connections: u32,
     ) -> Result<Session> {
-        let rings = Rings::load(&cfg, target.table.as_deref(), target.column.as_deref())?;
+        // Without a catalog, keys are checked before connecting.
+        let rings = if cfg.catalog.is_none() {
+            Some(Rings::load(
+                &cfg,
+                target.table.as_deref(),
+                target.column.as_deref(),
+            )?)
+        } else {
+            None
+        };
         let db = keyturn_db::connect(
             &cfg.database.url,
             &ConnectOptions {
@@ -96,6 +115,18 @@ impl Session {
             },
         )
         .await?;
+        let rings = match rings {
+            Some(r) => r,
+            None => {
+                let ring = crate::catalog_cmd::load_ring(&cfg, &db).await?;
+                Rings::load_with_default(
+                    &cfg,
+                    target.table.as_deref(),
+                    target.column.as_deref(),
+                    ring,
+                )?
+            }
+        };
         let plan = match keyturn_engine::plan::resolve(
             db.as_ref(),
             &cfg,
@@ -206,9 +237,20 @@ async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> Resu
     let path = config_path(cli.config.as_deref());
     let cfg = Config::load(&path)?;
     let workers = args.workers.unwrap_or(cfg.rotation.workers).clamp(1, 64) as u32;
-    let ctx = Session::from_config(cfg, &args.target, workers + 2).await?;
+    let mut ctx = Session::from_config(cfg, &args.target, workers + 2).await?;
     let opts = run_options(&ctx.cfg, args, actor);
-    execute_audited(&ctx, op, opts, cli.json, &args.audit).await
+    // Compromised catalog keys: their rows first, and none may remain.
+    let compromised = if op == Operation::Rotate {
+        crate::catalog_cmd::prioritize(&mut ctx).await?
+    } else {
+        Vec::new()
+    };
+    let dry_run = opts.dry_run;
+    let exit = execute_audited(&ctx, op, opts, cli.json, &args.audit).await?;
+    if !compromised.is_empty() && !dry_run {
+        crate::catalog_cmd::check_no_compromised_rows(&ctx.cfg, &ctx.plan, &compromised).await?;
+    }
+    Ok(exit)
 }
 
 /// Runs an operation with progress output and prints the summary.

@@ -45,6 +45,9 @@ pub enum Command {
     Due(crate::compliance::DueArgs),
     /// Evidence report for auditors: --html FILE (one self-contained page) or --json
     Report(crate::compliance::ReportArgs),
+    /// The key-encryption key of the key catalog
+    #[command(subcommand)]
+    Kek(KekCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -107,4 +110,93 @@ pub enum KeysCommand {
         #[arg(long, default_value = "aes256gcm", value_name = "ALG")]
         alg: String,
     },
+    /// Catalog: add a new key (generated, or imported from key specs) as pending, wrapped by the KEK
+    Add {
+        /// Key id [default: k<YYYYMMDD>]; with --import, only the spec with this id
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+        /// aes256gcm or xchacha20poly1305 (generated keys)
+        #[arg(long, default_value = "aes256gcm", value_name = "ALG")]
+        alg: String,
+        /// Import key specs instead of generating: env:NAME, file:PATH or stdin
+        #[arg(long, value_name = "SOURCE")]
+        import: Option<String>,
+    },
+    /// Catalog: every key with its state, fingerprint and KEK (never key material)
+    List,
+    /// Catalog: make a key primary (the old primary becomes decrypt-only; promote it back to roll back)
+    Promote {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Catalog: stop a key from decrypting (refused while rows use it or within the safety period)
+    Retire {
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Retire anyway; says which rows become unreadable
+        #[arg(long)]
+        force: bool,
+    },
+    /// Catalog: erase a retired key's material (refused within the retention period)
+    Destroy {
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Destroy within the retention period
+        #[arg(long)]
+        force: bool,
+    },
+    /// Catalog: let a retired key decrypt again (decrypt-only)
+    Restore {
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Restore a compromised key
+        #[arg(long)]
+        force: bool,
+    },
+    /// Catalog: flag a key as compromised (never promoted again; rotate moves rows off it first)
+    Compromised {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Catalog: load the keyring and encrypt and decrypt a probe with the primary
+    SelfTest,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KekCommand {
+    /// Rewrap every DEK of the catalog under a new KEK, in one transaction; no data row is touched
+    Rotate(KekRotateArgs),
+}
+
+/// The new KEK's settings (same names as in `[catalog]`); secrets by env:NAME / file:PATH only.
+#[derive(Args, Debug, Clone)]
+pub struct KekRotateArgs {
+    /// local, aws-kms or vault-transit
+    #[arg(long, value_name = "KIND")]
+    pub to: String,
+    /// local: env:NAME or file:PATH of the new master key
+    #[arg(long, value_name = "SOURCE")]
+    pub master_key: Option<String>,
+    /// aws-kms: key id, ARN or alias
+    #[arg(long, value_name = "ID")]
+    pub key_id: Option<String>,
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// vault-transit: http(s)://host:port
+    #[arg(long, value_name = "URL")]
+    pub address: Option<String>,
+    #[arg(long, value_name = "PATH")]
+    pub mount: Option<String>,
+    /// vault-transit: the transit key's name
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
+    /// vault-transit: env:NAME or file:PATH of the token
+    #[arg(long, value_name = "SOURCE")]
+    pub token: Option<String>,
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+mod catalog_cmd;
 mod cli;
 mod compliance;
 mod demo;

@@ -326,7 +326,10 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
 pub fn print_error(err: &anyhow::Error, json: bool) {
     let text = error_text(err);
     if json {
-        let v = serde_json::json!({ "error": text });
+        let mut v = serde_json::json!({ "error": text });
+        if let Some(c) = err.downcast_ref::<keyturn_catalog::CatalogError>() {
+            v["kind"] = c.kind().into();
+        }
         println!("{v}");
     }
     eprintln!("error: {text}");

@@ -422,6 +422,105 @@ macro_rules! impl_database {
             }
             Ok(out)
         }
+        async fn ensure_catalog(&self) -> Result<(), DbError> {
+            sqlx::query(sqlx::AssertSqlSafe($crate::catalog::create_catalog_table(Self::DIALECT)))
+                .execute(&self.pool)
+                .await
+                .map_err(DbError::query("creating the key catalog table keyturn_keys_catalog"))?;
+            Ok(())
+        }
+
+        async fn load_catalog(&self, catalog: &str) -> Result<Vec<$crate::CatalogRow>, DbError> {
+            use sqlx::Row as _;
+            let what = || format!("reading key catalog {catalog:?}");
+            let rows = sqlx::query(sqlx::AssertSqlSafe($crate::catalog::select_sql(Self::DIALECT)))
+                .bind(catalog.to_owned())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(DbError::query(what()))?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let compromised: i64 = r.try_get(4).map_err(DbError::query(what()))?;
+                out.push($crate::CatalogRow {
+                    catalog: r.try_get(0).map_err(DbError::query(what()))?,
+                    key_id: r.try_get(1).map_err(DbError::query(what()))?,
+                    algorithm: r.try_get(2).map_err(DbError::query(what()))?,
+                    state: r.try_get(3).map_err(DbError::query(what()))?,
+                    compromised: compromised != 0,
+                    fingerprint: r.try_get(5).map_err(DbError::query(what()))?,
+                    kek: r.try_get(6).map_err(DbError::query(what()))?,
+                    wrapped_dek: r.try_get(7).map_err(DbError::query(what()))?,
+                    created_at: r.try_get(8).map_err(DbError::query(what()))?,
+                    promoted_at: r.try_get(9).map_err(DbError::query(what()))?,
+                    demoted_at: r.try_get(10).map_err(DbError::query(what()))?,
+                    retired_at: r.try_get(11).map_err(DbError::query(what()))?,
+                    destroyed_at: r.try_get(12).map_err(DbError::query(what()))?,
+                    compromised_at: r.try_get(13).map_err(DbError::query(what()))?,
+                    revision: r.try_get(14).map_err(DbError::query(what()))?,
+                });
+            }
+            Ok(out)
+        }
+
+        async fn write_catalog(&self, writes: &[$crate::CatalogWrite]) -> Result<(), DbError> {
+            let what = "writing the key catalog";
+            let mut tx = self.pool.begin().await.map_err(DbError::query(what))?;
+            for w in writes {
+                let r = &w.row;
+                let compromised = i64::from(r.compromised);
+                let result = match w.expected_revision {
+                    None => sqlx::query(sqlx::AssertSqlSafe($crate::catalog::insert_sql(Self::DIALECT)))
+                        .bind(r.catalog.clone())
+                        .bind(r.key_id.clone())
+                        .bind(r.algorithm.clone())
+                        .bind(r.state.clone())
+                        .bind(compromised)
+                        .bind(r.fingerprint.clone())
+                        .bind(r.kek.clone())
+                        .bind(r.wrapped_dek.clone())
+                        .bind(r.created_at.clone())
+                        .bind(r.promoted_at.clone())
+                        .bind(r.demoted_at.clone())
+                        .bind(r.retired_at.clone())
+                        .bind(r.destroyed_at.clone())
+                        .bind(r.compromised_at.clone())
+                        .bind(r.revision)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(DbError::query(format!("adding key {:?} to the catalog (does it exist already?)", r.key_id)))?,
+                    Some(expected) => sqlx::query(sqlx::AssertSqlSafe($crate::catalog::update_sql(Self::DIALECT)))
+                        .bind(r.algorithm.clone())
+                        .bind(r.state.clone())
+                        .bind(compromised)
+                        .bind(r.fingerprint.clone())
+                        .bind(r.kek.clone())
+                        .bind(r.wrapped_dek.clone())
+                        .bind(r.created_at.clone())
+                        .bind(r.promoted_at.clone())
+                        .bind(r.demoted_at.clone())
+                        .bind(r.retired_at.clone())
+                        .bind(r.destroyed_at.clone())
+                        .bind(r.compromised_at.clone())
+                        .bind(r.revision)
+                        .bind(r.catalog.clone())
+                        .bind(r.key_id.clone())
+                        .bind(expected)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(DbError::query(format!("updating key {:?} in the catalog", r.key_id)))?,
+                };
+                if result.rows_affected() != 1 {
+                    // Dropping the transaction rolls it back.
+                    drop(tx);
+                    return Err(DbError::Invalid(format!(
+                        "key {:?} of catalog {:?} changed while this command ran (another keyturn?); nothing was written, run the command again",
+                        r.key_id, r.catalog
+                    )));
+                }
+            }
+            tx.commit().await.map_err(DbError::query(what))?;
+            Ok(())
+        }
         }
     };
 }

@@ -7,6 +7,7 @@
 //! (checkpoints, runs, bad rows, lock) — so the engine never writes SQL.
 #![forbid(unsafe_code)]
 
+mod catalog;
 #[macro_use]
 mod common;
 #[macro_use]
@@ -19,6 +20,7 @@ mod sql;
 mod sqlite;
 
 pub use audit::{AuditRow, AuditRowBuilder, AuditTip};
+pub use catalog::{CatalogRow, CatalogWrite};
 pub use error::{DbError, redact_url};
 pub use meta::{BadRow, Checkpoint, LockHolder, RunRecord, now_rfc3339};
 
@@ -298,6 +300,30 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// Up to `limit` audit events with `seq > after_seq`, in `seq` order;
     /// nothing if the audit table does not exist.
     async fn audit_read(&self, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>, DbError>;
+    // The key catalog (docs/CATALOG.md). The three backends implement these
+    // in `common.rs`; the defaults only keep other implementations (test
+    // wrappers) compiling.
+
+    /// Creates the key catalog table (`keyturn_keys_catalog`) if missing.
+    async fn ensure_catalog(&self) -> Result<(), DbError> {
+        Err(catalog_unsupported())
+    }
+
+    /// Every key of one catalog, oldest first.
+    async fn load_catalog(&self, _catalog: &str) -> Result<Vec<CatalogRow>, DbError> {
+        Err(catalog_unsupported())
+    }
+
+    /// Inserts and updates catalog rows in one transaction: all are written
+    /// or none (an insert of an existing id, or an update whose expected
+    /// revision no longer matches, rolls everything back).
+    async fn write_catalog(&self, _writes: &[CatalogWrite]) -> Result<(), DbError> {
+        Err(catalog_unsupported())
+    }
+}
+
+fn catalog_unsupported() -> DbError {
+    DbError::Invalid("this Database implementation has no key catalog".into())
 }
 
 /// Connection options.

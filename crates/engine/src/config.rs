@@ -54,6 +54,10 @@ pub struct Config {
     /// Maximum key age and reminders (`keyturn due`); optional.
     #[serde(default)]
     pub policy: crate::policy::PolicyConfig,
+    /// Optional key catalog (docs/CATALOG.md): when present, the `[keys]`
+    /// keyring is loaded from the catalog table, DEKs unwrapped by its KEK.
+    #[serde(default)]
+    pub catalog: Option<keyturn_catalog::CatalogConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,6 +282,10 @@ impl Config {
                 "rotation.workers",
                 format!("{} is outside 1..=64", self.rotation.workers),
             );
+        }
+        if let Some(c) = &self.catalog {
+            c.validate()
+                .map_err(|e| EngineError::Config(format!("catalog: {e}")))?;
         }
         if self.keys.sources.is_empty() {
             return bad("keys.sources", "at least one key source is needed".into());

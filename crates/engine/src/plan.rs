@@ -24,7 +24,21 @@ impl Rings {
         table: Option<&str>,
         column: Option<&str>,
     ) -> Result<Rings, EngineError> {
-        let mut rings = Rings::default();
+        Rings::load_with_default(cfg, table, column, None)
+    }
+
+    /// Like [`load`](Self::load), with the `[keys]` ring given by the caller
+    /// (loaded from the key catalog) instead of read from key sources.
+    pub fn load_with_default(
+        cfg: &Config,
+        table: Option<&str>,
+        column: Option<&str>,
+        default: Option<Arc<Keyring>>,
+    ) -> Result<Rings, EngineError> {
+        let mut rings = Rings {
+            default,
+            ..Rings::default()
+        };
         for t in cfg
             .targets
             .iter()

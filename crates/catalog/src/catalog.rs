@@ -1,0 +1,478 @@
+//! The catalog in the target database: entries, the lifecycle commands
+//! applied as transactions, keyrings built from wrapped DEKs, KEK rotation.
+
+use crate::CatalogError;
+use crate::lifecycle::{self, Decision, KeyFacts, LifecycleState, Policy};
+use keyturn_db::{CatalogRow, CatalogWrite, Database, now_rfc3339};
+use keyturn_format::{Algorithm, Encoding, KeyId, KeyState, Keyring, SecretKey};
+use keyturn_kms::{DekCache, KekProvider, WrapContext, WrappedDek};
+use serde::Serialize;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// One key of the catalog. Holds no key material: the DEK is wrapped.
+#[derive(Clone, Debug, Serialize)]
+pub struct CatalogEntry {
+    pub id: String,
+    pub algorithm: String,
+    pub state: LifecycleState,
+    pub compromised: bool,
+    /// Reveals nothing about the key (a truncated, domain-separated SHA-256).
+    pub fingerprint: String,
+    /// Where the material lives: the KEK wrapping it, or `destroyed`.
+    pub kek: String,
+    pub created_at: String,
+    pub promoted_at: Option<String>,
+    pub demoted_at: Option<String>,
+    pub retired_at: Option<String>,
+    pub destroyed_at: Option<String>,
+    pub compromised_at: Option<String>,
+    #[serde(skip)]
+    row: CatalogRow,
+}
+
+impl CatalogEntry {
+    fn from_row(row: CatalogRow) -> Result<CatalogEntry, CatalogError> {
+        let state = LifecycleState::from_name(&row.state).ok_or_else(|| {
+            CatalogError::Invalid(format!(
+                "catalog row {:?} has an unknown state {:?}",
+                row.key_id, row.state
+            ))
+        })?;
+        Ok(CatalogEntry {
+            id: row.key_id.clone(),
+            algorithm: row.algorithm.clone(),
+            state,
+            compromised: row.compromised,
+            fingerprint: row.fingerprint.clone(),
+            kek: row.kek.clone(),
+            created_at: row.created_at.clone(),
+            promoted_at: row.promoted_at.clone(),
+            demoted_at: row.demoted_at.clone(),
+            retired_at: row.retired_at.clone(),
+            destroyed_at: row.destroyed_at.clone(),
+            compromised_at: row.compromised_at.clone(),
+            row,
+        })
+    }
+
+    fn facts(&self) -> KeyFacts {
+        KeyFacts {
+            id: self.id.clone(),
+            state: self.state,
+            compromised: self.compromised,
+            demoted_at: parse_time(self.demoted_at.as_deref()),
+            retired_at: parse_time(self.retired_at.as_deref()),
+        }
+    }
+
+    /// The wrapped DEK, `None` once destroyed.
+    pub fn wrapped(&self) -> Result<Option<WrappedDek>, CatalogError> {
+        match &self.row.wrapped_dek {
+            None => Ok(None),
+            Some(j) => Ok(Some(WrappedDek::from_json(j)?)),
+        }
+    }
+}
+
+fn parse_time(s: Option<&str>) -> Option<OffsetDateTime> {
+    s.and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+}
+
+/// The result of a lifecycle command.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub action: String,
+    pub key_id: String,
+    /// The entries as written.
+    pub changed: Vec<CatalogEntry>,
+    /// What the operator must know (printed on stderr, in `--json` output).
+    pub warnings: Vec<String>,
+}
+
+/// Result of [`Catalog::self_test`].
+#[derive(Clone, Debug, Serialize)]
+pub struct SelfTest {
+    pub ok: bool,
+    pub primary: String,
+    pub keys_loaded: usize,
+    pub problems: Vec<String>,
+}
+
+/// A key catalog in one database.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    db: Arc<dyn Database>,
+    name: String,
+    policy: Policy,
+}
+
+impl Catalog {
+    /// Opens catalog `name` (creating the table if missing).
+    pub async fn open(
+        db: Arc<dyn Database>,
+        name: &str,
+        policy: Policy,
+    ) -> Result<Catalog, CatalogError> {
+        // Validates the name as a wrap context.
+        WrapContext::new(name, KeyId::new("probe").expect("valid id"))?;
+        db.ensure_catalog().await?;
+        Ok(Catalog {
+            db,
+            name: name.to_owned(),
+            policy,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn db(&self) -> &Arc<dyn Database> {
+        &self.db
+    }
+
+    fn context(&self, id: &str) -> Result<WrapContext, CatalogError> {
+        let kid = KeyId::new(id).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        Ok(WrapContext::new(&self.name, kid)?)
+    }
+
+    /// Every key, oldest first.
+    pub async fn list(&self) -> Result<Vec<CatalogEntry>, CatalogError> {
+        self.db
+            .load_catalog(&self.name)
+            .await?
+            .into_iter()
+            .map(CatalogEntry::from_row)
+            .collect()
+    }
+
+    /// Adds `key` as a pending key, wrapped under `kek`. The KEK is called
+    /// before anything is written: if it fails, the catalog is unchanged.
+    pub async fn add(
+        &self,
+        kek: &dyn KekProvider,
+        id: &KeyId,
+        key: &SecretKey,
+    ) -> Result<Outcome, CatalogError> {
+        let alg = key.native_algorithm().ok_or_else(|| {
+            CatalogError::Invalid(format!(
+                "key {:?} is not a keyturn data key (aes256gcm or xchacha20poly1305)",
+                id.as_str()
+            ))
+        })?;
+        let entries = self.list().await?;
+        if entries.iter().any(|e| e.id == id.as_str()) {
+            return Err(lifecycle::Refusal::AlreadyExists {
+                id: id.as_str().to_owned(),
+            }
+            .into());
+        }
+        let ctx = self.context(id.as_str())?;
+        let wrapped = kek.wrap(key, &ctx).await?;
+        // Proves the blob unwraps before it is stored.
+        let back = kek.unwrap(&wrapped, &ctx).await?;
+        if back.fingerprint() != key.fingerprint() {
+            return Err(CatalogError::Invalid(
+                "the KEK returned a different key on unwrap; nothing was written".into(),
+            ));
+        }
+        let row = CatalogRow {
+            catalog: self.name.clone(),
+            key_id: id.as_str().to_owned(),
+            algorithm: alg.name().to_owned(),
+            state: LifecycleState::Pending.name().to_owned(),
+            compromised: false,
+            fingerprint: key.fingerprint(),
+            kek: wrapped.kek().to_string(),
+            wrapped_dek: Some(wrapped.to_json()),
+            created_at: now_rfc3339(),
+            promoted_at: None,
+            demoted_at: None,
+            retired_at: None,
+            destroyed_at: None,
+            compromised_at: None,
+            revision: 1,
+        };
+        self.db
+            .write_catalog(&[CatalogWrite {
+                row: row.clone(),
+                expected_revision: None,
+            }])
+            .await?;
+        let mut warnings = vec![format!(
+            "key {:?} is pending: it decrypts once readers refresh their keyring; `keyturn keys promote {}` makes it encrypt",
+            id.as_str(),
+            id.as_str()
+        )];
+        if !entries.iter().any(|e| e.state == LifecycleState::Primary) {
+            warnings.push("the catalog has no primary key yet: promote one".into());
+        }
+        Ok(Outcome {
+            action: "add".into(),
+            key_id: id.as_str().to_owned(),
+            changed: vec![CatalogEntry::from_row(row)?],
+            warnings,
+        })
+    }
+
+    /// Applies a decision of the state machine in one transaction.
+    async fn apply(
+        &self,
+        action: &str,
+        id: &str,
+        entries: &[CatalogEntry],
+        decision: Decision,
+        compromise: bool,
+    ) -> Result<Outcome, CatalogError> {
+        let now = now_rfc3339();
+        let mut writes = Vec::new();
+        for (kid, state) in &decision.changes {
+            let e = entries
+                .iter()
+                .find(|e| &e.id == kid)
+                .expect("decisions name existing keys");
+            let mut row = e.row.clone();
+            match state {
+                LifecycleState::Primary if e.state != LifecycleState::Primary => {
+                    row.promoted_at = Some(now.clone())
+                }
+                LifecycleState::DecryptOnly if e.state == LifecycleState::Primary => {
+                    row.demoted_at = Some(now.clone())
+                }
+                LifecycleState::Retired => row.retired_at = Some(now.clone()),
+                LifecycleState::Destroyed => {
+                    row.destroyed_at = Some(now.clone());
+                    row.wrapped_dek = None;
+                    row.kek = "destroyed".into();
+                }
+                _ => {}
+            }
+            if compromise && kid == id && !row.compromised {
+                row.compromised = true;
+                row.compromised_at = Some(now.clone());
+            }
+            row.state = state.name().to_owned();
+            row.revision = e.row.revision + 1;
+            writes.push(CatalogWrite {
+                expected_revision: Some(e.row.revision),
+                row,
+            });
+        }
+        self.db.write_catalog(&writes).await?;
+        let changed = writes
+            .into_iter()
+            .map(|w| CatalogEntry::from_row(w.row))
+            .collect::<Result<_, _>>()?;
+        Ok(Outcome {
+            action: action.into(),
+            key_id: id.to_owned(),
+            changed,
+            warnings: decision.warnings,
+        })
+    }
+
+    fn facts(entries: &[CatalogEntry]) -> Vec<KeyFacts> {
+        entries.iter().map(CatalogEntry::facts).collect()
+    }
+
+    /// `promote ID`: ID becomes primary, the old primary decrypt-only, in one
+    /// transaction.
+    pub async fn promote(&self, id: &str) -> Result<Outcome, CatalogError> {
+        let entries = self.list().await?;
+        let d = lifecycle::promote(&Self::facts(&entries), id)?;
+        self.apply("promote", id, &entries, d, false).await
+    }
+
+    /// `retire ID`: `rows` are the rows still under ID per configured column.
+    pub async fn retire(
+        &self,
+        id: &str,
+        rows: &[(String, u64)],
+        force: bool,
+    ) -> Result<Outcome, CatalogError> {
+        let entries = self.list().await?;
+        let d = lifecycle::retire(
+            &Self::facts(&entries),
+            id,
+            rows,
+            OffsetDateTime::now_utc(),
+            &self.policy,
+            force,
+        )?;
+        self.apply("retire", id, &entries, d, false).await
+    }
+
+    /// `destroy ID`: erases the wrapped DEK.
+    pub async fn destroy(&self, id: &str, force: bool) -> Result<Outcome, CatalogError> {
+        let entries = self.list().await?;
+        let d = lifecycle::destroy(
+            &Self::facts(&entries),
+            id,
+            OffsetDateTime::now_utc(),
+            &self.policy,
+            force,
+        )?;
+        self.apply("destroy", id, &entries, d, false).await
+    }
+
+    /// `restore ID`: retired → decrypt-only.
+    pub async fn restore(&self, id: &str, force: bool) -> Result<Outcome, CatalogError> {
+        let entries = self.list().await?;
+        let d = lifecycle::restore(&Self::facts(&entries), id, force)?;
+        self.apply("restore", id, &entries, d, false).await
+    }
+
+    /// `compromised ID`: flags the key.
+    pub async fn mark_compromised(&self, id: &str) -> Result<Outcome, CatalogError> {
+        let entries = self.list().await?;
+        let d = lifecycle::mark_compromised(&Self::facts(&entries), id)?;
+        self.apply("compromised", id, &entries, d, true).await
+    }
+
+    /// Builds the keyring: every key with material, one KMS call per DEK
+    /// (through `cache`). Pending and decrypt-only keys decrypt, retired keys
+    /// refuse (unless `allow_retired`), destroyed keys are absent.
+    pub async fn load_keyring(
+        &self,
+        cache: &DekCache,
+        allow_retired: bool,
+    ) -> Result<Keyring, CatalogError> {
+        let entries = self.list().await?;
+        if !entries.iter().any(|e| e.state == LifecycleState::Primary) {
+            return Err(CatalogError::Invalid(format!(
+                "catalog {:?} has no primary key ({} keys): add one with `keyturn keys add` and promote it",
+                self.name,
+                entries.len()
+            )));
+        }
+        let mut b = Keyring::builder().allow_retired(allow_retired);
+        for e in &entries {
+            let state = match e.state {
+                LifecycleState::Primary => KeyState::Primary,
+                LifecycleState::Pending | LifecycleState::DecryptOnly => KeyState::DecryptOnly,
+                LifecycleState::Retired => KeyState::Retired,
+                LifecycleState::Destroyed => continue,
+            };
+            let Some(wrapped) = e.wrapped()? else {
+                continue;
+            };
+            let ctx = self.context(&e.id)?;
+            let dek = cache.get(&wrapped, &ctx).await?;
+            let key = SecretKey::from_bytes(dek.algorithm(), dek.expose_bytes())
+                .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+            if key.fingerprint() != e.fingerprint {
+                return Err(CatalogError::Invalid(format!(
+                    "key {:?}: the unwrapped DEK's fingerprint does not match the catalog's",
+                    e.id
+                )));
+            }
+            let kid = KeyId::new(&e.id).map_err(|x| CatalogError::Invalid(x.to_string()))?;
+            b = b.add(kid, key, state);
+        }
+        b.build().map_err(|e| CatalogError::Invalid(e.to_string()))
+    }
+
+    /// A health check for applications: loads the keyring and encrypts and
+    /// decrypts a probe with the primary. Never returns key material.
+    pub async fn self_test(&self, cache: &DekCache) -> SelfTest {
+        let mut problems = Vec::new();
+        let ring = match self.load_keyring(cache, false).await {
+            Ok(r) => r,
+            Err(e) => {
+                return SelfTest {
+                    ok: false,
+                    primary: String::new(),
+                    keys_loaded: 0,
+                    problems: vec![e.to_string()],
+                };
+            }
+        };
+        let primary = ring.primary_id().as_str().to_owned();
+        let probe = b"keyturn self-test probe";
+        let ctx: [&[u8]; 1] = [b"keyturn-self-test"];
+        match ring.encrypt(probe, &ctx, Encoding::Text) {
+            Ok(ct) => match ring.decrypt(&ct, &ctx) {
+                Ok(pt) if pt.as_slice() == probe => {}
+                Ok(_) => problems.push("probe decrypted to different bytes".into()),
+                Err(e) => problems.push(format!("probe does not decrypt: {e}")),
+            },
+            Err(e) => problems.push(format!("probe does not encrypt: {e}")),
+        }
+        if let Ok(entries) = self.list().await
+            && entries.iter().any(|e| e.id == primary && e.compromised)
+        {
+            problems.push(format!(
+                "primary key {primary:?} is marked compromised: promote a new key and rotate"
+            ));
+        }
+        SelfTest {
+            ok: problems.is_empty(),
+            primary,
+            keys_loaded: ring.keys().count(),
+            problems,
+        }
+    }
+
+    /// KEK rotation: rewraps every DEK from `old` to `new` and writes all of
+    /// them in one transaction. No data row is touched. If any unwrap or wrap
+    /// fails, nothing is written. Returns the entries as written.
+    pub async fn rotate_kek(
+        &self,
+        old: &dyn KekProvider,
+        new: &dyn KekProvider,
+    ) -> Result<Vec<CatalogEntry>, CatalogError> {
+        let entries = self.list().await?;
+        let mut items = Vec::new();
+        let mut rows = Vec::new();
+        for e in &entries {
+            if let Some(w) = e.wrapped()? {
+                items.push((w, self.context(&e.id)?));
+                rows.push(e);
+            }
+        }
+        let rewrapped = keyturn_kms::rewrap_all(old, new, &items).await?;
+        let mut writes = Vec::with_capacity(rows.len());
+        for (e, w) in rows.iter().zip(rewrapped) {
+            // The DEK is unchanged; check it still unwraps under the new KEK
+            // to the same fingerprint before anything is written.
+            let ctx = self.context(&e.id)?;
+            let back = new.unwrap(&w, &ctx).await?;
+            if back.fingerprint() != e.fingerprint {
+                return Err(CatalogError::Invalid(format!(
+                    "key {:?}: the rewrapped DEK does not match its fingerprint; nothing was written",
+                    e.id
+                )));
+            }
+            let mut row = e.row.clone();
+            row.kek = w.kek().to_string();
+            row.wrapped_dek = Some(w.to_json());
+            row.revision += 1;
+            writes.push(CatalogWrite {
+                expected_revision: Some(e.row.revision),
+                row,
+            });
+        }
+        if !writes.is_empty() {
+            self.db.write_catalog(&writes).await?;
+        }
+        writes
+            .into_iter()
+            .map(|w| CatalogEntry::from_row(w.row))
+            .collect()
+    }
+}
+
+/// The algorithms `keys add` accepts.
+pub fn parse_algorithm(s: &str) -> Result<Algorithm, CatalogError> {
+    Algorithm::from_name(s).map_err(|_| {
+        CatalogError::Config(format!(
+            "algorithm {s:?}: use aes256gcm or xchacha20poly1305"
+        ))
+    })
+}

@@ -1,0 +1,225 @@
+//! The optional `[catalog]` section of `keyturn.toml`.
+//!
+//! ```toml
+//! [catalog]
+//! name = "default"                      # bound into every wrapped DEK
+//! kek = "local"                         # or "aws-kms", "vault-transit"
+//! master_key = "env:KEYTURN_MASTER_KEY" # local: env:NAME or file:PATH
+//! # aws-kms: key_id = "alias/keyturn", region = "eu-west-1", endpoint_url = "http://127.0.0.1:5000"
+//! # vault-transit: address = "http://127.0.0.1:8200", mount = "transit", key = "keyturn",
+//! #                token = "env:VAULT_TOKEN" (or file:PATH; default VAULT_TOKEN, then BAO_TOKEN)
+//! safety_period_hours = 24
+//! retention_days = 30
+//! ```
+
+use crate::CatalogError;
+use crate::lifecycle::Policy;
+use keyturn_kms::{
+    AwsKmsConfig, AwsKmsKek, KekProvider, LocalKek, MasterKeySource, TokenSource, TransitConfig,
+    TransitKek,
+};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Settings of one KEK.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KekConfig {
+    /// `local`, `aws-kms` or `vault-transit` (alias `transit`).
+    pub kek: String,
+    /// local: `env:NAME` or `file:PATH` [default: env:KEYTURN_MASTER_KEY].
+    pub master_key: Option<String>,
+    /// aws-kms: key id, ARN or alias.
+    pub key_id: Option<String>,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub profile: Option<String>,
+    /// vault-transit: `http(s)://host:port`.
+    pub address: Option<String>,
+    pub mount: Option<String>,
+    /// vault-transit: the transit key's name.
+    pub key: Option<String>,
+    /// vault-transit: `env:NAME` or `file:PATH` [default: VAULT_TOKEN, then BAO_TOKEN].
+    pub token: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// The `[catalog]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    #[serde(default = "default_name")]
+    pub name: String,
+    #[serde(flatten)]
+    pub kek: KekConfig,
+    #[serde(default = "default_safety")]
+    pub safety_period_hours: u64,
+    #[serde(default = "default_retention")]
+    pub retention_days: u64,
+}
+
+fn default_name() -> String {
+    "default".into()
+}
+fn default_safety() -> u64 {
+    24
+}
+fn default_retention() -> u64 {
+    30
+}
+
+impl CatalogConfig {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            safety_period: time::Duration::hours(self.safety_period_hours.min(1 << 20) as i64),
+            retention: time::Duration::days(self.retention_days.min(1 << 16) as i64),
+        }
+    }
+
+    /// Checks what can be checked without I/O.
+    pub fn validate(&self) -> Result<(), CatalogError> {
+        keyturn_kms::WrapContext::new(
+            &self.name,
+            keyturn_kms::KeyId::new("probe").map_err(|e| CatalogError::Config(e.to_string()))?,
+        )
+        .map_err(|e| CatalogError::Config(format!("name: {e}")))?;
+        self.kek.validate()
+    }
+}
+
+fn source_of(s: &str, what: &str) -> Result<(Option<String>, Option<PathBuf>), CatalogError> {
+    if let Some(v) = s.strip_prefix("env:") {
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(CatalogError::Config(format!(
+                "{what}: env var names are A-Z, 0-9 and _"
+            )));
+        }
+        return Ok((Some(v.to_owned()), None));
+    }
+    if let Some(p) = s.strip_prefix("file:")
+        && !p.is_empty()
+    {
+        return Ok((None, Some(PathBuf::from(p))));
+    }
+    // Never echo the value: it may be a pasted secret.
+    Err(CatalogError::Config(format!(
+        "{what} is env:NAME or file:PATH (the secret itself is never accepted in the config)"
+    )))
+}
+
+impl KekConfig {
+    pub fn validate(&self) -> Result<(), CatalogError> {
+        let need = |v: &Option<String>, field: &str| {
+            if v.as_deref().is_none_or(str::is_empty) {
+                Err(CatalogError::Config(format!(
+                    "kek = {:?} needs {field}",
+                    self.kek
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match self.kek.as_str() {
+            "local" => {
+                if let Some(m) = &self.master_key {
+                    source_of(m, "master_key")?;
+                }
+            }
+            "aws-kms" => need(&self.key_id, "key_id")?,
+            "vault-transit" | "transit" => {
+                need(&self.address, "address")?;
+                need(&self.key, "key")?;
+                if let Some(t) = &self.token {
+                    source_of(t, "token")?;
+                }
+            }
+            other => {
+                return Err(CatalogError::Config(format!(
+                    "kek = {other:?}: use \"local\", \"aws-kms\" or \"vault-transit\""
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the provider (local reads its master key now; AWS loads its
+    /// credentials).
+    pub async fn provider(&self) -> Result<Arc<dyn KekProvider>, CatalogError> {
+        self.validate()?;
+        Ok(match self.kek.as_str() {
+            "local" => {
+                let source = match self.master_key.as_deref() {
+                    None => MasterKeySource::default(),
+                    Some(m) => match source_of(m, "master_key")? {
+                        (Some(var), _) => MasterKeySource::Env(var),
+                        (_, Some(path)) => MasterKeySource::File(path),
+                        _ => unreachable!("source_of returns one of them"),
+                    },
+                };
+                Arc::new(LocalKek::load(&source)?)
+            }
+            "aws-kms" => {
+                let mut c = AwsKmsConfig::new(self.key_id.as_deref().unwrap_or_default());
+                c.region = self.region.clone();
+                c.endpoint_url = self.endpoint_url.clone();
+                c.profile = self.profile.clone();
+                Arc::new(AwsKmsKek::connect(c).await?)
+            }
+            _ => {
+                let mut c = TransitConfig::new(
+                    self.address.as_deref().unwrap_or_default(),
+                    self.key.as_deref().unwrap_or_default(),
+                );
+                if let Some(m) = &self.mount {
+                    c.mount = m.clone();
+                }
+                c.namespace = self.namespace.clone();
+                if let Some(t) = &self.token {
+                    c.token = match source_of(t, "token")? {
+                        (Some(var), _) => TokenSource::EnvVar(var),
+                        (_, Some(path)) => TokenSource::File(path),
+                        _ => unreachable!("source_of returns one of them"),
+                    };
+                }
+                Arc::new(TransitKek::new(c)?)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_validates() {
+        let c: CatalogConfig =
+            toml_like(r#"{"kek":"local","master_key":"file:/run/mk","retention_days":7}"#);
+        assert_eq!(c.name, "default");
+        assert_eq!(c.safety_period_hours, 24);
+        assert_eq!(c.policy().retention, time::Duration::days(7));
+        c.validate().unwrap();
+        for (bad, why) in [
+            (
+                r#"{"kek":"local","master_key":"c2VjcmV0"}"#,
+                "env:NAME or file:PATH",
+            ),
+            (r#"{"kek":"aws-kms"}"#, "key_id"),
+            (
+                r#"{"kek":"vault-transit","address":"http://x"}"#,
+                "needs key",
+            ),
+            (r#"{"kek":"gcp"}"#, "use \"local\""),
+            (r#"{"kek":"local","name":"a b"}"#, "name"),
+        ] {
+            let e = toml_like(bad).validate().unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("c2VjcmV0"), "{e}");
+        }
+    }
+
+    fn toml_like(json: &str) -> CatalogConfig {
+        serde_json::from_str(json).unwrap()
+    }
+}

@@ -1,0 +1,62 @@
+//! Errors of the catalog. None carries key material.
+
+use crate::lifecycle::Refusal;
+use keyturn_db::DbError;
+use keyturn_kms::KmsError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// A lifecycle rule refused the command; nothing was written.
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// The KEK could not wrap or unwrap (unreachable, wrong key, wrong
+    /// context…); nothing was written.
+    #[error("KEK: {0}")]
+    Kms(KmsError),
+    #[error("database: {0}")]
+    Db(DbError),
+    /// A stored row or an input that does not make sense.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl CatalogError {
+    /// A stable, machine-readable name: the refusal's or KMS error's kind,
+    /// `database`, `invalid` or `config`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CatalogError::Refused(r) => r.kind(),
+            CatalogError::Kms(k) => k.kind(),
+            CatalogError::Db(_) => "database",
+            CatalogError::Invalid(_) => "invalid",
+            CatalogError::Config(_) => "config",
+        }
+    }
+
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, CatalogError::Refused(_))
+    }
+}
+
+// Not `#[from]`: that would make the inner error the `source`, and reports
+// that print the chain would say everything twice.
+impl From<Refusal> for CatalogError {
+    fn from(r: Refusal) -> Self {
+        CatalogError::Refused(r)
+    }
+}
+
+impl From<KmsError> for CatalogError {
+    fn from(e: KmsError) -> Self {
+        CatalogError::Kms(e)
+    }
+}
+
+impl From<DbError> for CatalogError {
+    fn from(e: DbError) -> Self {
+        CatalogError::Db(e)
+    }
+}

@@ -1,0 +1,29 @@
+//! keyturn's key catalog: the data keys of an application, stored in the
+//! target database **wrapped** under a key-encryption key (KEK), with a
+//! staged lifecycle (pending → primary → decrypt-only → retired →
+//! destroyed, plus a `compromised` flag).
+//!
+//! - [`lifecycle`]: the state machine, pure, with typed [`Refusal`]s;
+//! - [`Catalog`]: the `keyturn_keys_catalog` table through
+//!   [`keyturn_db::Database`], lifecycle commands as transactions,
+//!   [`Catalog::load_keyring`] (one KMS call per DEK via
+//!   [`keyturn_kms::DekCache`]), [`Catalog::self_test`] and
+//!   [`Catalog::rotate_kek`];
+//! - [`AppKeyring`]: what an application embeds: connect, load, refresh,
+//!   self-test;
+//! - [`CatalogConfig`]: the `[catalog]` section of `keyturn.toml`.
+//!
+//! docs/CATALOG.md documents the table and the rules.
+#![forbid(unsafe_code)]
+
+mod app;
+mod catalog;
+mod config;
+mod error;
+pub mod lifecycle;
+
+pub use app::AppKeyring;
+pub use catalog::{Catalog, CatalogEntry, Outcome, SelfTest, parse_algorithm};
+pub use config::{CatalogConfig, KekConfig};
+pub use error::CatalogError;
+pub use lifecycle::{LifecycleState, Policy, Refusal};

@@ -1,0 +1,542 @@
+//! The lifecycle of a catalog key as a pure state machine: no I/O, the
+//! current time and the facts (rows still under a key) are passed in, and
+//! every refusal is a typed [`Refusal`] that says why and what to do.
+//!
+//! ```text
+//!   add ──> pending ──promote──> primary ──(newer key promoted)──> decrypt-only
+//!              │                    ^                                  │  │
+//!              │                    └──────────promote (rollback)──────┘  │
+//!              └────────retire────────> retired <───────retire────────────┘
+//!                                        │   │
+//!                              restore <─┘   └─destroy (after retention)─> destroyed
+//! ```
+//!
+//! `compromised` is a flag on top of the state: a compromised key is never
+//! promoted or restored again (restore needs `--force`), `rotate` moves every
+//! row off it first, and `status` flags it.
+
+use serde::Serialize;
+use std::fmt;
+use time::OffsetDateTime;
+
+/// Where a key is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LifecycleState {
+    /// Added and being rolled out to every reader: decrypts, never encrypts.
+    Pending,
+    /// Encrypts new values (exactly one per catalog once promoted).
+    Primary,
+    /// Superseded by a newer primary: decrypts only, while rows move off it.
+    DecryptOnly,
+    /// Refuses to decrypt; its material is kept for a retention period.
+    Retired,
+    /// Material erased; the row stays as a record.
+    Destroyed,
+}
+
+impl LifecycleState {
+    pub fn name(self) -> &'static str {
+        match self {
+            LifecycleState::Pending => "pending",
+            LifecycleState::Primary => "primary",
+            LifecycleState::DecryptOnly => "decrypt-only",
+            LifecycleState::Retired => "retired",
+            LifecycleState::Destroyed => "destroyed",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<LifecycleState> {
+        Some(match s {
+            "pending" => LifecycleState::Pending,
+            "primary" => LifecycleState::Primary,
+            "decrypt-only" => LifecycleState::DecryptOnly,
+            "retired" => LifecycleState::Retired,
+            "destroyed" => LifecycleState::Destroyed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for LifecycleState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The timing rules of the lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// After a key stops being primary, `retire` waits this long (readers
+    /// with a cached keyring may still encrypt under it).
+    pub safety_period: time::Duration,
+    /// After `retire`, `destroy` waits this long (so `restore` stays possible).
+    pub retention: time::Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            safety_period: time::Duration::hours(24),
+            retention: time::Duration::days(30),
+        }
+    }
+}
+
+/// What the state machine needs to know about one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyFacts {
+    pub id: String,
+    pub state: LifecycleState,
+    pub compromised: bool,
+    /// When it stopped being primary.
+    pub demoted_at: Option<OffsetDateTime>,
+    pub retired_at: Option<OffsetDateTime>,
+}
+
+/// Why a lifecycle command was refused. Nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    #[error("key {id:?} is not in the catalog")]
+    UnknownKey { id: String },
+    #[error("key {id:?} is already in the catalog")]
+    AlreadyExists { id: String },
+    #[error("key {id:?} is already the primary key")]
+    AlreadyPrimary { id: String },
+    #[error(
+        "key {id:?} is {state}: only a pending or decrypt-only key can be promoted{hint}",
+        hint = if *.state == LifecycleState::Retired { " (run `keyturn keys restore` first)" } else { "" }
+    )]
+    NotPromotable { id: String, state: LifecycleState },
+    #[error(
+        "key {id:?} is marked compromised: it is never {action} again; add and promote a new key"
+    )]
+    Compromised { id: String, action: &'static str },
+    #[error(
+        "key {id:?} is the primary key: promote another key first, rotate, then retire this one"
+    )]
+    IsPrimary { id: String },
+    #[error(
+        "key {id:?} still encrypts {total} rows ({}): run `keyturn rotate` first; --force retires it anyway and those rows become unreadable",
+        .rows.iter().map(|(c, n)| format!("{c}: {n}")).collect::<Vec<_>>().join(", ")
+    )]
+    RowsRemain {
+        id: String,
+        total: u64,
+        rows: Vec<(String, u64)>,
+    },
+    #[error(
+        "key {id:?} stopped being primary at {since}; the safety period runs until {until} (readers with an old keyring may still encrypt under it); --force retires it now"
+    )]
+    SafetyPeriod {
+        id: String,
+        since: String,
+        until: String,
+    },
+    #[error("key {id:?} is {state}: retire it first (only retired keys can be destroyed)")]
+    NotRetired { id: String, state: LifecycleState },
+    #[error(
+        "key {id:?} was retired at {retired_at}; the retention period runs until {until}; --force destroys it now, and it can never be restored"
+    )]
+    RetentionPeriod {
+        id: String,
+        retired_at: String,
+        until: String,
+    },
+    #[error("key {id:?} is {state}: only a retired key can be restored")]
+    NotRestorable { id: String, state: LifecycleState },
+    #[error("key {id:?} was destroyed: its material is erased and cannot be restored")]
+    Destroyed { id: String },
+    #[error("key {id:?} is already {state}")]
+    AlreadyInState { id: String, state: LifecycleState },
+}
+
+impl Refusal {
+    /// A stable, machine-readable name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::UnknownKey { .. } => "unknown_key",
+            Refusal::AlreadyExists { .. } => "already_exists",
+            Refusal::AlreadyPrimary { .. } => "already_primary",
+            Refusal::NotPromotable { .. } => "not_promotable",
+            Refusal::Compromised { .. } => "compromised",
+            Refusal::IsPrimary { .. } => "is_primary",
+            Refusal::RowsRemain { .. } => "rows_remain",
+            Refusal::SafetyPeriod { .. } => "safety_period",
+            Refusal::NotRetired { .. } => "not_retired",
+            Refusal::RetentionPeriod { .. } => "retention_period",
+            Refusal::NotRestorable { .. } => "not_restorable",
+            Refusal::Destroyed { .. } => "destroyed",
+            Refusal::AlreadyInState { .. } => "already_in_state",
+        }
+    }
+}
+
+/// A state change decided by the state machine, with the warnings the
+/// operator must see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// (key id, new state), in the order to apply.
+    pub changes: Vec<(String, LifecycleState)>,
+    pub warnings: Vec<String>,
+}
+
+fn find<'a>(keys: &'a [KeyFacts], id: &str) -> Result<&'a KeyFacts, Refusal> {
+    keys.iter()
+        .find(|k| k.id == id)
+        .ok_or_else(|| Refusal::UnknownKey { id: id.to_owned() })
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// `promote ID`: the key becomes primary and the current primary becomes
+/// decrypt-only, together. Promoting the previous primary back is the
+/// rollback: values already rotated stay readable, since the demoted key
+/// still decrypts.
+pub fn promote(keys: &[KeyFacts], id: &str) -> Result<Decision, Refusal> {
+    let k = find(keys, id)?;
+    if k.compromised {
+        return Err(Refusal::Compromised {
+            id: id.to_owned(),
+            action: "promoted",
+        });
+    }
+    match k.state {
+        LifecycleState::Primary => return Err(Refusal::AlreadyPrimary { id: id.to_owned() }),
+        LifecycleState::Pending | LifecycleState::DecryptOnly => {}
+        state => {
+            return Err(Refusal::NotPromotable {
+                id: id.to_owned(),
+                state,
+            });
+        }
+    }
+    let mut changes = Vec::new();
+    let mut warnings = vec![format!(
+        "keyturn does not track which application instances hold key {id:?}: every reader must have loaded it (refresh their keyring) before anything is encrypted with it, or they fail to decrypt new values"
+    )];
+    for old in keys.iter().filter(|o| o.state == LifecycleState::Primary) {
+        changes.push((old.id.clone(), LifecycleState::DecryptOnly));
+        warnings.push(format!(
+            "key {:?} is now decrypt-only; run `keyturn rotate` to move its rows to {id:?}; `keyturn keys promote {}` rolls back",
+            old.id, old.id
+        ));
+    }
+    changes.push((id.to_owned(), LifecycleState::Primary));
+    Ok(Decision { changes, warnings })
+}
+
+/// `retire ID [--force]`: the key stops decrypting. `rows` are the rows
+/// still under the key, per configured column (`table.column`, count).
+pub fn retire(
+    keys: &[KeyFacts],
+    id: &str,
+    rows: &[(String, u64)],
+    now: OffsetDateTime,
+    policy: &Policy,
+    force: bool,
+) -> Result<Decision, Refusal> {
+    let k = find(keys, id)?;
+    match k.state {
+        LifecycleState::Primary => return Err(Refusal::IsPrimary { id: id.to_owned() }),
+        LifecycleState::Retired | LifecycleState::Destroyed => {
+            return Err(Refusal::AlreadyInState {
+                id: id.to_owned(),
+                state: k.state,
+            });
+        }
+        LifecycleState::Pending | LifecycleState::DecryptOnly => {}
+    }
+    let mut warnings = Vec::new();
+    let remaining: Vec<(String, u64)> = rows.iter().filter(|(_, n)| *n > 0).cloned().collect();
+    let total: u64 = remaining.iter().map(|(_, n)| n).sum();
+    if total > 0 {
+        if !force {
+            return Err(Refusal::RowsRemain {
+                id: id.to_owned(),
+                total,
+                rows: remaining,
+            });
+        }
+        warnings.push(format!(
+            "--force: {total} rows under key {id:?} become unreadable until it is restored ({})",
+            remaining
+                .iter()
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(since) = k.demoted_at {
+        let until = since + policy.safety_period;
+        if now < until {
+            if !force {
+                return Err(Refusal::SafetyPeriod {
+                    id: id.to_owned(),
+                    since: rfc3339(since),
+                    until: rfc3339(until),
+                });
+            }
+            warnings.push(format!(
+                "--force: within the safety period (until {}): values an application still encrypts under {id:?} become unreadable",
+                rfc3339(until)
+            ));
+        }
+    }
+    Ok(Decision {
+        changes: vec![(id.to_owned(), LifecycleState::Retired)],
+        warnings,
+    })
+}
+
+/// `destroy ID [--force]`: erases the key's material. Only a retired key,
+/// and only after the retention period unless forced.
+pub fn destroy(
+    keys: &[KeyFacts],
+    id: &str,
+    now: OffsetDateTime,
+    policy: &Policy,
+    force: bool,
+) -> Result<Decision, Refusal> {
+    let k = find(keys, id)?;
+    if k.state != LifecycleState::Retired {
+        if k.state == LifecycleState::Destroyed {
+            return Err(Refusal::AlreadyInState {
+                id: id.to_owned(),
+                state: k.state,
+            });
+        }
+        return Err(Refusal::NotRetired {
+            id: id.to_owned(),
+            state: k.state,
+        });
+    }
+    let mut warnings = vec![format!(
+        "the material of key {id:?} is erased: values still under it can never be decrypted again"
+    )];
+    if let Some(at) = k.retired_at {
+        let until = at + policy.retention;
+        if now < until {
+            if !force {
+                return Err(Refusal::RetentionPeriod {
+                    id: id.to_owned(),
+                    retired_at: rfc3339(at),
+                    until: rfc3339(until),
+                });
+            }
+            warnings.push(format!(
+                "--force: destroyed within the retention period (until {})",
+                rfc3339(until)
+            ));
+        }
+    }
+    Ok(Decision {
+        changes: vec![(id.to_owned(), LifecycleState::Destroyed)],
+        warnings,
+    })
+}
+
+/// `restore ID`: a retired key decrypts again (decrypt-only).
+pub fn restore(keys: &[KeyFacts], id: &str, force: bool) -> Result<Decision, Refusal> {
+    let k = find(keys, id)?;
+    match k.state {
+        LifecycleState::Retired => {}
+        LifecycleState::Destroyed => return Err(Refusal::Destroyed { id: id.to_owned() }),
+        state => {
+            return Err(Refusal::NotRestorable {
+                id: id.to_owned(),
+                state,
+            });
+        }
+    }
+    let mut warnings = Vec::new();
+    if k.compromised {
+        if !force {
+            return Err(Refusal::Compromised {
+                id: id.to_owned(),
+                action: "restored without --force",
+            });
+        }
+        warnings.push(format!(
+            "--force: compromised key {id:?} decrypts again; rotate its rows and retire it as soon as possible"
+        ));
+    }
+    Ok(Decision {
+        changes: vec![(id.to_owned(), LifecycleState::DecryptOnly)],
+        warnings,
+    })
+}
+
+/// `compromised ID`: flags the key. Its state does not change; the warnings
+/// say what to do next.
+pub fn mark_compromised(keys: &[KeyFacts], id: &str) -> Result<Decision, Refusal> {
+    let k = find(keys, id)?;
+    let mut warnings = Vec::new();
+    match k.state {
+        LifecycleState::Primary => warnings.push(format!(
+            "key {id:?} is still the primary: add a new key, promote it, then `keyturn rotate` (rows under {id:?} are rotated first)"
+        )),
+        LifecycleState::Destroyed => {}
+        _ => warnings.push(format!(
+            "run `keyturn rotate` to move every row off {id:?}, then retire it"
+        )),
+    }
+    Ok(Decision {
+        changes: vec![(id.to_owned(), k.state)],
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use LifecycleState::*;
+    use time::macros::datetime;
+
+    fn k(id: &str, state: LifecycleState) -> KeyFacts {
+        KeyFacts {
+            id: id.into(),
+            state,
+            compromised: false,
+            demoted_at: None,
+            retired_at: None,
+        }
+    }
+
+    const NOW: OffsetDateTime = datetime!(2026-01-10 12:00 UTC);
+
+    #[test]
+    fn promote_demotes_the_old_primary_and_rollback_is_one_promote() {
+        let keys = [k("k1", Primary), k("k2", Pending)];
+        let d = promote(&keys, "k2").unwrap();
+        assert_eq!(
+            d.changes,
+            vec![("k1".into(), DecryptOnly), ("k2".into(), Primary)]
+        );
+        assert!(d.warnings[0].contains("every reader must have loaded it"));
+        // Rollback: the previous primary is decrypt-only and promotable.
+        let keys = [k("k1", DecryptOnly), k("k2", Primary)];
+        let d = promote(&keys, "k1").unwrap();
+        assert_eq!(
+            d.changes,
+            vec![("k2".into(), DecryptOnly), ("k1".into(), Primary)]
+        );
+    }
+
+    #[test]
+    fn promote_refusals() {
+        let mut c = k("kc", Pending);
+        c.compromised = true;
+        let keys = [k("k1", Primary), k("kr", Retired), k("kd", Destroyed), c];
+        assert_eq!(promote(&keys, "k1").unwrap_err().kind(), "already_primary");
+        let e = promote(&keys, "kr").unwrap_err();
+        assert_eq!(e.kind(), "not_promotable");
+        assert!(e.to_string().contains("restore"), "{e}");
+        assert_eq!(promote(&keys, "kd").unwrap_err().kind(), "not_promotable");
+        assert_eq!(promote(&keys, "kc").unwrap_err().kind(), "compromised");
+        assert_eq!(promote(&keys, "nope").unwrap_err().kind(), "unknown_key");
+    }
+
+    #[test]
+    fn retire_checks_primary_rows_and_safety_period() {
+        let p = Policy::default();
+        let mut old = k("k1", DecryptOnly);
+        old.demoted_at = Some(NOW - time::Duration::hours(2));
+        let keys = [old.clone(), k("k2", Primary)];
+        assert_eq!(
+            retire(&keys, "k2", &[], NOW, &p, true).unwrap_err().kind(),
+            "is_primary"
+        );
+        let rows = vec![("t.a".to_string(), 3), ("t.b".to_string(), 0)];
+        let e = retire(&keys, "k1", &rows, NOW, &p, false).unwrap_err();
+        assert_eq!(e.kind(), "rows_remain");
+        assert!(e.to_string().contains("t.a: 3"), "{e}");
+        assert!(!e.to_string().contains("t.b"), "{e}");
+        let e = retire(&keys, "k1", &[], NOW, &p, false).unwrap_err();
+        assert_eq!(e.kind(), "safety_period");
+        assert!(e.to_string().contains("2026-01-11T10:00:00Z"), "{e}");
+        // After the safety period, with no rows: retired.
+        let later = NOW + time::Duration::hours(23);
+        let d = retire(&keys, "k1", &rows[1..], later, &p, false).unwrap();
+        assert_eq!(d.changes, vec![("k1".into(), Retired)]);
+        assert!(d.warnings.is_empty());
+        // --force says what becomes unreadable.
+        let d = retire(&keys, "k1", &rows, NOW, &p, true).unwrap();
+        assert!(
+            d.warnings
+                .iter()
+                .any(|w| w.contains("3 rows") && w.contains("unreadable"))
+        );
+        assert!(d.warnings.iter().any(|w| w.contains("safety period")));
+        // A pending key never encrypted anything: no safety period.
+        let keys = [k("k3", Pending)];
+        retire(&keys, "k3", &[], NOW, &p, false).unwrap();
+        let keys = [k("k3", Retired)];
+        assert_eq!(
+            retire(&keys, "k3", &[], NOW, &p, false).unwrap_err().kind(),
+            "already_in_state"
+        );
+    }
+
+    #[test]
+    fn destroy_only_after_retire_and_retention() {
+        let p = Policy::default();
+        let keys = [k("k1", DecryptOnly)];
+        assert_eq!(
+            destroy(&keys, "k1", NOW, &p, true).unwrap_err().kind(),
+            "not_retired"
+        );
+        let mut r = k("k1", Retired);
+        r.retired_at = Some(NOW - time::Duration::days(3));
+        let keys = [r];
+        let e = destroy(&keys, "k1", NOW, &p, false).unwrap_err();
+        assert_eq!(e.kind(), "retention_period");
+        let d = destroy(&keys, "k1", NOW, &p, true).unwrap();
+        assert_eq!(d.changes, vec![("k1".into(), Destroyed)]);
+        destroy(&keys, "k1", NOW + time::Duration::days(28), &p, false).unwrap();
+        let keys = [k("k1", Destroyed)];
+        assert_eq!(
+            destroy(&keys, "k1", NOW, &p, true).unwrap_err().kind(),
+            "already_in_state"
+        );
+    }
+
+    #[test]
+    fn restore_and_compromised() {
+        let keys = [k("k1", Retired), k("k2", Destroyed), k("k3", Primary)];
+        assert_eq!(
+            restore(&keys, "k1", false).unwrap().changes,
+            vec![("k1".into(), DecryptOnly)]
+        );
+        assert_eq!(restore(&keys, "k2", true).unwrap_err().kind(), "destroyed");
+        assert_eq!(
+            restore(&keys, "k3", false).unwrap_err().kind(),
+            "not_restorable"
+        );
+        let mut c = k("k1", Retired);
+        c.compromised = true;
+        let keys = [c];
+        assert_eq!(
+            restore(&keys, "k1", false).unwrap_err().kind(),
+            "compromised"
+        );
+        assert!(!restore(&keys, "k1", true).unwrap().warnings.is_empty());
+
+        let keys = [k("k3", Primary)];
+        let d = mark_compromised(&keys, "k3").unwrap();
+        assert_eq!(d.changes, vec![("k3".into(), Primary)]);
+        assert!(d.warnings[0].contains("promote"));
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in [Pending, Primary, DecryptOnly, Retired, Destroyed] {
+            assert_eq!(LifecycleState::from_name(s.name()), Some(s));
+        }
+        assert_eq!(LifecycleState::from_name("active"), None);
+    }
+}

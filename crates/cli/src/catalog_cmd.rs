@@ -1,0 +1,429 @@
+//! `keyturn keys add|list|promote|retire|destroy|restore|compromised|self-test`
+//! and `keyturn kek rotate`: the key catalog (docs/CATALOG.md).
+
+use crate::app::Session;
+use crate::cli::{Cli, KekRotateArgs, KeysCommand, TargetArgs};
+use crate::exit::Exit;
+use crate::output;
+use anyhow::{Context, Result};
+use keyturn_catalog::{Catalog, CatalogConfig, CatalogEntry, CatalogError, KekConfig, Outcome};
+use keyturn_db::{ConnectOptions, Database};
+use keyturn_engine::config::config_path;
+use keyturn_engine::{Config, EngineError};
+use keyturn_format::{KeyId, Keyring, SecretKey};
+use keyturn_kms::DekCache;
+use std::sync::Arc;
+
+fn catalog_config(cfg: &Config) -> Result<CatalogConfig> {
+    cfg.catalog.clone().ok_or_else(|| {
+        EngineError::Config(
+            "no [catalog] section in the config: the key catalog commands need one (docs/CATALOG.md)".into(),
+        )
+        .into()
+    })
+}
+
+async fn open(cli: &Cli) -> Result<(Config, CatalogConfig, Arc<dyn Database>, Catalog)> {
+    let cfg = Config::load(&config_path(cli.config.as_deref()))?;
+    let cc = catalog_config(&cfg)?;
+    let db = keyturn_db::connect(
+        &cfg.database.url,
+        &ConnectOptions {
+            max_connections: 2,
+            create_if_missing: false,
+        },
+    )
+    .await?;
+    let cat = Catalog::open(db.clone(), &cc.name, cc.policy()).await?;
+    Ok((cfg, cc, db, cat))
+}
+
+/// The `[keys]` keyring from the catalog, for `status`, `rotate`, `verify`.
+pub async fn load_ring(cfg: &Config, db: &Arc<dyn Database>) -> Result<Option<Arc<Keyring>>> {
+    let Some(cc) = &cfg.catalog else {
+        return Ok(None);
+    };
+    let kek = cc.kek.provider().await?;
+    let cat = Catalog::open(db.clone(), &cc.name, cc.policy()).await?;
+    let ring = cat
+        .load_keyring(&DekCache::new(kek), cfg.keys.allow_retired)
+        .await
+        .with_context(|| format!("loading the keyring from key catalog {:?}", cc.name))?;
+    Ok(Some(Arc::new(ring)))
+}
+
+pub async fn run_keys(cli: &Cli, cmd: &KeysCommand) -> Result<Exit> {
+    if let KeysCommand::Retire { id, force } = cmd {
+        return retire(cli, id, *force).await;
+    }
+    let (_cfg, cc, db, cat) = open(cli).await?;
+    let result = match cmd {
+        KeysCommand::List => {
+            let list = cat.list().await;
+            db.close().await;
+            print_list(&list?, cli.json)?;
+            return Ok(Exit::Ok);
+        }
+        KeysCommand::SelfTest => {
+            let kek = cc.kek.provider().await?;
+            let st = cat.self_test(&DekCache::new(kek)).await;
+            db.close().await;
+            if cli.json {
+                output::print_json(&st)?;
+            } else if st.ok {
+                println!(
+                    "ok: primary {:?} encrypts and decrypts; {} keys loaded",
+                    st.primary, st.keys_loaded
+                );
+            } else {
+                for p in &st.problems {
+                    eprintln!("self-test failed: {p}");
+                }
+            }
+            return Ok(if st.ok { Exit::Ok } else { Exit::Error });
+        }
+        KeysCommand::Add { id, alg, import } => {
+            add(&cat, &cc, id.as_deref(), alg, import.as_deref()).await
+        }
+        KeysCommand::Promote { id } => cat.promote(id).await.map(|o| vec![o]),
+        KeysCommand::Destroy { id, force } => cat.destroy(id, *force).await.map(|o| vec![o]),
+        KeysCommand::Restore { id, force } => cat.restore(id, *force).await.map(|o| vec![o]),
+        KeysCommand::Compromised { id } => cat.mark_compromised(id).await.map(|o| vec![o]),
+        KeysCommand::Generate { .. } | KeysCommand::Retire { .. } => {
+            unreachable!("handled elsewhere")
+        }
+    };
+    db.close().await;
+    print_outcomes(&result?, cli.json)?;
+    Ok(Exit::Ok)
+}
+
+async fn add(
+    cat: &Catalog,
+    cc: &CatalogConfig,
+    id: Option<&str>,
+    alg: &str,
+    import: Option<&str>,
+) -> Result<Vec<Outcome>, CatalogError> {
+    let kek = cc.kek.provider().await?;
+    let mut keys: Vec<(KeyId, SecretKey)> = Vec::new();
+    match import {
+        Some(src) => {
+            let source = keyturn_keys::KeySource::parse(src)
+                .map_err(|e| CatalogError::Config(e.to_string()))?;
+            let specs = keyturn_keys::load_source(&source)
+                .map_err(|e| CatalogError::Config(e.to_string()))?;
+            for s in specs {
+                if id.is_none_or(|i| i == s.id.as_str()) {
+                    keys.push((s.id, s.key));
+                }
+            }
+            if keys.is_empty() {
+                return Err(CatalogError::Config(format!(
+                    "no key {:?} in {source}",
+                    id.unwrap_or_default()
+                )));
+            }
+        }
+        None => {
+            let alg = keyturn_catalog::parse_algorithm(alg)?;
+            let id = match id {
+                Some(i) => KeyId::new(i).map_err(|e| CatalogError::Config(format!("--id: {e}")))?,
+                None => {
+                    let today = time::OffsetDateTime::now_utc().date();
+                    KeyId::new(&format!(
+                        "k{:04}{:02}{:02}",
+                        today.year(),
+                        u8::from(today.month()),
+                        today.day()
+                    ))
+                    .map_err(|e| CatalogError::Config(e.to_string()))?
+                }
+            };
+            let key = SecretKey::generate(alg).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+            keys.push((id, key));
+        }
+    }
+    let mut out = Vec::new();
+    for (id, key) in &keys {
+        out.push(cat.add(kek.as_ref(), id, key).await?);
+    }
+    Ok(out)
+}
+
+/// `retire`: counts the rows under the key in every configured column that
+/// uses the `[keys]` keyring (as `status` does), then asks the catalog.
+async fn retire(cli: &Cli, id: &str, force: bool) -> Result<Exit> {
+    let cfg = Config::load(&config_path(cli.config.as_deref()))?;
+    catalog_config(&cfg)?;
+    let session = Session::from_config(cfg, &TargetArgs::default(), 2).await?;
+    let cc = catalog_config(&session.cfg)?;
+    let report = keyturn_engine::status::status(session.db.as_ref(), &session.plan).await;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            session.db.close().await;
+            return Err(e.into());
+        }
+    };
+    let mut rows = Vec::new();
+    for (col, plan) in report.columns.iter().zip(&session.plan.columns) {
+        // Columns with their own [keyrings.NAME] hold other key ids.
+        let uses_catalog = session
+            .cfg
+            .targets
+            .iter()
+            .find(|t| t.table == plan.col.table)
+            .and_then(|t| t.columns.iter().find(|c| c.name == plan.col.column))
+            .is_some_and(|c| c.keyring.is_none());
+        if !uses_catalog {
+            continue;
+        }
+        let n = col
+            .by_key
+            .iter()
+            .filter(|k| k.key_id == id)
+            .map(|k| k.rows)
+            .sum::<u64>();
+        rows.push((format!("{}.{}", col.table, col.column), n));
+    }
+    let cat = Catalog::open(session.db.clone(), &cc.name, cc.policy()).await?;
+    let result = cat.retire(id, &rows, force).await;
+    session.db.close().await;
+    print_outcomes(&[result?], cli.json)?;
+    Ok(Exit::Ok)
+}
+
+pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
+    let (_cfg, cc, db, cat) = open(cli).await?;
+    let new_cfg = KekConfig {
+        kek: args.to.clone(),
+        master_key: args.master_key.clone(),
+        key_id: args.key_id.clone(),
+        region: args.region.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+        profile: args.profile.clone(),
+        address: args.address.clone(),
+        mount: args.mount.clone(),
+        key: args.key.clone(),
+        token: args.token.clone(),
+        namespace: args.namespace.clone(),
+    };
+    let result = async {
+        let old = cc.kek.provider().await?;
+        let new = new_cfg.provider().await?;
+        cat.rotate_kek(old.as_ref(), new.as_ref()).await
+    }
+    .await;
+    db.close().await;
+    let entries = result?;
+    if cli.json {
+        output::print_json(&serde_json::json!({
+            "action": "kek-rotate",
+            "rewrapped": entries.len(),
+            "keys": entries,
+        }))?;
+    } else {
+        println!(
+            "rewrapped {} DEKs in one transaction; no data row was touched",
+            entries.len()
+        );
+        for e in &entries {
+            println!("  {:<16} {}", e.id, e.kek);
+        }
+    }
+    eprintln!(
+        "now update [catalog] in the config to the new KEK (kek = {:?}): the old one no longer unwraps these DEKs",
+        args.to
+    );
+    Ok(Exit::Ok)
+}
+
+fn print_outcomes(outcomes: &[Outcome], json: bool) -> Result<()> {
+    for o in outcomes {
+        for w in &o.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    if json {
+        if outcomes.len() == 1 {
+            output::print_json(&outcomes[0])?;
+        } else {
+            output::print_json(&outcomes)?;
+        }
+        return Ok(());
+    }
+    for o in outcomes {
+        for e in &o.changed {
+            println!(
+                "{}: key {} is {}{}",
+                o.action,
+                e.id,
+                e.state,
+                if e.compromised { " (COMPROMISED)" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_list(list: &[CatalogEntry], json: bool) -> Result<()> {
+    if json {
+        return output::print_json(&list);
+    }
+    if list.is_empty() {
+        println!("the catalog is empty: `keyturn keys add` creates a key");
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<13} {:<18} {:<16} {:<20} KEK",
+        "ID", "STATE", "ALGORITHM", "FINGERPRINT", "CREATED"
+    );
+    for e in list {
+        let state = if e.compromised {
+            format!("{}!", e.state)
+        } else {
+            e.state.to_string()
+        };
+        println!(
+            "{:<16} {:<13} {:<18} {:<16} {:<20} {}",
+            e.id, state, e.algorithm, e.fingerprint, e.created_at, e.kek
+        );
+    }
+    if list.iter().any(|e| e.compromised) {
+        println!("! = compromised: rotate every row off it, then retire it");
+    }
+    Ok(())
+}
+
+/// Ids of the catalog keys flagged compromised (none without a catalog).
+pub async fn compromised_ids(cfg: &Config, db: &Arc<dyn Database>) -> Result<Vec<String>> {
+    let Some(cc) = &cfg.catalog else {
+        return Ok(Vec::new());
+    };
+    let cat = Catalog::open(db.clone(), &cc.name, cc.policy()).await?;
+    Ok(cat
+        .list()
+        .await?
+        .into_iter()
+        .filter(|e| e.compromised)
+        .map(|e| e.id)
+        .collect())
+}
+
+/// Rows under compromised keys per column (`table.column`, key id, rows).
+fn compromised_rows(
+    report: &keyturn_engine::StatusReport,
+    compromised: &[String],
+) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    for c in &report.columns {
+        for k in &c.by_key {
+            if k.rows > 0 && compromised.contains(&k.key_id) {
+                out.push((
+                    format!("{}.{}", c.table, c.column),
+                    k.key_id.clone(),
+                    k.rows,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `status`: a warning per column that still has rows under a compromised key.
+pub async fn flag_status(
+    cfg: &Config,
+    db: &Arc<dyn Database>,
+    report: &mut keyturn_engine::StatusReport,
+) -> Result<()> {
+    let compromised = compromised_ids(cfg, db).await?;
+    if compromised.is_empty() {
+        return Ok(());
+    }
+    for (col, key, n) in compromised_rows(report, &compromised) {
+        report.warnings.push(format!(
+            "COMPROMISED key {key:?}: {n} rows of {col} are still under it; run `keyturn rotate` now"
+        ));
+    }
+    for c in &compromised {
+        if report.columns.iter().any(|col| &col.primary_key_id == c) {
+            report.warnings.push(format!(
+                "COMPROMISED key {c:?} is the primary: `keyturn keys add`, `keyturn keys promote` a new key, then rotate"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Before `rotate` with compromised keys: refuses to rotate onto a
+/// compromised primary, and moves the columns with rows under compromised
+/// keys to the front (most such rows first). Returns the compromised ids.
+pub async fn prioritize(session: &mut Session) -> Result<Vec<String>> {
+    let compromised = compromised_ids(&session.cfg, &session.db).await?;
+    if compromised.is_empty() {
+        return Ok(compromised);
+    }
+    for c in &session.plan.columns {
+        let primary = c.ring()?.primary_id().as_str();
+        if compromised.iter().any(|k| k == primary) {
+            return Err(EngineError::Config(format!(
+                "the primary key {primary:?} is marked compromised: add and promote a new key before rotating"
+            ))
+            .into());
+        }
+    }
+    let report = keyturn_engine::status::status(session.db.as_ref(), &session.plan).await?;
+    let mut weight: Vec<u64> = report
+        .columns
+        .iter()
+        .map(|c| {
+            c.by_key
+                .iter()
+                .filter(|k| compromised.contains(&k.key_id))
+                .map(|k| k.rows)
+                .sum()
+        })
+        .collect();
+    let mut cols: Vec<_> = session
+        .plan
+        .columns
+        .drain(..)
+        .zip(weight.drain(..))
+        .collect();
+    cols.sort_by_key(|c| std::cmp::Reverse(c.1));
+    for (col, w) in &cols {
+        if *w > 0 {
+            eprintln!(
+                "compromised key: {} rows of {} are rotated first",
+                w,
+                col.label()
+            );
+        }
+    }
+    session.plan.columns = cols.into_iter().map(|(c, _)| c).collect();
+    Ok(compromised)
+}
+
+/// After `rotate`: an error if any row is still under a compromised key.
+pub async fn check_no_compromised_rows(
+    cfg: &Config,
+    plan: &keyturn_engine::Plan,
+    compromised: &[String],
+) -> Result<()> {
+    let db = keyturn_db::connect(&cfg.database.url, &ConnectOptions::default()).await?;
+    let report = keyturn_engine::status::status(db.as_ref(), plan).await;
+    db.close().await;
+    let left = compromised_rows(&report?, compromised);
+    if left.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::Config(format!(
+        "rows are still under compromised keys: {}; fix the rows reported above and run `keyturn rotate` again",
+        left.iter()
+            .map(|(c, k, n)| format!("{c}: {n} under {k:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .into())
+}

@@ -93,9 +93,66 @@ pub async fn run_keys(cli: &Cli, cmd: &KeysCommand) -> Result<Exit> {
             unreachable!("handled elsewhere")
         }
     };
+    let force = matches!(
+        cmd,
+        KeysCommand::Destroy { force: true, .. } | KeysCommand::Restore { force: true, .. }
+    );
+    let audited = match &result {
+        Ok(outcomes) => audit_outcomes(cli, db.as_ref(), outcomes, force).await,
+        Err(_) => Ok(()),
+    };
     db.close().await;
     print_outcomes(&result?, cli.json)?;
+    audited?;
     Ok(Exit::Ok)
+}
+
+/// Appends one audit event per lifecycle change (and an `override` event
+/// when a safety check was forced), after the catalog committed it.
+async fn audit_outcomes(
+    cli: &Cli,
+    db: &dyn Database,
+    outcomes: &[Outcome],
+    forced: bool,
+) -> Result<()> {
+    use keyturn_audit::{AuditAction, NewEvent, Outcome as Audited};
+    let actor = cli.actor.clone().unwrap_or_else(crate::app::default_actor);
+    for o in outcomes {
+        let action = match o.action.as_str() {
+            "add" => AuditAction::KeyAdd,
+            "promote" => AuditAction::KeyPromote,
+            "retire" => AuditAction::KeyRetire,
+            "destroy" => AuditAction::KeyDestroy,
+            "compromised" => AuditAction::KeyCompromised,
+            other => AuditAction::Other(format!("key.{other}")),
+        };
+        let changed: Vec<String> = o
+            .changed
+            .iter()
+            .map(|e| format!("{} -> {}", e.id, e.state))
+            .collect();
+        let ev = NewEvent::new(action, &actor, Audited::Ok)
+            .keys(std::iter::once(o.key_id.clone()))
+            .detail("changed", changed)
+            .detail("forced", forced)
+            .detail("warnings", o.warnings.clone());
+        keyturn_audit::append(db, &ev)
+            .await
+            .context("recording the key change in the audit trail")?;
+        if forced {
+            let ev = NewEvent::new(AuditAction::Override, &actor, Audited::Ok)
+                .keys(std::iter::once(o.key_id.clone()))
+                .reason(Some(&format!(
+                    "--force on {} of key {}",
+                    o.action, o.key_id
+                )))
+                .detail("warnings", o.warnings.clone());
+            keyturn_audit::append(db, &ev)
+                .await
+                .context("recording the override in the audit trail")?;
+        }
+    }
+    Ok(())
 }
 
 async fn add(
@@ -189,8 +246,13 @@ async fn retire(cli: &Cli, id: &str, force: bool) -> Result<Exit> {
     }
     let cat = Catalog::open(session.db.clone(), &cc.name, cc.policy()).await?;
     let result = cat.retire(id, &rows, force).await;
+    let audited = match &result {
+        Ok(o) => audit_outcomes(cli, session.db.as_ref(), std::slice::from_ref(o), force).await,
+        Err(_) => Ok(()),
+    };
     session.db.close().await;
     print_outcomes(&[result?], cli.json)?;
+    audited?;
     Ok(Exit::Ok)
 }
 
@@ -215,8 +277,24 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
         cat.rotate_kek(old.as_ref(), new.as_ref()).await
     }
     .await;
+    let audited = match &result {
+        Ok(entries) => {
+            use keyturn_audit::{AuditAction, NewEvent, Outcome as Audited};
+            let actor = cli.actor.clone().unwrap_or_else(crate::app::default_actor);
+            let ev = NewEvent::new(AuditAction::KekRotate, &actor, Audited::Ok)
+                .keys(entries.iter().map(|e| e.id.clone()))
+                .detail("to", format!("{:?}", args.to))
+                .detail("rewrapped", entries.len() as u64);
+            keyturn_audit::append(db.as_ref(), &ev)
+                .await
+                .context("recording the KEK rotation in the audit trail")
+                .map(|_| ())
+        }
+        Err(_) => Ok(()),
+    };
     db.close().await;
     let entries = result?;
+    audited?;
     if cli.json {
         output::print_json(&serde_json::json!({
             "action": "kek-rotate",

@@ -317,4 +317,28 @@ async fn catalog_commands_end_to_end() {
     assert!(!o.stdout.contains("COMPROMISED"), "{}", o.stdout);
     let o = keyturn(dir, "k.toml", MK2, &["keys", "self-test"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
+
+    // Every lifecycle change is in the audit trail, and the chain holds.
+    let o = keyturn(dir, "k.toml", MK2, &["--json", "audit", "export"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let actions: Vec<String> = o
+        .stdout
+        .lines()
+        .map(|l| json(l)["action"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for want in [
+        "key.add",
+        "key.promote",
+        "key.compromised",
+        "kek.rotate",
+        "rotate.start",
+        "rotate.end",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == want),
+            "no {want} in {actions:?}"
+        );
+    }
+    let o = keyturn(dir, "k.toml", MK2, &["audit", "verify"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
 }

@@ -232,7 +232,16 @@ pub fn run_options(cfg: &Config, args: &RunArgs, actor: String) -> RunOptions {
     }
 }
 
-async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> Result<Exit> {
+pub async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> Result<Exit> {
+    if let Some(new) = &args.to {
+        if op != Operation::Rotate {
+            return Err(
+                keyturn_engine::EngineError::Usage("--to applies to rotate only".into()).into(),
+            );
+        }
+        // Boxed: rotate_to runs an ordinary rotate through this function.
+        return Box::pin(crate::catalog_cmd::rotate_to(cli, args, actor, new)).await;
+    }
     crate::compliance::check_run_args(&args.audit)?;
     let path = config_path(cli.config.as_deref());
     let cfg = Config::load(&path)?;

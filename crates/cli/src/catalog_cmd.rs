@@ -107,6 +107,88 @@ pub async fn run_keys(cli: &Cli, cmd: &KeysCommand) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// `rotate --to NEW`: the staged rotation in one command. Each step is the
+/// same as its own command (and audited as such); a failing step stops the
+/// sequence with the catalog in a consistent state (rolling back is
+/// `keys promote <old>`).
+pub async fn rotate_to(
+    cli: &Cli,
+    args: &crate::cli::RunArgs,
+    actor: String,
+    new: &str,
+) -> Result<Exit> {
+    use keyturn_catalog::LifecycleState;
+    if args.dry_run {
+        return Err(EngineError::Usage(
+            "--to changes the key catalog; preview with `keyturn rotate --dry-run` (without --to) after `keys add`".into(),
+        )
+        .into());
+    }
+    let say = |m: &str| {
+        if !cli.json {
+            eprintln!("{m}");
+        }
+    };
+    let (_cfg, cc, db, cat) = open(cli).await?;
+    let steps = async {
+        let entries = cat.list().await?;
+        let old = entries
+            .iter()
+            .find(|e| e.state == LifecycleState::Primary)
+            .map(|e| e.id.clone());
+        let mut outcomes = Vec::new();
+        if !entries.iter().any(|e| e.id == new) {
+            outcomes.extend(add(&cat, &cc, Some(new), "aes256gcm", None).await?);
+        }
+        if old.as_deref() != Some(new) {
+            outcomes.push(cat.promote(new).await?);
+        }
+        Ok::<_, CatalogError>((old, outcomes))
+    }
+    .await;
+    let audited = match &steps {
+        Ok((_, outcomes)) => audit_outcomes(cli, db.as_ref(), outcomes, false).await,
+        Err(_) => Ok(()),
+    };
+    db.close().await;
+    let (old, outcomes) = steps?;
+    audited?;
+    for o in &outcomes {
+        for w in &o.warnings {
+            say(&format!("warning: {w}"));
+        }
+        say(&format!("{}: key {}", o.action, o.key_id));
+    }
+    // Re-encrypt under NEW (an ordinary, audited rotate).
+    let mut plain = args.clone();
+    plain.to = None;
+    let exit = crate::app::run_op(cli, &plain, keyturn_engine::Operation::Rotate, actor).await?;
+    if exit != Exit::Ok {
+        say(
+            "rotate did not finish cleanly: the old key stays decrypt-only; fix the reported rows and run `keyturn rotate` again",
+        );
+        return Ok(exit);
+    }
+    let Some(old) = old.filter(|o| o != new) else {
+        return Ok(Exit::Ok);
+    };
+    // Retire the old primary if it may already be retired; the refusal
+    // (rows remain, safety period) says when instead.
+    match retire(cli, &old, false).await {
+        Ok(e) => Ok(e),
+        Err(e) => match e.downcast_ref::<CatalogError>().map(CatalogError::kind) {
+            Some("safety_period" | "rows_remain") => {
+                say(&format!("{e:#}"));
+                say(&format!(
+                    "the old key {old:?} stays decrypt-only; retire it later with `keyturn keys retire {old}`"
+                ));
+                Ok(Exit::Ok)
+            }
+            _ => Err(e),
+        },
+    }
+}
+
 /// Appends one audit event per lifecycle change (and an `override` event
 /// when a safety check was forced), after the catalog committed it.
 async fn audit_outcomes(

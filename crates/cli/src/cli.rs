@@ -76,6 +76,11 @@ pub struct RunArgs {
     /// Throttle to at most this many rows per second
     #[arg(long, value_name = "R")]
     pub max_rows_per_sec: Option<u64>,
+    /// rotate with a key catalog: the whole staged sequence in one go: add NEW
+    /// if missing, promote it, re-encrypt, verify, retire the old primary
+    /// once its safety period has passed
+    #[arg(long, value_name = "NEW")]
+    pub to: Option<String>,
     #[command(flatten)]
     pub audit: crate::compliance::RunAuditArgs,
 }

@@ -318,6 +318,38 @@ async fn catalog_commands_end_to_end() {
     let o = keyturn(dir, "k.toml", MK2, &["keys", "self-test"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
 
+    // The whole staged sequence in one command: add, promote, rotate,
+    // verify; the old primary stays decrypt-only within the safety period.
+    let o = keyturn(dir, "k.toml", MK2, &["rotate", "--to", "k3"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("retire it later"), "{}", o.stderr);
+    assert!(
+        data_rows(dir)
+            .await
+            .iter()
+            .all(|(_, v)| v.starts_with(b"kt1:k3:"))
+    );
+    // Without a safety period the old primary is retired at the end.
+    let o = keyturn(dir, "quick.toml", MK2, &["rotate", "--to", "k4"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let o = keyturn(dir, "k.toml", MK2, &["--json", "keys", "list"]);
+    let list = json(&o.stdout);
+    let state = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .map(|e| e["state"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(state("k4").as_deref(), Some("primary"));
+    assert_eq!(state("k3").as_deref(), Some("retired"));
+    assert!(
+        data_rows(dir)
+            .await
+            .iter()
+            .all(|(_, v)| v.starts_with(b"kt1:k4:"))
+    );
+
     // Every lifecycle change is in the audit trail, and the chain holds.
     let o = keyturn(dir, "k.toml", MK2, &["--json", "audit", "export"]);
     assert_eq!(o.code, 0, "{}", o.stderr);

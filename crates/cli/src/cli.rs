@@ -77,7 +77,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "R")]
     pub max_rows_per_sec: Option<u64>,
     /// rotate with a key catalog: the whole staged sequence in one go: add NEW
-    /// if missing, promote it, re-encrypt, verify, retire the old primary
+    /// if missing, promote it, re-encrypt, check and retire the old primary
     /// once its safety period has passed
     #[arg(long, value_name = "NEW")]
     pub to: Option<String>,

@@ -255,19 +255,26 @@ pub async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> 
         Vec::new()
     };
     let dry_run = opts.dry_run;
-    let exit = execute_audited(&ctx, op, opts, cli.json, &args.audit).await?;
+    let exit = execute_audited(&ctx, op, opts, cli.json, &args.audit, None).await?;
     if !compromised.is_empty() && !dry_run {
         crate::catalog_cmd::check_no_compromised_rows(&ctx.cfg, &ctx.plan, &compromised).await?;
     }
     Ok(exit)
 }
 
-/// Runs an operation with progress output and prints the summary.
-pub async fn execute(ctx: &Session, op: Operation, opts: RunOptions, json: bool) -> Result<Exit> {
-    execute_audited(ctx, op, opts, json, &Default::default()).await
+/// Runs an operation like `rotate` does, handing the summary to `keep`
+/// instead of printing it (the demo prints one JSON document at the end).
+pub async fn execute_kept(
+    ctx: &Session,
+    op: Operation,
+    opts: RunOptions,
+    json: bool,
+    keep: &std::sync::Mutex<Vec<keyturn_engine::RunSummary>>,
+) -> Result<Exit> {
+    execute_audited(ctx, op, opts, json, &Default::default(), Some(keep)).await
 }
 
-/// [`execute`], recorded in the audit trail (start and end events; dry
+/// Runs an operation with progress output and prints the summary, recorded in the audit trail (start and end events; dry
 /// runs are not recorded) and optionally announced to a webhook.
 pub async fn execute_audited(
     ctx: &Session,
@@ -275,6 +282,7 @@ pub async fn execute_audited(
     opts: RunOptions,
     json: bool,
     audit: &crate::compliance::RunAuditArgs,
+    keep: Option<&std::sync::Mutex<Vec<keyturn_engine::RunSummary>>>,
 ) -> Result<Exit> {
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone(), json);
@@ -302,7 +310,13 @@ pub async fn execute_audited(
             return Err(e.into());
         }
     };
-    output::print_summary(&summary, json)?;
+    match keep {
+        Some(k) => k
+            .lock()
+            .map_err(|_| anyhow::anyhow!("summary lock poisoned"))?
+            .push(summary.clone()),
+        None => output::print_summary(&summary, json)?,
+    }
     recorded?;
     let code = if summary.interrupted {
         Exit::Interrupted

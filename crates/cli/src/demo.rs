@@ -1,6 +1,6 @@
 //! `keyturn demo`: the whole job on a SQLite file, start to finish.
 
-use crate::app::{Session, default_actor, execute};
+use crate::app::{Session, default_actor, execute_kept};
 use crate::cli::{DemoArgs, TargetArgs};
 use crate::exit::Exit;
 use crate::output;
@@ -148,6 +148,20 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
         keys_path.display(),
         config_path.display()
     ));
+    // Run summaries: printed as they come, or gathered into one JSON document.
+    let runs = std::sync::Mutex::new(Vec::new());
+    let show_last = |runs: &std::sync::Mutex<Vec<keyturn_engine::RunSummary>>| -> Result<()> {
+        if !json {
+            if let Some(s) = runs
+                .lock()
+                .map_err(|_| anyhow::anyhow!("summary lock poisoned"))?
+                .last()
+            {
+                output::print_summary(s, false)?;
+            }
+        }
+        Ok(())
+    };
     let opts = |dry| RunOptions {
         batch_size: 5000,
         workers: 2,
@@ -157,7 +171,8 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     };
     let all = TargetArgs::default();
     let ctx = Session::from_config(Config::load(&config_path)?, &all, 4).await?;
-    let code = execute(&ctx, Operation::Encrypt, opts(false), json).await?;
+    let code = execute_kept(&ctx, Operation::Encrypt, opts(false), json, &runs).await?;
+    show_last(&runs)?;
     if code != Exit::Ok {
         return Ok(code);
     }
@@ -183,7 +198,8 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     say(
         "\n4. Rotating every value from k1 to k2 (`keyturn rotate`): keyset batches, parallel crypto, one compare-and-swap UPDATE per batch, checkpoints",
     );
-    let code = execute(&ctx, Operation::Rotate, opts(false), json).await?;
+    let code = execute_kept(&ctx, Operation::Rotate, opts(false), json, &runs).await?;
+    show_last(&runs)?;
     if code != Exit::Ok {
         return Ok(code);
     }
@@ -207,9 +223,12 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     let after = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan).await?;
     ctx.db.close().await;
     if json {
-        output::print_json(
-            &serde_json::json!({ "status_before_rotation": before, "status_after": after, "verify": report }),
-        )?;
+        output::print_json(&serde_json::json!({
+            "runs": *runs.lock().map_err(|_| anyhow::anyhow!("summary lock poisoned"))?,
+            "status_before_rotation": before,
+            "status_after": after,
+            "verify": report,
+        }))?;
     } else {
         output::print_verify(&report, false)?;
         let cfg = config_path.display();

@@ -230,6 +230,19 @@ pub trait Database: Send + Sync + fmt::Debug {
         loc: &KeyIdLocation,
     ) -> Result<ColumnCounts, DbError>;
 
+    /// Like [`count_keys`](Self::count_keys), faster when the ids in use
+    /// are expected to be among `known` (a keyring's): one scan without
+    /// grouping. The result is the same; an id outside `known` falls back
+    /// to [`count_keys`](Self::count_keys).
+    async fn count_keys_among(
+        &self,
+        col: &ColumnRef,
+        loc: &KeyIdLocation,
+        _known: &[String],
+    ) -> Result<ColumnCounts, DbError> {
+        self.count_keys(col, loc).await
+    }
+
     /// Counts non-NULL values that do not start with `prefix`.
     async fn count_without_prefix(
         &self,

@@ -71,9 +71,10 @@ pub async fn run_keys(cli: &Cli, cmd: &KeysCommand) -> Result<Exit> {
             if cli.json {
                 output::print_json(&st)?;
             } else if st.ok {
-                println!(
+                outln!(
                     "ok: primary {:?} encrypts and decrypts; {} keys loaded",
-                    st.primary, st.keys_loaded
+                    st.primary,
+                    st.keys_loaded
                 );
             } else {
                 for p in &st.problems {
@@ -384,12 +385,12 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
             "keys": entries,
         }))?;
     } else {
-        println!(
+        outln!(
             "rewrapped {} DEKs in one transaction; no data row was touched",
             entries.len()
         );
         for e in &entries {
-            println!("  {:<16} {}", e.id, e.kek);
+            outln!("  {:<16} {}", e.id, e.kek);
         }
     }
     eprintln!(
@@ -415,7 +416,7 @@ fn print_outcomes(outcomes: &[Outcome], json: bool) -> Result<()> {
     }
     for o in outcomes {
         for e in &o.changed {
-            println!(
+            outln!(
                 "{}: key {} is {}{}",
                 o.action,
                 e.id,
@@ -432,12 +433,16 @@ fn print_list(list: &[CatalogEntry], json: bool) -> Result<()> {
         return output::print_json(&list);
     }
     if list.is_empty() {
-        println!("the catalog is empty: `keyturn keys add` creates a key");
+        outln!("the catalog is empty: `keyturn keys add` creates a key");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<16} {:<13} {:<18} {:<16} {:<20} KEK",
-        "ID", "STATE", "ALGORITHM", "FINGERPRINT", "CREATED"
+        "ID",
+        "STATE",
+        "ALGORITHM",
+        "FINGERPRINT",
+        "CREATED"
     );
     for e in list {
         let state = if e.compromised {
@@ -445,13 +450,18 @@ fn print_list(list: &[CatalogEntry], json: bool) -> Result<()> {
         } else {
             e.state.to_string()
         };
-        println!(
+        outln!(
             "{:<16} {:<13} {:<18} {:<16} {:<20} {}",
-            e.id, state, e.algorithm, e.fingerprint, e.created_at, e.kek
+            e.id,
+            state,
+            e.algorithm,
+            e.fingerprint,
+            e.created_at,
+            e.kek
         );
     }
     if list.iter().any(|e| e.compromised) {
-        println!("! = compromised: rotate every row off it, then retire it");
+        outln!("! = compromised: rotate every row off it, then retire it");
     }
     Ok(())
 }

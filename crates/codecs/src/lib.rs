@@ -57,6 +57,7 @@
 
 pub mod cloak;
 pub mod config;
+pub mod envelope;
 pub mod fernet;
 pub mod json_envelope;
 pub mod keys;
@@ -70,7 +71,10 @@ mod util;
 pub mod vault;
 pub mod version_byte;
 
-pub use config::{CodecConfig, LaravelCipher, NativeEncoding, RailsKdf, SodiumAlgorithm, build};
+pub use config::{
+    CodecConfig, EnvelopeRotation, EnvelopeWrap, LaravelCipher, NativeEncoding, RailsKdf,
+    SodiumAlgorithm, build, build_multi,
+};
 pub use keys::parse_key;
 
 use keyturn_format::{FormatError, KeyId, Keyring, SecretKey};

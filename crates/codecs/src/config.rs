@@ -86,7 +86,7 @@ pub enum CodecConfig {
         rotation: EnvelopeRotation,
     },
     /// Multi-column: ciphertext, IV and key-id columns, AES-256-GCM; see
-    /// [`SplitColumnsCodec`](crate::multi::SplitColumnsCodec). Built with
+    /// [`SplitColumnsCodec`]. Built with
     /// [`build_multi`].
     SplitColumns {},
 }

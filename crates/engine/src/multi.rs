@@ -2,7 +2,7 @@
 //! a row (ciphertext, IV, key id, wrapped data key).
 //!
 //! The pipeline stays the one of single-value columns: the plan's
-//! [`ColumnRef`] lists the row's cell columns
+//! [`ColumnRef`](keyturn_db::ColumnRef) lists the row's cell columns
 //! ([`ColumnRef::cells`](keyturn_db::ColumnRef::cells)), the database layer
 //! reads them as one packed value per row and writes them back with one
 //! compare-and-swap statement per batch over every cell

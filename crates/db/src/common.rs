@@ -75,6 +75,9 @@ macro_rules! impl_database {
             col: &$crate::ColumnRef,
             loc: &keyturn_format::KeyIdLocation,
         ) -> Result<$crate::ColumnCounts, DbError> {
+            if col.has_cells() {
+                return self.cells_count_keys(col, loc).await;
+            }
             use sqlx::Row as _;
             let what = || format!("counting values of {}.{}", col.table, col.column);
             let rows = sqlx::query(sqlx::AssertSqlSafe(Self::DIALECT.count_keys(col, loc)))
@@ -150,6 +153,9 @@ macro_rules! impl_database {
         }
 
         async fn count_without_prefix(&self, col: &$crate::ColumnRef, prefix: Option<&[u8]>) -> Result<u64, DbError> {
+            if col.has_cells() {
+                return self.cells_count_without_prefix(col, prefix).await;
+            }
             use sqlx::Row as _;
             let (sql, binds) = Self::DIALECT.count_without_prefix(col, prefix);
             let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
@@ -168,6 +174,9 @@ macro_rules! impl_database {
             skip_prefix: Option<&[u8]>,
             limit: usize,
         ) -> Result<Vec<$crate::Row>, DbError> {
+            if col.has_cells() {
+                return self.cells_fetch_batch(col, after, skip_prefix, limit).await;
+            }
             let (sql, binds) = Self::DIALECT.fetch_batch(col, after, skip_prefix, limit);
             let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
             let rows = q
@@ -185,6 +194,9 @@ macro_rules! impl_database {
             col: &$crate::ColumnRef,
             pks: &[$crate::Pk],
         ) -> Result<Vec<($crate::Pk, Option<Vec<u8>>)>, DbError> {
+            if col.has_cells() {
+                return self.cells_fetch_rows(col, pks).await;
+            }
             if pks.is_empty() {
                 return Ok(Vec::new());
             }
@@ -562,5 +574,8 @@ macro_rules! impl_database {
             Ok(())
         }
         }
+
+        // Multi-column values (crate::cells): the read side.
+        impl_cells!($ty);
     };
 }

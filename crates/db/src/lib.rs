@@ -12,6 +12,8 @@ mod catalog;
 mod common;
 #[macro_use]
 mod audit;
+#[macro_use]
+pub mod cells;
 mod error;
 mod meta;
 mod mysql;
@@ -100,6 +102,25 @@ pub struct ColumnRef {
     pub pk: Vec<PkColumn>,
     pub column: String,
     pub kind: ValueKind,
+    /// A value spread over several columns of the row (a multi-column
+    /// codec): every column read and written together, in packing order,
+    /// `column` among them. Empty for a value held in `column` alone. See
+    /// [`cells`] for how such a row travels as one [`Row::value`].
+    pub cells: Vec<CellColumn>,
+}
+
+/// One column of a multi-column value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellColumn {
+    pub name: String,
+    pub kind: ValueKind,
+}
+
+impl ColumnRef {
+    /// Whether the value spans several columns ([`ColumnRef::cells`]).
+    pub fn has_cells(&self) -> bool {
+        !self.cells.is_empty()
+    }
 }
 
 /// One primary-key value.

@@ -241,6 +241,10 @@ impl_database!(MySqlDb, {
         col: &ColumnRef,
         updates: &[crate::CasUpdate],
     ) -> Result<u64, DbError> {
+        if col.has_cells() {
+            return crate::cells::write_cas_mysql(&self.pool, self.write_budget, col, updates)
+                .await;
+        }
         // Usually one statement per batch; several when the batch's values
         // would not fit in one packet (large values).
         let mut written = 0;

@@ -126,6 +126,9 @@ impl_database!(PgDb, {
         col: &ColumnRef,
         updates: &[crate::CasUpdate],
     ) -> Result<u64, DbError> {
+        if col.has_cells() {
+            return crate::cells::write_cas_postgres(&self.pool, col, updates).await;
+        }
         if updates.is_empty() {
             return Ok(0);
         }

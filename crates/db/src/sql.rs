@@ -123,7 +123,12 @@ impl Dialect {
 
     /// `(a > x) OR (a = x AND b > y) …`: keyset condition, expanded so every
     /// backend's planner uses the primary-key index.
-    fn after_condition(self, col: &ColumnRef, after: &[PkValue], binds: &mut Vec<Bind>) -> String {
+    pub(crate) fn after_condition(
+        self,
+        col: &ColumnRef,
+        after: &[PkValue],
+        binds: &mut Vec<Bind>,
+    ) -> String {
         let mut ors = Vec::new();
         for i in 0..col.pk.len() {
             let mut ands = Vec::new();
@@ -400,6 +405,7 @@ mod tests {
                 .collect(),
             column: "phone".into(),
             kind: ValueKind::Text,
+            cells: Vec::new(),
         }
     }
 

@@ -156,6 +156,9 @@ impl_database!(SqliteDb, {
         col: &ColumnRef,
         updates: &[crate::CasUpdate],
     ) -> Result<u64, DbError> {
+        if col.has_cells() {
+            return crate::cells::write_cas_sqlite(&self.pool, col, updates).await;
+        }
         if updates.is_empty() {
             return Ok(0);
         }

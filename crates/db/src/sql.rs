@@ -367,6 +367,15 @@ impl Dialect {
         ))
     }
 
+    /// Rows and non-NULL values of a column.
+    pub(crate) fn count_total(self, col: &ColumnRef) -> String {
+        format!(
+            "SELECT COUNT(*), COUNT({}) FROM {}",
+            self.quote(&col.column),
+            self.quote(&col.table)
+        )
+    }
+
     /// Per key id: rows and non-NULL values, in one scan. NULLs land in the
     /// `NULL` key group, where `COUNT(*) - COUNT(c)` tells them apart from
     /// values without a recognizable key id.

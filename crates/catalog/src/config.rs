@@ -10,6 +10,7 @@
 //! #                token = "env:VAULT_TOKEN" (or file:PATH; default VAULT_TOKEN, then BAO_TOKEN)
 //! safety_period_hours = 24
 //! retention_days = 30
+//! instance_ttl_seconds = 300            # tracked app instances: live while seen this recently
 //! ```
 
 use crate::CatalogError;
@@ -57,6 +58,10 @@ pub struct CatalogConfig {
     pub safety_period_hours: u64,
     #[serde(default = "default_retention")]
     pub retention_days: u64,
+    /// A tracked application instance without a heartbeat for this long is
+    /// stale and ignored by `keys promote` (docs/CATALOG.md).
+    #[serde(default = "default_instance_ttl")]
+    pub instance_ttl_seconds: u64,
 }
 
 fn default_name() -> String {
@@ -68,12 +73,16 @@ fn default_safety() -> u64 {
 fn default_retention() -> u64 {
     30
 }
+fn default_instance_ttl() -> u64 {
+    crate::lifecycle::DEFAULT_INSTANCE_TTL_SECONDS
+}
 
 impl CatalogConfig {
     pub fn policy(&self) -> Policy {
         Policy {
             safety_period: time::Duration::hours(self.safety_period_hours.min(1 << 20) as i64),
             retention: time::Duration::days(self.retention_days.min(1 << 16) as i64),
+            instance_ttl: time::Duration::seconds(self.instance_ttl_seconds.min(1 << 30) as i64),
         }
     }
 
@@ -84,6 +93,11 @@ impl CatalogConfig {
             keyturn_kms::KeyId::new("probe").map_err(|e| CatalogError::Config(e.to_string()))?,
         )
         .map_err(|e| CatalogError::Config(format!("name: {e}")))?;
+        if self.instance_ttl_seconds == 0 {
+            return Err(CatalogError::Config(
+                "instance_ttl_seconds must be at least 1 (it should exceed the applications' refresh interval)".into(),
+            ));
+        }
         self.kek.validate()
     }
 }
@@ -199,6 +213,7 @@ mod tests {
         assert_eq!(c.name, "default");
         assert_eq!(c.safety_period_hours, 24);
         assert_eq!(c.policy().retention, time::Duration::days(7));
+        assert_eq!(c.policy().instance_ttl, time::Duration::seconds(300));
         c.validate().unwrap();
         for (bad, why) in [
             (
@@ -212,6 +227,10 @@ mod tests {
             ),
             (r#"{"kek":"gcp"}"#, "use \"local\""),
             (r#"{"kek":"local","name":"a b"}"#, "name"),
+            (
+                r#"{"kek":"local","instance_ttl_seconds":0}"#,
+                "instance_ttl_seconds",
+            ),
         ] {
             let e = toml_like(bad).validate().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

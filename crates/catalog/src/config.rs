@@ -7,7 +7,8 @@
 //! master_key = "env:KEYTURN_MASTER_KEY" # local: env:NAME or file:PATH
 //! # aws-kms: key_id = "alias/keyturn", region = "eu-west-1", endpoint_url = "http://127.0.0.1:5000"
 //! # vault-transit: address = "http://127.0.0.1:8200", mount = "transit", key = "keyturn",
-//! #                token = "env:VAULT_TOKEN" (or file:PATH; default VAULT_TOKEN, then BAO_TOKEN)
+//! #                token = "env:VAULT_TOKEN" (or file:PATH; default VAULT_TOKEN, then BAO_TOKEN),
+//! #                binding = "embedded" (default) or "aad"
 //! safety_period_hours = 24
 //! retention_days = 30
 //! instance_ttl_seconds = 300            # tracked app instances: live while seen this recently
@@ -16,8 +17,8 @@
 use crate::CatalogError;
 use crate::lifecycle::Policy;
 use keyturn_kms::{
-    AwsKmsConfig, AwsKmsKek, KekProvider, LocalKek, MasterKeySource, TokenSource, TransitConfig,
-    TransitKek,
+    AwsKmsConfig, AwsKmsKek, ContextBinding, KekProvider, LocalKek, MasterKeySource, TokenSource,
+    TransitConfig, TransitKek,
 };
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -44,6 +45,10 @@ pub struct KekConfig {
     /// vault-transit: `env:NAME` or `file:PATH` [default: VAULT_TOKEN, then BAO_TOKEN].
     pub token: Option<String>,
     pub namespace: Option<String>,
+    /// vault-transit: how new wraps bind the context, `embedded` (default:
+    /// transit's rewrap can then move DEKs to a new key version inside the
+    /// server) or `aad` (transit `associated_data`).
+    pub binding: Option<String>,
 }
 
 /// The `[catalog]` section.
@@ -147,6 +152,7 @@ impl KekConfig {
                 if let Some(t) = &self.token {
                     source_of(t, "token")?;
                 }
+                self.transit_binding()?;
             }
             other => {
                 return Err(CatalogError::Config(format!(
@@ -154,7 +160,23 @@ impl KekConfig {
                 )));
             }
         }
+        if self.binding.is_some() && !matches!(self.kek.as_str(), "vault-transit" | "transit") {
+            return Err(CatalogError::Config(format!(
+                "binding applies to kek = \"vault-transit\" only, not {:?}",
+                self.kek
+            )));
+        }
         Ok(())
+    }
+
+    fn transit_binding(&self) -> Result<ContextBinding, CatalogError> {
+        match self.binding.as_deref() {
+            None | Some("embedded") => Ok(ContextBinding::Embedded),
+            Some("aad") => Ok(ContextBinding::Aad),
+            Some(other) => Err(CatalogError::Config(format!(
+                "binding = {other:?}: use \"embedded\" (default) or \"aad\""
+            ))),
+        }
     }
 
     /// Builds the provider (local reads its master key now; AWS loads its
@@ -189,6 +211,7 @@ impl KekConfig {
                     c.mount = m.clone();
                 }
                 c.namespace = self.namespace.clone();
+                c.binding = self.transit_binding()?;
                 if let Some(t) = &self.token {
                     c.token = match source_of(t, "token")? {
                         (Some(var), _) => TokenSource::EnvVar(var),
@@ -226,6 +249,11 @@ mod tests {
                 "needs key",
             ),
             (r#"{"kek":"gcp"}"#, "use \"local\""),
+            (
+                r#"{"kek":"vault-transit","address":"http://x","key":"k","binding":"both"}"#,
+                "binding",
+            ),
+            (r#"{"kek":"local","binding":"aad"}"#, "vault-transit only"),
             (r#"{"kek":"local","name":"a b"}"#, "name"),
             (
                 r#"{"kek":"local","instance_ttl_seconds":0}"#,

@@ -230,6 +230,24 @@ async fn promote_checks_tracked_instances(t: TestDb) {
     assert_eq!(overrides, 1, "{}", o.stdout);
     keyturn(&cfg, &["audit", "verify"]).expect(0);
 
+    // rotate --to: the new key is added (and audited), the promote refused
+    // with what to do next.
+    let o = keyturn(&cfg, &["rotate", "--to", "k9"]).expect(1);
+    assert!(
+        o.stderr.contains("run `keyturn rotate --to k9` again") && o.stderr.contains("web-test ("),
+        "{o}"
+    );
+    let list = keyturn(&cfg, &["--json", "keys", "list"]).expect(0).json();
+    assert_eq!(state(&list, "k9"), "pending");
+    assert_eq!(state(&list, "k4"), "primary");
+    let o = keyturn(&cfg, &["--json", "audit", "export"]).expect(0);
+    assert!(
+        o.stdout
+            .lines()
+            .any(|l| l.contains("\"key.add\"") && l.contains("\"k9\"")),
+        "{o}"
+    );
+
     // Prune deletes the stale row; untrack deletes ours.
     let o = keyturn(&cfg, &["--json", "keys", "instances", "--prune"]).expect(0);
     let j = o.json();

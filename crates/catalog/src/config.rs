@@ -253,7 +253,7 @@ mod tests {
                 r#"{"kek":"vault-transit","address":"http://x","key":"k","binding":"both"}"#,
                 "binding",
             ),
-            (r#"{"kek":"local","binding":"aad"}"#, "vault-transit only"),
+            (r#"{"kek":"local","binding":"aad"}"#, "applies to kek"),
             (r#"{"kek":"local","name":"a b"}"#, "name"),
             (
                 r#"{"kek":"local","instance_ttl_seconds":0}"#,

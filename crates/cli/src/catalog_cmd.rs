@@ -437,10 +437,27 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
             println!("  {:<16} {}", e.id, e.kek);
         }
     }
-    eprintln!(
-        "now update [catalog] in the config to the new KEK (kek = {:?}): the old one no longer unwraps these DEKs",
-        args.to
-    );
+    // The same KEK (a new transit version, say) needs no config change.
+    let same_kek = KekConfig {
+        token: cc.kek.token.clone(),
+        binding: cc.kek.binding.clone(),
+        ..new_cfg.clone()
+    } == cc.kek;
+    if same_kek {
+        eprintln!(
+            "the KEK is the one configured in [catalog]: no config change needed{}",
+            if r.new_version.is_some() {
+                "; raise the transit key's min_decryption_version to retire the older versions"
+            } else {
+                ""
+            }
+        );
+    } else {
+        eprintln!(
+            "now update [catalog] in the config to the new KEK (kek = {:?}): the old one no longer unwraps these DEKs",
+            args.to
+        );
+    }
     Ok(Exit::Ok)
 }
 

@@ -112,6 +112,7 @@ columns = [{{ name = "secret", encoding = "text" }}]
     ];
     let o = keyturn(&cfg, &child, &rotate);
     assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("no config change needed"), "{}", o.stderr);
     let r = json(&o);
     assert_eq!(r["rewrapped"], 2, "{r}");
     assert_eq!(r["in_kms"], 2, "{r}");

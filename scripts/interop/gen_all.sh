@@ -9,4 +9,5 @@ bash scripts/interop/setup.sh
 . scripts/interop/bao.sh
 trap stop_bao EXIT
 .interop/venv/bin/python scripts/interop/gen_vectors.py --out testdata/codecs
+.interop/venv/bin/python scripts/interop/gen_multi_vectors.py --out testdata/codecs
 NODE_PATH="$root/.interop/node_modules" node scripts/interop/gen_vectors.mjs --out testdata/codecs

@@ -286,7 +286,15 @@ pub async fn execute_audited(
 ) -> Result<Exit> {
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone(), json);
-    let started = match crate::compliance::run_started(ctx, op, &opts, audit).await {
+    // One count per column serves the audit's start event, the preflight
+    // and the progress totals.
+    let census = async {
+        let census = keyturn_engine::run::census(ctx.db.as_ref(), &ctx.plan).await?;
+        let started = crate::compliance::run_started(ctx, op, &opts, audit, &census).await?;
+        anyhow::Ok((census, started))
+    }
+    .await;
+    let (census, started) = match census {
         Ok(s) => s,
         Err(e) => {
             ctx.db.close().await;
@@ -295,8 +303,16 @@ pub async fn execute_audited(
     };
     let audit_opts = opts.clone();
     let progress = Arc::new(Progress::new(op.name(), json));
-    let result =
-        keyturn_engine::run::run(ctx.db.clone(), &ctx.plan, op, opts, progress.clone(), stop).await;
+    let result = keyturn_engine::run::run_counted(
+        ctx.db.clone(),
+        &ctx.plan,
+        op,
+        opts,
+        progress.clone(),
+        stop,
+        census,
+    )
+    .await;
     progress.finish();
     let recorded =
         crate::compliance::run_finished(ctx, op, &audit_opts, audit, started, &result).await;

@@ -73,9 +73,10 @@ pub async fn run_keys(cli: &Cli, cmd: &KeysCommand) -> Result<Exit> {
             if cli.json {
                 output::print_json(&st)?;
             } else if st.ok {
-                println!(
+                outln!(
                     "ok: primary {:?} encrypts and decrypts; {} keys loaded",
-                    st.primary, st.keys_loaded
+                    st.primary,
+                    st.keys_loaded
                 );
             } else {
                 for p in &st.problems {
@@ -427,14 +428,14 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
             "keys": r.entries,
         }))?;
     } else {
-        println!(
+        outln!(
             "rewrapped {} DEKs in one transaction ({} inside the KMS, {} unwrapped and wrapped by keyturn); no data row was touched",
             r.entries.len(),
             r.in_kms,
             r.unwrap_wrap
         );
         for e in &r.entries {
-            println!("  {:<16} {}", e.id, e.kek);
+            outln!("  {:<16} {}", e.id, e.kek);
         }
     }
     // The same KEK (a new transit version, say) needs no config change.
@@ -477,7 +478,7 @@ fn print_outcomes(outcomes: &[Outcome], json: bool) -> Result<()> {
     }
     for o in outcomes {
         for e in &o.changed {
-            println!(
+            outln!(
                 "{}: key {} is {}{}",
                 o.action,
                 e.id,
@@ -506,17 +507,24 @@ fn print_instances(
         eprintln!("pruned stale instance {}", p.describe());
     }
     if list.is_empty() {
-        println!(
+        outln!(
             "no tracked application instances: applications opt in with AppKeyring::track_instance (docs/CATALOG.md)"
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<16} {:<16} {:<20} {:>8} {:<6} {:<20} {:>8} {:<12} KEYS",
-        "INSTANCE", "LABEL", "HOST", "PID", "STATUS", "LAST SEEN", "AGO (s)", "PRIMARY"
+        "INSTANCE",
+        "LABEL",
+        "HOST",
+        "PID",
+        "STATUS",
+        "LAST SEEN",
+        "AGO (s)",
+        "PRIMARY"
     );
     for i in list {
-        println!(
+        outln!(
             "{:<16} {:<16} {:<20} {:>8} {:<6} {:<20} {:>8} {:<12} {}",
             i.instance_id,
             i.label,
@@ -531,7 +539,7 @@ fn print_instances(
     }
     let stale = list.iter().filter(|i| !i.live).count();
     if stale > 0 {
-        println!(
+        outln!(
             "{stale} stale (no heartbeat for over {ttl} s): ignored by `keys promote`; `keyturn keys instances --prune` deletes them"
         );
     }
@@ -543,12 +551,16 @@ fn print_list(list: &[CatalogEntry], json: bool) -> Result<()> {
         return output::print_json(&list);
     }
     if list.is_empty() {
-        println!("the catalog is empty: `keyturn keys add` creates a key");
+        outln!("the catalog is empty: `keyturn keys add` creates a key");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<16} {:<13} {:<18} {:<16} {:<20} KEK",
-        "ID", "STATE", "ALGORITHM", "FINGERPRINT", "CREATED"
+        "ID",
+        "STATE",
+        "ALGORITHM",
+        "FINGERPRINT",
+        "CREATED"
     );
     for e in list {
         let state = if e.compromised {
@@ -556,13 +568,18 @@ fn print_list(list: &[CatalogEntry], json: bool) -> Result<()> {
         } else {
             e.state.to_string()
         };
-        println!(
+        outln!(
             "{:<16} {:<13} {:<18} {:<16} {:<20} {}",
-            e.id, state, e.algorithm, e.fingerprint, e.created_at, e.kek
+            e.id,
+            state,
+            e.algorithm,
+            e.fingerprint,
+            e.created_at,
+            e.kek
         );
     }
     if list.iter().any(|e| e.compromised) {
-        println!("! = compromised: rotate every row off it, then retire it");
+        outln!("! = compromised: rotate every row off it, then retire it");
     }
     Ok(())
 }

@@ -213,6 +213,7 @@ pub async fn run_started(
     op: Operation,
     opts: &RunOptions,
     args: &RunAuditArgs,
+    census: &[keyturn_db::ColumnCounts],
 ) -> Result<Option<RunStarted>> {
     if opts.dry_run {
         return Ok(None);
@@ -223,7 +224,7 @@ pub async fn run_started(
     let mut columns = Vec::new();
     let mut from: Vec<String> = Vec::new();
     let mut keyring: Vec<String> = Vec::new();
-    for c in &ctx.plan.columns {
+    for (c, counts) in ctx.plan.columns.iter().zip(census) {
         let ring = c.ring()?;
         let col_primary = ring.primary_id().to_string();
         for (id, _, _) in ring.keys() {
@@ -231,14 +232,10 @@ pub async fn run_started(
                 keyring.push(id.to_string());
             }
         }
-        let counts = ctx
-            .db
-            .count_keys(&c.col, &c.codec.key_id_location())
-            .await?;
         let mut cc = ColumnCounts::new(&c.col.table, &c.col.column)
             .count("values", counts.total - counts.nulls);
         let mut unrecognized = 0;
-        for (k, n) in counts.by_key {
+        for (k, n) in counts.by_key.iter().cloned() {
             match k {
                 Some(k) => {
                     if k != col_primary && !from.contains(&k) {
@@ -513,12 +510,17 @@ pub async fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
 
 fn print_events(events: &[AuditEvent]) {
     if events.is_empty() {
-        println!("no audit events");
+        outln!("no audit events");
         return;
     }
-    println!(
+    outln!(
         "{:>5}  {:<24} {:<14} {:<20} {:<22} {:<12} counts / reason",
-        "#", "time (UTC)", "action", "actor", "outcome", "keys"
+        "#",
+        "time (UTC)",
+        "action",
+        "actor",
+        "outcome",
+        "keys"
     );
     for e in events {
         let mut tail = e.counts_summary();
@@ -531,7 +533,7 @@ fn print_events(events: &[AuditEvent]) {
         if e.is_dry_run() {
             tail.push_str("  (dry run)");
         }
-        println!(
+        outln!(
             "{:>5}  {:<24} {:<14} {:<20} {:<22} {:<12} {}",
             e.seq,
             e.time,
@@ -546,7 +548,7 @@ fn print_events(events: &[AuditEvent]) {
 
 fn print_chain(r: &ChainReport) {
     if r.ok {
-        println!(
+        outln!(
             "audit trail intact: {} events{}, every hash matches and links to the one before",
             r.events,
             if r.complete {
@@ -556,25 +558,26 @@ fn print_chain(r: &ChainReport) {
             }
         );
     } else if let Some(p) = &r.first_bad {
-        println!(
+        outln!(
             "audit trail BROKEN: first bad event #{}: {}",
-            p.seq, p.message
+            p.seq,
+            p.message
         );
         for q in r.problems.iter().skip(1).take(9) {
-            println!("  also #{}: {}", q.seq, q.message);
+            outln!("  also #{}: {}", q.seq, q.message);
         }
         if r.problems.len() > 10 {
-            println!("  … {} problems in all", r.problems.len());
+            outln!("  … {} problems in all", r.problems.len());
         }
     }
     if let (Some(seq), Some(h)) = (r.tip_seq, &r.tip_hash) {
-        println!("tip: #{seq} {h}");
-        println!(
+        outln!("tip: #{seq} {h}");
+        outln!(
             "  record it elsewhere and check later with: keyturn audit verify --anchor {seq}:{h}"
         );
     }
     if let Some(a) = r.anchor.as_ref().filter(|_| r.ok) {
-        println!("anchor {a}: present and unchanged");
+        outln!("anchor {a}: present and unchanged");
     }
 }
 
@@ -626,7 +629,7 @@ pub async fn due(cli: &Cli, args: &DueArgs) -> Result<Exit> {
     } else {
         print_due(&report);
         if let Some(Ok(())) = &notified {
-            println!(
+            outln!(
                 "reminder sent to {}",
                 notify::redact_webhook(args.notify.as_deref().unwrap_or(""))
             );
@@ -647,7 +650,7 @@ pub async fn due(cli: &Cli, args: &DueArgs) -> Result<Exit> {
 }
 
 fn print_due(r: &keyturn_audit::DueReport) {
-    println!(
+    outln!(
         "keyturn due at {} (policy: keys at most {} days old, reminder {} days before{})",
         r.now.replace(".000Z", "Z"),
         r.max_key_age_days,
@@ -661,13 +664,16 @@ fn print_due(r: &keyturn_audit::DueReport) {
             ""
         }
     );
-    println!();
-    println!(
+    outln!("");
+    outln!(
         "  {:<32} {:>6}  {:<11} {:<10}  details",
-        "column", "limit", "due", "status"
+        "column",
+        "limit",
+        "due",
+        "status"
     );
     for c in &r.columns {
-        println!(
+        outln!(
             "  {:<32} {:>5}d  {:<11} {:<10}  {}",
             format!("{}.{}", c.table, c.column),
             c.max_key_age_days,
@@ -677,13 +683,17 @@ fn print_due(r: &keyturn_audit::DueReport) {
         );
     }
     if !r.keys.is_empty() {
-        println!();
-        println!(
+        outln!("");
+        outln!(
             "  {:<16} {:>12} {:<12} {:>6}  {:<11} status",
-            "key", "values", "in use since", "age", "due"
+            "key",
+            "values",
+            "in use since",
+            "age",
+            "due"
         );
         for k in &r.keys {
-            println!(
+            outln!(
                 "  {:<16} {:>12} {:<12} {:>6}  {:<11} {}",
                 format!("{}{}", k.key_id, if k.primary { " (primary)" } else { "" }),
                 k.rows,
@@ -696,8 +706,8 @@ fn print_due(r: &keyturn_audit::DueReport) {
             );
         }
     }
-    println!();
-    println!("overall: {} (exit {})", r.status.label(), r.exit_code);
+    outln!("");
+    outln!("overall: {} (exit {})", r.status.label(), r.exit_code);
 }
 
 // ----------------------------------------------------------------- report
@@ -724,7 +734,7 @@ pub async fn report(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
         print_json(&report)?;
     } else {
         let sm = &report.summary;
-        println!(
+        outln!(
             "compliance: {} · audit trail: {} ({} events) · latest verify: {} · keys holding data: {} · primary: {}",
             sm.compliance.label(),
             if sm.chain_ok { "intact" } else { "BROKEN" },
@@ -734,7 +744,7 @@ pub async fn report(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
             sm.primary_key_id.as_deref().unwrap_or("unknown")
         );
         if args.html.is_none() {
-            println!("(--html FILE writes the full report as one page; --json prints its data)");
+            outln!("(--html FILE writes the full report as one page; --json prints its data)");
         }
     }
     Ok(Exit::Ok)

@@ -89,7 +89,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     }
     let say = |s: &str| {
         if !json {
-            println!("{s}");
+            outln!("{s}");
         }
     };
     let n = args.rows;
@@ -232,7 +232,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     } else {
         output::print_verify(&report, false)?;
         let cfg = config_path.display();
-        println!(
+        outln!(
             r#"
 What just happened: {n} rows were encrypted under k1, then re-encrypted under k2
 while the table stayed readable (k1 and k2 both decrypt during the window).

@@ -2,13 +2,14 @@
 //! to an exit code. Everything else lives in the library crates.
 #![forbid(unsafe_code)]
 
+#[macro_use]
+mod output;
 mod app;
 mod catalog_cmd;
 mod cli;
 mod compliance;
 mod demo;
 mod exit;
-mod output;
 
 use std::process::ExitCode;
 

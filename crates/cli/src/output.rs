@@ -1,6 +1,25 @@
 //! Everything the CLI prints: progress (bars on a TTY, periodic log lines
 //! otherwise), tables, JSON and errors. Respects NO_COLOR.
 
+/// `println!` for results on stdout, without its panic when the reader has
+/// gone away (`keyturn status --json | head`): the rest of the output is
+/// dropped and the command's exit code still tells its outcome.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: writing to standard output: {e}");
+        }
+    }
+}
+
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyturn_engine::ProgressSink;
 use keyturn_engine::run::RunSummary;
@@ -176,7 +195,7 @@ impl ProgressSink for Progress {
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -190,14 +209,15 @@ pub fn print_status(r: &StatusReport, json: bool) -> anyhow::Result<()> {
         return print_json(r);
     }
     let tty = std::io::stdout().is_terminal();
-    println!(
+    outln!(
         "keyturn status ({}; primary key {:?})",
-        r.backend, r.primary_key_id
+        r.backend,
+        r.primary_key_id
     );
     for c in &r.columns {
         let values = c.total - c.nulls;
-        println!();
-        println!(
+        outln!("");
+        outln!(
             "{}.{}  [{}]  {} rows, {} NULL, {} under the primary, {} to rotate{}",
             c.table,
             c.column,
@@ -227,21 +247,21 @@ pub fn print_status(r: &StatusReport, json: bool) -> anyhow::Result<()> {
                 0.0
             };
             if tty {
-                println!(
+                outln!(
                     "  {label:<28} {n:>12}  {}  {:>5.1}%",
                     bar(pct, 24),
                     pct * 100.0
                 );
             } else {
-                println!("  {label:<28} {n:>12}  {:>5.1}%", pct * 100.0);
+                outln!("  {label:<28} {n:>12}  {:>5.1}%", pct * 100.0);
             }
         }
         if let Some(note) = &c.note {
-            println!("  note: {note}");
+            outln!("  note: {note}");
         }
     }
     for w in &r.warnings {
-        println!("\nwarning: {w}");
+        outln!("\nwarning: {w}");
     }
     Ok(())
 }
@@ -254,8 +274,8 @@ pub fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
         keyturn_engine::Operation::Rotate => "rotated",
         keyturn_engine::Operation::Encrypt => "encrypted",
     };
-    println!();
-    println!(
+    outln!("");
+    outln!(
         "{}{} under key {:?}: run {}",
         s.operation.name(),
         if s.dry_run {
@@ -266,12 +286,16 @@ pub fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
         s.primary_key_id,
         s.run_id
     );
-    println!(
+    outln!(
         "  {:<32} {:>10} {:>10} {:>8} {:>8}",
-        "column", verb, "skipped", "retried", "failed"
+        "column",
+        verb,
+        "skipped",
+        "retried",
+        "failed"
     );
     for c in &s.columns {
-        println!(
+        outln!(
             "  {:<32} {:>10} {:>10} {:>8} {:>8}",
             format!("{}.{}", c.table, c.column),
             c.written,
@@ -280,23 +304,25 @@ pub fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
             c.failed
         );
     }
-    println!(
+    outln!(
         "  {:.1}s, {:.0} rows/s, outcome: {}",
-        s.seconds, s.rows_per_sec, s.outcome
+        s.seconds,
+        s.rows_per_sec,
+        s.outcome
     );
     if !s.bad_rows.is_empty() {
-        println!(
+        outln!(
             "\nrows that could not be processed (left untouched; recorded in keyturn_bad_rows):"
         );
         for b in s.bad_rows.iter().take(50) {
-            println!("  {}.{} key {}: {}", b.table, b.column, b.pk, b.reason);
+            outln!("  {}.{} key {}: {}", b.table, b.column, b.pk, b.reason);
         }
         if s.bad_rows.len() > 50 || s.bad_rows_truncated {
-            println!("  … and more: use --json or query keyturn_bad_rows for the full list");
+            outln!("  … and more: use --json or query keyturn_bad_rows for the full list");
         }
     }
     if s.interrupted {
-        println!("\ninterrupted: progress is saved; run the same command again to resume");
+        outln!("\ninterrupted: progress is saved; run the same command again to resume");
     }
     Ok(())
 }
@@ -305,19 +331,23 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(r);
     }
-    println!(
+    outln!(
         "verify{} (primary key {:?}): {}",
         if r.deep { " --deep" } else { "" },
         r.primary_key_id,
         if r.ok { "OK" } else { "FAILED" }
     );
     for c in &r.columns {
-        println!(
+        outln!(
             "  {}.{}: {} values checked, {} under the primary, {} failing",
-            c.table, c.column, c.checked, c.under_primary, c.failing
+            c.table,
+            c.column,
+            c.checked,
+            c.under_primary,
+            c.failing
         );
         for f in &c.first_failures {
-            println!("    key {}: {}", f.pk, f.reason);
+            outln!("    key {}: {}", f.pk, f.reason);
         }
     }
     Ok(())
@@ -330,7 +360,7 @@ pub fn print_error(err: &anyhow::Error, json: bool) {
         if let Some(c) = err.downcast_ref::<keyturn_catalog::CatalogError>() {
             v["kind"] = c.kind().into();
         }
-        println!("{v}");
+        outln!("{v}");
     }
     eprintln!("error: {text}");
 }

@@ -46,6 +46,7 @@ scenarios!(
     non_utf8_text_column,
     unreachable_database,
     library_api,
+    census_without_grouping_matches_grouping,
 );
 
 // ---------------------------------------------------------------------------
@@ -1523,6 +1524,98 @@ async fn library_api(t: TestDb) {
     );
     db.close().await;
     assert_decrypts(&tb, &t.read(&tb).await, &plain, &ring, "k2");
+}
+
+/// The run's census counts the keyring's ids in one scan without GROUP BY
+/// (`count_keys_among`); it must give what the grouping query gives, with
+/// NULLs, plaintext values, both encodings, and an id outside the ring
+/// (which falls back to the grouping query, so the preflight names it).
+async fn census_without_grouping_matches_grouping(t: TestDb) {
+    let (tb, plain, k1, k2) = encrypted_people(&t, "census", 240).await;
+    let k3 = t.key("k3");
+    // Rows 241..=300 under k2, 301..=330 under k3; plaintext rows from
+    // people_rows already hold NULLs.
+    let more_k2 = people_rows(&mut t.rng(), 241..=300);
+    t.insert(&tb, &encrypt_rows(&tb, &more_k2, &ring(&[&k2], "k2")))
+        .await;
+    let more_k3 = people_rows(&mut t.rng(), 301..=330);
+    t.insert(&tb, &encrypt_rows(&tb, &more_k3, &ring(&[&k3], "k3")))
+        .await;
+    // Values that carry no key id: text not starting with the prefix.
+    t.exec(&format!(
+        "INSERT INTO {} (id, phone) VALUES (331, 'not-a-ciphertext'), (332, 'kt1')",
+        tb.name
+    ))
+    .await;
+    let cfg = keyturn_engine::Config::parse(&format!(
+        "[database]\nurl = {}\n\n{}",
+        toml_str(&t.url),
+        tb.target_toml()
+    ))
+    .expect("config");
+    let db = keyturn_db::connect(&t.url, &keyturn_db::ConnectOptions::default())
+        .await
+        .expect("connect");
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, None, None, None)
+        .await
+        .expect("plan");
+    for c in &plan.columns {
+        let loc = c.codec.key_id_location();
+        let grouped = db.count_keys(&c.col, &loc).await.expect("count_keys");
+        let key =
+            |counts: &keyturn_db::ColumnCounts| (counts.total, counts.nulls, counts.by_key.clone());
+        assert!(
+            grouped
+                .by_key
+                .iter()
+                .any(|(k, _)| k.as_deref() == Some("k3")),
+            "{grouped:?}"
+        );
+        for known in [
+            vec!["k1".to_string(), "k2".to_string()],
+            vec!["k1".to_string(), "k2".to_string(), "k3".to_string()],
+            vec![
+                "k3".to_string(),
+                "k9".to_string(),
+                "k1".to_string(),
+                "k2".to_string(),
+            ],
+        ] {
+            let fast = db
+                .count_keys_among(&c.col, &loc, &known)
+                .await
+                .expect("count_keys_among");
+            assert_eq!(
+                key(&fast),
+                key(&grouped),
+                "{}: known {known:?}",
+                c.col.column
+            );
+        }
+    }
+    // And through the engine: the preflight names k3 and writes nothing.
+    let before = t.read(&tb).await;
+    let out = t
+        .keyturn(&Cfg::new(&[&tb], &[&k1, &k2], "k2"), &["--json", "rotate"])
+        .await
+        .expect(5);
+    assert!(
+        out.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("k3"),
+        "{out}"
+    );
+    assert_eq!(t.read(&tb).await, before, "preflight changed data");
+    assert_eq!(
+        non_null(&plain, 0) + non_null(&more_k2, 0) + non_null(&more_k3, 0) + 2,
+        plan_non_null_phone(&before)
+    );
+    db.close().await;
+}
+
+fn plan_non_null_phone(d: &Data) -> u64 {
+    non_null(d, 0)
 }
 
 /// Standard base64 (with padding), for building key specs by hand.

@@ -1,5 +1,7 @@
 //! Codec configuration: which format a column holds and its parameters.
 
+use crate::envelope::EnvelopeCodec;
+use crate::multi::{MultiColumnCodec, SplitColumnsCodec};
 use crate::{
     cloak::CloakCodec, fernet::FernetCodec, json_envelope::JsonEnvelopeCodec,
     laravel::LaravelCodec, lockbox::LockboxCodec, node::NodeGcmCodec, rails::RailsCodec,
@@ -74,6 +76,46 @@ pub enum CodecConfig {
     /// `{"key_id":..,"nonce":..,"ciphertext":..}` AES-256-GCM, keys
     /// `<key id>:<base64>`.
     JsonEnvelope {},
+    /// Multi-column: a KMS-style envelope over four columns of a row
+    /// (ciphertext, IV, key id, wrapped data key); see
+    /// [`envelope`](crate::envelope). Built with [`build_multi`].
+    Envelope {
+        #[serde(default)]
+        wrap: EnvelopeWrap,
+        #[serde(default)]
+        rotation: EnvelopeRotation,
+    },
+    /// Multi-column: ciphertext, IV and key-id columns, AES-256-GCM; see
+    /// [`SplitColumnsCodec`]. Built with
+    /// [`build_multi`].
+    SplitColumns {},
+}
+
+/// How the envelope codec wraps each row's data key under the key named by
+/// the key-id column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum EnvelopeWrap {
+    /// AES-256-GCM: `nonce(12) ‖ encrypted data key(32) ‖ tag(16)`, 60 bytes.
+    #[default]
+    AesGcm,
+    /// AES key wrap (RFC 3394) with a 256-bit key: 40 bytes.
+    AesKw,
+}
+
+/// What `rotate` does to an envelope row under an old key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum EnvelopeRotation {
+    /// Unwrap the data key with the old key and wrap it under the primary:
+    /// only the key-id and wrapped-key columns change.
+    #[default]
+    Rewrap,
+    /// Decrypt and encrypt again under a fresh data key and IV: every column
+    /// changes (after an old key was compromised).
+    Reencrypt,
 }
 
 fn yes() -> bool {
@@ -141,7 +183,18 @@ impl CodecConfig {
             CodecConfig::VersionByte { .. } => "version-byte",
             CodecConfig::SodiumPrefix { .. } => "sodium-prefix",
             CodecConfig::JsonEnvelope {} => "json-envelope",
+            CodecConfig::Envelope { .. } => "envelope",
+            CodecConfig::SplitColumns {} => "split-columns",
         }
+    }
+
+    /// Whether the codec spreads a value over several columns of a row
+    /// (built with [`build_multi`], not [`build`]).
+    pub fn is_multi_column(&self) -> bool {
+        matches!(
+            self,
+            CodecConfig::Envelope { .. } | CodecConfig::SplitColumns {}
+        )
     }
 }
 
@@ -212,5 +265,26 @@ pub fn build(config: &CodecConfig) -> Result<Box<dyn Codec>, FormatError> {
         }
         CodecConfig::SodiumPrefix { algorithm } => Box::new(SodiumPrefixCodec::new(*algorithm)),
         CodecConfig::JsonEnvelope {} => Box::new(JsonEnvelopeCodec),
+        CodecConfig::Envelope { .. } | CodecConfig::SplitColumns {} => {
+            return Err(bad(format!(
+                "{} spans several columns of a row: build it with build_multi",
+                config.name()
+            )));
+        }
+    })
+}
+
+/// Builds the multi-column codec a config describes (see
+/// [`CodecConfig::is_multi_column`]).
+pub fn build_multi(config: &CodecConfig) -> Result<Box<dyn MultiColumnCodec>, FormatError> {
+    Ok(match config {
+        CodecConfig::Envelope { wrap, rotation } => Box::new(EnvelopeCodec::new(*wrap, *rotation)),
+        CodecConfig::SplitColumns {} => Box::new(SplitColumnsCodec),
+        other => {
+            return Err(bad(format!(
+                "{} stores a value in one column: build it with build",
+                other.name()
+            )));
+        }
     })
 }

@@ -101,7 +101,7 @@ fn aes(bytes: &[u8]) -> Result<SecretKey, FormatError> {
 /// | vault-transit | base64 of 32 bytes (the exported version) | `v<N>` (`N` alone is accepted) |
 /// | cloak | `k1.aesgcm256.<b64url>` | the fingerprint: empty or its 8 hex chars |
 /// | node-gcm | 64 hex chars, or `base64:` + 32 bytes | required |
-/// | version-byte, sodium-prefix | standard base64 of 32 bytes, or `hex:` + 64 hex | required |
+/// | version-byte, sodium-prefix, envelope, split-columns | standard base64 of 32 bytes, or `hex:` + 64 hex | required |
 /// | json-envelope | `<key id>:<base64 32 bytes>` (e.g. `kek-v2:...`), or base64 alone with an id | from the string, or given |
 /// | native | a keyturn key spec `<id>:<alg>:<base64>` | from the spec |
 pub fn parse_key(
@@ -212,7 +212,10 @@ pub fn parse_key(
             };
             Ok((id, aes(&bytes)?))
         }
-        CodecConfig::VersionByte { .. } | CodecConfig::SodiumPrefix { .. } => {
+        CodecConfig::VersionByte { .. }
+        | CodecConfig::SodiumPrefix { .. }
+        | CodecConfig::Envelope { .. }
+        | CodecConfig::SplitColumns {} => {
             let id = given_id(codec, id)?;
             let t = text.trim();
             let bytes = match t.strip_prefix("hex:") {

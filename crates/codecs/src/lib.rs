@@ -20,6 +20,8 @@
 //! | `version-byte` | byte ‖ nonce ‖ ct ‖ tag | version byte | prefix |
 //! | `sodium-prefix` | `<id>:` base64(nonce ‖ box) | prefix | prefix |
 //! | `json-envelope` | `{"key_id",..}` | `key_id` | prefix / JSON path |
+//! | `envelope` (multi-column) | ciphertext, IV, key id, wrapped data key columns | key-id column | column |
+//! | `split-columns` (multi-column) | ciphertext, IV, key id columns | key-id column | column |
 //!
 //! Formats without a key hint are decrypted by trying the primary key first,
 //! then every other usable key: with a ring of two keys, at most two
@@ -27,7 +29,7 @@
 //! already rotated. The codecs ignore the engine's `context` (these formats
 //! carry no associated data). See docs/CODECS.md for each framework.
 //!
-//! # Multi-column values (design)
+//! # Multi-column values
 //!
 //! [`Codec`](keyturn_format::Codec) maps one stored value to one stored
 //! value. Schemes that spread a value over columns (ciphertext, IV, key id,
@@ -45,18 +47,23 @@
 //! - `key_id_role` names the column that holds the key id, so SQL can skip
 //!   rows already under the primary and count rows per key without
 //!   decrypting (`GROUP BY`).
-//! - Envelope layouts with a wrapped data key would rotate by re-wrapping
-//!   the data key (new `WrappedKey` and `KeyId` cells) without touching the
-//!   ciphertext: the trait allows it because the codec returns whichever
-//!   cells changed along with the unchanged ones.
+//! - [`envelope::EnvelopeCodec`] (a per-row data key wrapped by the key the
+//!   key-id column names) rotates by re-wrapping the data key (new
+//!   `WrappedKey` and `KeyId` cells) without touching the ciphertext: the
+//!   codec returns the unchanged cells along with the changed ones, and the
+//!   database layer only writes the cells that differ.
 //!
 //! [`multi::SplitColumnsCodec`] implements it for ciphertext, IV and key-id
-//! columns with AES-256-GCM.
+//! columns with AES-256-GCM. Multi-column codecs are configured like the
+//! others ([`CodecConfig::Envelope`], [`CodecConfig::SplitColumns`]) and
+//! built with [`build_multi`]; the engine wires them through
+//! `keyturn_engine::multi`.
 #![forbid(unsafe_code)]
 #![deny(missing_debug_implementations)]
 
 pub mod cloak;
 pub mod config;
+pub mod envelope;
 pub mod fernet;
 pub mod json_envelope;
 pub mod keys;
@@ -70,7 +77,10 @@ mod util;
 pub mod vault;
 pub mod version_byte;
 
-pub use config::{CodecConfig, LaravelCipher, NativeEncoding, RailsKdf, SodiumAlgorithm, build};
+pub use config::{
+    CodecConfig, EnvelopeRotation, EnvelopeWrap, LaravelCipher, NativeEncoding, RailsKdf,
+    SodiumAlgorithm, build, build_multi,
+};
 pub use keys::parse_key;
 
 use keyturn_format::{FormatError, KeyId, Keyring, SecretKey};

@@ -5,9 +5,11 @@
 //! columns: Coder's dbcrypt (ciphertext + key-id column), KMS envelope
 //! schemes (ciphertext, IV, key id, wrapped data key). For them this module
 //! proposes [`MultiColumnCodec`], a sibling trait over a small row struct,
-//! [`Cells`], and implements it for one layout, [`SplitColumnsCodec`]
-//! (ciphertext, IV and key-id columns, AES-256-GCM). The engine will
-//! integrate it later; see the crate docs for the design.
+//! [`Cells`], and implements it for [`SplitColumnsCodec`] (ciphertext, IV and
+//! key-id columns, AES-256-GCM); [`EnvelopeCodec`](crate::envelope::EnvelopeCodec)
+//! adds the wrapped-data-key column. The engine reads and writes a row's
+//! cells together (one compare-and-swap UPDATE over all of them); see the
+//! crate docs for the design.
 
 use crate::util::{self, AES};
 use keyturn_format::{
@@ -29,6 +31,18 @@ pub enum Role {
     WrappedKey,
 }
 
+impl Role {
+    /// The role's name in messages (`the IV column is NULL ...`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Ciphertext => "ciphertext",
+            Role::Iv => "IV",
+            Role::KeyId => "key id",
+            Role::WrappedKey => "wrapped key",
+        }
+    }
+}
+
 /// The cells of one row that make up a value, by role. `None`: SQL NULL or
 /// a column this codec does not use.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -37,6 +51,34 @@ pub struct Cells {
     pub iv: Option<Vec<u8>>,
     pub key_id: Option<String>,
     pub wrapped_key: Option<Vec<u8>>,
+}
+
+impl Cells {
+    /// The cell of `role`, as bytes (the key id as its UTF-8).
+    pub fn cell(&self, role: Role) -> Option<&[u8]> {
+        match role {
+            Role::Ciphertext => self.ciphertext.as_deref(),
+            Role::Iv => self.iv.as_deref(),
+            Role::KeyId => self.key_id.as_deref().map(str::as_bytes),
+            Role::WrappedKey => self.wrapped_key.as_deref(),
+        }
+    }
+
+    /// Sets the cell of `role`; a key id must be UTF-8.
+    pub fn set_cell(&mut self, role: Role, value: Option<Vec<u8>>) -> Result<(), FormatError> {
+        match role {
+            Role::Ciphertext => self.ciphertext = value,
+            Role::Iv => self.iv = value,
+            Role::WrappedKey => self.wrapped_key = value,
+            Role::KeyId => {
+                self.key_id = value
+                    .map(String::from_utf8)
+                    .transpose()
+                    .map_err(|_| FormatError::BadTextEncoding("the key id column is not UTF-8"))?
+            }
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for Cells {
@@ -110,7 +152,13 @@ pub trait MultiColumnCodec: Send + Sync + fmt::Debug {
                 return Ok(RowReencryption::AlreadyPrimary);
             }
             Inspection::Invalid(e) => return Err(e),
-            Inspection::NotThisFormat => return Err(FormatError::UnknownFormat),
+            Inspection::NotThisFormat => {
+                return Err(if cells.ciphertext.is_none() {
+                    FormatError::Empty
+                } else {
+                    FormatError::UnknownFormat
+                });
+            }
             _ => {}
         }
         let opened = self.decrypt_row(ring, cells, context)?;
@@ -130,17 +178,31 @@ pub struct SplitColumnsCodec;
 const ROLES: &[Role] = &[Role::Ciphertext, Role::Iv, Role::KeyId];
 
 impl SplitColumnsCodec {
+    /// The parts of a row. `Empty`: no ciphertext (NULL); `UnknownFormat`:
+    /// a ciphertext column with the other columns all NULL (plaintext, for
+    /// `encrypt`); `NullCell`: some but not all of the other columns NULL.
     fn parts<'c>(&self, cells: &'c Cells) -> Result<(&'c str, &'c [u8], &'c [u8]), FormatError> {
-        let (Some(ct), Some(iv), Some(id)) = (&cells.ciphertext, &cells.iv, &cells.key_id) else {
+        let Some(ct) = &cells.ciphertext else {
             return Err(FormatError::Empty);
         };
+        let (iv, id) = match (&cells.iv, &cells.key_id) {
+            (None, None) => return Err(FormatError::UnknownFormat),
+            (None, Some(_)) => return Err(FormatError::NullCell(Role::Iv.name())),
+            (Some(_), None) => return Err(FormatError::NullCell(Role::KeyId.name())),
+            (Some(iv), Some(id)) => (iv, id),
+        };
+        KeyId::new(id)?;
         if iv.len() != util::GCM_NONCE_LEN {
-            return Err(FormatError::Truncated(Field::Nonce));
+            return Err(FormatError::CellLength {
+                cell: Role::Iv.name(),
+                len: iv.len(),
+                want: "12",
+            });
         }
         if ct.len() < TAG_LEN {
             return Err(FormatError::Truncated(Field::Tag));
         }
-        KeyId::new(id)?;
+        util::check_stored_len(ct)?;
         Ok((id, iv, ct))
     }
 }
@@ -157,7 +219,7 @@ impl MultiColumnCodec for SplitColumnsCodec {
     fn inspect_row<'c>(&self, cells: &'c Cells) -> Inspection<'c> {
         match self.parts(cells) {
             Ok((id, _, _)) => Inspection::UnderKey(id),
-            Err(FormatError::Empty) => Inspection::NotThisFormat,
+            Err(FormatError::Empty | FormatError::UnknownFormat) => Inspection::NotThisFormat,
             Err(e) => Inspection::Invalid(e),
         }
     }

@@ -439,7 +439,7 @@ fn multi_column_split_codec() {
     short.iv = Some(vec![0; 8]);
     assert_eq!(
         c.reencrypt_row(&ring, &short, &[]).unwrap_err().kind(),
-        "truncated"
+        "cell_length"
     );
     assert!(matches!(
         c.inspect_row(&Cells::default()),

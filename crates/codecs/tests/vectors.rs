@@ -32,6 +32,10 @@ fn all_vector_files() {
     let mut checked = 0;
     for path in &files {
         let vf = load(path);
+        if vf.codec.is_multi_column() {
+            // Rows of cells: tests/multi.rs.
+            continue;
+        }
         let codec = build(&vf.codec).unwrap();
         let ring = vf.ring();
         let spec_derived = vf.source == "spec-derived";

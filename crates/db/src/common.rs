@@ -76,18 +76,16 @@ macro_rules! impl_database {
             col: &$crate::ColumnRef,
             loc: &keyturn_format::KeyIdLocation,
         ) -> Result<$crate::ColumnCounts, DbError> {
+            if col.has_cells() {
+                return self.cells_count_keys(col, loc).await;
+            }
             use sqlx::Row as _;
             let what = || format!("counting values of {}.{}", col.table, col.column);
-            let totals = sqlx::query(sqlx::AssertSqlSafe(Self::DIALECT.count_total(col)))
-                .fetch_one(&self.pool)
-                .await
-                .map_err(DbError::query(what()))?;
-            let total: i64 = totals.try_get(0).map_err(DbError::query(what()))?;
-            let non_null: i64 = totals.try_get(1).map_err(DbError::query(what()))?;
             let rows = sqlx::query(sqlx::AssertSqlSafe(Self::DIALECT.count_keys(col, loc)))
                 .fetch_all(&self.pool)
                 .await
                 .map_err(DbError::query(what()))?;
+            let (mut total, mut non_null) = (0i64, 0i64);
             let mut by_key = Vec::new();
             for r in rows {
                 let key: Option<String> = match r.try_get::<Option<String>, _>(0) {
@@ -97,9 +95,12 @@ macro_rules! impl_database {
                         .map_err(DbError::query(what()))?
                         .map(|b| String::from_utf8_lossy(&b).into_owned()),
                 };
-                let n: i64 = r.try_get(1).map_err(DbError::query(what()))?;
-                if n > 0 {
-                    by_key.push((key, n as u64));
+                let rows: i64 = r.try_get(1).map_err(DbError::query(what()))?;
+                let values: i64 = r.try_get(2).map_err(DbError::query(what()))?;
+                total += rows;
+                non_null += values;
+                if values > 0 {
+                    by_key.push((key, values as u64));
                 }
             }
             by_key.sort_by(|a, b| a.0.cmp(&b.0));
@@ -110,7 +111,52 @@ macro_rules! impl_database {
             })
         }
 
+        async fn count_keys_among(
+            &self,
+            col: &$crate::ColumnRef,
+            loc: &keyturn_format::KeyIdLocation,
+            known: &[String],
+        ) -> Result<$crate::ColumnCounts, DbError> {
+            use sqlx::Row as _;
+            let Some((sql, binds)) = Self::DIALECT.count_known_keys(col, loc, known) else {
+                return self.count_keys(col, loc).await;
+            };
+            let what = || format!("counting values of {}.{}", col.table, col.column);
+            let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+            let row = q.fetch_one(&self.pool).await.map_err(DbError::query(what()))?;
+            let mut n = Vec::with_capacity(known.len() + 3);
+            for i in 0..known.len() + 3 {
+                let v: i64 = row.try_get(i).map_err(DbError::query(what()))?;
+                n.push(v.max(0) as u64);
+            }
+            let (total, non_null, with_id) = (n[0], n[1], n[known.len() + 2]);
+            let per_key = &n[2..known.len() + 2];
+            if per_key.iter().sum::<u64>() < with_id {
+                // A key id outside `known`: the grouping query names it.
+                return self.count_keys(col, loc).await;
+            }
+            let mut by_key: Vec<(Option<String>, u64)> = known
+                .iter()
+                .zip(per_key)
+                .filter(|(_, c)| **c > 0)
+                .map(|(k, c)| (Some(k.clone()), *c))
+                .collect();
+            let rest = non_null.saturating_sub(with_id);
+            if rest > 0 {
+                by_key.push((None, rest));
+            }
+            by_key.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok($crate::ColumnCounts {
+                total,
+                nulls: total - non_null,
+                by_key,
+            })
+        }
+
         async fn count_without_prefix(&self, col: &$crate::ColumnRef, prefix: Option<&[u8]>) -> Result<u64, DbError> {
+            if col.has_cells() {
+                return self.cells_count_without_prefix(col, prefix).await;
+            }
             use sqlx::Row as _;
             let (sql, binds) = Self::DIALECT.count_without_prefix(col, prefix);
             let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
@@ -129,6 +175,9 @@ macro_rules! impl_database {
             skip_prefix: Option<&[u8]>,
             limit: usize,
         ) -> Result<Vec<$crate::Row>, DbError> {
+            if col.has_cells() {
+                return self.cells_fetch_batch(col, after, skip_prefix, limit).await;
+            }
             let (sql, binds) = Self::DIALECT.fetch_batch(col, after, skip_prefix, limit);
             let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
             let rows = q
@@ -146,6 +195,9 @@ macro_rules! impl_database {
             col: &$crate::ColumnRef,
             pks: &[$crate::Pk],
         ) -> Result<Vec<($crate::Pk, Option<Vec<u8>>)>, DbError> {
+            if col.has_cells() {
+                return self.cells_fetch_rows(col, pks).await;
+            }
             if pks.is_empty() {
                 return Ok(Vec::new());
             }
@@ -523,5 +575,8 @@ macro_rules! impl_database {
             Ok(())
         }
         }
+
+        // Multi-column values (crate::cells): the read side.
+        impl_cells!($ty);
     };
 }

@@ -14,6 +14,8 @@ mod instances;
 mod common;
 #[macro_use]
 mod audit;
+#[macro_use]
+pub mod cells;
 mod error;
 mod meta;
 mod mysql;
@@ -103,6 +105,25 @@ pub struct ColumnRef {
     pub pk: Vec<PkColumn>,
     pub column: String,
     pub kind: ValueKind,
+    /// A value spread over several columns of the row (a multi-column
+    /// codec): every column read and written together, in packing order,
+    /// `column` among them. Empty for a value held in `column` alone. See
+    /// [`cells`] for how such a row travels as one [`Row::value`].
+    pub cells: Vec<CellColumn>,
+}
+
+/// One column of a multi-column value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellColumn {
+    pub name: String,
+    pub kind: ValueKind,
+}
+
+impl ColumnRef {
+    /// Whether the value spans several columns ([`ColumnRef::cells`]).
+    pub fn has_cells(&self) -> bool {
+        !self.cells.is_empty()
+    }
 }
 
 /// One primary-key value.
@@ -232,6 +253,19 @@ pub trait Database: Send + Sync + fmt::Debug {
         col: &ColumnRef,
         loc: &KeyIdLocation,
     ) -> Result<ColumnCounts, DbError>;
+
+    /// Like [`count_keys`](Self::count_keys), faster when the ids in use
+    /// are expected to be among `known` (a keyring's): one scan without
+    /// grouping. The result is the same; an id outside `known` falls back
+    /// to [`count_keys`](Self::count_keys).
+    async fn count_keys_among(
+        &self,
+        col: &ColumnRef,
+        loc: &KeyIdLocation,
+        _known: &[String],
+    ) -> Result<ColumnCounts, DbError> {
+        self.count_keys(col, loc).await
+    }
 
     /// Counts non-NULL values that do not start with `prefix`.
     async fn count_without_prefix(

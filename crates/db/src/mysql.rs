@@ -24,7 +24,6 @@ const LOCK_NAME_SQL: &str = "CONCAT('keyturn.rotation.', MD5(COALESCE(DATABASE()
 #[derive(Debug)]
 pub(crate) struct MySqlDb {
     pool: MySqlPool,
-    options: MySqlConnectOptions,
     /// Bytes of old and new values one write statement may carry: a
     /// statement larger than the server's `max_allowed_packet` is refused.
     write_budget: usize,
@@ -48,31 +47,27 @@ impl MySqlDb {
         // connection until its acquire timeout (30 s) and then reports only
         // "pool timed out"; this fails at once with the real cause
         // (refused, authentication, unknown database).
-        let probe = MySqlConnection::connect_with(&options)
+        let mut probe = MySqlConnection::connect_with(&options)
             .await
             .map_err(|source| DbError::Connect {
                 target: target.clone(),
                 source,
             })?;
-        let _ = probe.close().await;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(opts.max_connections)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await
-            .map_err(|source| DbError::Connect { target, source })?;
         let max_packet: i64 = sqlx::query("SELECT CAST(@@max_allowed_packet AS SIGNED)")
-            .fetch_one(&pool)
+            .fetch_one(&mut probe)
             .await
             .and_then(|r| r.try_get(0))
             .map_err(DbError::query("reading max_allowed_packet"))?;
+        let _ = probe.close().await;
+        // Lazy: the probe proved the server answers; the pool opens
+        // connections as work needs them.
+        let pool = MySqlPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(options);
         // Leave room for the statement text and per-parameter framing.
         let write_budget = (max_packet.max(1 << 20) as usize) / 4 * 3;
-        Ok(MySqlDb {
-            pool,
-            options,
-            write_budget,
-        })
+        Ok(MySqlDb { pool, write_budget })
     }
 
     /// One multi-row compare-and-swap `UPDATE … JOIN` statement.
@@ -246,6 +241,10 @@ impl_database!(MySqlDb, {
         col: &ColumnRef,
         updates: &[crate::CasUpdate],
     ) -> Result<u64, DbError> {
+        if col.has_cells() {
+            return crate::cells::write_cas_mysql(&self.pool, self.write_budget, col, updates)
+                .await;
+        }
         // Usually one statement per batch; several when the batch's values
         // would not fit in one packet (large values).
         let mut written = 0;
@@ -273,9 +272,14 @@ impl_database!(MySqlDb, {
     }
 
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
-        let mut conn = MySqlConnection::connect_with(&self.options)
+        // GET_LOCK lives as long as its connection: one taken out of the
+        // pool (reusing an idle one when there is), never handed back.
+        let mut conn = self
+            .pool
+            .acquire()
             .await
-            .map_err(DbError::query("opening the lock connection"))?;
+            .map_err(DbError::query("opening the lock connection"))?
+            .detach();
         let got: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT GET_LOCK({LOCK_NAME_SQL}, 0)"
         )))

@@ -19,7 +19,6 @@ const ADVISORY_KEY: i64 = 0x6b65_7974_7572_6e00;
 #[derive(Debug)]
 pub(crate) struct PgDb {
     pool: PgPool,
-    options: PgConnectOptions,
 }
 
 impl PgDb {
@@ -42,13 +41,13 @@ impl PgDb {
                 source,
             })?;
         let _ = probe.close().await;
+        // Lazy: the probe proved the server answers, and each connection
+        // costs a server process; the pool opens them as work needs them.
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await
-            .map_err(|source| DbError::Connect { target, source })?;
-        Ok(PgDb { pool, options })
+            .connect_lazy_with(options.clone());
+        Ok(PgDb { pool })
     }
 }
 
@@ -127,6 +126,9 @@ impl_database!(PgDb, {
         col: &ColumnRef,
         updates: &[crate::CasUpdate],
     ) -> Result<u64, DbError> {
+        if col.has_cells() {
+            return crate::cells::write_cas_postgres(&self.pool, col, updates).await;
+        }
         if updates.is_empty() {
             return Ok(0);
         }
@@ -198,17 +200,33 @@ impl_database!(PgDb, {
                 .bind(updates.iter().map(|u| u.old.clone()).collect::<Vec<_>>())
                 .bind(updates.iter().map(|u| u.new.clone()).collect::<Vec<_>>()),
         };
-        let done = q.execute(&self.pool).await.map_err(DbError::query(format!(
-            "writing a batch of {}.{}",
-            col.table, col.column
-        )))?;
+        let what = || format!("writing a batch of {}.{}", col.table, col.column);
+        let mut tx = self.pool.begin().await.map_err(DbError::query(what()))?;
+        // The batch's commit need not wait for its WAL flush: a server crash
+        // can lose only the last few batches, which then still hold their
+        // old ciphertext (readable: the old key stays in the keyring) and
+        // are rotated again on resume. The checkpoint and the run record
+        // commit later in the same WAL, with the default synchronous commit,
+        // so they are never durable ahead of the rows they describe.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(DbError::query(what()))?;
+        let done = q.execute(&mut *tx).await.map_err(DbError::query(what()))?;
+        tx.commit().await.map_err(DbError::query(what()))?;
         Ok(done.rows_affected())
     }
 
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
-        let mut conn = PgConnection::connect_with(&self.options)
+        // A session-level advisory lock lives as long as its connection:
+        // one taken out of the pool (reusing an idle one when there is),
+        // never handed back to it.
+        let mut conn = self
+            .pool
+            .acquire()
             .await
-            .map_err(DbError::query("opening the lock connection"))?;
+            .map_err(DbError::query("opening the lock connection"))?
+            .detach();
         let got: bool = sqlx::query("SELECT pg_try_advisory_lock($1)")
             .bind(ADVISORY_KEY)
             .fetch_one(&mut conn)

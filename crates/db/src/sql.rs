@@ -123,7 +123,12 @@ impl Dialect {
 
     /// `(a > x) OR (a = x AND b > y) …`: keyset condition, expanded so every
     /// backend's planner uses the primary-key index.
-    fn after_condition(self, col: &ColumnRef, after: &[PkValue], binds: &mut Vec<Bind>) -> String {
+    pub(crate) fn after_condition(
+        self,
+        col: &ColumnRef,
+        after: &[PkValue],
+        binds: &mut Vec<Bind>,
+    ) -> String {
         let mut ors = Vec::new();
         for i in 0..col.pk.len() {
             let mut ands = Vec::new();
@@ -277,23 +282,112 @@ impl Dialect {
         }
     }
 
-    pub(crate) fn count_keys(self, col: &ColumnRef, loc: &KeyIdLocation) -> String {
-        let t = self.quote(&col.table);
-        let c = self.quote(&col.column);
-        match self.key_id_expr(col, loc) {
-            Some(expr) => format!(
-                "SELECT k, COUNT(*) FROM (SELECT {expr} AS k FROM {t} WHERE {c} IS NOT NULL) AS keyturn_k GROUP BY k"
-            ),
-            None => format!("SELECT NULL AS k, COUNT(*) FROM {t} WHERE {c} IS NOT NULL"),
+    /// `pred` over the `n` bytes at `offset` (0-based) of a value equal to
+    /// the next bind parameter.
+    fn bytes_at_equal(
+        self,
+        col: &ColumnRef,
+        offset: usize,
+        bytes: &[u8],
+        binds: &mut Vec<Bind>,
+    ) -> String {
+        binds.push(self.prefix_bind(col, bytes));
+        let ph = self.ph(binds.len());
+        if offset == 0 {
+            return format!("{} = {ph}", self.prefix_of(col, bytes.len()));
         }
+        let c = self.quote(&col.column);
+        let (from, n) = (offset + 1, bytes.len());
+        let expr = match (self, col.kind) {
+            (Dialect::Postgres, ValueKind::Text) => format!("substr({c}, {from}, {n})"),
+            (Dialect::Postgres, ValueKind::Binary) => {
+                format!("substring({c} from {from} for {n})")
+            }
+            (Dialect::MySql, ValueKind::Text) => {
+                format!("CAST(SUBSTRING({c}, {from}, {n}) AS BINARY)")
+            }
+            (Dialect::MySql, ValueKind::Binary) => format!("SUBSTRING({c}, {from}, {n})"),
+            (Dialect::Sqlite, _) => format!("substr({c}, {from}, {n})"),
+        };
+        format!("{expr} = {ph}")
     }
 
+    /// Counts per key id for the ids in `known` with one scan and no
+    /// grouping (a GROUP BY over a computed key sorts every row on SQLite
+    /// and MariaDB): `COUNT(*)`, `COUNT(c)`, one `COUNT(CASE …)` per known
+    /// id, and last the values that carry a key id at all. When that last
+    /// count exceeds the sum of the others, some id is not in `known` and
+    /// the caller asks [`count_keys`](Self::count_keys) which. `None` for
+    /// locations this cannot express.
+    pub(crate) fn count_known_keys(
+        self,
+        col: &ColumnRef,
+        loc: &KeyIdLocation,
+        known: &[String],
+    ) -> Option<(String, Vec<Bind>)> {
+        let c = self.quote(&col.column);
+        let mut binds = Vec::new();
+        let mut parts = vec!["COUNT(*)".to_string(), format!("COUNT({c})")];
+        let any = match loc {
+            KeyIdLocation::TextDelimited { prefix, terminator } => {
+                for id in known {
+                    let mut p = prefix.as_bytes().to_vec();
+                    p.extend_from_slice(id.as_bytes());
+                    p.push(*terminator);
+                    let pred = self.bytes_at_equal(col, 0, &p, &mut binds);
+                    parts.push(format!("COUNT(CASE WHEN {pred} THEN 1 END)"));
+                }
+                self.bytes_at_equal(col, 0, prefix.as_bytes(), &mut binds)
+            }
+            KeyIdLocation::BinaryLengthPrefixed { magic, len_offset } => {
+                let len_fn = match self {
+                    Dialect::MySql => "LENGTH",
+                    _ => "length",
+                };
+                for id in known {
+                    let mut p = vec![u8::try_from(id.len()).ok()?];
+                    p.extend_from_slice(id.as_bytes());
+                    let m = self.bytes_at_equal(col, 0, magic, &mut binds);
+                    let k = self.bytes_at_equal(col, *len_offset, &p, &mut binds);
+                    parts.push(format!("COUNT(CASE WHEN {m} AND {k} THEN 1 END)"));
+                }
+                let m = self.bytes_at_equal(col, 0, magic, &mut binds);
+                format!("{len_fn}({c}) > {} AND {m}", len_offset + 1)
+            }
+            _ => return None,
+        };
+        parts.push(format!("COUNT(CASE WHEN {any} THEN 1 END)"));
+        Some((
+            format!(
+                "SELECT {} FROM {}",
+                parts.join(", "),
+                self.quote(&col.table)
+            ),
+            binds,
+        ))
+    }
+
+    /// Rows and non-NULL values of a column.
     pub(crate) fn count_total(self, col: &ColumnRef) -> String {
         format!(
             "SELECT COUNT(*), COUNT({}) FROM {}",
             self.quote(&col.column),
             self.quote(&col.table)
         )
+    }
+
+    /// Per key id: rows and non-NULL values, in one scan. NULLs land in the
+    /// `NULL` key group, where `COUNT(*) - COUNT(c)` tells them apart from
+    /// values without a recognizable key id.
+    pub(crate) fn count_keys(self, col: &ColumnRef, loc: &KeyIdLocation) -> String {
+        let t = self.quote(&col.table);
+        let c = self.quote(&col.column);
+        match self.key_id_expr(col, loc) {
+            Some(expr) => format!(
+                "SELECT k, COUNT(*), COUNT(v) FROM (SELECT {expr} AS k, {c} AS v FROM {t}) AS keyturn_k GROUP BY k"
+            ),
+            None => format!("SELECT NULL AS k, COUNT(*), COUNT({c}) FROM {t}"),
+        }
     }
 }
 
@@ -320,6 +414,7 @@ mod tests {
                 .collect(),
             column: "phone".into(),
             kind: ValueKind::Text,
+            cells: Vec::new(),
         }
     }
 

@@ -1,5 +1,5 @@
-//! SQLite, the embedded default: one transaction per batch with a prepared
-//! compare-and-swap `UPDATE` per row; the rotation lock is a lease row with a
+//! SQLite, the embedded default: each batch written by one compare-and-swap
+//! `UPDATE … FROM (VALUES …)` in its own transaction; the rotation lock is a lease row with a
 //! heartbeat, taken over when its holder is gone.
 
 use crate::sql::Dialect;
@@ -16,6 +16,41 @@ use std::time::Duration;
 /// A lease whose heartbeat is older than this is considered abandoned.
 const LEASE_STALE_SECS: i64 = 30;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// Bind parameters per statement: SQLite's limit is 32766 (since 3.32).
+const MAX_BINDS: usize = 32_000;
+
+/// One compare-and-swap statement for `rows` rows: the new values joined in
+/// from a `VALUES` list (`column1…` are the primary key, then the old and
+/// the new value); a row is written only where it still holds the old value.
+/// SQLite scans the list and looks each row up by its primary key.
+fn cas_statement(col: &ColumnRef, rows: usize) -> String {
+    let d = Dialect::Sqlite;
+    let n = col.pk.len();
+    let c = d.quote(&col.column);
+    let t = d.quote(&col.table);
+    let tuple = format!("({})", vec!["?"; n + 2].join(","));
+    let mut sql = String::with_capacity(64 + rows * (tuple.len() + 1) + 64 * n);
+    sql.push_str(&format!(
+        "UPDATE {t} SET {c} = keyturn_v.column{} FROM (VALUES ",
+        n + 2
+    ));
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&tuple);
+    }
+    sql.push_str(") AS keyturn_v WHERE ");
+    for (i, p) in col.pk.iter().enumerate() {
+        sql.push_str(&format!(
+            "{t}.{} = keyturn_v.column{} AND ",
+            d.quote(&p.name),
+            i + 1
+        ));
+    }
+    sql.push_str(&format!("{t}.{c} = keyturn_v.column{}", n + 1));
+    sql
+}
 
 #[derive(Debug)]
 pub(crate) struct SqliteDb {
@@ -121,45 +156,40 @@ impl_database!(SqliteDb, {
         col: &ColumnRef,
         updates: &[crate::CasUpdate],
     ) -> Result<u64, DbError> {
+        if col.has_cells() {
+            return crate::cells::write_cas_sqlite(&self.pool, col, updates).await;
+        }
         if updates.is_empty() {
             return Ok(0);
         }
-        let d = Self::DIALECT;
-        let c = d.quote(&col.column);
-        let conds: Vec<String> = col
-            .pk
-            .iter()
-            .map(|p| format!("{} = ?", d.quote(&p.name)))
-            .collect();
-        let sql = format!(
-            "UPDATE {} SET {c} = ? WHERE {} AND {c} = ?",
-            d.quote(&col.table),
-            conds.join(" AND ")
-        );
         let what = || format!("writing a batch of {}.{}", col.table, col.column);
+        let per_row = col.pk.len() + 2;
+        let chunk = (MAX_BINDS / per_row).max(1);
         let mut conn = self.pool.acquire().await.map_err(DbError::query(what()))?;
+        // One transaction, so a batch is written whole or not at all even
+        // when it needs more than one statement.
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(DbError::query(what()))?;
         let mut written = 0;
-        for u in updates {
-            // The same SQL text each time: sqlx prepares it once per connection.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-            q = match col.kind {
-                ValueKind::Text => q.bind(String::from_utf8_lossy(&u.new).into_owned()),
-                ValueKind::Binary => q.bind(u.new.clone()),
-            };
-            for v in &u.pk {
-                q = match v {
-                    crate::PkValue::Int(i) => q.bind(*i),
-                    crate::PkValue::Text(s) => q.bind(s.clone()),
+        for part in updates.chunks(chunk) {
+            let sql = cas_statement(col, part.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for u in part {
+                for v in &u.pk {
+                    q = match v {
+                        crate::PkValue::Int(i) => q.bind(*i),
+                        crate::PkValue::Text(s) => q.bind(s.clone()),
+                    };
+                }
+                q = match col.kind {
+                    ValueKind::Text => q
+                        .bind(String::from_utf8_lossy(&u.old).into_owned())
+                        .bind(String::from_utf8_lossy(&u.new).into_owned()),
+                    ValueKind::Binary => q.bind(u.old.clone()).bind(u.new.clone()),
                 };
             }
-            q = match col.kind {
-                ValueKind::Text => q.bind(String::from_utf8_lossy(&u.old).into_owned()),
-                ValueKind::Binary => q.bind(u.old.clone()),
-            };
             written += q
                 .execute(&mut *tx)
                 .await

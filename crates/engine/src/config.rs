@@ -27,6 +27,7 @@
 //! ```
 
 use crate::EngineError;
+use keyturn_codecs::multi::Role;
 use keyturn_db::check_identifier;
 use keyturn_keys::{KeySource, RingPolicy};
 use serde::Deserialize;
@@ -194,9 +195,41 @@ pub struct ColumnConfig {
     /// A `[keyrings.NAME]` section; required for other frameworks' formats,
     /// default: the `[keys]` keyring.
     pub keyring: Option<String>,
+    /// Multi-column codecs (`envelope`, `split-columns`): the column holding
+    /// the IV of the value whose ciphertext is in `name`.
+    pub iv_column: Option<String>,
+    /// Multi-column codecs: the column naming the key (of the column's
+    /// keyring) that encrypted the value or wrapped its data key.
+    pub key_id_column: Option<String>,
+    /// `envelope`: the column holding the row's wrapped data key.
+    pub wrapped_key_column: Option<String>,
 }
 
 impl ColumnConfig {
+    /// The column holding `role` of a multi-column value (the ciphertext is
+    /// the column's `name`).
+    pub fn role_column(&self, role: Role) -> Option<&str> {
+        match role {
+            Role::Ciphertext => Some(&self.name),
+            Role::Iv => self.iv_column.as_deref(),
+            Role::KeyId => self.key_id_column.as_deref(),
+            Role::WrappedKey => self.wrapped_key_column.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The role columns given in the config: (config key, column).
+    fn role_columns(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("iv_column", &self.iv_column),
+            ("key_id_column", &self.key_id_column),
+            ("wrapped_key_column", &self.wrapped_key_column),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+
     /// The codec configuration of a column in another framework's format, or
     /// `None` for keyturn's own format. Lockbox's table and column default to
     /// the target's.
@@ -349,9 +382,39 @@ impl Config {
                     }
                     _ => {}
                 }
-                if let Some(cc) = &codec {
-                    keyturn_codecs::build(cc)
-                        .map_err(|e| EngineError::Config(format!("{ckey}: {e}")))?;
+                match &codec {
+                    Some(cc) if cc.is_multi_column() => {
+                        self.validate_multi_column(t, c, cc, &ckey)?
+                    }
+                    Some(cc) => {
+                        keyturn_codecs::build(cc)
+                            .map_err(|e| EngineError::Config(format!("{ckey}: {e}")))?;
+                    }
+                    None => {}
+                }
+                if codec.as_ref().is_none_or(|cc| !cc.is_multi_column())
+                    && let Some((k, _)) = c.role_columns().first()
+                {
+                    return bad(
+                        &format!("{ckey}.{k}"),
+                        format!(
+                            "only multi-column codecs (envelope, split-columns) take {k}; codec {:?} keeps its value in one column",
+                            c.codec
+                        ),
+                    );
+                }
+            }
+            // A column plays one part: a ciphertext column of one entry is
+            // not the IV or key-id column of another.
+            let mut used: Vec<(&str, String)> = Vec::new();
+            for (j, c) in t.columns.iter().enumerate() {
+                let names = std::iter::once(("name", c.name.as_str())).chain(c.role_columns());
+                for (k, col) in names {
+                    let here = format!("{key}.columns[{j}].{k}");
+                    if let Some((_, first)) = used.iter().find(|(u, _)| *u == col) {
+                        return bad(&here, format!("{col} is already used by {first}"));
+                    }
+                    used.push((col, here));
                 }
             }
             if self.targets.iter().filter(|o| o.table == t.table).count() > 1 {
@@ -391,6 +454,74 @@ impl Config {
             }
         }
         self.policy.validate(&self.targets)?;
+        Ok(())
+    }
+
+    /// Checks a multi-column codec's entry: the role columns it needs are
+    /// given, the others are not, and each is a plain identifier outside the
+    /// primary key.
+    fn validate_multi_column(
+        &self,
+        t: &TargetConfig,
+        c: &ColumnConfig,
+        cc: &keyturn_codecs::CodecConfig,
+        ckey: &str,
+    ) -> Result<(), EngineError> {
+        let bad = |key: &str, why: String| Err(EngineError::Config(format!("{ckey}.{key}: {why}")));
+        let codec = keyturn_codecs::build_multi(cc)
+            .map_err(|e| EngineError::Config(format!("{ckey}: {e}")))?;
+        let roles = codec.roles();
+        for role in [Role::Iv, Role::KeyId, Role::WrappedKey] {
+            let key = crate::multi::role_key(role);
+            match (roles.contains(&role), c.role_column(role)) {
+                (true, None) => {
+                    return bad(
+                        key,
+                        format!(
+                            "codec {:?} needs the column holding the {}: add {key} = \"COLUMN\"",
+                            c.codec,
+                            role.name()
+                        ),
+                    );
+                }
+                (false, Some(_)) => {
+                    return bad(
+                        key,
+                        format!(
+                            "codec {:?} has no {} column; remove {key}",
+                            c.codec,
+                            role.name()
+                        ),
+                    );
+                }
+                (true, Some(col)) => {
+                    check_identifier(col, "column")
+                        .map_err(|e| EngineError::Config(format!("{ckey}.{key}: {e}")))?;
+                    if t.primary_key.to_vec().iter().any(|p| p == col) {
+                        return bad(key, format!("{col} is part of the primary key"));
+                    }
+                }
+                (false, None) => {}
+            }
+        }
+        if c.context {
+            return bad(
+                "context",
+                format!(
+                    "codec {:?} binds no associated data; remove context",
+                    c.codec
+                ),
+            );
+        }
+        if c.encoding.is_some() {
+            return bad(
+                "encoding",
+                format!(
+                    "codec {:?} writes raw bytes; the columns' types decide, remove encoding",
+                    c.codec
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -543,6 +674,78 @@ primary_key = "id"
         );
     }
 
+    #[test]
+    fn multi_column_codecs_name_their_columns() {
+        let base = r#"
+[database]
+url = "sqlite://x.db"
+[keyrings.kek]
+sources = ["env:KEKS"]
+primary = "kek-2"
+[[target]]
+table = "accounts"
+primary_key = "id"
+"#;
+        let entry = r#"{ name = "ssn", codec = "envelope", keyring = "kek", iv_column = "ssn_iv", key_id_column = "ssn_kek", wrapped_key_column = "ssn_dek" }"#;
+        let ok = format!("{base}columns = [{entry}]");
+        let c = Config::parse(&ok).unwrap();
+        let col = &c.targets[0].columns[0];
+        assert_eq!(col.role_column(Role::WrappedKey), Some("ssn_dek"));
+        assert_eq!(col.role_column(Role::Ciphertext), Some("ssn"));
+        let err = |text: &str| Config::parse(text).unwrap_err().to_string();
+        let e = err(&ok.replace(r#", wrapped_key_column = "ssn_dek""#, ""));
+        assert!(
+            e.contains("target[0].columns[0].wrapped_key_column")
+                && e.contains("needs the column holding the wrapped key"),
+            "{e}"
+        );
+        let e = err(&ok.replace(r#""envelope""#, r#""split-columns""#));
+        assert!(
+            e.contains("target[0].columns[0].wrapped_key_column") && e.contains("remove"),
+            "{e}"
+        );
+        let e = err(&ok.replace(r#""envelope""#, r#""laravel""#));
+        assert!(
+            e.contains("target[0].columns[0].iv_column") && e.contains("only multi-column"),
+            "{e}"
+        );
+        let e = err(&ok.replace(r#"key_id_column = "ssn_kek""#, r#"key_id_column = "id""#));
+        assert!(
+            e.contains("target[0].columns[0].key_id_column") && e.contains("primary key"),
+            "{e}"
+        );
+        let e = err(&ok.replace(r#"iv_column = "ssn_iv""#, r#"iv_column = "ssn""#));
+        assert!(
+            e.contains("target[0].columns[0].iv_column")
+                && e.contains("ssn is already used by target[0].columns[0].name"),
+            "{e}"
+        );
+        let e = err(&format!(
+            r#"{base}columns = [{entry}, {{ name = "ssn_iv" }}]"#
+        ));
+        assert!(
+            e.contains("target[0].columns[1].name: ssn_iv is already used by target[0].columns[0].iv_column"),
+            "{e}"
+        );
+        let e = err(&ok.replace(r#"iv_column = "ssn_iv""#, r#"iv_column = "ssn iv""#));
+        assert!(e.contains("target[0].columns[0].iv_column"), "{e}");
+        let e = err(&ok.replace("keyring = ", "context = true, keyring = "));
+        assert!(e.contains("target[0].columns[0].context"), "{e}");
+        let e = err(&ok.replace(
+            "keyring = ",
+            r#"options = { wrapp = "aes-kw" }, keyring = "#,
+        ));
+        assert!(
+            e.contains("target[0].columns[0]") && e.contains("wrapp"),
+            "{e}"
+        );
+        let kw = ok.replace(
+            "keyring = ",
+            r#"options = { wrap = "aes-kw", rotation = "reencrypt" }, keyring = "#,
+        );
+        Config::parse(&kw).unwrap();
+    }
+
     /// Every codec line of README.md's per-framework section parses and builds.
     #[test]
     fn readme_codec_examples_are_valid() {
@@ -563,6 +766,9 @@ primary_key = "id"
             r#"codec = "sodium-prefix", options = { algorithm = "xsalsa20poly1305" }"#,
             r#"codec = "sodium-prefix", options = { algorithm = "xchacha20poly1305" }"#,
             r#"codec = "json-envelope""#,
+            r#"codec = "envelope", iv_column = "c_iv", key_id_column = "c_kek", wrapped_key_column = "c_dek""#,
+            r#"codec = "envelope", options = { rotation = "reencrypt" }, iv_column = "c_iv", key_id_column = "c_kek", wrapped_key_column = "c_dek""#,
+            r#"codec = "split-columns", iv_column = "c_iv", key_id_column = "c_kek""#,
         ];
         let readme = include_str!("../../../README.md");
         for ex in examples {
@@ -576,6 +782,26 @@ primary_key = "id"
                 "README lacks {codec}"
             );
         }
+    }
+
+    /// The envelope example of docs/CODECS.md parses as written.
+    #[test]
+    fn codecs_md_envelope_example_is_valid() {
+        let doc = include_str!("../../../docs/CODECS.md");
+        let start = doc
+            .find("```toml\n[keyrings.kms]")
+            .expect("the envelope example in docs/CODECS.md");
+        let body = &doc[start + "```toml\n".len()..];
+        let example = &body[..body.find("```").unwrap()];
+        let c = Config::parse(&format!("[database]\nurl = \"sqlite://x.db\"\n{example}")).unwrap();
+        let col = &c.targets[0].columns[0];
+        assert_eq!(col.codec, "envelope");
+        assert_eq!(col.role_column(Role::WrappedKey), Some("ssn_wrapped_dek"));
+        let with_options = example.replace("# options", "options");
+        Config::parse(&format!(
+            "[database]\nurl = \"sqlite://x.db\"\n{with_options}"
+        ))
+        .unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod config;
 mod error;
+pub mod multi;
 pub mod plan;
 pub mod policy;
 mod progress;

@@ -257,11 +257,25 @@ pub async fn resolve(
                 }
                 (Some(crate::config::EncodingConfig::Text), ValueKind::Binary) => Encoding::Text,
             };
+            let mut cells = Vec::new();
             let codec: Arc<dyn Codec> = match c
                 .codec_config(&t.table)
                 .map_err(EngineError::Config)?
             {
                 None => Arc::new(NativeCodec { encoding }),
+                Some(cc) if cc.is_multi_column() => {
+                    let inner = Arc::from(keyturn_codecs::build_multi(&cc)?);
+                    match crate::multi::resolve_cells(&info, &t.table, c, inner) {
+                        Ok((codec, cs)) => {
+                            cells = cs;
+                            codec
+                        }
+                        Err(p) => {
+                            problems.extend(p);
+                            continue;
+                        }
+                    }
+                }
                 Some(cc) => {
                     if c.codec == "version-byte" && kind == ValueKind::Text {
                         problems.push(format!(
@@ -279,6 +293,7 @@ pub async fn resolve(
                     pk: pk.clone(),
                     column: c.name.clone(),
                     kind,
+                    cells,
                 },
                 codec,
                 ring: match rings {

@@ -18,8 +18,8 @@ use crate::retry::with_retry;
 use crate::{EngineError, ProgressSink};
 use futures::StreamExt;
 use keyturn_db::{
-    Backend, BadRow, CasUpdate, Checkpoint, Database, LockHolder, LockOutcome, Pk, Row, RunRecord,
-    now_rfc3339, pk_display,
+    Backend, BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, Database, LockHolder,
+    LockOutcome, Pk, Row, RunRecord, now_rfc3339, pk_display,
 };
 use keyturn_format::{Codec, Inspection, KeyIdLocation, Keyring, Reencryption};
 use rayon::prelude::*;
@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 const CAS_ROUNDS: usize = 5;
 /// Bytes of values one batch may hold: bounds memory when values are large.
 const BATCH_BYTES: usize = 32 << 20;
+/// Batches the reader may hold ready ahead of the writers.
+const READ_AHEAD: usize = 2;
 /// How often the checkpoint is saved while a column runs.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Bad rows kept in memory for the summary; all are recorded in the
@@ -131,19 +133,41 @@ struct Shared {
     run_id: String,
 }
 
+/// Per-column counts taken once before a run, in the plan's column order:
+/// the preflight, the progress totals (and the CLI's audit start event) all
+/// read them, so a run scans each table once before it starts writing.
+pub async fn census(db: &dyn Database, plan: &Plan) -> Result<Vec<ColumnCounts>, EngineError> {
+    let mut out = Vec::with_capacity(plan.columns.len());
+    for c in &plan.columns {
+        let known: Vec<String> = match &c.ring {
+            Some(ring) => ring.keys().map(|(id, _, _)| id.to_string()).collect(),
+            None => Vec::new(),
+        };
+        out.push(
+            db.count_keys_among(&c.col, &c.codec.key_id_location(), &known)
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
 /// Lists keys the data uses that this keyring cannot decrypt, per column,
 /// counted by the database. Nothing is written.
 pub async fn preflight(db: &dyn Database, plan: &Plan) -> Result<(), EngineError> {
+    check_preflight(plan, &census(db, plan).await?)
+}
+
+/// The preflight over counts already taken (see [`census`]).
+pub fn check_preflight(plan: &Plan, census: &[ColumnCounts]) -> Result<(), EngineError> {
     let mut problems = Vec::new();
-    for c in &plan.columns {
+    for (c, counts) in plan.columns.iter().zip(census) {
         let ring = c.ring()?;
         if c.codec.key_id_location() == KeyIdLocation::None {
             continue;
         }
-        let counts = db.count_keys(&c.col, &c.codec.key_id_location()).await?;
-        for (key, n) in counts.by_key {
+        for (key, n) in &counts.by_key {
             let Some(key) = key else { continue };
-            if let Err(e) = ring.decryption_key(&key) {
+            if let Err(e) = ring.decryption_key(key) {
                 let why = match e {
                     keyturn_format::FormatError::KeyRetired(_) => {
                         "retired: allow retired keys to rotate it away"
@@ -153,8 +177,8 @@ pub async fn preflight(db: &dyn Database, plan: &Plan) -> Result<(), EngineError
                 problems.push((
                     c.col.table.clone(),
                     c.col.column.clone(),
-                    key,
-                    n,
+                    key.clone(),
+                    *n,
                     why.to_string(),
                 ));
             }
@@ -176,8 +200,30 @@ pub async fn run(
     progress: Arc<dyn ProgressSink>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, EngineError> {
+    let counts = census(db.as_ref(), plan).await?;
+    run_counted(db, plan, op, opts, progress, stop, counts).await
+}
+
+/// [`run`] with the counts of [`census`] already taken (by a caller that
+/// also records them), one entry per plan column.
+pub async fn run_counted(
+    db: Arc<dyn Database>,
+    plan: &Plan,
+    op: Operation,
+    opts: RunOptions,
+    progress: Arc<dyn ProgressSink>,
+    stop: Arc<AtomicBool>,
+    census: Vec<ColumnCounts>,
+) -> Result<RunSummary, EngineError> {
+    if census.len() != plan.columns.len() {
+        return Err(EngineError::Usage(format!(
+            "counts for {} columns given for a plan of {}",
+            census.len(),
+            plan.columns.len()
+        )));
+    }
     if op == Operation::Rotate {
-        preflight(db.as_ref(), plan).await?;
+        check_preflight(plan, &census)?;
     }
     let started = Instant::now();
     let run_id = new_run_id();
@@ -227,12 +273,12 @@ pub async fn run(
         outcome: String::new(),
     };
     let mut result = Ok(());
-    for column in &plan.columns {
+    for (column, counts) in plan.columns.iter().zip(&census) {
         if shared.stop.load(Ordering::SeqCst) {
             summary.interrupted = true;
             break;
         }
-        match process_column(&shared, column, &mut summary).await {
+        match process_column(&shared, column, counts, &mut summary).await {
             Ok(interrupted) => {
                 if interrupted {
                     summary.interrupted = true;
@@ -468,6 +514,7 @@ impl<T> std::future::Future for Spawned<T> {
 async fn process_column(
     shared: &Arc<Shared>,
     plan: &ColumnPlan,
+    counts: &ColumnCounts,
     summary: &mut RunSummary,
 ) -> Result<bool, EngineError> {
     let started = Instant::now();
@@ -517,7 +564,22 @@ async fn process_column(
             }
         }
     }
-    let todo = db.count_without_prefix(col, skip_prefix.as_deref()).await?;
+    let non_null = counts.total - counts.nulls;
+    let todo = match &skip_prefix {
+        None => non_null,
+        // Values under the primary are filtered out by SQL and never seen.
+        Some(_) if plan.codec.key_id_location() != KeyIdLocation::None => {
+            let primary = plan.ring()?.primary_id().as_str();
+            let done: u64 = counts
+                .by_key
+                .iter()
+                .filter(|(k, _)| k.as_deref() == Some(primary))
+                .map(|(_, n)| n)
+                .sum();
+            non_null.saturating_sub(done)
+        }
+        Some(p) => db.count_without_prefix(col, Some(p)).await?,
+    };
     progress.column_started(&col.table, &col.column, todo, cs.resumed_rows);
 
     // Stage 1: the reader, a stream of batches in primary-key order.
@@ -526,155 +588,134 @@ async fn process_column(
         Backend::MySql => shared.opts.batch_size.min(60_000 / (col.pk.len() + 2)),
         _ => shared.opts.batch_size,
     };
-    struct Reader {
-        after: Option<Pk>,
-        limit: usize,
-        emitted: u64,
-        done: bool,
-    }
-    let reader_start = Instant::now();
-    let reader = Reader {
-        after: after.clone(),
-        // Start small: the first batch tells how large values are.
-        limit: batch_cap.min(32),
-        emitted: 0,
-        done: false,
-    };
-    let sh = shared.clone();
-    let pl = plan.clone();
-    let skip = skip_prefix.clone();
-    let batches = futures::stream::unfold(reader, move |mut st| {
-        let sh = sh.clone();
-        let pl = pl.clone();
-        let skip = skip.clone();
-        async move {
-            if st.done || sh.stop.load(Ordering::SeqCst) {
-                return None;
-            }
-            if let Some(rate) = sh.opts.max_rows_per_sec.filter(|r| *r > 0) {
-                let due = Duration::from_secs_f64(st.emitted as f64 / rate as f64);
-                let elapsed = reader_start.elapsed();
-                if due > elapsed {
-                    tokio::time::sleep(due - elapsed).await;
-                }
-            }
-            // Spawned, so the read runs to completion even while the
-            // consumer is busy (see `Spawned`).
-            let (db, progress, col) = (sh.db.clone(), sh.progress.clone(), pl.col.clone());
-            let (after, skip, limit) = (st.after.clone(), skip.clone(), st.limit);
-            let fetched = Spawned(tokio::spawn(async move {
-                with_retry("reading a batch", progress.as_ref(), || {
-                    db.fetch_batch(&col, after.as_deref(), skip.as_deref(), limit)
-                })
-                .await
-            }))
-            .await;
-            match fetched {
-                Err(e) => {
-                    st.done = true;
-                    Some((
-                        Err(EngineError::Usage(format!("batch reader failed: {e}"))),
-                        st,
-                    ))
-                }
-                Ok(Err(e)) => {
-                    st.done = true;
-                    Some((Err(EngineError::from(e)), st))
-                }
-                Ok(Ok(rows)) if rows.is_empty() => None,
-                Ok(Ok(rows)) => {
-                    st.after = rows.last().map(|r| r.pk.clone());
-                    st.emitted += rows.len() as u64;
-                    let bytes: usize = rows.iter().map(|r| r.value.len() + 64).sum();
-                    let avg = (bytes / rows.len()).max(1);
-                    st.limit = (BATCH_BYTES / avg).clamp(1, batch_cap);
-                    Some((Ok(rows), st))
-                }
-            }
-        }
-    });
-    // Stages 2 and 3: crypto and write, `workers` batches in flight, results
-    // in order.
-    let sh = shared.clone();
-    let pl = plan.clone();
-    let mut results = batches
-        .map(move |b| {
-            let sh = sh.clone();
-            let pl = pl.clone();
-            // Spawned, so a batch in flight keeps going (and finishes its
-            // transaction) while the loop below awaits something else.
-            Spawned(tokio::spawn(async move {
-                match b {
-                    Ok(rows) => process_batch(sh, pl, rows).await,
-                    Err(e) => Err(e),
-                }
-            }))
-        })
-        .buffered(shared.opts.workers.max(1))
-        .map(|r| r.unwrap_or_else(|e| Err(EngineError::Usage(format!("batch worker failed: {e}")))))
-        .boxed();
-
     let mut last_saved = Instant::now();
-    let mut checkpoint_pk: Option<Pk> = after;
+    let mut checkpoint_pk: Option<Pk> = after.clone();
     let mut dirty = false;
     let mut failure = None;
-    while let Some(r) = results.next().await {
-        let b = match r {
-            Ok(b) => b,
-            Err(e) => {
-                failure = Some(e);
-                break;
+    // A resumed run, once at the end, sweeps the column again from the
+    // start: rows before the checkpoint that the application rewrote under
+    // an old key meanwhile are rotated too. Only where SQL filters out the
+    // values already under the primary, so the sweep reads just what is
+    // left. Bad rows it meets again are not reported twice.
+    let sweep = after.is_some() && skip_prefix.is_some();
+    let starts = if sweep {
+        vec![after.clone(), None]
+    } else {
+        vec![after.clone()]
+    };
+    let mut reported: std::collections::HashSet<Pk> = std::collections::HashSet::new();
+    for (pass, start) in starts.into_iter().enumerate() {
+        if failure.is_some() || shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if pass > 0 {
+            progress.note(&format!(
+                "{}: resumed run finished; sweeping rows before the checkpoint for values rewritten under an old key meanwhile",
+                plan.label()
+            ));
+        }
+        // The reader runs as its own task, up to READ_AHEAD batches ahead of
+        // the writers, so reading the next batch overlaps crypto and writing
+        // instead of waiting for a write to finish. Memory stays bounded:
+        // READ_AHEAD batches queued plus `workers` in flight.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Row>, EngineError>>(READ_AHEAD);
+        let reader = Spawned(tokio::spawn(read_batches(
+            shared.clone(),
+            plan.col.clone(),
+            start.clone(),
+            skip_prefix.clone(),
+            batch_cap,
+            tx,
+        )));
+        let batches =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        // Stages 2 and 3: crypto and write, `workers` batches in flight, results
+        // in order.
+        let sh = shared.clone();
+        let pl = plan.clone();
+        let mut results = batches
+            .map(move |b| {
+                let sh = sh.clone();
+                let pl = pl.clone();
+                // Spawned, so a batch in flight keeps going (and finishes its
+                // transaction) while the loop below awaits something else.
+                Spawned(tokio::spawn(async move {
+                    match b {
+                        Ok(rows) => process_batch(sh, pl, rows).await,
+                        Err(e) => Err(e),
+                    }
+                }))
+            })
+            .buffered(shared.opts.workers.max(1))
+            .map(|r| {
+                r.unwrap_or_else(|e| Err(EngineError::Usage(format!("batch worker failed: {e}"))))
+            })
+            .boxed();
+
+        while let Some(r) = results.next().await {
+            let mut b = match r {
+                Ok(b) => b,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            if sweep {
+                // Keep only bad rows not reported by this run already.
+                b.bad
+                    .retain(|(pk, _)| reported.insert(pk.clone()) || pass == 0);
             }
-        };
-        cs.written += b.written;
-        cs.skipped += b.skipped;
-        cs.retried += b.retried;
-        cs.failed += b.bad.len() as u64;
-        if !b.bad.is_empty() {
-            let now = now_rfc3339();
-            let rows: Vec<BadRow> = b
-                .bad
-                .iter()
-                .map(|(pk, why)| BadRow {
-                    run_id: shared.run_id.clone(),
-                    table: col.table.clone(),
-                    column: col.column.clone(),
-                    pk: pk_display(pk),
-                    reason: why.clone(),
-                    seen_at: now.clone(),
-                })
-                .collect();
-            if !shared.opts.dry_run {
-                with_retry("recording bad rows", progress.as_ref(), || {
-                    db.record_bad_rows(&rows)
-                })
-                .await?;
-            }
-            for r in rows {
-                if summary.bad_rows.len() < BAD_ROWS_IN_SUMMARY {
-                    summary.bad_rows.push(BadRowReport {
-                        table: r.table,
-                        column: r.column,
-                        pk: r.pk,
-                        reason: r.reason,
-                    });
-                } else {
-                    summary.bad_rows_truncated = true;
+            cs.written += b.written;
+            cs.skipped += b.skipped;
+            cs.retried += b.retried;
+            cs.failed += b.bad.len() as u64;
+            if !b.bad.is_empty() {
+                let now = now_rfc3339();
+                let rows: Vec<BadRow> = b
+                    .bad
+                    .iter()
+                    .map(|(pk, why)| BadRow {
+                        run_id: shared.run_id.clone(),
+                        table: col.table.clone(),
+                        column: col.column.clone(),
+                        pk: pk_display(pk),
+                        reason: why.clone(),
+                        seen_at: now.clone(),
+                    })
+                    .collect();
+                if !shared.opts.dry_run {
+                    with_retry("recording bad rows", progress.as_ref(), || {
+                        db.record_bad_rows(&rows)
+                    })
+                    .await?;
+                }
+                for r in rows {
+                    if summary.bad_rows.len() < BAD_ROWS_IN_SUMMARY {
+                        summary.bad_rows.push(BadRowReport {
+                            table: r.table,
+                            column: r.column,
+                            pk: r.pk,
+                            reason: r.reason,
+                        });
+                    } else {
+                        summary.bad_rows_truncated = true;
+                    }
                 }
             }
+            progress.advanced(&col.table, &col.column, b.rows);
+            if b.last_pk.is_some() {
+                checkpoint_pk = b.last_pk;
+                dirty = true;
+            }
+            if dirty && !shared.opts.dry_run && last_saved.elapsed() >= CHECKPOINT_EVERY {
+                save_checkpoint(shared, plan, checkpoint_pk.as_ref(), &cs).await?;
+                last_saved = Instant::now();
+                dirty = false;
+            }
         }
-        progress.advanced(&col.table, &col.column, b.rows);
-        if b.last_pk.is_some() {
-            checkpoint_pk = b.last_pk;
-            dirty = true;
-        }
-        if dirty && !shared.opts.dry_run && last_saved.elapsed() >= CHECKPOINT_EVERY {
-            save_checkpoint(shared, plan, checkpoint_pk.as_ref(), &cs).await?;
-            last_saved = Instant::now();
-            dirty = false;
-        }
+        drop(results);
+        drop(reader);
     }
-    drop(results);
     let interrupted = shared.stop.load(Ordering::SeqCst);
     if !shared.opts.dry_run {
         if failure.is_some() || interrupted {
@@ -695,6 +736,53 @@ async fn process_column(
     match failure {
         Some(e) => Err(e),
         None => Ok(interrupted),
+    }
+}
+
+/// Stage 1: keyset-paginated batches in primary-key order, sent to `tx`
+/// until the column is done, an error (sent, then stop), Ctrl-C, or the
+/// receiver going away.
+async fn read_batches(
+    shared: Arc<Shared>,
+    col: ColumnRef,
+    mut after: Option<Pk>,
+    skip: Option<Vec<u8>>,
+    batch_cap: usize,
+    tx: tokio::sync::mpsc::Sender<Result<Vec<Row>, EngineError>>,
+) {
+    let started = Instant::now();
+    // Start small: the first batch tells how large values are.
+    let mut limit = batch_cap.min(32);
+    let mut emitted = 0u64;
+    while !shared.stop.load(Ordering::SeqCst) {
+        if let Some(rate) = shared.opts.max_rows_per_sec.filter(|r| *r > 0) {
+            let due = Duration::from_secs_f64(emitted as f64 / rate as f64);
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+        }
+        let db = shared.db.clone();
+        let fetched = with_retry("reading a batch", shared.progress.as_ref(), || {
+            db.fetch_batch(&col, after.as_deref(), skip.as_deref(), limit)
+        })
+        .await;
+        let rows = match fetched {
+            Ok(rows) if rows.is_empty() => return,
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = tx.send(Err(EngineError::from(e))).await;
+                return;
+            }
+        };
+        after = rows.last().map(|r| r.pk.clone());
+        emitted += rows.len() as u64;
+        let bytes: usize = rows.iter().map(|r| r.value.len() + 64).sum();
+        let avg = (bytes / rows.len()).max(1);
+        limit = (BATCH_BYTES / avg).clamp(1, batch_cap);
+        if tx.send(Ok(rows)).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -92,6 +92,11 @@ pub enum KeyIdLocation {
     /// Like [`JsonPath`](Self::JsonPath), but the JSON string at the path is
     /// standard base64 of the key id (Rails' `h.i`).
     JsonPathBase64(&'static [&'static str]),
+    /// A value spread over several columns of a row (a multi-column codec),
+    /// which the database layer reads as one packed value of cells: the key
+    /// id is the whole content of the cell at this index of the packing, so
+    /// the database counts rows per key with `GROUP BY` on that column.
+    Cell(usize),
 }
 
 /// The outcome of re-encrypting one value.

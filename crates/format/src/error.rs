@@ -93,6 +93,17 @@ pub enum FormatError {
     /// e.g. a Rails deterministic value: the reason says why.
     #[error("value not rotatable: {0}")]
     NotRotatable(String),
+    /// A value spread over several columns (ciphertext, IV, key id, wrapped
+    /// data key) with one of them NULL while the others are set.
+    #[error("the {0} column is NULL while the value's other columns are set")]
+    NullCell(&'static str),
+    /// One column of a multi-column value holds a value of the wrong length.
+    #[error("the {cell} column holds {len} bytes, expected {want}")]
+    CellLength {
+        cell: &'static str,
+        len: usize,
+        want: &'static str,
+    },
 }
 
 impl FormatError {
@@ -117,6 +128,8 @@ impl FormatError {
             FormatError::Keyring(_) => "keyring",
             FormatError::Crypto(_) => "crypto",
             FormatError::NotRotatable(_) => "not_rotatable",
+            FormatError::NullCell(_) => "null_cell",
+            FormatError::CellLength { .. } => "cell_length",
         }
     }
 }

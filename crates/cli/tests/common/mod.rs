@@ -803,6 +803,7 @@ impl TestDb {
             s.push_str(&t.target_toml());
             s.push('\n');
         }
+        s.push_str(&cfg.extra_toml);
         std::fs::write(&path, s).expect("writing the config");
         path
     }
@@ -1055,6 +1056,9 @@ pub struct Cfg {
     pub keys_text: Option<String>,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// Appended to the config as written (sections the `Table`s cannot
+    /// express: keyrings, multi-column targets).
+    pub extra_toml: String,
 }
 
 impl Cfg {
@@ -1070,6 +1074,7 @@ impl Cfg {
             url: None,
             keys_text: None,
             env: Vec::new(),
+            extra_toml: String::new(),
         }
     }
 

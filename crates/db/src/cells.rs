@@ -1,0 +1,922 @@
+//! Multi-column values: several columns of one row read, compared and
+//! written together, so a codec may span columns (ciphertext, IV, key id,
+//! wrapped data key) while the engine's pipeline keeps moving one value per
+//! row.
+//!
+//! A [`ColumnRef`] with [`cells`](ColumnRef::cells) names those columns in
+//! packing order; its `column` (one of them, the ciphertext) is the anchor:
+//! a row whose anchor is NULL holds no value (skipped, counted as NULL).
+//!
+//! # Packing
+//!
+//! [`Row::value`](crate::Row::value), the values of
+//! [`fetch_rows`](crate::Database::fetch_rows) and the `old` / `new` of a
+//! [`CasUpdate`] are the row's cells packed in order, each cell as
+//!
+//! - `0x00` for SQL NULL, or
+//! - `0x01`, the length as a 4-byte big-endian integer, then the bytes (text
+//!   columns: their UTF-8).
+//!
+//! The encoding is canonical (one packing per tuple of cells), so two packed
+//! values are equal exactly when every cell is. It is also prefix-free per
+//! cell: a `skip_prefix` made of whole cells means "the leading cells equal
+//! these", which SQL evaluates on the columns themselves (the envelope codec
+//! packs the key-id cell first, so rows already under the primary key are
+//! filtered out by `WHERE NOT (key_id_col = primary)`).
+//!
+//! # SQL
+//!
+//! Reads select every cell column; counts per key id `GROUP BY` the key-id
+//! column ([`KeyIdLocation::Cell`]). A batch is written with ONE
+//! compare-and-swap statement (split only at bind-parameter or packet
+//! limits) whose `WHERE` compares every old cell NULL-safely (`IS NOT
+//! DISTINCT FROM` on PostgreSQL, `<=>` on MySQL/MariaDB, `IS` on SQLite) and
+//! whose `SET` writes the cells that change in the batch (a re-wrap leaves
+//! the ciphertext and IV columns alone).
+
+use crate::sql::{Bind, Dialect};
+use crate::{CasUpdate, CellColumn, ColumnRef, DbError, PkKind, PkValue, ValueKind};
+use keyturn_format::KeyIdLocation;
+
+const NULL: u8 = 0;
+const PRESENT: u8 = 1;
+
+/// Packs a row's cells (`None` = SQL NULL); see the module docs.
+pub fn pack<'a>(cells: impl IntoIterator<Item = Option<&'a [u8]>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in cells {
+        match c {
+            None => out.push(NULL),
+            Some(v) => {
+                out.push(PRESENT);
+                // Cells are column values: far below 4 GiB.
+                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                out.extend_from_slice(v);
+            }
+        }
+    }
+    out
+}
+
+/// Unpacks cells packed by [`pack`].
+pub fn unpack(packed: &[u8]) -> Result<Vec<Option<&[u8]>>, DbError> {
+    let bad = |why: &str| DbError::Invalid(format!("malformed packed cells: {why}"));
+    let mut out = Vec::new();
+    let mut rest = packed;
+    while let Some((&flag, tail)) = rest.split_first() {
+        match flag {
+            NULL => {
+                out.push(None);
+                rest = tail;
+            }
+            PRESENT => {
+                if tail.len() < 4 {
+                    return Err(bad("truncated length"));
+                }
+                let (len, tail) = tail.split_at(4);
+                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                if tail.len() < len {
+                    return Err(bad("truncated cell"));
+                }
+                let (v, tail) = tail.split_at(len);
+                out.push(Some(v));
+                rest = tail;
+            }
+            _ => return Err(bad("unknown cell flag")),
+        }
+    }
+    Ok(out)
+}
+
+/// A bind parameter that may be NULL.
+#[derive(Clone, Debug)]
+pub(crate) enum CellBind {
+    I64(i64),
+    Str(Option<String>),
+    Bytes(Option<Vec<u8>>),
+}
+
+macro_rules! bind_cells {
+    ($q:expr, $binds:expr) => {{
+        let mut q = $q;
+        for b in $binds {
+            q = match b {
+                $crate::cells::CellBind::I64(i) => q.bind(i),
+                $crate::cells::CellBind::Str(s) => q.bind(s),
+                $crate::cells::CellBind::Bytes(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
+fn pk_bind(v: &PkValue) -> CellBind {
+    match v {
+        PkValue::Int(i) => CellBind::I64(*i),
+        PkValue::Text(s) => CellBind::Str(Some(s.clone())),
+    }
+}
+
+/// A cell bound in the column's kind (text as a string, binary as bytes).
+fn cell_bind(kind: ValueKind, v: Option<&[u8]>) -> CellBind {
+    match kind {
+        // Cells read from a text column are UTF-8 (the driver decoded them
+        // as String); new ones are what the codec wrote (ASCII key ids).
+        ValueKind::Text => CellBind::Str(v.map(|b| String::from_utf8_lossy(b).into_owned())),
+        ValueKind::Binary => CellBind::Bytes(v.map(<[u8]>::to_vec)),
+    }
+}
+
+/// NULL-safe equality of a stored column with a value as keyturn read it.
+/// MySQL compares bytes (its `value` is bound as bytes): a case-insensitive
+/// collation must not let a different key id or value pass.
+fn same(d: Dialect, kind: ValueKind, column: &str, value: &str) -> String {
+    match (d, kind) {
+        (Dialect::Postgres, _) => format!("{column} IS NOT DISTINCT FROM {value}"),
+        (Dialect::Sqlite, _) => format!("{column} IS {value}"),
+        (Dialect::MySql, ValueKind::Text) => {
+            format!("CAST(CONVERT({column} USING utf8mb4) AS BINARY) <=> {value}")
+        }
+        (Dialect::MySql, ValueKind::Binary) => format!("{column} <=> {value}"),
+    }
+}
+
+fn select_list(d: Dialect, col: &ColumnRef) -> String {
+    let mut s: Vec<String> = col.pk.iter().map(|p| d.pk_select(p)).collect();
+    s.extend(col.cells.iter().map(|c| d.quote(&c.name)));
+    s.join(", ")
+}
+
+fn pk_list(d: Dialect, col: &ColumnRef) -> String {
+    col.pk
+        .iter()
+        .map(|p| d.quote(&p.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `NOT (leading cells equal the prefix's)`, or `None` when the prefix is
+/// not made of whole cells (then nothing is filtered in SQL).
+fn skip_condition(
+    d: Dialect,
+    col: &ColumnRef,
+    prefix: &[u8],
+    binds: &mut Vec<Bind>,
+) -> Option<String> {
+    let cells = unpack(prefix).ok()?;
+    if cells.is_empty() || cells.len() > col.cells.len() {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(cells.len());
+    for (v, c) in cells.iter().zip(&col.cells) {
+        let q = d.quote(&c.name);
+        match v {
+            None => parts.push(format!("{q} IS NULL")),
+            Some(v) => {
+                binds.push(match d {
+                    Dialect::MySql => Bind::Bytes(v.to_vec()),
+                    _ => Bind::value(c.kind, v),
+                });
+                parts.push(same(d, c.kind, &q, &d.ph(binds.len())));
+            }
+        }
+    }
+    Some(format!("NOT ({})", parts.join(" AND ")))
+}
+
+pub(crate) fn fetch_batch_sql(
+    d: Dialect,
+    col: &ColumnRef,
+    after: Option<&[PkValue]>,
+    skip_prefix: Option<&[u8]>,
+    limit: usize,
+) -> (String, Vec<Bind>) {
+    let mut binds = Vec::new();
+    let mut conds = vec![format!("{} IS NOT NULL", d.quote(&col.column))];
+    if let Some(after) = after {
+        conds.push(d.after_condition(col, after, &mut binds));
+    }
+    if let Some(c) = skip_prefix.and_then(|p| skip_condition(d, col, p, &mut binds)) {
+        conds.push(c);
+    }
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
+        select_list(d, col),
+        d.quote(&col.table),
+        conds.join(" AND "),
+        pk_list(d, col),
+    );
+    (sql, binds)
+}
+
+pub(crate) fn fetch_rows_sql(
+    d: Dialect,
+    col: &ColumnRef,
+    pks: &[Vec<PkValue>],
+) -> (String, Vec<Bind>) {
+    let mut binds = Vec::new();
+    let cond = d.rows_condition(col, pks, &mut binds);
+    (
+        format!(
+            "SELECT {} FROM {} WHERE {cond}",
+            select_list(d, col),
+            d.quote(&col.table)
+        ),
+        binds,
+    )
+}
+
+pub(crate) fn count_without_prefix_sql(
+    d: Dialect,
+    col: &ColumnRef,
+    prefix: Option<&[u8]>,
+) -> (String, Vec<Bind>) {
+    let mut binds = Vec::new();
+    let mut sql = format!(
+        "SELECT COUNT(*) FROM {} WHERE {} IS NOT NULL",
+        d.quote(&col.table),
+        d.quote(&col.column)
+    );
+    if let Some(c) = prefix.and_then(|p| skip_condition(d, col, p, &mut binds)) {
+        sql.push_str(" AND ");
+        sql.push_str(&c);
+    }
+    (sql, binds)
+}
+
+/// Rows per key id, grouped by the key-id column named by
+/// [`KeyIdLocation::Cell`]; everything under `NULL` for other locations.
+pub(crate) fn count_keys_sql(d: Dialect, col: &ColumnRef, loc: &KeyIdLocation) -> String {
+    let t = d.quote(&col.table);
+    let a = d.quote(&col.column);
+    match loc {
+        KeyIdLocation::Cell(i) if *i < col.cells.len() => {
+            let c = &col.cells[*i];
+            let q = d.quote(&c.name);
+            // Binary on MySQL: case-insensitive collations would merge ids.
+            let expr = match (d, c.kind) {
+                (Dialect::MySql, ValueKind::Text) => {
+                    format!("CAST(CONVERT({q} USING utf8mb4) AS BINARY)")
+                }
+                _ => q,
+            };
+            format!(
+                "SELECT k, COUNT(*) FROM (SELECT {expr} AS k FROM {t} WHERE {a} IS NOT NULL) AS keyturn_k GROUP BY k"
+            )
+        }
+        _ => format!("SELECT NULL AS k, COUNT(*) FROM {t} WHERE {a} IS NOT NULL"),
+    }
+}
+
+/// A key id as counted: ids that are not valid key ids (empty, odd
+/// characters) count as unrecognized, like values without a key id; the
+/// rows are reported one by one when rotated.
+pub(crate) fn counted_key(k: Option<String>) -> Option<String> {
+    k.filter(|k| keyturn_format::KeyId::new(k).is_ok())
+}
+
+/// Decodes `pk columns…, cell columns…` rows into `(pk, packed value)`;
+/// `None` when the anchor column is NULL.
+macro_rules! decode_cell_rows {
+    ($rows:expr, $col:expr) => {{
+        use sqlx::Row as _;
+        let col: &$crate::ColumnRef = $col;
+        let anchor = col.cells.iter().position(|c| c.name == col.column);
+        let mut out = Vec::with_capacity($rows.len());
+        for r in $rows {
+            let mut pk = Vec::with_capacity(col.pk.len());
+            for (i, p) in col.pk.iter().enumerate() {
+                pk.push(match p.kind {
+                    $crate::PkKind::Int => $crate::PkValue::Int(
+                        r.try_get::<i64, _>(i)
+                            .map_err($crate::DbError::query("reading a primary key"))?,
+                    ),
+                    $crate::PkKind::Text => $crate::PkValue::Text(
+                        r.try_get::<String, _>(i)
+                            .map_err($crate::DbError::query("reading a primary key"))?,
+                    ),
+                });
+            }
+            let n = col.pk.len();
+            let mut cells: Vec<Option<Vec<u8>>> = Vec::with_capacity(col.cells.len());
+            for (j, c) in col.cells.iter().enumerate() {
+                cells.push(match c.kind {
+                    $crate::ValueKind::Text => r
+                        .try_get::<Option<String>, _>(n + j)
+                        .map_err($crate::DbError::query(format!(
+                            "reading text column {}",
+                            c.name
+                        )))?
+                        .map(String::into_bytes),
+                    $crate::ValueKind::Binary => {
+                        r.try_get::<Option<Vec<u8>>, _>(n + j)
+                            .map_err($crate::DbError::query(format!(
+                                "reading binary column {}",
+                                c.name
+                            )))?
+                    }
+                });
+            }
+            let value = match anchor {
+                Some(a) if cells[a].is_none() => None,
+                _ => Some($crate::cells::pack(cells.iter().map(|c| c.as_deref()))),
+            };
+            out.push((pk, value));
+        }
+        out
+    }};
+}
+
+/// The read side for multi-column values, as inherent methods of a backend
+/// (same code for all three, SQL from the dialect); the shared `Database`
+/// methods dispatch here when [`ColumnRef::has_cells`].
+macro_rules! impl_cells {
+    ($ty:ty) => {
+        impl $ty {
+            async fn cells_fetch_batch(
+                &self,
+                col: &$crate::ColumnRef,
+                after: Option<&[$crate::PkValue]>,
+                skip_prefix: Option<&[u8]>,
+                limit: usize,
+            ) -> Result<Vec<$crate::Row>, $crate::DbError> {
+                let (sql, binds) =
+                    $crate::cells::fetch_batch_sql(Self::DIALECT, col, after, skip_prefix, limit);
+                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+                let rows = q
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::DbError::query(format!(
+                        "reading a batch of {}.{}",
+                        col.table, col.column
+                    )))?;
+                Ok(decode_cell_rows!(rows, col)
+                    .into_iter()
+                    .filter_map(|(pk, v)| v.map(|value| $crate::Row { pk, value }))
+                    .collect())
+            }
+
+            async fn cells_fetch_rows(
+                &self,
+                col: &$crate::ColumnRef,
+                pks: &[$crate::Pk],
+            ) -> Result<Vec<($crate::Pk, Option<Vec<u8>>)>, $crate::DbError> {
+                if pks.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let (sql, binds) = $crate::cells::fetch_rows_sql(Self::DIALECT, col, pks);
+                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+                let rows = q
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::DbError::query(format!(
+                        "re-reading rows of {}.{}",
+                        col.table, col.column
+                    )))?;
+                Ok(decode_cell_rows!(rows, col))
+            }
+
+            async fn cells_count_keys(
+                &self,
+                col: &$crate::ColumnRef,
+                loc: &keyturn_format::KeyIdLocation,
+            ) -> Result<$crate::ColumnCounts, $crate::DbError> {
+                use sqlx::Row as _;
+                let what = || format!("counting values of {}.{}", col.table, col.column);
+                let totals = sqlx::query(sqlx::AssertSqlSafe(Self::DIALECT.count_total(col)))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::DbError::query(what()))?;
+                let total: i64 = totals.try_get(0).map_err($crate::DbError::query(what()))?;
+                let non_null: i64 = totals.try_get(1).map_err($crate::DbError::query(what()))?;
+                let sql = $crate::cells::count_keys_sql(Self::DIALECT, col, loc);
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::DbError::query(what()))?;
+                let mut by_key: Vec<(Option<String>, u64)> = Vec::new();
+                for r in rows {
+                    let key: Option<String> = match r.try_get::<Option<String>, _>(0) {
+                        Ok(k) => k,
+                        Err(_) => r
+                            .try_get::<Option<Vec<u8>>, _>(0)
+                            .map_err($crate::DbError::query(what()))?
+                            .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                    };
+                    let n: i64 = r.try_get(1).map_err($crate::DbError::query(what()))?;
+                    let key = $crate::cells::counted_key(key);
+                    if n > 0 {
+                        match by_key.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, m)) => *m += n as u64,
+                            None => by_key.push((key, n as u64)),
+                        }
+                    }
+                }
+                by_key.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok($crate::ColumnCounts {
+                    total: total as u64,
+                    nulls: (total - non_null) as u64,
+                    by_key,
+                })
+            }
+
+            async fn cells_count_without_prefix(
+                &self,
+                col: &$crate::ColumnRef,
+                prefix: Option<&[u8]>,
+            ) -> Result<u64, $crate::DbError> {
+                use sqlx::Row as _;
+                let (sql, binds) =
+                    $crate::cells::count_without_prefix_sql(Self::DIALECT, col, prefix);
+                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+                let row = q
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err($crate::DbError::query(format!(
+                        "counting values of {}.{}",
+                        col.table, col.column
+                    )))?;
+                let n: i64 = row
+                    .try_get(0)
+                    .map_err($crate::DbError::query("reading a count"))?;
+                Ok(n as u64)
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
+// Compare-and-swap writes
+// ---------------------------------------------------------------------------
+
+/// One update's cells, old and new.
+struct CellUpdate<'a> {
+    pk: &'a [PkValue],
+    old: Vec<Option<&'a [u8]>>,
+    new: Vec<Option<&'a [u8]>>,
+}
+
+fn unpack_updates<'a>(
+    col: &ColumnRef,
+    updates: &'a [CasUpdate],
+) -> Result<Vec<CellUpdate<'a>>, DbError> {
+    let n = col.cells.len();
+    updates
+        .iter()
+        .map(|u| {
+            let (old, new) = (unpack(&u.old)?, unpack(&u.new)?);
+            if old.len() != n || new.len() != n || u.pk.len() != col.pk.len() {
+                return Err(DbError::Invalid(format!(
+                    "{}.{}: an update of {} / {} cells for {n} cell columns",
+                    col.table,
+                    col.column,
+                    old.len(),
+                    new.len()
+                )));
+            }
+            Ok(CellUpdate {
+                pk: &u.pk,
+                old,
+                new,
+            })
+        })
+        .collect()
+}
+
+/// The cells that change in at least one update: the statement's `SET`.
+/// (A batch that changes nothing still sets the anchor to its own value, so
+/// the count of rows that matched is returned as for any batch.)
+fn changed_cells(col: &ColumnRef, ups: &[CellUpdate<'_>]) -> Vec<usize> {
+    let changed: Vec<usize> = (0..col.cells.len())
+        .filter(|&j| ups.iter().any(|u| u.old[j] != u.new[j]))
+        .collect();
+    if changed.is_empty() {
+        let anchor = col
+            .cells
+            .iter()
+            .position(|c| c.name == col.column)
+            .unwrap_or(0);
+        return vec![anchor];
+    }
+    changed
+}
+
+fn what(col: &ColumnRef) -> String {
+    format!("writing a batch of {}.{}", col.table, col.column)
+}
+
+/// PostgreSQL: `UPDATE … FROM unnest(arrays…)`, one statement per batch.
+pub(crate) async fn write_cas_postgres(
+    pool: &sqlx::PgPool,
+    col: &ColumnRef,
+    updates: &[CasUpdate],
+) -> Result<u64, DbError> {
+    if updates.is_empty() {
+        return Ok(0);
+    }
+    let d = Dialect::Postgres;
+    let ups = unpack_updates(col, updates)?;
+    let changed = changed_cells(col, &ups);
+    let array_type = |c: &CellColumn| match c.kind {
+        ValueKind::Text => "text",
+        ValueKind::Binary => "bytea",
+    };
+    let mut arrays = Vec::new();
+    let mut names = Vec::new();
+    let mut conds = Vec::new();
+    for (i, p) in col.pk.iter().enumerate() {
+        let at = if p.kind == PkKind::Int {
+            "bigint"
+        } else {
+            "text"
+        };
+        arrays.push(format!("${}::{at}[]", arrays.len() + 1));
+        names.push(format!("k{i}"));
+        let rhs = match p.kind {
+            PkKind::Int => format!("keyturn_v.k{i}"),
+            PkKind::Text => format!("CAST(keyturn_v.k{i} AS {})", p.sql_type),
+        };
+        conds.push(format!("keyturn_t.{} = {rhs}", d.quote(&p.name)));
+    }
+    for (j, c) in col.cells.iter().enumerate() {
+        arrays.push(format!("${}::{}[]", arrays.len() + 1, array_type(c)));
+        names.push(format!("o{j}"));
+        conds.push(same(
+            d,
+            c.kind,
+            &format!("keyturn_t.{}", d.quote(&c.name)),
+            &format!("keyturn_v.o{j}"),
+        ));
+    }
+    let mut sets = Vec::new();
+    for &j in &changed {
+        let c = &col.cells[j];
+        arrays.push(format!("${}::{}[]", arrays.len() + 1, array_type(c)));
+        names.push(format!("n{j}"));
+        sets.push(format!("{} = keyturn_v.n{j}", d.quote(&c.name)));
+    }
+    let sql = format!(
+        "UPDATE {} AS keyturn_t SET {} FROM unnest({}) AS keyturn_v({}) WHERE {}",
+        d.quote(&col.table),
+        sets.join(", "),
+        arrays.join(", "),
+        names.join(", "),
+        conds.join(" AND ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (i, p) in col.pk.iter().enumerate() {
+        q = match p.kind {
+            PkKind::Int => q.bind(
+                ups.iter()
+                    .map(|u| match &u.pk[i] {
+                        PkValue::Int(v) => Ok(*v),
+                        PkValue::Text(_) => {
+                            Err(DbError::Invalid("text value for an integer key".into()))
+                        }
+                    })
+                    .collect::<Result<Vec<i64>, _>>()?,
+            ),
+            PkKind::Text => q.bind(
+                ups.iter()
+                    .map(|u| u.pk[i].to_string())
+                    .collect::<Vec<String>>(),
+            ),
+        };
+    }
+    let column = |j: usize, new: bool| -> Vec<CellBind> {
+        ups.iter()
+            .map(|u| cell_bind(col.cells[j].kind, if new { u.new[j] } else { u.old[j] }))
+            .collect()
+    };
+    let js: Vec<(usize, bool)> = (0..col.cells.len())
+        .map(|j| (j, false))
+        .chain(changed.iter().map(|&j| (j, true)))
+        .collect();
+    for (j, new) in js {
+        let vals = column(j, new);
+        q = match col.cells[j].kind {
+            ValueKind::Text => q.bind(
+                vals.into_iter()
+                    .map(|b| match b {
+                        CellBind::Str(s) => s,
+                        _ => None,
+                    })
+                    .collect::<Vec<Option<String>>>(),
+            ),
+            ValueKind::Binary => q.bind(
+                vals.into_iter()
+                    .map(|b| match b {
+                        CellBind::Bytes(v) => v,
+                        _ => None,
+                    })
+                    .collect::<Vec<Option<Vec<u8>>>>(),
+            ),
+        };
+    }
+    let done = q.execute(pool).await.map_err(DbError::query(what(col)))?;
+    Ok(done.rows_affected())
+}
+
+/// Rows per statement so that `width` parameters per row stay within
+/// `max_params`.
+fn rows_per_statement(width: usize, max_params: usize) -> usize {
+    (max_params / width.max(1)).max(1)
+}
+
+/// MySQL / MariaDB: one multi-row `UPDATE … JOIN (SELECT … UNION ALL …)`
+/// per batch, split when the batch exceeds 60,000 parameters or `budget`
+/// bytes (the server's `max_allowed_packet`, with room to spare).
+pub(crate) async fn write_cas_mysql(
+    pool: &sqlx::MySqlPool,
+    budget: usize,
+    col: &ColumnRef,
+    updates: &[CasUpdate],
+) -> Result<u64, DbError> {
+    if updates.is_empty() {
+        return Ok(0);
+    }
+    let ups = unpack_updates(col, updates)?;
+    let changed = changed_cells(col, &ups);
+    let width = col.pk.len() + col.cells.len() + changed.len();
+    let max_rows = rows_per_statement(width, 60_000);
+    let mut written = 0;
+    let (mut start, mut bytes) = (0, 0);
+    for (i, u) in ups.iter().enumerate() {
+        let size = u
+            .old
+            .iter()
+            .chain(&u.new)
+            .flatten()
+            .map(|c| c.len())
+            .sum::<usize>()
+            + 64 * width;
+        if size > budget {
+            return Err(DbError::Invalid(format!(
+                "{}.{}: a row of {size} bytes does not fit in one statement under this server's max_allowed_packet; raise max_allowed_packet",
+                col.table, col.column
+            )));
+        }
+        if i > start && (bytes + size > budget || i - start >= max_rows) {
+            written += mysql_statement(pool, col, &changed, &ups[start..i]).await?;
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < ups.len() {
+        written += mysql_statement(pool, col, &changed, &ups[start..]).await?;
+    }
+    Ok(written)
+}
+
+async fn mysql_statement(
+    pool: &sqlx::MySqlPool,
+    col: &ColumnRef,
+    changed: &[usize],
+    ups: &[CellUpdate<'_>],
+) -> Result<u64, DbError> {
+    let d = Dialect::MySql;
+    // Cells travel as bytes cast to binary strings (see mysql.rs: a string
+    // parameter may be truncated to the derived table's VARCHAR width).
+    let mut first: Vec<String> = (0..col.pk.len()).map(|i| format!("? AS k{i}")).collect();
+    first.extend((0..col.cells.len()).map(|j| format!("CAST(? AS BINARY) AS o{j}")));
+    first.extend(changed.iter().map(|j| format!("CAST(? AS BINARY) AS n{j}")));
+    let rest: Vec<&str> = (0..col.pk.len())
+        .map(|_| "?")
+        .chain((0..col.cells.len() + changed.len()).map(|_| "CAST(? AS BINARY)"))
+        .collect();
+    let rest = rest.join(", ");
+    let mut derived = format!("SELECT {}", first.join(", "));
+    for _ in 1..ups.len() {
+        derived.push_str(" UNION ALL SELECT ");
+        derived.push_str(&rest);
+    }
+    let mut conds: Vec<String> = col
+        .pk
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("keyturn_t.{} = keyturn_v.k{i}", d.quote(&p.name)))
+        .collect();
+    for (j, c) in col.cells.iter().enumerate() {
+        conds.push(same(
+            d,
+            c.kind,
+            &format!("keyturn_t.{}", d.quote(&c.name)),
+            &format!("keyturn_v.o{j}"),
+        ));
+    }
+    let sets: Vec<String> = changed
+        .iter()
+        .map(|&j| {
+            let c = &col.cells[j];
+            match c.kind {
+                ValueKind::Text => format!(
+                    "keyturn_t.{} = CONVERT(keyturn_v.n{j} USING utf8mb4)",
+                    d.quote(&c.name)
+                ),
+                ValueKind::Binary => format!("keyturn_t.{} = keyturn_v.n{j}", d.quote(&c.name)),
+            }
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE {} AS keyturn_t JOIN ({derived}) AS keyturn_v ON {} SET {}",
+        d.quote(&col.table),
+        conds.join(" AND "),
+        sets.join(", ")
+    );
+    let mut binds = Vec::with_capacity(ups.len() * (col.pk.len() + col.cells.len() * 2));
+    for u in ups {
+        binds.extend(u.pk.iter().map(pk_bind));
+        binds.extend(u.old.iter().map(|c| CellBind::Bytes(c.map(<[u8]>::to_vec))));
+        binds.extend(
+            changed
+                .iter()
+                .map(|&j| CellBind::Bytes(u.new[j].map(<[u8]>::to_vec))),
+        );
+    }
+    let q = bind_cells!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+    let done = q.execute(pool).await.map_err(DbError::query(what(col)))?;
+    Ok(done.rows_affected())
+}
+
+/// SQLite: `UPDATE … FROM (VALUES …)`, one statement per batch (split only
+/// above 32,000 bind parameters), in one `BEGIN IMMEDIATE` transaction.
+pub(crate) async fn write_cas_sqlite(
+    pool: &sqlx::SqlitePool,
+    col: &ColumnRef,
+    updates: &[CasUpdate],
+) -> Result<u64, DbError> {
+    use sqlx::Connection as _;
+    if updates.is_empty() {
+        return Ok(0);
+    }
+    let d = Dialect::Sqlite;
+    let ups = unpack_updates(col, updates)?;
+    let changed = changed_cells(col, &ups);
+    let width = col.pk.len() + col.cells.len() + changed.len();
+    // VALUES columns are named column1, column2, …: pk, old cells, new cells.
+    let v = |n: usize| format!("keyturn_v.column{}", n + 1);
+    let mut conds: Vec<String> = col
+        .pk
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("keyturn_t.{} = {}", d.quote(&p.name), v(i)))
+        .collect();
+    for (j, c) in col.cells.iter().enumerate() {
+        conds.push(same(
+            d,
+            c.kind,
+            &format!("keyturn_t.{}", d.quote(&c.name)),
+            &v(col.pk.len() + j),
+        ));
+    }
+    let sets: Vec<String> = changed
+        .iter()
+        .enumerate()
+        .map(|(x, &j)| {
+            format!(
+                "{} = {}",
+                d.quote(&col.cells[j].name),
+                v(col.pk.len() + col.cells.len() + x)
+            )
+        })
+        .collect();
+    let tuple = format!("({})", vec!["?"; width].join(", "));
+    let mut conn = pool.acquire().await.map_err(DbError::query(what(col)))?;
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(DbError::query(what(col)))?;
+    let mut written = 0;
+    for chunk in ups.chunks(rows_per_statement(width, 32_000)) {
+        let sql = format!(
+            "UPDATE {} AS keyturn_t SET {} FROM (VALUES {}) AS keyturn_v WHERE {}",
+            d.quote(&col.table),
+            sets.join(", "),
+            vec![tuple.as_str(); chunk.len()].join(", "),
+            conds.join(" AND ")
+        );
+        let mut binds = Vec::with_capacity(chunk.len() * width);
+        for u in chunk {
+            binds.extend(u.pk.iter().map(pk_bind));
+            binds.extend(
+                u.old
+                    .iter()
+                    .zip(&col.cells)
+                    .map(|(o, c)| cell_bind(c.kind, *o)),
+            );
+            binds.extend(
+                changed
+                    .iter()
+                    .map(|&j| cell_bind(col.cells[j].kind, u.new[j])),
+            );
+        }
+        let q = bind_cells!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+        written += q
+            .execute(&mut *tx)
+            .await
+            .map_err(DbError::query(what(col)))?
+            .rows_affected();
+    }
+    tx.commit().await.map_err(DbError::query(what(col)))?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PkColumn;
+
+    fn col() -> ColumnRef {
+        let cell = |n: &str, kind| CellColumn {
+            name: n.into(),
+            kind,
+        };
+        ColumnRef {
+            table: "accounts".into(),
+            pk: vec![PkColumn {
+                name: "id".into(),
+                kind: PkKind::Int,
+                sql_type: "bigint".into(),
+            }],
+            column: "ssn_ct".into(),
+            kind: ValueKind::Binary,
+            cells: vec![
+                cell("ssn_kek", ValueKind::Text),
+                cell("ssn_dek", ValueKind::Binary),
+                cell("ssn_iv", ValueKind::Binary),
+                cell("ssn_ct", ValueKind::Binary),
+            ],
+        }
+    }
+
+    #[test]
+    fn packing_round_trips_and_is_prefix_free() {
+        let cells: Vec<Option<&[u8]>> = vec![Some(b"kek-2"), None, Some(b""), Some(&[0, 1, 2])];
+        let p = pack(cells.iter().copied());
+        assert_eq!(
+            p,
+            [
+                &[1, 0, 0, 0, 5][..],
+                b"kek-2",
+                &[0],
+                &[1, 0, 0, 0, 0],
+                &[1, 0, 0, 0, 3, 0, 1, 2]
+            ]
+            .concat()
+        );
+        assert_eq!(unpack(&p).unwrap(), cells);
+        assert!(p.starts_with(&pack([Some(&b"kek-2"[..])])));
+        assert!(!p.starts_with(&pack([Some(&b"kek"[..])])));
+        assert!(unpack(&p[..p.len() - 1]).is_err());
+        assert!(unpack(&[7]).is_err());
+        assert_eq!(unpack(&[]).unwrap(), Vec::<Option<&[u8]>>::new());
+    }
+
+    #[test]
+    fn skip_prefix_becomes_a_null_safe_condition_on_the_key_id_column() {
+        let c = col();
+        let prefix = pack([Some(&b"kek-2"[..])]);
+        let (sql, binds) = fetch_batch_sql(Dialect::Postgres, &c, None, Some(&prefix), 10);
+        assert!(
+            sql.contains(r#"NOT ("ssn_kek" IS NOT DISTINCT FROM $1)"#),
+            "{sql}"
+        );
+        assert!(sql.contains(r#""ssn_ct" IS NOT NULL"#), "{sql}");
+        assert!(matches!(&binds[..], [Bind::Str(s)] if s == "kek-2"));
+        let (sql, _) = fetch_batch_sql(Dialect::MySql, &c, None, Some(&prefix), 10);
+        assert!(
+            sql.contains("NOT (CAST(CONVERT(`ssn_kek` USING utf8mb4) AS BINARY) <=> ?)"),
+            "{sql}"
+        );
+        let (sql, _) = count_without_prefix_sql(Dialect::Sqlite, &c, Some(&prefix));
+        assert!(sql.ends_with(r#"AND NOT ("ssn_kek" IS ?)"#), "{sql}");
+        // A prefix that is not whole cells filters nothing in SQL.
+        let (sql, binds) = fetch_batch_sql(Dialect::Sqlite, &c, None, Some(b"\x01\x00"), 10);
+        assert!(!sql.contains("NOT ("), "{sql}");
+        assert!(binds.is_empty());
+        assert!(
+            count_keys_sql(Dialect::Postgres, &c, &KeyIdLocation::Cell(0))
+                .contains(r#"SELECT "ssn_kek" AS k FROM "accounts" WHERE "ssn_ct" IS NOT NULL"#)
+        );
+    }
+
+    #[test]
+    fn only_changed_cells_are_set() {
+        let c = col();
+        let old = pack([Some(&b"kek-1"[..]), Some(b"w1"), Some(b"iv"), Some(b"ct")]);
+        let new = pack([Some(&b"kek-2"[..]), Some(b"w2"), Some(b"iv"), Some(b"ct")]);
+        let updates = [CasUpdate {
+            pk: vec![PkValue::Int(1)],
+            old,
+            new,
+        }];
+        let ups = unpack_updates(&c, &updates).unwrap();
+        assert_eq!(changed_cells(&c, &ups), vec![0, 1]);
+        let bad = [CasUpdate {
+            pk: vec![PkValue::Int(1)],
+            old: pack([None]),
+            new: pack([None]),
+        }];
+        assert!(unpack_updates(&c, &bad).is_err());
+    }
+}

@@ -18,6 +18,7 @@
 
 mod child;
 mod db;
+mod kek;
 
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, ValueEnum};
@@ -573,6 +574,9 @@ async fn real_main(args: Args) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "kek") {
+        return kek::main(std::env::args_os().skip(1));
+    }
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

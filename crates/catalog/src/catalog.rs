@@ -5,7 +5,7 @@ use crate::CatalogError;
 use crate::lifecycle::{self, Decision, KeyFacts, LifecycleState, Policy};
 use keyturn_db::{CatalogRow, CatalogWrite, Database, now_rfc3339};
 use keyturn_format::{Algorithm, Encoding, KeyId, KeyState, Keyring, SecretKey};
-use keyturn_kms::{DekCache, KekProvider, WrapContext, WrappedDek};
+use keyturn_kms::{DekCache, KekProvider, RewrapPath, WrapContext, WrappedDek};
 use serde::Serialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -282,10 +282,24 @@ impl Catalog {
     }
 
     /// `promote ID`: ID becomes primary, the old primary decrypt-only, in one
-    /// transaction.
+    /// transaction. Refused while a live tracked application instance does
+    /// not hold ID ([`promote_with`](Self::promote_with) can force it).
     pub async fn promote(&self, id: &str) -> Result<Outcome, CatalogError> {
+        self.promote_with(id, false).await
+    }
+
+    /// `promote ID [--force]`: as [`promote`](Self::promote); with `force`,
+    /// live instances that do not hold ID are named in a warning instead of
+    /// refusing.
+    pub async fn promote_with(&self, id: &str, force: bool) -> Result<Outcome, CatalogError> {
         let entries = self.list().await?;
-        let d = lifecycle::promote(&Self::facts(&entries), id)?;
+        let instances: Vec<_> = self
+            .instances()
+            .await?
+            .iter()
+            .map(crate::InstanceStatus::facts)
+            .collect();
+        let d = lifecycle::promote_checked(&Self::facts(&entries), id, &instances, force)?;
         self.apply("promote", id, &entries, d, false).await
     }
 
@@ -427,27 +441,67 @@ impl Catalog {
         old: &dyn KekProvider,
         new: &dyn KekProvider,
     ) -> Result<Vec<CatalogEntry>, CatalogError> {
+        Ok(self.rotate_kek_with(old, new, false).await?.entries)
+    }
+
+    /// KEK rotation, with the KMS doing the work where it can: when `old`
+    /// and `new` are the same KMS ([`keyturn_kms::same_kms`]), each DEK is
+    /// re-encrypted inside it (AWS `ReEncrypt`, transit `rewrap` to the
+    /// latest key version) and never leaves it; otherwise (another provider,
+    /// another region or transit key, a local KEK, a transit blob bound as
+    /// associated data) it is unwrapped under `old` and wrapped under `new`
+    /// here, and the new blob is unwrapped once more to check it. With
+    /// `new_version`, the KMS first creates a new version of `new`'s key
+    /// (transit only). All rows are written in one transaction; any KMS or
+    /// database failure writes nothing.
+    pub async fn rotate_kek_with(
+        &self,
+        old: &dyn KekProvider,
+        new: &dyn KekProvider,
+        new_version: bool,
+    ) -> Result<KekRotation, CatalogError> {
         let entries = self.list().await?;
         let mut items = Vec::new();
         let mut rows = Vec::new();
         for e in &entries {
             if let Some(w) = e.wrapped()? {
+                old.check_owner(&w)?;
                 items.push((w, self.context(&e.id)?));
                 rows.push(e);
             }
         }
-        let rewrapped = keyturn_kms::rewrap_all(old, new, &items).await?;
+        let mut warnings = Vec::new();
+        let version = if new_version {
+            let v = new.new_key_version().await?;
+            warnings.push(format!(
+                "created a new version of the KEK: {v}; older versions still decrypt until you raise min_decryption_version"
+            ));
+            v.version
+        } else {
+            None
+        };
+        let same = keyturn_kms::same_kms(old, new);
+        let rewrapped = keyturn_kms::rotate_blobs(old, new, &items).await?;
         let mut writes = Vec::with_capacity(rows.len());
-        for (e, w) in rows.iter().zip(rewrapped) {
-            // The DEK is unchanged; check it still unwraps under the new KEK
-            // to the same fingerprint before anything is written.
-            let ctx = self.context(&e.id)?;
-            let back = new.unwrap(&w, &ctx).await?;
-            if back.fingerprint() != e.fingerprint {
-                return Err(CatalogError::Invalid(format!(
-                    "key {:?}: the rewrapped DEK does not match its fingerprint; nothing was written",
-                    e.id
-                )));
+        let (mut in_kms, mut unwrap_wrap) = (0, 0);
+        for (e, (w, path)) in rows.iter().zip(rewrapped) {
+            match path {
+                RewrapPath::InKms => in_kms += 1,
+                _ => {
+                    unwrap_wrap += 1;
+                    // The DEK is unchanged; check it still unwraps under the
+                    // new KEK to the same fingerprint before anything is
+                    // written. (Blobs rewrapped inside the KMS are not
+                    // unwrapped here: that would bring the DEK out of it.)
+                    let ctx = self.context(&e.id)?;
+                    let back = new.unwrap(&w, &ctx).await?;
+                    if back.fingerprint() != e.fingerprint {
+                        return Err(CatalogError::Invalid(format!(
+                            "key {:?}: the rewrapped DEK does not match its fingerprint; nothing was written",
+                            e.id
+                        )));
+                    }
+                }
             }
             let mut row = e.row.clone();
             row.kek = w.kek().to_string();
@@ -458,14 +512,50 @@ impl Catalog {
                 row,
             });
         }
+        if same && unwrap_wrap > 0 {
+            warnings.push(format!(
+                "{unwrap_wrap} DEK(s) were bound as transit associated data, which transit's rewrap cannot carry: keyturn unwrapped and wrapped them again (now with the context embedded, so the next rotation stays inside transit)"
+            ));
+        } else if !same
+            && unwrap_wrap > 0
+            && old.rewrap_domain().is_some()
+            && new.rewrap_domain().is_some()
+        {
+            warnings.push(format!(
+                "the old and new KEK are not in the same KMS or transit key ({} -> {}): the DEKs were unwrapped and wrapped again by keyturn",
+                old.describe(),
+                new.describe()
+            ));
+        }
         if !writes.is_empty() {
             self.db.write_catalog(&writes).await?;
         }
-        writes
+        let entries = writes
             .into_iter()
             .map(|w| CatalogEntry::from_row(w.row))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(KekRotation {
+            entries,
+            in_kms,
+            unwrap_wrap,
+            new_version: version,
+            warnings,
+        })
     }
+}
+
+/// The result of [`Catalog::rotate_kek_with`].
+#[derive(Clone, Debug, Serialize)]
+pub struct KekRotation {
+    /// The entries as written.
+    pub entries: Vec<CatalogEntry>,
+    /// DEKs re-encrypted inside the KMS (they never left it).
+    pub in_kms: usize,
+    /// DEKs unwrapped and wrapped again in this process.
+    pub unwrap_wrap: usize,
+    /// The KEK's new version, when one was created.
+    pub new_version: Option<String>,
+    pub warnings: Vec<String>,
 }
 
 /// The algorithms `keys add` accepts.

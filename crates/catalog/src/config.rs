@@ -7,16 +7,18 @@
 //! master_key = "env:KEYTURN_MASTER_KEY" # local: env:NAME or file:PATH
 //! # aws-kms: key_id = "alias/keyturn", region = "eu-west-1", endpoint_url = "http://127.0.0.1:5000"
 //! # vault-transit: address = "http://127.0.0.1:8200", mount = "transit", key = "keyturn",
-//! #                token = "env:VAULT_TOKEN" (or file:PATH; default VAULT_TOKEN, then BAO_TOKEN)
+//! #                token = "env:VAULT_TOKEN" (or file:PATH; default VAULT_TOKEN, then BAO_TOKEN),
+//! #                binding = "embedded" (default) or "aad"
 //! safety_period_hours = 24
 //! retention_days = 30
+//! instance_ttl_seconds = 300            # tracked app instances: live while seen this recently
 //! ```
 
 use crate::CatalogError;
 use crate::lifecycle::Policy;
 use keyturn_kms::{
-    AwsKmsConfig, AwsKmsKek, KekProvider, LocalKek, MasterKeySource, TokenSource, TransitConfig,
-    TransitKek,
+    AwsKmsConfig, AwsKmsKek, ContextBinding, KekProvider, LocalKek, MasterKeySource, TokenSource,
+    TransitConfig, TransitKek,
 };
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -43,6 +45,10 @@ pub struct KekConfig {
     /// vault-transit: `env:NAME` or `file:PATH` [default: VAULT_TOKEN, then BAO_TOKEN].
     pub token: Option<String>,
     pub namespace: Option<String>,
+    /// vault-transit: how new wraps bind the context, `embedded` (default:
+    /// transit's rewrap can then move DEKs to a new key version inside the
+    /// server) or `aad` (transit `associated_data`).
+    pub binding: Option<String>,
 }
 
 /// The `[catalog]` section.
@@ -57,6 +63,10 @@ pub struct CatalogConfig {
     pub safety_period_hours: u64,
     #[serde(default = "default_retention")]
     pub retention_days: u64,
+    /// A tracked application instance without a heartbeat for this long is
+    /// stale and ignored by `keys promote` (docs/CATALOG.md).
+    #[serde(default = "default_instance_ttl")]
+    pub instance_ttl_seconds: u64,
 }
 
 fn default_name() -> String {
@@ -68,12 +78,16 @@ fn default_safety() -> u64 {
 fn default_retention() -> u64 {
     30
 }
+fn default_instance_ttl() -> u64 {
+    crate::lifecycle::DEFAULT_INSTANCE_TTL_SECONDS
+}
 
 impl CatalogConfig {
     pub fn policy(&self) -> Policy {
         Policy {
             safety_period: time::Duration::hours(self.safety_period_hours.min(1 << 20) as i64),
             retention: time::Duration::days(self.retention_days.min(1 << 16) as i64),
+            instance_ttl: time::Duration::seconds(self.instance_ttl_seconds.min(1 << 30) as i64),
         }
     }
 
@@ -84,6 +98,11 @@ impl CatalogConfig {
             keyturn_kms::KeyId::new("probe").map_err(|e| CatalogError::Config(e.to_string()))?,
         )
         .map_err(|e| CatalogError::Config(format!("name: {e}")))?;
+        if self.instance_ttl_seconds == 0 {
+            return Err(CatalogError::Config(
+                "instance_ttl_seconds must be at least 1 (it should exceed the applications' refresh interval)".into(),
+            ));
+        }
         self.kek.validate()
     }
 }
@@ -133,6 +152,7 @@ impl KekConfig {
                 if let Some(t) = &self.token {
                     source_of(t, "token")?;
                 }
+                self.transit_binding()?;
             }
             other => {
                 return Err(CatalogError::Config(format!(
@@ -140,7 +160,23 @@ impl KekConfig {
                 )));
             }
         }
+        if self.binding.is_some() && !matches!(self.kek.as_str(), "vault-transit" | "transit") {
+            return Err(CatalogError::Config(format!(
+                "binding applies to kek = \"vault-transit\" only, not {:?}",
+                self.kek
+            )));
+        }
         Ok(())
+    }
+
+    fn transit_binding(&self) -> Result<ContextBinding, CatalogError> {
+        match self.binding.as_deref() {
+            None | Some("embedded") => Ok(ContextBinding::Embedded),
+            Some("aad") => Ok(ContextBinding::Aad),
+            Some(other) => Err(CatalogError::Config(format!(
+                "binding = {other:?}: use \"embedded\" (default) or \"aad\""
+            ))),
+        }
     }
 
     /// Builds the provider (local reads its master key now; AWS loads its
@@ -175,6 +211,7 @@ impl KekConfig {
                     c.mount = m.clone();
                 }
                 c.namespace = self.namespace.clone();
+                c.binding = self.transit_binding()?;
                 if let Some(t) = &self.token {
                     c.token = match source_of(t, "token")? {
                         (Some(var), _) => TokenSource::EnvVar(var),
@@ -199,6 +236,7 @@ mod tests {
         assert_eq!(c.name, "default");
         assert_eq!(c.safety_period_hours, 24);
         assert_eq!(c.policy().retention, time::Duration::days(7));
+        assert_eq!(c.policy().instance_ttl, time::Duration::seconds(300));
         c.validate().unwrap();
         for (bad, why) in [
             (
@@ -211,7 +249,16 @@ mod tests {
                 "needs key",
             ),
             (r#"{"kek":"gcp"}"#, "use \"local\""),
+            (
+                r#"{"kek":"vault-transit","address":"http://x","key":"k","binding":"both"}"#,
+                "binding",
+            ),
+            (r#"{"kek":"local","binding":"aad"}"#, "applies to kek"),
             (r#"{"kek":"local","name":"a b"}"#, "name"),
+            (
+                r#"{"kek":"local","instance_ttl_seconds":0}"#,
+                "instance_ttl_seconds",
+            ),
         ] {
             let e = toml_like(bad).validate().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

@@ -9,8 +9,10 @@
 //!   [`Catalog::load_keyring`] (one KMS call per DEK via
 //!   [`keyturn_kms::DekCache`]), [`Catalog::self_test`] and
 //!   [`Catalog::rotate_kek`];
-//! - [`AppKeyring`]: what an application embeds: connect, load, refresh,
-//!   self-test;
+//! - [`AppKeyring`]: what an application embeds: connect, load, refresh
+//!   (on demand or on an interval, [`AppKeyring::spawn_refresh`]),
+//!   self-test, and opt-in instance tracking
+//!   ([`AppKeyring::track_instance`]) that `keyturn keys promote` checks;
 //! - [`CatalogConfig`]: the `[catalog]` section of `keyturn.toml`.
 //!
 //! docs/CATALOG.md documents the table and the rules.
@@ -20,10 +22,12 @@ mod app;
 mod catalog;
 mod config;
 mod error;
+mod instances;
 pub mod lifecycle;
 
-pub use app::AppKeyring;
-pub use catalog::{Catalog, CatalogEntry, Outcome, SelfTest, parse_algorithm};
+pub use app::{AppKeyring, RefreshError, RefreshHandle};
+pub use catalog::{Catalog, CatalogEntry, KekRotation, Outcome, SelfTest, parse_algorithm};
 pub use config::{CatalogConfig, KekConfig};
 pub use error::CatalogError;
+pub use instances::{InstanceStatus, MAX_LABEL_LEN};
 pub use lifecycle::{LifecycleState, Policy, Refusal};

@@ -72,15 +72,35 @@ pub struct Policy {
     pub safety_period: time::Duration,
     /// After `retire`, `destroy` waits this long (so `restore` stays possible).
     pub retention: time::Duration,
+    /// A tracked application instance whose last heartbeat is older than
+    /// this is stale: `promote` ignores it (it crashed, or was stopped
+    /// without `untrack`).
+    pub instance_ttl: time::Duration,
 }
+
+/// Default of [`Policy::instance_ttl`]: five minutes, five refreshes at the
+/// suggested one-minute interval.
+pub const DEFAULT_INSTANCE_TTL_SECONDS: u64 = 300;
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             safety_period: time::Duration::hours(24),
             retention: time::Duration::days(30),
+            instance_ttl: time::Duration::seconds(DEFAULT_INSTANCE_TTL_SECONDS as i64),
         }
     }
+}
+
+/// What `promote` needs to know about one tracked application instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceFacts {
+    /// For messages: label, host, pid, last heartbeat.
+    pub description: String,
+    /// Heartbeat within the TTL.
+    pub live: bool,
+    /// The key ids its keyring decrypts with.
+    pub holds: Vec<String>,
 }
 
 /// What the state machine needs to know about one key.
@@ -150,6 +170,12 @@ pub enum Refusal {
     Destroyed { id: String },
     #[error("key {id:?} is already {state}")]
     AlreadyInState { id: String, state: LifecycleState },
+    #[error(
+        "key {id:?} is not loaded by {} live application instance(s): {}; they could not decrypt values encrypted under it. Wait for them to refresh their keyring (AppKeyring::refresh, spawn_refresh, or a restart) and promote again (`keyturn keys instances` shows what each holds); --force promotes anyway",
+        .instances.len(),
+        .instances.join("; ")
+    )]
+    InstancesMissingKey { id: String, instances: Vec<String> },
 }
 
 impl Refusal {
@@ -169,6 +195,7 @@ impl Refusal {
             Refusal::NotRestorable { .. } => "not_restorable",
             Refusal::Destroyed { .. } => "destroyed",
             Refusal::AlreadyInState { .. } => "already_in_state",
+            Refusal::InstancesMissingKey { .. } => "instances_missing_key",
         }
     }
 }
@@ -196,8 +223,21 @@ fn rfc3339(t: OffsetDateTime) -> String {
 /// `promote ID`: the key becomes primary and the current primary becomes
 /// decrypt-only, together. Promoting the previous primary back is the
 /// rollback: values already rotated stay readable, since the demoted key
-/// still decrypts.
+/// still decrypts. Without instance facts: [`promote_checked`] with none.
 pub fn promote(keys: &[KeyFacts], id: &str) -> Result<Decision, Refusal> {
+    promote_checked(keys, id, &[], false)
+}
+
+/// `promote ID [--force]` with the tracked application instances: refused
+/// while a live instance does not hold the key (`--force` overrides and
+/// says who cannot decrypt). Stale instances are ignored and mentioned.
+/// With no live instance, the warning says that nothing was checked.
+pub fn promote_checked(
+    keys: &[KeyFacts],
+    id: &str,
+    instances: &[InstanceFacts],
+    force: bool,
+) -> Result<Decision, Refusal> {
     let k = find(keys, id)?;
     if k.compromised {
         return Err(Refusal::Compromised {
@@ -215,10 +255,49 @@ pub fn promote(keys: &[KeyFacts], id: &str) -> Result<Decision, Refusal> {
             });
         }
     }
+    let live: Vec<&InstanceFacts> = instances.iter().filter(|i| i.live).collect();
+    let missing: Vec<String> = live
+        .iter()
+        .filter(|i| !i.holds.iter().any(|h| h == id))
+        .map(|i| i.description.clone())
+        .collect();
+    let mut warnings = Vec::new();
+    if !missing.is_empty() {
+        if !force {
+            return Err(Refusal::InstancesMissingKey {
+                id: id.to_owned(),
+                instances: missing,
+            });
+        }
+        warnings.push(format!(
+            "--force: {} live application instance(s) do not hold key {id:?} and cannot decrypt values encrypted under it until they refresh: {}",
+            missing.len(),
+            missing.join("; ")
+        ));
+    }
+    if live.is_empty() {
+        warnings.push(format!(
+            "no live application instance of this catalog is tracked (AppKeyring::track_instance), so nothing was checked: every reader must have loaded it (refreshed its keyring) before anything is encrypted with key {id:?}, or they fail to decrypt new values"
+        ));
+    } else if missing.is_empty() {
+        warnings.push(format!(
+            "all {} live tracked application instance(s) hold key {id:?}; readers that do not track themselves were not checked",
+            live.len()
+        ));
+    }
+    let stale: Vec<&str> = instances
+        .iter()
+        .filter(|i| !i.live)
+        .map(|i| i.description.as_str())
+        .collect();
+    if !stale.is_empty() {
+        warnings.push(format!(
+            "ignored {} stale instance(s) (no heartbeat within the instance TTL): {}",
+            stale.len(),
+            stale.join("; ")
+        ));
+    }
     let mut changes = Vec::new();
-    let mut warnings = vec![format!(
-        "keyturn does not track which application instances hold key {id:?}: every reader must have loaded it (refresh their keyring) before anything is encrypted with it, or they fail to decrypt new values"
-    )];
     for old in keys.iter().filter(|o| o.state == LifecycleState::Primary) {
         changes.push((old.id.clone(), LifecycleState::DecryptOnly));
         warnings.push(format!(
@@ -424,6 +503,42 @@ mod tests {
         assert_eq!(
             d.changes,
             vec![("k2".into(), DecryptOnly), ("k1".into(), Primary)]
+        );
+    }
+
+    #[test]
+    fn promote_checks_live_instances() {
+        let keys = [k("k1", Primary), k("k2", Pending)];
+        let inst = |d: &str, live: bool, holds: &[&str]| InstanceFacts {
+            description: d.into(),
+            live,
+            holds: holds.iter().map(|h| (*h).to_owned()).collect(),
+        };
+        let web = inst("web (host a, pid 1)", true, &["k1"]);
+        let worker = inst("worker (host b, pid 2)", true, &["k1", "k2"]);
+        let old = inst("legacy (host c, pid 3)", false, &["k1"]);
+        let all = [web.clone(), worker.clone(), old.clone()];
+        let e = promote_checked(&keys, "k2", &all, false).unwrap_err();
+        assert_eq!(e.kind(), "instances_missing_key");
+        let msg = e.to_string();
+        assert!(msg.contains("web (host a, pid 1)"), "{msg}");
+        assert!(!msg.contains("worker") && !msg.contains("legacy"), "{msg}");
+        assert!(msg.contains("--force"), "{msg}");
+        // --force: promoted, with a warning naming the instance.
+        let d = promote_checked(&keys, "k2", &all, true).unwrap();
+        assert_eq!(d.changes.last(), Some(&("k2".to_string(), Primary)));
+        assert!(d.warnings[0].contains("--force") && d.warnings[0].contains("web"));
+        // Every live instance holds it: promoted; the stale one is named.
+        let d = promote_checked(&keys, "k2", &[worker.clone(), old.clone()], false).unwrap();
+        assert!(d.warnings[0].contains("all 1 live"), "{:?}", d.warnings);
+        assert!(d.warnings[1].contains("stale") && d.warnings[1].contains("legacy (host c"));
+        // Only stale instances: the untracked warning.
+        let d = promote_checked(&keys, "k2", &[old], false).unwrap();
+        assert!(d.warnings[0].contains("every reader must have loaded"));
+        // Other refusals come first.
+        assert_eq!(
+            promote_checked(&keys, "k1", &all, true).unwrap_err().kind(),
+            "already_primary"
         );
     }
 

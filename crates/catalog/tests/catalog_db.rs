@@ -148,6 +148,7 @@ async fn lifecycle(db: Arc<dyn Database>) {
         Policy {
             safety_period: time::Duration::ZERO,
             retention: time::Duration::days(30),
+            ..Policy::default()
         },
     )
     .await

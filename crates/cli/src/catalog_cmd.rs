@@ -6,7 +6,9 @@ use crate::cli::{Cli, KekRotateArgs, KeysCommand, TargetArgs};
 use crate::exit::Exit;
 use crate::output;
 use anyhow::{Context, Result};
-use keyturn_catalog::{Catalog, CatalogConfig, CatalogEntry, CatalogError, KekConfig, Outcome};
+use keyturn_catalog::{
+    Catalog, CatalogConfig, CatalogEntry, CatalogError, InstanceStatus, KekConfig, Outcome,
+};
 use keyturn_db::{ConnectOptions, Database};
 use keyturn_engine::config::config_path;
 use keyturn_engine::{Config, EngineError};
@@ -86,7 +88,22 @@ pub async fn run_keys(cli: &Cli, cmd: &KeysCommand) -> Result<Exit> {
         KeysCommand::Add { id, alg, import } => {
             add(&cat, &cc, id.as_deref(), alg, import.as_deref()).await
         }
-        KeysCommand::Promote { id } => cat.promote(id).await.map(|o| vec![o]),
+        KeysCommand::Instances { prune } => {
+            let pruned = if *prune {
+                cat.prune_instances().await
+            } else {
+                Ok(Vec::new())
+            };
+            let list = match pruned {
+                Ok(p) => cat.instances().await.map(|l| (l, p)),
+                Err(e) => Err(e),
+            };
+            db.close().await;
+            let (list, pruned) = list?;
+            print_instances(&list, &pruned, cc.instance_ttl_seconds, cli.json)?;
+            return Ok(Exit::Ok);
+        }
+        KeysCommand::Promote { id, force } => cat.promote_with(id, *force).await.map(|o| vec![o]),
         KeysCommand::Destroy { id, force } => cat.destroy(id, *force).await.map(|o| vec![o]),
         KeysCommand::Restore { id, force } => cat.restore(id, *force).await.map(|o| vec![o]),
         KeysCommand::Compromised { id } => cat.mark_compromised(id).await.map(|o| vec![o]),
@@ -96,7 +113,9 @@ pub async fn run_keys(cli: &Cli, cmd: &KeysCommand) -> Result<Exit> {
     };
     let force = matches!(
         cmd,
-        KeysCommand::Destroy { force: true, .. } | KeysCommand::Restore { force: true, .. }
+        KeysCommand::Destroy { force: true, .. }
+            | KeysCommand::Restore { force: true, .. }
+            | KeysCommand::Promote { force: true, .. }
     );
     let audited = match &result {
         Ok(outcomes) => audit_outcomes(cli, db.as_ref(), outcomes, force).await,
@@ -131,28 +150,37 @@ pub async fn rotate_to(
         }
     };
     let (_cfg, cc, db, cat) = open(cli).await?;
+    // Every step that succeeded is audited, even when a later one fails.
+    let mut outcomes = Vec::new();
     let steps = async {
         let entries = cat.list().await?;
         let old = entries
             .iter()
             .find(|e| e.state == LifecycleState::Primary)
             .map(|e| e.id.clone());
-        let mut outcomes = Vec::new();
         if !entries.iter().any(|e| e.id == new) {
             outcomes.extend(add(&cat, &cc, Some(new), "aes256gcm", None).await?);
         }
         if old.as_deref() != Some(new) {
             outcomes.push(cat.promote(new).await?);
         }
-        Ok::<_, CatalogError>((old, outcomes))
+        Ok::<_, CatalogError>(old)
     }
     .await;
-    let audited = match &steps {
-        Ok((_, outcomes)) => audit_outcomes(cli, db.as_ref(), outcomes, false).await,
-        Err(_) => Ok(()),
-    };
+    let audited = audit_outcomes(cli, db.as_ref(), &outcomes, false).await;
     db.close().await;
-    let (old, outcomes) = steps?;
+    let old = match steps {
+        Ok(old) => old,
+        Err(e) => {
+            if e.kind() == "instances_missing_key" {
+                say(&format!(
+                    "key {new:?} is in the catalog (pending) but not promoted: run `keyturn rotate --to {new}` again once the application instances named below have refreshed their keyring"
+                ));
+            }
+            audited?;
+            return Err(e.into());
+        }
+    };
     audited?;
     for o in &outcomes {
         for w in &o.warnings {
@@ -353,21 +381,29 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
         key: args.key.clone(),
         token: args.token.clone(),
         namespace: args.namespace.clone(),
+        binding: args.binding.clone(),
     };
     let result = async {
         let old = cc.kek.provider().await?;
         let new = new_cfg.provider().await?;
-        cat.rotate_kek(old.as_ref(), new.as_ref()).await
+        cat.rotate_kek_with(old.as_ref(), new.as_ref(), args.new_version)
+            .await
     }
     .await;
     let audited = match &result {
-        Ok(entries) => {
+        Ok(r) => {
             use keyturn_audit::{AuditAction, NewEvent, Outcome as Audited};
             let actor = cli.actor.clone().unwrap_or_else(crate::app::default_actor);
-            let ev = NewEvent::new(AuditAction::KekRotate, &actor, Audited::Ok)
-                .keys(entries.iter().map(|e| e.id.clone()))
+            let mut ev = NewEvent::new(AuditAction::KekRotate, &actor, Audited::Ok)
+                .keys(r.entries.iter().map(|e| e.id.clone()))
                 .detail("to", format!("{:?}", args.to))
-                .detail("rewrapped", entries.len() as u64);
+                .detail("rewrapped", r.entries.len() as u64)
+                .detail("in_kms", r.in_kms as u64)
+                .detail("unwrap_wrap", r.unwrap_wrap as u64)
+                .detail("warnings", r.warnings.clone());
+            if let Some(v) = &r.new_version {
+                ev = ev.detail("new_version", v.clone());
+            }
             keyturn_audit::append(db.as_ref(), &ev)
                 .await
                 .context("recording the KEK rotation in the audit trail")
@@ -376,27 +412,53 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
         Err(_) => Ok(()),
     };
     db.close().await;
-    let entries = result?;
+    let r = result?;
     audited?;
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
     if cli.json {
         output::print_json(&serde_json::json!({
             "action": "kek-rotate",
-            "rewrapped": entries.len(),
-            "keys": entries,
+            "rewrapped": r.entries.len(),
+            "in_kms": r.in_kms,
+            "unwrap_wrap": r.unwrap_wrap,
+            "new_version": r.new_version,
+            "warnings": r.warnings,
+            "keys": r.entries,
         }))?;
     } else {
         outln!(
-            "rewrapped {} DEKs in one transaction; no data row was touched",
-            entries.len()
+            "rewrapped {} DEKs in one transaction ({} inside the KMS, {} unwrapped and wrapped by keyturn); no data row was touched",
+            r.entries.len(),
+            r.in_kms,
+            r.unwrap_wrap
         );
-        for e in &entries {
+        for e in &r.entries {
             outln!("  {:<16} {}", e.id, e.kek);
         }
     }
-    eprintln!(
-        "now update [catalog] in the config to the new KEK (kek = {:?}): the old one no longer unwraps these DEKs",
-        args.to
-    );
+    // The same KEK (a new transit version, say) needs no config change.
+    let same_kek = KekConfig {
+        token: cc.kek.token.clone(),
+        binding: cc.kek.binding.clone(),
+        ..new_cfg.clone()
+    } == cc.kek;
+    if same_kek {
+        eprintln!(
+            "the KEK is the one configured in [catalog]: no config change needed{}",
+            if r.new_version.is_some() {
+                "; raise the transit key's min_decryption_version to retire the older versions"
+            } else {
+                ""
+            }
+        );
+    } else {
+        eprintln!(
+            "now update [catalog] in the config to the new KEK (kek = {:?}): the old one no longer unwraps these DEKs",
+            args.to
+        );
+    }
     Ok(Exit::Ok)
 }
 
@@ -424,6 +486,62 @@ fn print_outcomes(outcomes: &[Outcome], json: bool) -> Result<()> {
                 if e.compromised { " (COMPROMISED)" } else { "" }
             );
         }
+    }
+    Ok(())
+}
+
+fn print_instances(
+    list: &[InstanceStatus],
+    pruned: &[InstanceStatus],
+    ttl: u64,
+    json: bool,
+) -> Result<()> {
+    if json {
+        return output::print_json(&serde_json::json!({
+            "instance_ttl_seconds": ttl,
+            "instances": list,
+            "pruned": pruned,
+        }));
+    }
+    for p in pruned {
+        eprintln!("pruned stale instance {}", p.describe());
+    }
+    if list.is_empty() {
+        outln!(
+            "no tracked application instances: applications opt in with AppKeyring::track_instance (docs/CATALOG.md)"
+        );
+        return Ok(());
+    }
+    outln!(
+        "{:<16} {:<16} {:<20} {:>8} {:<6} {:<20} {:>8} {:<12} KEYS",
+        "INSTANCE",
+        "LABEL",
+        "HOST",
+        "PID",
+        "STATUS",
+        "LAST SEEN",
+        "AGO (s)",
+        "PRIMARY"
+    );
+    for i in list {
+        outln!(
+            "{:<16} {:<16} {:<20} {:>8} {:<6} {:<20} {:>8} {:<12} {}",
+            i.instance_id,
+            i.label,
+            i.host,
+            i.pid,
+            if i.live { "live" } else { "stale" },
+            i.last_seen,
+            i.seconds_since_seen,
+            i.primary,
+            i.key_ids.join(",")
+        );
+    }
+    let stale = list.iter().filter(|i| !i.live).count();
+    if stale > 0 {
+        outln!(
+            "{stale} stale (no heartbeat for over {ttl} s): ignored by `keys promote`; `keyturn keys instances --prune` deletes them"
+        );
     }
     Ok(())
 }

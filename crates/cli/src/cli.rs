@@ -129,10 +129,19 @@ pub enum KeysCommand {
     },
     /// Catalog: every key with its state, fingerprint and KEK (never key material)
     List,
-    /// Catalog: make a key primary (the old primary becomes decrypt-only; promote it back to roll back)
+    /// Catalog: make a key primary (the old primary becomes decrypt-only; promote it back to roll back); refused while a live tracked application instance does not hold it
     Promote {
         #[arg(value_name = "ID")]
         id: String,
+        /// Promote although live tracked instances do not hold the key (audited; they cannot decrypt new values until they refresh)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Catalog: tracked application instances (AppKeyring::track_instance): host, pid, label, keys held, live or stale
+    Instances {
+        /// Delete the rows of stale instances (no heartbeat within instance_ttl_seconds)
+        #[arg(long)]
+        prune: bool,
     },
     /// Catalog: stop a key from decrypting (refused while rows use it or within the safety period)
     Retire {
@@ -169,7 +178,7 @@ pub enum KeysCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum KekCommand {
-    /// Rewrap every DEK of the catalog under a new KEK, in one transaction; no data row is touched
+    /// Rewrap every DEK of the catalog under a new KEK, in one transaction; no data row is touched. Inside the KMS when old and new KEK share it (AWS ReEncrypt, transit rewrap)
     Rotate(KekRotateArgs),
 }
 
@@ -204,4 +213,10 @@ pub struct KekRotateArgs {
     pub token: Option<String>,
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// vault-transit: how new wraps bind the context: embedded (default; later rotations stay inside transit) or aad
+    #[arg(long, value_name = "BINDING")]
+    pub binding: Option<String>,
+    /// vault-transit: first create a new version of the transit key (POST <mount>/keys/<name>/rotate), then rewrap every DEK to it inside transit
+    #[arg(long)]
+    pub new_version: bool,
 }

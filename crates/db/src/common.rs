@@ -69,6 +69,7 @@ macro_rules! impl_database {
         #[async_trait::async_trait]
         impl $crate::Database for $ty {
         $($specific)*
+        instance_methods!();
 
         async fn count_keys(
             &self,

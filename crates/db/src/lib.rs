@@ -9,6 +9,8 @@
 
 mod catalog;
 #[macro_use]
+mod instances;
+#[macro_use]
 mod common;
 #[macro_use]
 mod audit;
@@ -24,6 +26,7 @@ mod sqlite;
 pub use audit::{AuditRow, AuditRowBuilder, AuditTip};
 pub use catalog::{CatalogRow, CatalogWrite};
 pub use error::{DbError, redact_url};
+pub use instances::{BoxFuture, InstanceHeartbeat, InstanceRow, InstanceSnapshot};
 pub use meta::{BadRow, Checkpoint, LockHolder, RunRecord, now_rfc3339};
 
 use async_trait::async_trait;
@@ -354,6 +357,47 @@ pub trait Database: Send + Sync + fmt::Debug {
     async fn write_catalog(&self, _writes: &[CatalogWrite]) -> Result<(), DbError> {
         Err(catalog_unsupported())
     }
+
+    // Application instances of a catalog (`keyturn_instances`, opt-in
+    // tracking, docs/CATALOG.md). Written as boxed futures so that the
+    // backends get them from one macro (`instances.rs`); the defaults keep
+    // other implementations compiling.
+
+    /// Creates `keyturn_instances` if missing.
+    fn ensure_instances(&self) -> BoxFuture<'_, Result<(), DbError>> {
+        Box::pin(async { Err(instances_unsupported()) })
+    }
+
+    /// Inserts or refreshes one instance's row; `first_seen` and `last_seen`
+    /// come from the database server's clock.
+    fn record_instance<'a>(
+        &'a self,
+        _heartbeat: &'a InstanceHeartbeat,
+    ) -> BoxFuture<'a, Result<(), DbError>> {
+        Box::pin(async { Err(instances_unsupported()) })
+    }
+
+    /// Every instance of one catalog, most recently seen first, with the
+    /// database's current time (no instances if the table does not exist).
+    fn load_instances<'a>(
+        &'a self,
+        _catalog: &'a str,
+    ) -> BoxFuture<'a, Result<InstanceSnapshot, DbError>> {
+        Box::pin(async { Err(instances_unsupported()) })
+    }
+
+    /// Deletes one instance's row; whether there was one.
+    fn remove_instance<'a>(
+        &'a self,
+        _catalog: &'a str,
+        _instance_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, DbError>> {
+        Box::pin(async { Err(instances_unsupported()) })
+    }
+}
+
+fn instances_unsupported() -> DbError {
+    DbError::Invalid("this Database implementation does not track instances".into())
 }
 
 fn catalog_unsupported() -> DbError {

@@ -84,6 +84,7 @@ impl AwsKmsConfig {
 pub struct AwsKmsKek {
     key_id: String,
     address: String,
+    region: String,
     client: Client,
 }
 
@@ -155,6 +156,7 @@ impl AwsKmsKek {
         Ok(AwsKmsKek {
             key_id: cfg.key_id.trim().to_owned(),
             address,
+            region: region.unwrap_or_default(),
             client: Client::new(&sdk),
         })
     }
@@ -434,6 +436,26 @@ impl KekProvider for AwsKmsKek {
         })
     }
 
+    fn rewrap_domain(&self) -> Option<String> {
+        Some(format!("aws-kms {} region {}", self.address, self.region))
+    }
+
+    fn rewraps_in_kms(&self, wrapped: &WrappedDek) -> bool {
+        wrapped.kek().provider == P
+    }
+
+    fn check_owner(&self, wrapped: &WrappedDek) -> Result<(), KmsError> {
+        let me = self.describe();
+        wrapped.expect_provider(&me)?;
+        if !self.may_be_mine(&wrapped.kek().key) {
+            return Err(KmsError::WrongKek {
+                expected: me.to_string(),
+                found: wrapped.kek().to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// `ReEncrypt` from the key the blob names to the configured key: the DEK
     /// never leaves KMS. Moves DEKs to a new key when the configured alias or
     /// key id changed.
@@ -483,6 +505,7 @@ mod tests {
         let k = |id: &str| AwsKmsKek {
             key_id: id.to_owned(),
             address: "x".into(),
+            region: "us-east-1".into(),
             client: Client::from_conf(
                 aws_sdk_kms::Config::builder()
                     .behavior_version(BehaviorVersion::latest())

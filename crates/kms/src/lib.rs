@@ -15,7 +15,9 @@
 //!
 //! [`DekCache`] keeps unwrapped DEKs for a run so that a caller makes one KMS
 //! call per DEK, not per row; [`rewrap_all`] moves every DEK of a catalog to
-//! a new KEK all-or-nothing. docs/KMS.md describes formats and failure modes.
+//! a new KEK all-or-nothing, and [`rotate_blobs`] does it inside the KMS
+//! (AWS `ReEncrypt`, transit `rewrap`) when the old and new KEK live in the
+//! same one. docs/KMS.md describes formats and failure modes.
 #![forbid(unsafe_code)]
 #![deny(missing_debug_implementations)]
 
@@ -35,7 +37,7 @@ pub use cache::DekCache;
 pub use context::{MAX_CATALOG_LEN, WrapContext};
 pub use error::{KmsError, ProviderKind};
 pub use local::{LocalKek, MasterKeySource};
-pub use rewrap::{rewrap_all, rewrap_all_in_kms};
+pub use rewrap::{RewrapPath, rewrap_all, rewrap_all_in_kms, rotate_blobs, same_kms};
 pub use secret::SecretString;
 pub use transit::{TokenSource, TransitConfig, TransitKek};
 
@@ -77,5 +79,40 @@ pub trait KekProvider: Send + Sync + Debug {
     ) -> Result<WrappedDek, KmsError> {
         let dek = self.unwrap(wrapped, ctx).await?;
         self.wrap(&dek, ctx).await
+    }
+
+    /// Which KMS, and which part of it, this provider re-encrypts within:
+    /// two providers with the same domain can move each other's blobs with
+    /// [`rewrap`](Self::rewrap) without the DEK leaving the KMS (AWS: the
+    /// endpoint and region; transit: the address, namespace, mount and key).
+    /// `None` (the default, and the local KEK): never.
+    fn rewrap_domain(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether [`rewrap`](Self::rewrap) of this blob happens inside the KMS
+    /// (AWS `ReEncrypt`; transit `rewrap` of an embedded-context blob) rather
+    /// than as unwrap and wrap in this process. Default: no.
+    fn rewraps_in_kms(&self, _wrapped: &WrappedDek) -> bool {
+        false
+    }
+
+    /// Checks, without calling the KMS, that a blob was wrapped by this
+    /// provider's KEK as far as its configuration tells (`wrong_kek`
+    /// otherwise). The default checks the provider kind.
+    fn check_owner(&self, wrapped: &WrappedDek) -> Result<(), KmsError> {
+        wrapped.expect_provider(&self.describe())
+    }
+
+    /// Asks the KMS for a new version of the KEK, so that later wraps and
+    /// rewraps use new key material (transit: `POST <mount>/keys/<name>/rotate`).
+    /// Returns the KEK with its new version. The default refuses: AWS KMS
+    /// rotates key material itself and a local master key is replaced, not
+    /// versioned.
+    async fn new_key_version(&self) -> Result<KekRef, KmsError> {
+        Err(KmsError::config(
+            self.describe().provider,
+            "this KEK has no key versions keyturn can create: AWS KMS rotates key material itself (automatic or on-demand rotation; old blobs keep decrypting), and a local master key is replaced by a new one (kek rotate --to local --master-key …)",
+        ))
     }
 }

@@ -195,7 +195,7 @@ impl KekProvider for LocalKek {
         ))
     }
 
-    async fn unwrap(&self, wrapped: &WrappedDek, ctx: &WrapContext) -> Result<SecretKey, KmsError> {
+    fn check_owner(&self, wrapped: &WrappedDek) -> Result<(), KmsError> {
         let me = self.describe();
         wrapped.expect_provider(&me)?;
         if let Some(fp) = &wrapped.kek().version
@@ -206,6 +206,11 @@ impl KekProvider for LocalKek {
                 found: wrapped.kek().to_string(),
             });
         }
+        Ok(())
+    }
+
+    async fn unwrap(&self, wrapped: &WrappedDek, ctx: &WrapContext) -> Result<SecretKey, KmsError> {
+        self.check_owner(wrapped)?;
         if wrapped.binding() != ContextBinding::Aad {
             return Err(KmsError::Malformed(
                 "local KEK blobs bind their context as AAD, this one says embedded".into(),

@@ -41,6 +41,68 @@ pub async fn rewrap_all_in_kms(
     Ok(out)
 }
 
+/// How one DEK reached its new KEK in [`rotate_blobs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RewrapPath {
+    /// The KMS re-encrypted it (AWS `ReEncrypt`, transit `rewrap`): the DEK
+    /// never left the KMS.
+    InKms,
+    /// Unwrapped under the old KEK and wrapped under the new one in this
+    /// process (another provider or KMS, a local KEK, or a transit blob bound
+    /// as associated data, which transit's `rewrap` cannot carry).
+    UnwrapWrap,
+}
+
+impl RewrapPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            RewrapPath::InKms => "in-kms",
+            RewrapPath::UnwrapWrap => "unwrap-wrap",
+        }
+    }
+}
+
+/// Whether `old` and `new` are the same KMS (same provider kind and
+/// [`rewrap domain`](KekProvider::rewrap_domain)), so that it can move the
+/// DEKs itself.
+pub fn same_kms(old: &dyn KekProvider, new: &dyn KekProvider) -> bool {
+    old.describe().provider == new.describe().provider
+        && old.rewrap_domain().is_some()
+        && old.rewrap_domain() == new.rewrap_domain()
+}
+
+/// KEK rotation, all-or-nothing: moves every DEK from `old` to `new` inside
+/// the KMS where it can ([`same_kms`] and [`KekProvider::rewraps_in_kms`]:
+/// AWS `ReEncrypt` from the blob's key to `new`'s, transit `rewrap` to the
+/// latest version of the same key), otherwise unwraps under `old` and wraps
+/// under `new` here. Every blob is first checked to belong to `old`
+/// (`wrong_kek` otherwise). Returns the new blobs in the order of `items`,
+/// each with its path, or the first error and nothing; the caller writes
+/// them in one transaction. The KMS operations are stateless: a failure
+/// half-way leaves nothing to undo.
+pub async fn rotate_blobs(
+    old: &dyn KekProvider,
+    new: &dyn KekProvider,
+    items: &[(WrappedDek, WrapContext)],
+) -> Result<Vec<(WrappedDek, RewrapPath)>, KmsError> {
+    for (wrapped, _) in items {
+        old.check_owner(wrapped)?;
+    }
+    let native = same_kms(old, new);
+    let mut out = Vec::with_capacity(items.len());
+    for (wrapped, ctx) in items {
+        if native && new.rewraps_in_kms(wrapped) {
+            out.push((new.rewrap(wrapped, ctx).await?, RewrapPath::InKms));
+        } else {
+            let dek = old.unwrap(wrapped, ctx).await?;
+            out.push((new.wrap(&dek, ctx).await?, RewrapPath::UnwrapWrap));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +147,16 @@ mod tests {
                 assert_eq!(e.kind(), "wrong_context");
                 // Rewrapping blobs of a KEK that isn't `old` fails too.
                 let e = rewrap_all(&new, &old, &items).await.unwrap_err();
+                assert_eq!(e.kind(), "wrong_kek");
+
+                // Local KEKs have no KMS: rotate_blobs unwraps and wraps.
+                assert!(!same_kms(&old, &new) && !same_kms(&old, &old));
+                let moved = rotate_blobs(&old, &new, &items).await.unwrap();
+                assert!(moved.iter().all(|(_, p)| *p == RewrapPath::UnwrapWrap));
+                for ((w, _), (_, c)) in moved.iter().zip(&items) {
+                    new.unwrap(w, c).await.unwrap();
+                }
+                let e = rotate_blobs(&new, &old, &items).await.unwrap_err();
                 assert_eq!(e.kind(), "wrong_kek");
             })
     }

@@ -83,7 +83,9 @@ pub struct TransitConfig {
 
 impl TransitConfig {
     /// A configuration with the defaults: mount `transit`, token from
-    /// `VAULT_TOKEN`/`BAO_TOKEN`, context as `associated_data`, 3 s to
+    /// `VAULT_TOKEN`/`BAO_TOKEN`, context embedded in the wrapped payload
+    /// (so that transit's `rewrap` can move the DEK to a new key version
+    /// without it leaving the server; see [`ContextBinding`]), 3 s to
     /// connect, 10 s per request.
     pub fn new(address: &str, key_name: &str) -> TransitConfig {
         TransitConfig {
@@ -92,7 +94,7 @@ impl TransitConfig {
             key_name: key_name.to_owned(),
             token: TokenSource::Env,
             namespace: None,
-            binding: ContextBinding::Aad,
+            binding: ContextBinding::Embedded,
             connect_timeout: Duration::from_secs(3),
             timeout: Duration::from_secs(10),
         }
@@ -107,6 +109,7 @@ impl TransitConfig {
 /// version of each ciphertext (`vault:vN:`) is recorded in the blob.
 pub struct TransitKek {
     address: String,
+    namespace: Option<String>,
     mount: String,
     key_name: String,
     binding: ContextBinding,
@@ -237,6 +240,7 @@ impl TransitKek {
             .map_err(|e| KmsError::config(P, format!("HTTP client setup failed: {e}")))?;
         Ok(TransitKek {
             address,
+            namespace: cfg.namespace,
             mount: cfg.mount,
             key_name: cfg.key_name,
             binding: cfg.binding,
@@ -463,6 +467,7 @@ impl fmt::Debug for TransitKek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TransitKek")
             .field("address", &self.address)
+            .field("namespace", &self.namespace)
             .field("mount", &self.mount)
             .field("key_name", &self.key_name)
             .field("binding", &self.binding)
@@ -580,6 +585,35 @@ impl KekProvider for TransitKek {
             address: self.address.clone(),
             message: format!("decrypt returned {} bytes, not a 32-byte DEK", dek.len()),
         })
+    }
+
+    fn rewrap_domain(&self) -> Option<String> {
+        Some(format!(
+            "transit {} namespace {} key {}",
+            self.address,
+            self.namespace.as_deref().unwrap_or("-"),
+            self.kek_name()
+        ))
+    }
+
+    fn rewraps_in_kms(&self, wrapped: &WrappedDek) -> bool {
+        wrapped.kek().provider == P && wrapped.binding() == ContextBinding::Embedded
+    }
+
+    fn check_owner(&self, wrapped: &WrappedDek) -> Result<(), KmsError> {
+        self.check_blob(wrapped).map(|_| ())
+    }
+
+    /// `POST /v1/<mount>/keys/<name>/rotate`, then reads the key's latest
+    /// version. Needs `update` on `<mount>/keys/<name>/rotate`.
+    async fn new_key_version(&self) -> Result<KekRef, KmsError> {
+        let url = format!(
+            "{}/v1/{}/keys/{}/rotate",
+            self.address, self.mount, self.key_name
+        );
+        self.call(self.client.post(url).json(&serde_json::json!({})), None)
+            .await?;
+        self.resolve().await
     }
 
     async fn rewrap(

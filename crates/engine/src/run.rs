@@ -341,7 +341,8 @@ fn new_run_id() -> String {
 
 /// What the crypto stage decided for one row.
 enum RowOutcome {
-    Write(CasUpdate),
+    /// The new value to write in place of the one read.
+    Write(Vec<u8>),
     Skip,
     Bad(String),
 }
@@ -360,20 +361,12 @@ fn crypto_one(
     match op {
         Operation::Rotate => match codec.reencrypt(ring, value, &ctx) {
             Ok(Reencryption::AlreadyPrimary) => RowOutcome::Skip,
-            Ok(Reencryption::Rotated(new)) => RowOutcome::Write(CasUpdate {
-                pk: pk.clone(),
-                old: value.to_vec(),
-                new,
-            }),
+            Ok(Reencryption::Rotated(new)) => RowOutcome::Write(new),
             Err(e) => RowOutcome::Bad(e.to_string()),
         },
         Operation::Encrypt => match codec.inspect(value) {
             Inspection::NotThisFormat => match codec.encrypt(ring, value, &ctx) {
-                Ok(new) => RowOutcome::Write(CasUpdate {
-                    pk: pk.clone(),
-                    old: value.to_vec(),
-                    new,
-                }),
+                Ok(new) => RowOutcome::Write(new),
                 Err(e) => RowOutcome::Bad(e.to_string()),
             },
             Inspection::Invalid(e) => RowOutcome::Bad(format!(
@@ -407,22 +400,27 @@ async fn process_batch(
         ..Default::default()
     };
     let (ring, op, plan2) = (plan.ring()?.clone(), shared.op, plan.clone());
-    let outcomes: Vec<(Pk, RowOutcome)> = tokio::task::spawn_blocking(move || {
+    let outcomes: Vec<(Row, RowOutcome)> = tokio::task::spawn_blocking(move || {
         rows.into_par_iter()
             .map(|r| {
                 let o = crypto_one(op, &ring, &plan2, &r.pk, &r.value);
-                (r.pk, o)
+                (r, o)
             })
             .collect()
     })
     .await
     .map_err(|e| EngineError::Usage(format!("crypto worker failed: {e}")))?;
     let mut pending = Vec::new();
-    for (pk, o) in outcomes {
+    for (row, o) in outcomes {
         match o {
-            RowOutcome::Write(u) => pending.push(u),
+            // The value read moves into the update: no copy per row.
+            RowOutcome::Write(new) => pending.push(CasUpdate {
+                pk: row.pk,
+                old: row.value,
+                new,
+            }),
             RowOutcome::Skip => out.skipped += 1,
-            RowOutcome::Bad(why) => out.bad.push((pk, why)),
+            RowOutcome::Bad(why) => out.bad.push((row.pk, why)),
         }
     }
     if shared.opts.dry_run {
@@ -471,7 +469,11 @@ async fn process_batch(
                 Some(Some(v)) => {
                     out.retried += 1;
                     match crypto_one(shared.op, plan.ring()?, &plan, &u.pk, v) {
-                        RowOutcome::Write(w) => next.push(w),
+                        RowOutcome::Write(new) => next.push(CasUpdate {
+                            pk: u.pk,
+                            old: v.clone(),
+                            new,
+                        }),
                         RowOutcome::Skip => out.skipped += 1,
                         RowOutcome::Bad(why) => out.bad.push((u.pk, why)),
                     }

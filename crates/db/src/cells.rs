@@ -35,7 +35,7 @@
 //! the ciphertext and IV columns alone).
 
 use crate::sql::{Bind, Dialect};
-use crate::{CasUpdate, CellColumn, ColumnRef, DbError, PkKind, PkValue, ValueKind};
+use crate::{CasUpdate, CellColumn, ColumnRef, DbError, PkValue, ValueKind};
 use keyturn_format::KeyIdLocation;
 
 const NULL: u8 = 0;
@@ -396,13 +396,7 @@ macro_rules! impl_cells {
                     .map_err($crate::DbError::query(what()))?;
                 let mut by_key: Vec<(Option<String>, u64)> = Vec::new();
                 for r in rows {
-                    let key: Option<String> = match r.try_get::<Option<String>, _>(0) {
-                        Ok(k) => k,
-                        Err(_) => r
-                            .try_get::<Option<Vec<u8>>, _>(0)
-                            .map_err($crate::DbError::query(what()))?
-                            .map(|b| String::from_utf8_lossy(&b).into_owned()),
-                    };
+                    let key = counted_key_id!(r, what());
                     let n: i64 = r.try_get(1).map_err($crate::DbError::query(what()))?;
                     let key = $crate::cells::counted_key(key);
                     if n > 0 {
@@ -521,23 +515,7 @@ pub(crate) async fn write_cas_postgres(
         ValueKind::Text => "text",
         ValueKind::Binary => "bytea",
     };
-    let mut arrays = Vec::new();
-    let mut names = Vec::new();
-    let mut conds = Vec::new();
-    for (i, p) in col.pk.iter().enumerate() {
-        let at = if p.kind == PkKind::Int {
-            "bigint"
-        } else {
-            "text"
-        };
-        arrays.push(format!("${}::{at}[]", arrays.len() + 1));
-        names.push(format!("k{i}"));
-        let rhs = match p.kind {
-            PkKind::Int => format!("keyturn_v.k{i}"),
-            PkKind::Text => format!("CAST(keyturn_v.k{i} AS {})", p.sql_type),
-        };
-        conds.push(format!("keyturn_t.{} = {rhs}", d.quote(&p.name)));
-    }
+    let (mut arrays, mut names, mut conds) = crate::postgres::unnest_pk(col);
     for (j, c) in col.cells.iter().enumerate() {
         arrays.push(format!("${}::{}[]", arrays.len() + 1, array_type(c)));
         names.push(format!("o{j}"));
@@ -564,23 +542,10 @@ pub(crate) async fn write_cas_postgres(
         conds.join(" AND ")
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (i, p) in col.pk.iter().enumerate() {
-        q = match p.kind {
-            PkKind::Int => q.bind(
-                ups.iter()
-                    .map(|u| match &u.pk[i] {
-                        PkValue::Int(v) => Ok(*v),
-                        PkValue::Text(_) => {
-                            Err(DbError::Invalid("text value for an integer key".into()))
-                        }
-                    })
-                    .collect::<Result<Vec<i64>, _>>()?,
-            ),
-            PkKind::Text => q.bind(
-                ups.iter()
-                    .map(|u| u.pk[i].to_string())
-                    .collect::<Vec<String>>(),
-            ),
+    for a in crate::postgres::pk_arrays(col, ups.iter().map(|u| u.pk))? {
+        q = match a {
+            crate::postgres::PkArray::Int(v) => q.bind(v),
+            crate::postgres::PkArray::Text(v) => q.bind(v),
         };
     }
     let column = |j: usize, new: bool| -> Vec<CellBind> {
@@ -824,7 +789,7 @@ pub(crate) async fn write_cas_sqlite(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::PkColumn;
+    use crate::{PkColumn, PkKind};
 
     fn col() -> ColumnRef {
         let cell = |n: &str, kind| CellColumn {

@@ -18,6 +18,21 @@ macro_rules! bind_all {
     }};
 }
 
+/// The key id in the first column of a counting row: text, or bytes
+/// where the server returns a binary string (MySQL's casts).
+macro_rules! counted_key_id {
+    ($r:expr, $what:expr) => {{
+        let key: Option<String> = match $r.try_get::<Option<String>, _>(0) {
+            Ok(k) => k,
+            Err(_) => $r
+                .try_get::<Option<Vec<u8>>, _>(0)
+                .map_err($crate::DbError::query($what))?
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+        };
+        key
+    }};
+}
+
 /// Decodes `pk columns…, value` rows.
 macro_rules! decode_rows {
     ($rows:expr, $col:expr) => {{
@@ -88,13 +103,7 @@ macro_rules! impl_database {
             let (mut total, mut non_null) = (0i64, 0i64);
             let mut by_key = Vec::new();
             for r in rows {
-                let key: Option<String> = match r.try_get::<Option<String>, _>(0) {
-                    Ok(k) => k,
-                    Err(_) => r
-                        .try_get::<Option<Vec<u8>>, _>(0)
-                        .map_err(DbError::query(what()))?
-                        .map(|b| String::from_utf8_lossy(&b).into_owned()),
-                };
+                let key = counted_key_id!(r, what());
                 let rows: i64 = r.try_get(1).map_err(DbError::query(what()))?;
                 let values: i64 = r.try_get(2).map_err(DbError::query(what()))?;
                 total += rows;

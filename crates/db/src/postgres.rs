@@ -51,6 +51,60 @@ impl PgDb {
     }
 }
 
+/// The primary-key part of an `UPDATE … FROM unnest(…)`: one array
+/// parameter per key column (`$1::bigint[]`, `$2::text[]`, …) named
+/// `k0`, `k1`, … in `keyturn_v`, and the join conditions on them (text keys
+/// cast back to the column's type so the index is used).
+pub(crate) fn unnest_pk(col: &ColumnRef) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let d = Dialect::Postgres;
+    let (mut arrays, mut names, mut conds) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, p) in col.pk.iter().enumerate() {
+        let at = if p.kind == PkKind::Int {
+            "bigint"
+        } else {
+            "text"
+        };
+        arrays.push(format!("${}::{at}[]", i + 1));
+        names.push(format!("k{i}"));
+        let rhs = match p.kind {
+            PkKind::Int => format!("keyturn_v.k{i}"),
+            PkKind::Text => format!("CAST(keyturn_v.k{i} AS {})", p.sql_type),
+        };
+        conds.push(format!("keyturn_t.{} = {rhs}", d.quote(&p.name)));
+    }
+    (arrays, names, conds)
+}
+
+/// One primary-key column's values for [`unnest_pk`]'s parameters.
+pub(crate) enum PkArray {
+    Int(Vec<i64>),
+    Text(Vec<String>),
+}
+
+/// The values of [`unnest_pk`]'s parameters, in key-column order.
+pub(crate) fn pk_arrays<'a>(
+    col: &ColumnRef,
+    pks: impl Iterator<Item = &'a [PkValue]> + Clone,
+) -> Result<Vec<PkArray>, DbError> {
+    let mut out = Vec::with_capacity(col.pk.len());
+    for (i, p) in col.pk.iter().enumerate() {
+        out.push(match p.kind {
+            PkKind::Int => PkArray::Int(
+                pks.clone()
+                    .map(|pk| match &pk[i] {
+                        PkValue::Int(v) => Ok(*v),
+                        PkValue::Text(_) => {
+                            Err(DbError::Invalid("text value for an integer key".into()))
+                        }
+                    })
+                    .collect::<Result<Vec<i64>, _>>()?,
+            ),
+            PkKind::Text => PkArray::Text(pks.clone().map(|pk| pk[i].to_string()).collect()),
+        });
+    }
+    Ok(out)
+}
+
 struct PgLock {
     conn: PgConnection,
     pool: PgPool,
@@ -137,23 +191,7 @@ impl_database!(PgDb, {
             ValueKind::Text => "text",
             ValueKind::Binary => "bytea",
         };
-        let mut arrays = Vec::new();
-        let mut names = Vec::new();
-        let mut conds = Vec::new();
-        for (i, p) in col.pk.iter().enumerate() {
-            let at = if p.kind == PkKind::Int {
-                "bigint"
-            } else {
-                "text"
-            };
-            arrays.push(format!("${}::{at}[]", i + 1));
-            names.push(format!("k{i}"));
-            let rhs = match p.kind {
-                PkKind::Int => format!("keyturn_v.k{i}"),
-                PkKind::Text => format!("CAST(keyturn_v.k{i} AS {})", p.sql_type),
-            };
-            conds.push(format!("keyturn_t.{} = {rhs}", d.quote(&p.name)));
-        }
+        let (mut arrays, mut names, mut conds) = unnest_pk(col);
         let n = col.pk.len();
         arrays.push(format!("${}::{vt}[]", n + 1));
         arrays.push(format!("${}::{vt}[]", n + 2));
@@ -169,25 +207,10 @@ impl_database!(PgDb, {
             conds.join(" AND ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (i, p) in col.pk.iter().enumerate() {
-            q = match p.kind {
-                PkKind::Int => q.bind(
-                    updates
-                        .iter()
-                        .map(|u| match &u.pk[i] {
-                            PkValue::Int(v) => Ok(*v),
-                            PkValue::Text(_) => {
-                                Err(DbError::Invalid("text value for an integer key".into()))
-                            }
-                        })
-                        .collect::<Result<Vec<i64>, _>>()?,
-                ),
-                PkKind::Text => q.bind(
-                    updates
-                        .iter()
-                        .map(|u| u.pk[i].to_string())
-                        .collect::<Vec<String>>(),
-                ),
+        for a in pk_arrays(col, updates.iter().map(|u| u.pk.as_slice()))? {
+            q = match a {
+                PkArray::Int(v) => q.bind(v),
+                PkArray::Text(v) => q.bind(v),
             };
         }
         q = match col.kind {

@@ -27,7 +27,7 @@ fn patient(i: u64) -> (String, Option<String>, String) {
         FIRST[(h % 12) as usize],
         LAST[((h >> 8) % 10) as usize]
     );
-    let phone = (i % 50 != 0).then(|| format!("+44 7700 {:06}", h % 1_000_000));
+    let phone = (!i.is_multiple_of(50)).then(|| format!("+44 7700 {:06}", h % 1_000_000));
     let letters = b"ABCEGHJKLMNPRSTWXYZ";
     let l1 = letters[((h >> 20) % letters.len() as u64) as usize] as char;
     let l2 = letters[((h >> 28) % letters.len() as u64) as usize] as char;
@@ -151,14 +151,13 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     // Run summaries: printed as they come, or gathered into one JSON document.
     let runs = std::sync::Mutex::new(Vec::new());
     let show_last = |runs: &std::sync::Mutex<Vec<keyturn_engine::RunSummary>>| -> Result<()> {
-        if !json {
-            if let Some(s) = runs
+        if !json
+            && let Some(s) = runs
                 .lock()
                 .map_err(|_| anyhow::anyhow!("summary lock poisoned"))?
                 .last()
-            {
-                output::print_summary(s, false)?;
-            }
+        {
+            output::print_summary(s, false)?;
         }
         Ok(())
     };

@@ -13,10 +13,10 @@ macro_rules! outln {
 pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("error: writing to standard output: {e}");
-        }
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n"))
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: writing to standard output: {e}");
     }
 }
 
@@ -69,10 +69,10 @@ impl Progress {
     }
 
     pub fn finish(&self) {
-        if let Ok(mut b) = self.bar.lock() {
-            if let Some(bar) = b.take() {
-                bar.finish();
-            }
+        if let Ok(mut b) = self.bar.lock()
+            && let Some(bar) = b.take()
+        {
+            bar.finish();
         }
     }
 
@@ -103,10 +103,10 @@ impl ProgressSink for Progress {
             let bar = ProgressBar::with_draw_target(Some(todo), ProgressDrawTarget::stderr());
             bar.set_style(Progress::style());
             bar.set_prefix(label);
-            if let Ok(mut b) = self.bar.lock() {
-                if let Some(old) = b.replace(bar) {
-                    old.finish();
-                }
+            if let Ok(mut b) = self.bar.lock()
+                && let Some(old) = b.replace(bar)
+            {
+                old.finish();
             }
         } else {
             let resumed = if resumed_from > 0 {
@@ -132,27 +132,27 @@ impl ProgressSink for Progress {
             return;
         }
         if self.tty {
-            if let Ok(b) = self.bar.lock() {
-                if let Some(bar) = b.as_ref() {
-                    bar.inc(processed);
-                }
+            if let Ok(b) = self.bar.lock()
+                && let Some(bar) = b.as_ref()
+            {
+                bar.inc(processed);
             }
-        } else if let Ok(mut p) = self.plain.lock() {
-            if let Some(p) = p.as_mut() {
-                p.done += processed;
-                if p.last.elapsed() >= LOG_EVERY {
-                    p.last = Instant::now();
-                    let r = rate(p.done, p.started);
-                    let eta = if r > 0.0 {
-                        (p.todo.saturating_sub(p.done)) as f64 / r
-                    } else {
-                        0.0
-                    };
-                    eprintln!(
-                        "{}: {}/{} rows ({:.0} rows/s, ETA {:.0}s)",
-                        p.label, p.done, p.todo, r, eta
-                    );
-                }
+        } else if let Ok(mut p) = self.plain.lock()
+            && let Some(p) = p.as_mut()
+        {
+            p.done += processed;
+            if p.last.elapsed() >= LOG_EVERY {
+                p.last = Instant::now();
+                let r = rate(p.done, p.started);
+                let eta = if r > 0.0 {
+                    (p.todo.saturating_sub(p.done)) as f64 / r
+                } else {
+                    0.0
+                };
+                eprintln!(
+                    "{}: {}/{} rows ({:.0} rows/s, ETA {:.0}s)",
+                    p.label, p.done, p.todo, r, eta
+                );
             }
         }
     }
@@ -162,21 +162,21 @@ impl ProgressSink for Progress {
             return;
         }
         if self.tty {
-            if let Ok(mut b) = self.bar.lock() {
-                if let Some(bar) = b.take() {
-                    bar.finish();
-                }
+            if let Ok(mut b) = self.bar.lock()
+                && let Some(bar) = b.take()
+            {
+                bar.finish();
             }
-        } else if let Ok(mut p) = self.plain.lock() {
-            if let Some(p) = p.take() {
-                eprintln!(
-                    "{}: done, {} rows in {:.1}s ({:.0} rows/s)",
-                    p.label,
-                    p.done,
-                    p.started.elapsed().as_secs_f64(),
-                    rate(p.done, p.started)
-                );
-            }
+        } else if let Ok(mut p) = self.plain.lock()
+            && let Some(p) = p.take()
+        {
+            eprintln!(
+                "{}: done, {} rows in {:.1}s ({:.0} rows/s)",
+                p.label,
+                p.done,
+                p.started.elapsed().as_secs_f64(),
+                rate(p.done, p.started)
+            );
         }
     }
 
@@ -184,11 +184,11 @@ impl ProgressSink for Progress {
         if self.quiet {
             return;
         }
-        if let Ok(b) = self.bar.lock() {
-            if let Some(bar) = b.as_ref() {
-                bar.println(message);
-                return;
-            }
+        if let Ok(b) = self.bar.lock()
+            && let Some(bar) = b.as_ref()
+        {
+            bar.println(message);
+            return;
         }
         eprintln!("{message}");
     }

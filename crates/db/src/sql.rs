@@ -132,11 +132,11 @@ impl Dialect {
         let mut ors = Vec::new();
         for i in 0..col.pk.len() {
             let mut ands = Vec::new();
-            for j in 0..=i {
-                binds.push(Bind::pk(&after[j]));
-                let ph = self.pk_param(&col.pk[j], &self.ph(binds.len()));
+            for (j, (key, value)) in col.pk.iter().zip(after).take(i + 1).enumerate() {
+                binds.push(Bind::pk(value));
+                let ph = self.pk_param(key, &self.ph(binds.len()));
                 let op = if j == i { ">" } else { "=" };
-                ands.push(format!("{} {op} {ph}", self.quote(&col.pk[j].name)));
+                ands.push(format!("{} {op} {ph}", self.quote(&key.name)));
             }
             ors.push(format!("({})", ands.join(" AND ")));
         }

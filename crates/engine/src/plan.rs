@@ -167,17 +167,17 @@ pub async fn resolve(
     table: Option<&str>,
     column: Option<&str>,
 ) -> Result<Plan, EngineError> {
-    if let Some(t) = table {
-        if !cfg.targets.iter().any(|x| x.table == t) {
-            return Err(EngineError::Usage(format!(
-                "--table {t}: not a configured table (configured: {})",
-                cfg.targets
-                    .iter()
-                    .map(|x| x.table.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+    if let Some(t) = table
+        && !cfg.targets.iter().any(|x| x.table == t)
+    {
+        return Err(EngineError::Usage(format!(
+            "--table {t}: not a configured table (configured: {})",
+            cfg.targets
+                .iter()
+                .map(|x| x.table.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
     }
     if let Some(c) = column {
         let found = cfg

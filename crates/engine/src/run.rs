@@ -534,36 +534,35 @@ async fn process_column(
         ..Default::default()
     };
     let mut after: Option<Pk> = None;
-    if !shared.opts.dry_run {
-        if let Some(cp) = db
+    if !shared.opts.dry_run
+        && let Some(cp) = db
             .load_checkpoint(op.name(), &col.table, &col.column)
             .await?
-        {
-            if cp.target_key == plan.ring()?.primary_id().as_str() {
-                match serde_json::from_str::<Pk>(&cp.last_pk) {
-                    Ok(pk) => {
-                        progress.note(&format!(
-                            "{}: resuming after primary key {} ({} rows done by run {})",
-                            plan.label(),
-                            pk_display(&pk),
-                            cp.rows_done,
-                            cp.run_id
-                        ));
-                        cs.resumed_rows = cp.rows_done;
-                        after = Some(pk);
-                    }
-                    Err(_) => {
-                        progress.note(&format!("{}: unreadable checkpoint ignored", plan.label()))
-                    }
+    {
+        if cp.target_key == plan.ring()?.primary_id().as_str() {
+            match serde_json::from_str::<Pk>(&cp.last_pk) {
+                Ok(pk) => {
+                    progress.note(&format!(
+                        "{}: resuming after primary key {} ({} rows done by run {})",
+                        plan.label(),
+                        pk_display(&pk),
+                        cp.rows_done,
+                        cp.run_id
+                    ));
+                    cs.resumed_rows = cp.rows_done;
+                    after = Some(pk);
                 }
-            } else {
-                progress.note(&format!(
-                    "{}: checkpoint was for key {:?}, the primary is now {:?}: starting over",
-                    plan.label(),
-                    cp.target_key,
-                    plan.ring()?.primary_id().as_str()
-                ));
+                Err(_) => {
+                    progress.note(&format!("{}: unreadable checkpoint ignored", plan.label()))
+                }
             }
+        } else {
+            progress.note(&format!(
+                "{}: checkpoint was for key {:?}, the primary is now {:?}: starting over",
+                plan.label(),
+                cp.target_key,
+                plan.ring()?.primary_id().as_str()
+            ));
         }
     }
     let non_null = counts.total - counts.nulls;

@@ -47,6 +47,7 @@ scenarios!(
     unreachable_database,
     library_api,
     census_without_grouping_matches_grouping,
+    resume_sweeps_rows_before_the_checkpoint,
 );
 
 // ---------------------------------------------------------------------------
@@ -1616,6 +1617,130 @@ async fn census_without_grouping_matches_grouping(t: TestDb) {
 
 fn plan_non_null_phone(d: &Data) -> u64 {
     non_null(d, 0)
+}
+
+/// A rotation stops half-way; meanwhile the application (still on the old
+/// key) rewrites rows *before* the checkpoint. The resumed run finishes
+/// from the checkpoint, then sweeps the column from the start and rotates
+/// those rows too: afterwards nothing is left under k1, and a bad row met
+/// by both passes is reported once.
+async fn resume_sweeps_rows_before_the_checkpoint(t: TestDb) {
+    use keyturn_engine::{Operation, RunOptions};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    let (tb, plain, k1, k2) = encrypted_people(&t, "sweep", 1000).await;
+    let phone = tb.col("phone");
+    // A corrupt value late in the table: bad in the first run's second
+    // half and again in the sweep.
+    let bad_pk = int_pk(990);
+    t.set(&tb, &bad_pk, phone, Some(b"kt1:k1:a:AAAA")).await;
+    let cfg = keyturn_engine::Config::parse(&format!(
+        "[database]\nurl = {}\n\n{}",
+        toml_str(&t.url),
+        tb.target_toml()
+    ))
+    .expect("config");
+    let db = keyturn_db::connect(&t.url, &keyturn_db::ConnectOptions::default())
+        .await
+        .expect("connect");
+    let both = Arc::new(ring(&[&k1, &k2], "k2"));
+    let rings = keyturn_engine::plan::Rings {
+        default: Some(both.clone()),
+        named: Default::default(),
+    };
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, Some(&rings), None, Some("phone"))
+        .await
+        .expect("plan");
+    let opts = RunOptions {
+        batch_size: 50,
+        workers: 1,
+        max_rows_per_sec: None,
+        dry_run: false,
+        actor: "itest".into(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(StopAfter {
+        after: 300,
+        seen: AtomicU64::new(0),
+        started: AtomicU64::new(0),
+        stop: stop.clone(),
+    });
+    let first = keyturn_engine::run::run(
+        db.clone(),
+        &plan,
+        Operation::Rotate,
+        opts.clone(),
+        sink,
+        stop,
+    )
+    .await
+    .expect("first run");
+    assert!(first.interrupted, "{first:?}");
+    let cp = db
+        .load_checkpoint("rotate", &tb.name, "phone")
+        .await
+        .expect("load")
+        .expect("a checkpoint");
+    let PkValue::Int(last) = serde_json::from_str::<Vec<PkValue>>(&cp.last_pk).expect("pk")[0]
+    else {
+        panic!("integer key expected: {}", cp.last_pk)
+    };
+    assert!(last > 10 && last < 980, "checkpoint at {last}");
+
+    // The application, not yet on k2, writes rows 1..=5 under k1.
+    let old_ring = ring(&[&k1], "k1");
+    let mut rewritten = Vec::new();
+    for id in 1..=5 {
+        let pk = int_pk(id);
+        let v = format!("rewritten #{id}").into_bytes();
+        let enc = encrypt_one(&tb, phone, &pk, &v, &old_ring);
+        assert_eq!(t.set(&tb, &pk, phone, Some(&enc)).await, 1);
+        rewritten.push((pk, v));
+    }
+
+    let second = keyturn_engine::run::run(
+        db.clone(),
+        &plan,
+        Operation::Rotate,
+        opts,
+        Arc::new(keyturn_engine::NoProgress),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .expect("second run");
+    assert_eq!(second.outcome, "completed_with_errors", "{second:?}");
+    assert_eq!(second.columns[0].failed, 1, "{second:?}");
+    assert_eq!(second.bad_rows.len(), 1, "{second:?}");
+    assert_eq!(second.bad_rows[0].pk, "990");
+    let under_k1 = t
+        .count(&format!(
+            "SELECT COUNT(*) FROM {} WHERE phone LIKE 'kt1:k1:%'",
+            tb.name
+        ))
+        .await;
+    assert_eq!(under_k1, 1, "only the corrupt row may stay under k1");
+    // Every other value decrypts under k2 to what was last written.
+    let stored = t.read(&tb).await;
+    let mut expected = plain.clone();
+    for (pk, v) in &rewritten {
+        expected.get_mut(pk).expect("row")[phone] = Some(v.clone());
+    }
+    expected.remove(&bad_pk);
+    let mut stored_ok = stored.clone();
+    stored_ok.remove(&bad_pk);
+    let only_phone = |d: &Data| -> Data {
+        d.iter()
+            .map(|(k, v)| (k.clone(), vec![v[phone].clone(), None]))
+            .collect()
+    };
+    assert_decrypts(
+        &tb,
+        &only_phone(&stored_ok),
+        &only_phone(&expected),
+        &both,
+        "k2",
+    );
+    db.close().await;
 }
 
 /// Standard base64 (with padding), for building key specs by hand.

@@ -224,7 +224,7 @@ impl AppKeyring {
             Some(t) => Ok(self
                 .catalog
                 .db()
-                .remove_instance(self.catalog.name(), &t.instance_id)
+                .remove_instance(self.catalog.name(), &t.instance_id, None)
                 .await?),
         }
     }

@@ -486,7 +486,13 @@ impl Catalog {
         let (mut in_kms, mut unwrap_wrap) = (0, 0);
         for (e, (w, path)) in rows.iter().zip(rewrapped) {
             match path {
-                RewrapPath::InKms => in_kms += 1,
+                RewrapPath::InKms => {
+                    // Not unwrapped here (that would bring the DEK out of
+                    // the KMS), but the KMS's answer must at least name the
+                    // new KEK before it replaces the old blob.
+                    new.check_owner(&w)?;
+                    in_kms += 1;
+                }
                 _ => {
                     unwrap_wrap += 1;
                     // The DEK is unchanged; check it still unwraps under the

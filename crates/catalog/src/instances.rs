@@ -107,20 +107,21 @@ impl Catalog {
     }
 
     /// Removes the stale instances' rows (they crashed or stopped without
-    /// `untrack`); returns them.
+    /// `untrack`); returns those removed. A row is removed only while it
+    /// still holds the heartbeat read here: an instance that came back in
+    /// between stays listed, so `promote` keeps seeing it.
     pub async fn prune_instances(&self) -> Result<Vec<InstanceStatus>, CatalogError> {
-        let stale: Vec<InstanceStatus> = self
-            .instances()
-            .await?
-            .into_iter()
-            .filter(|i| !i.live)
-            .collect();
-        for i in &stale {
-            self.db()
-                .remove_instance(self.name(), &i.instance_id)
-                .await?;
+        let mut removed = Vec::new();
+        for i in self.instances().await?.into_iter().filter(|i| !i.live) {
+            if self
+                .db()
+                .remove_instance(self.name(), &i.instance_id, Some(&i.last_seen))
+                .await?
+            {
+                removed.push(i);
+            }
         }
-        Ok(stale)
+        Ok(removed)
     }
 }
 

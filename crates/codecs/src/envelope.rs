@@ -270,9 +270,6 @@ impl MultiColumnCodec for EnvelopeCodec {
             return Ok(RowReencryption::AlreadyPrimary);
         }
         let (key_id, dek) = self.unwrap_dek(ring, &p)?;
-        if key_id == *ring.primary_id() {
-            return Ok(RowReencryption::AlreadyPrimary);
-        }
         // Authenticate the data under the data key before re-wrapping it: a
         // damaged row, or a wrapped key moved from another row, is reported
         // instead of being given a fresh wrapping.

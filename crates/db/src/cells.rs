@@ -88,8 +88,8 @@ pub fn unpack(packed: &[u8]) -> Result<Vec<Option<&[u8]>>, DbError> {
     Ok(out)
 }
 
-/// A bind parameter that may be NULL.
-#[derive(Clone, Debug)]
+/// A bind parameter that may be NULL. No `Debug`: old cells of an
+/// `encrypt` run are plaintext.
 pub(crate) enum CellBind {
     I64(i64),
     Str(Option<String>),
@@ -141,23 +141,9 @@ fn same(d: Dialect, kind: ValueKind, column: &str, value: &str) -> String {
     }
 }
 
-fn select_list(d: Dialect, col: &ColumnRef) -> String {
-    let mut s: Vec<String> = col.pk.iter().map(|p| d.pk_select(p)).collect();
-    s.extend(col.cells.iter().map(|c| d.quote(&c.name)));
-    s.join(", ")
-}
-
-fn pk_list(d: Dialect, col: &ColumnRef) -> String {
-    col.pk
-        .iter()
-        .map(|p| d.quote(&p.name))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// `NOT (leading cells equal the prefix's)`, or `None` when the prefix is
 /// not made of whole cells (then nothing is filtered in SQL).
-fn skip_condition(
+pub(crate) fn skip_condition(
     d: Dialect,
     col: &ColumnRef,
     prefix: &[u8],
@@ -182,66 +168,6 @@ fn skip_condition(
         }
     }
     Some(format!("NOT ({})", parts.join(" AND ")))
-}
-
-pub(crate) fn fetch_batch_sql(
-    d: Dialect,
-    col: &ColumnRef,
-    after: Option<&[PkValue]>,
-    skip_prefix: Option<&[u8]>,
-    limit: usize,
-) -> (String, Vec<Bind>) {
-    let mut binds = Vec::new();
-    let mut conds = vec![format!("{} IS NOT NULL", d.quote(&col.column))];
-    if let Some(after) = after {
-        conds.push(d.after_condition(col, after, &mut binds));
-    }
-    if let Some(c) = skip_prefix.and_then(|p| skip_condition(d, col, p, &mut binds)) {
-        conds.push(c);
-    }
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
-        select_list(d, col),
-        d.quote(&col.table),
-        conds.join(" AND "),
-        pk_list(d, col),
-    );
-    (sql, binds)
-}
-
-pub(crate) fn fetch_rows_sql(
-    d: Dialect,
-    col: &ColumnRef,
-    pks: &[Vec<PkValue>],
-) -> (String, Vec<Bind>) {
-    let mut binds = Vec::new();
-    let cond = d.rows_condition(col, pks, &mut binds);
-    (
-        format!(
-            "SELECT {} FROM {} WHERE {cond}",
-            select_list(d, col),
-            d.quote(&col.table)
-        ),
-        binds,
-    )
-}
-
-pub(crate) fn count_without_prefix_sql(
-    d: Dialect,
-    col: &ColumnRef,
-    prefix: Option<&[u8]>,
-) -> (String, Vec<Bind>) {
-    let mut binds = Vec::new();
-    let mut sql = format!(
-        "SELECT COUNT(*) FROM {} WHERE {} IS NOT NULL",
-        d.quote(&col.table),
-        d.quote(&col.column)
-    );
-    if let Some(c) = prefix.and_then(|p| skip_condition(d, col, p, &mut binds)) {
-        sql.push_str(" AND ");
-        sql.push_str(&c);
-    }
-    (sql, binds)
 }
 
 /// Rows per key id, grouped by the key-id column named by
@@ -333,49 +259,6 @@ macro_rules! decode_cell_rows {
 macro_rules! impl_cells {
     ($ty:ty) => {
         impl $ty {
-            async fn cells_fetch_batch(
-                &self,
-                col: &$crate::ColumnRef,
-                after: Option<&[$crate::PkValue]>,
-                skip_prefix: Option<&[u8]>,
-                limit: usize,
-            ) -> Result<Vec<$crate::Row>, $crate::DbError> {
-                let (sql, binds) =
-                    $crate::cells::fetch_batch_sql(Self::DIALECT, col, after, skip_prefix, limit);
-                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
-                let rows = q
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::DbError::query(format!(
-                        "reading a batch of {}.{}",
-                        col.table, col.column
-                    )))?;
-                Ok(decode_cell_rows!(rows, col)
-                    .into_iter()
-                    .filter_map(|(pk, v)| v.map(|value| $crate::Row { pk, value }))
-                    .collect())
-            }
-
-            async fn cells_fetch_rows(
-                &self,
-                col: &$crate::ColumnRef,
-                pks: &[$crate::Pk],
-            ) -> Result<Vec<($crate::Pk, Option<Vec<u8>>)>, $crate::DbError> {
-                if pks.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let (sql, binds) = $crate::cells::fetch_rows_sql(Self::DIALECT, col, pks);
-                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
-                let rows = q
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::DbError::query(format!(
-                        "re-reading rows of {}.{}",
-                        col.table, col.column
-                    )))?;
-                Ok(decode_cell_rows!(rows, col))
-            }
-
             async fn cells_count_keys(
                 &self,
                 col: &$crate::ColumnRef,
@@ -412,28 +295,6 @@ macro_rules! impl_cells {
                     nulls: (total - non_null) as u64,
                     by_key,
                 })
-            }
-
-            async fn cells_count_without_prefix(
-                &self,
-                col: &$crate::ColumnRef,
-                prefix: Option<&[u8]>,
-            ) -> Result<u64, $crate::DbError> {
-                use sqlx::Row as _;
-                let (sql, binds) =
-                    $crate::cells::count_without_prefix_sql(Self::DIALECT, col, prefix);
-                let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
-                let row = q
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::DbError::query(format!(
-                        "counting values of {}.{}",
-                        col.table, col.column
-                    )))?;
-                let n: i64 = row
-                    .try_get(0)
-                    .map_err($crate::DbError::query("reading a count"))?;
-                Ok(n as u64)
             }
         }
     };
@@ -548,32 +409,23 @@ pub(crate) async fn write_cas_postgres(
             crate::postgres::PkArray::Text(v) => q.bind(v),
         };
     }
-    let column = |j: usize, new: bool| -> Vec<CellBind> {
-        ups.iter()
-            .map(|u| cell_bind(col.cells[j].kind, if new { u.new[j] } else { u.old[j] }))
-            .collect()
-    };
     let js: Vec<(usize, bool)> = (0..col.cells.len())
         .map(|j| (j, false))
         .chain(changed.iter().map(|&j| (j, true)))
         .collect();
     for (j, new) in js {
-        let vals = column(j, new);
+        // Each array typed by its column's kind directly: no path can turn
+        // a cell into a NULL it did not hold.
+        let cells = ups.iter().map(|u| if new { u.new[j] } else { u.old[j] });
         q = match col.cells[j].kind {
             ValueKind::Text => q.bind(
-                vals.into_iter()
-                    .map(|b| match b {
-                        CellBind::Str(s) => s,
-                        _ => None,
-                    })
+                cells
+                    .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
                     .collect::<Vec<Option<String>>>(),
             ),
             ValueKind::Binary => q.bind(
-                vals.into_iter()
-                    .map(|b| match b {
-                        CellBind::Bytes(v) => v,
-                        _ => None,
-                    })
+                cells
+                    .map(|v| v.map(<[u8]>::to_vec))
                     .collect::<Vec<Option<Vec<u8>>>>(),
             ),
         };
@@ -752,7 +604,7 @@ pub(crate) async fn write_cas_sqlite(
         .await
         .map_err(DbError::query(what(col)))?;
     let mut written = 0;
-    for chunk in ups.chunks(rows_per_statement(width, 32_000)) {
+    for chunk in ups.chunks(rows_per_statement(width, crate::sqlite::MAX_BINDS)) {
         let sql = format!(
             "UPDATE {} AS keyturn_t SET {} FROM (VALUES {}) AS keyturn_v WHERE {}",
             d.quote(&col.table),
@@ -841,22 +693,22 @@ mod tests {
     fn skip_prefix_becomes_a_null_safe_condition_on_the_key_id_column() {
         let c = col();
         let prefix = pack([Some(&b"kek-2"[..])]);
-        let (sql, binds) = fetch_batch_sql(Dialect::Postgres, &c, None, Some(&prefix), 10);
+        let (sql, binds) = Dialect::Postgres.fetch_batch(&c, None, Some(&prefix), 10);
         assert!(
             sql.contains(r#"NOT ("ssn_kek" IS NOT DISTINCT FROM $1)"#),
             "{sql}"
         );
         assert!(sql.contains(r#""ssn_ct" IS NOT NULL"#), "{sql}");
         assert!(matches!(&binds[..], [Bind::Str(s)] if s == "kek-2"));
-        let (sql, _) = fetch_batch_sql(Dialect::MySql, &c, None, Some(&prefix), 10);
+        let (sql, _) = Dialect::MySql.fetch_batch(&c, None, Some(&prefix), 10);
         assert!(
             sql.contains("NOT (CAST(CONVERT(`ssn_kek` USING utf8mb4) AS BINARY) <=> ?)"),
             "{sql}"
         );
-        let (sql, _) = count_without_prefix_sql(Dialect::Sqlite, &c, Some(&prefix));
+        let (sql, _) = Dialect::Sqlite.count_without_prefix(&c, Some(&prefix));
         assert!(sql.ends_with(r#"AND NOT ("ssn_kek" IS ?)"#), "{sql}");
         // A prefix that is not whole cells filters nothing in SQL.
-        let (sql, binds) = fetch_batch_sql(Dialect::Sqlite, &c, None, Some(b"\x01\x00"), 10);
+        let (sql, binds) = Dialect::Sqlite.fetch_batch(&c, None, Some(b"\x01\x00"), 10);
         assert!(!sql.contains("NOT ("), "{sql}");
         assert!(binds.is_empty());
         assert!(

@@ -76,6 +76,19 @@ macro_rules! decode_rows {
     }};
 }
 
+/// Decodes `pk columns…, value` rows, or `pk columns…, cells…` rows of a
+/// multi-column value into its packed form (`crate::cells`).
+macro_rules! decode_value_rows {
+    ($rows:expr, $col:expr) => {{
+        let col: &$crate::ColumnRef = $col;
+        if col.has_cells() {
+            decode_cell_rows!($rows, col)
+        } else {
+            decode_rows!($rows, col)
+        }
+    }};
+}
+
 /// `impl Database for $ty`, with the backend's own methods given in the
 /// braces and the shared ones added here (inside one item, so async_trait
 /// sees every method).
@@ -163,9 +176,6 @@ macro_rules! impl_database {
         }
 
         async fn count_without_prefix(&self, col: &$crate::ColumnRef, prefix: Option<&[u8]>) -> Result<u64, DbError> {
-            if col.has_cells() {
-                return self.cells_count_without_prefix(col, prefix).await;
-            }
             use sqlx::Row as _;
             let (sql, binds) = Self::DIALECT.count_without_prefix(col, prefix);
             let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
@@ -184,16 +194,13 @@ macro_rules! impl_database {
             skip_prefix: Option<&[u8]>,
             limit: usize,
         ) -> Result<Vec<$crate::Row>, DbError> {
-            if col.has_cells() {
-                return self.cells_fetch_batch(col, after, skip_prefix, limit).await;
-            }
             let (sql, binds) = Self::DIALECT.fetch_batch(col, after, skip_prefix, limit);
             let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
             let rows = q
                 .fetch_all(&self.pool)
                 .await
                 .map_err(DbError::query(format!("reading a batch of {}.{}", col.table, col.column)))?;
-            Ok(decode_rows!(rows, col)
+            Ok(decode_value_rows!(rows, col)
                 .into_iter()
                 .filter_map(|(pk, v)| v.map(|value| $crate::Row { pk, value }))
                 .collect())
@@ -204,9 +211,6 @@ macro_rules! impl_database {
             col: &$crate::ColumnRef,
             pks: &[$crate::Pk],
         ) -> Result<Vec<($crate::Pk, Option<Vec<u8>>)>, DbError> {
-            if col.has_cells() {
-                return self.cells_fetch_rows(col, pks).await;
-            }
             if pks.is_empty() {
                 return Ok(Vec::new());
             }
@@ -216,7 +220,7 @@ macro_rules! impl_database {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(DbError::query(format!("re-reading rows of {}.{}", col.table, col.column)))?;
-            Ok(decode_rows!(rows, col))
+            Ok(decode_value_rows!(rows, col))
         }
 
         async fn ensure_meta(&self) -> Result<(), DbError> {

@@ -139,12 +139,19 @@ pub(crate) fn now_sql(d: Dialect) -> String {
     format!("SELECT {}", now_expr(d))
 }
 
-pub(crate) fn delete_sql(d: Dialect) -> String {
-    format!(
+/// Deletes one instance's row; with `if_last_seen`, only while its
+/// heartbeat is still the one that was read (a heartbeat that lands in
+/// between keeps the row).
+pub(crate) fn delete_sql(d: Dialect, if_last_seen: bool) -> String {
+    let mut sql = format!(
         "DELETE FROM keyturn_instances WHERE catalog_name = {} AND instance_id = {}",
         d.ph(1),
         d.ph(2)
-    )
+    );
+    if if_last_seen {
+        sql.push_str(&format!(" AND last_seen = {}", d.ph(3)));
+    }
+    sql
 }
 
 /// Key ids as stored: a JSON array.
@@ -255,19 +262,22 @@ macro_rules! instance_methods {
             &'a self,
             catalog: &'a str,
             instance_id: &'a str,
+            if_last_seen: Option<&'a str>,
         ) -> $crate::instances::BoxFuture<'a, Result<bool, DbError>> {
             Box::pin(async move {
                 if self.describe_table("keyturn_instances").await?.is_none() {
                     return Ok(false);
                 }
-                let done = sqlx::query(sqlx::AssertSqlSafe($crate::instances::delete_sql(
+                let mut q = sqlx::query(sqlx::AssertSqlSafe($crate::instances::delete_sql(
                     Self::DIALECT,
+                    if_last_seen.is_some(),
                 )))
                 .bind(catalog.to_owned())
-                .bind(instance_id.to_owned())
-                .execute(&self.pool)
-                .await
-                .map_err(DbError::query(
+                .bind(instance_id.to_owned());
+                if let Some(seen) = if_last_seen {
+                    q = q.bind(seen.to_owned());
+                }
+                let done = q.execute(&self.pool).await.map_err(DbError::query(
                     "removing an instance from keyturn_instances",
                 ))?;
                 Ok(done.rows_affected() > 0)

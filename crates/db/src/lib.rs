@@ -386,11 +386,13 @@ pub trait Database: Send + Sync + fmt::Debug {
         Box::pin(async { Err(instances_unsupported()) })
     }
 
-    /// Deletes one instance's row; whether there was one.
+    /// Deletes one instance's row; whether there was one. With
+    /// `if_last_seen`, only if its `last_seen` still equals that value.
     fn remove_instance<'a>(
         &'a self,
         _catalog: &'a str,
         _instance_id: &'a str,
+        _if_last_seen: Option<&'a str>,
     ) -> BoxFuture<'a, Result<bool, DbError>> {
         Box::pin(async { Err(instances_unsupported()) })
     }

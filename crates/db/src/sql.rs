@@ -115,10 +115,36 @@ impl Dialect {
             .join(", ")
     }
 
+    /// The key columns, then the value: the column, or a multi-column
+    /// value's cells (`crate::cells`).
     fn select_list(self, col: &ColumnRef) -> String {
         let mut s: Vec<String> = col.pk.iter().map(|p| self.pk_select(p)).collect();
-        s.push(self.quote(&col.column));
+        if col.has_cells() {
+            s.extend(col.cells.iter().map(|c| self.quote(&c.name)));
+        } else {
+            s.push(self.quote(&col.column));
+        }
         s.join(", ")
+    }
+
+    /// A condition excluding values that start with `prefix` (for a
+    /// multi-column value: whose leading cells equal the prefix's); `None`
+    /// when SQL cannot express it and nothing is filtered.
+    fn skip_condition(
+        self,
+        col: &ColumnRef,
+        prefix: &[u8],
+        binds: &mut Vec<Bind>,
+    ) -> Option<String> {
+        if col.has_cells() {
+            return crate::cells::skip_condition(self, col, prefix, binds);
+        }
+        binds.push(self.prefix_bind(col, prefix));
+        Some(format!(
+            "{} <> {}",
+            self.prefix_of(col, prefix.len()),
+            self.ph(binds.len())
+        ))
     }
 
     /// `(a > x) OR (a = x AND b > y) …`: keyset condition, expanded so every
@@ -155,13 +181,8 @@ impl Dialect {
         if let Some(after) = after {
             conds.push(self.after_condition(col, after, &mut binds));
         }
-        if let Some(p) = skip_prefix {
-            binds.push(self.prefix_bind(col, p));
-            conds.push(format!(
-                "{} <> {}",
-                self.prefix_of(col, p.len()),
-                self.ph(binds.len())
-            ));
+        if let Some(c) = skip_prefix.and_then(|p| self.skip_condition(col, p, &mut binds)) {
+            conds.push(c);
         }
         let sql = format!(
             "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
@@ -184,13 +205,9 @@ impl Dialect {
             self.quote(&col.table),
             self.quote(&col.column)
         );
-        if let Some(p) = prefix {
-            binds.push(self.prefix_bind(col, p));
-            sql.push_str(&format!(
-                " AND {} <> {}",
-                self.prefix_of(col, p.len()),
-                self.ph(1)
-            ));
+        if let Some(c) = prefix.and_then(|p| self.skip_condition(col, p, &mut binds)) {
+            sql.push_str(" AND ");
+            sql.push_str(&c);
         }
         (sql, binds)
     }

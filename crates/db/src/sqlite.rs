@@ -17,7 +17,7 @@ use std::time::Duration;
 const LEASE_STALE_SECS: i64 = 30;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// Bind parameters per statement: SQLite's limit is 32766 (since 3.32).
-const MAX_BINDS: usize = 32_000;
+pub(crate) const MAX_BINDS: usize = 32_000;
 
 /// One compare-and-swap statement for `rows` rows: the new values joined in
 /// from a `VALUES` list (`column1…` are the primary key, then the old and

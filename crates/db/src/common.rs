@@ -194,6 +194,9 @@ macro_rules! impl_database {
             skip_prefix: Option<&[u8]>,
             limit: usize,
         ) -> Result<Vec<$crate::Row>, DbError> {
+            if let Some(rows) = self.fetch_batch_packed(col, after, skip_prefix, limit).await? {
+                return Ok(rows);
+            }
             let (sql, binds) = Self::DIALECT.fetch_batch(col, after, skip_prefix, limit);
             let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
             let rows = q

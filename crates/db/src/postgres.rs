@@ -22,6 +22,17 @@ pub(crate) struct PgDb {
 }
 
 impl PgDb {
+    /// Batches are read row by row here (the packed read is SQLite's).
+    pub(crate) async fn fetch_batch_packed(
+        &self,
+        _col: &crate::ColumnRef,
+        _after: Option<&[crate::PkValue]>,
+        _skip_prefix: Option<&[u8]>,
+        _limit: usize,
+    ) -> Result<Option<Vec<crate::Row>>, DbError> {
+        Ok(None)
+    }
+
     const DIALECT: Dialect = Dialect::Postgres;
 
     pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<PgDb, DbError> {

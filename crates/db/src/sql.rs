@@ -176,6 +176,37 @@ impl Dialect {
         skip_prefix: Option<&[u8]>,
         limit: usize,
     ) -> (String, Vec<Bind>) {
+        self.fetch_batch_of(self.select_list(col), col, after, skip_prefix, limit)
+    }
+
+    /// [`Dialect::fetch_batch`] of a single-column value with the key
+    /// columns named `keyturn_p0…` and the value `keyturn_v`, for a query
+    /// wrapped around it.
+    pub(crate) fn fetch_batch_aliased(
+        self,
+        col: &ColumnRef,
+        after: Option<&[PkValue]>,
+        skip_prefix: Option<&[u8]>,
+        limit: usize,
+    ) -> (String, Vec<Bind>) {
+        let mut list: Vec<String> = col
+            .pk
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{} AS keyturn_p{i}", self.pk_select(p)))
+            .collect();
+        list.push(format!("{} AS keyturn_v", self.quote(&col.column)));
+        self.fetch_batch_of(list.join(", "), col, after, skip_prefix, limit)
+    }
+
+    fn fetch_batch_of(
+        self,
+        select_list: String,
+        col: &ColumnRef,
+        after: Option<&[PkValue]>,
+        skip_prefix: Option<&[u8]>,
+        limit: usize,
+    ) -> (String, Vec<Bind>) {
         let mut binds = Vec::new();
         let mut conds = vec![format!("{} IS NOT NULL", self.quote(&col.column))];
         if let Some(after) = after {
@@ -185,8 +216,7 @@ impl Dialect {
             conds.push(c);
         }
         let sql = format!(
-            "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
-            self.select_list(col),
+            "SELECT {select_list} FROM {} WHERE {} ORDER BY {} LIMIT {limit}",
             self.quote(&col.table),
             conds.join(" AND "),
             self.pk_list(col),

@@ -225,7 +225,10 @@ pub fn run_options(cfg: &Config, args: &RunArgs, actor: String) -> RunOptions {
             .batch_size
             .unwrap_or(cfg.rotation.batch_size)
             .clamp(1, 100_000),
-        workers: args.workers.unwrap_or(cfg.rotation.workers).clamp(1, 64),
+        workers: args
+            .workers
+            .unwrap_or_else(|| cfg.rotation.workers_for(&cfg.database.url))
+            .clamp(1, 64),
         max_rows_per_sec: args.max_rows_per_sec.or(cfg.rotation.max_rows_per_sec),
         dry_run: args.dry_run,
         actor,
@@ -245,7 +248,10 @@ pub async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> 
     crate::compliance::check_run_args(&args.audit)?;
     let path = config_path(cli.config.as_deref());
     let cfg = Config::load(&path)?;
-    let workers = args.workers.unwrap_or(cfg.rotation.workers).clamp(1, 64) as u32;
+    let workers = args
+        .workers
+        .unwrap_or_else(|| cfg.rotation.workers_for(&cfg.database.url))
+        .clamp(1, 64) as u32;
     let mut ctx = Session::from_config(cfg, &args.target, workers + 2).await?;
     let opts = run_options(&ctx.cfg, args, actor);
     // Compromised catalog keys: their rows first, and none may remain.

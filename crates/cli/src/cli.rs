@@ -70,7 +70,7 @@ pub struct RunArgs {
     /// Rows per batch [default: from config, else 5000]
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
-    /// Batches written concurrently [default: from config, else 2]
+    /// Batches in flight [default: from config, else 2; 1 on SQLite]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Throttle to at most this many rows per second

@@ -66,7 +66,6 @@ primary = "{primary}"
 
 [rotation]
 batch_size = 5000
-workers = 2
 
 [[target]]
 table = "patients"
@@ -163,7 +162,8 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     };
     let opts = |dry| RunOptions {
         batch_size: 5000,
-        workers: 2,
+        // SQLite's default (engine config `workers_for`): one writer.
+        workers: 1,
         max_rows_per_sec: None,
         dry_run: dry,
         actor: default_actor(),

@@ -18,6 +18,31 @@ macro_rules! bind_all {
     }};
 }
 
+/// Runs one `CREATE TABLE IF NOT EXISTS`, running it again when it lost a
+/// race with another session creating the same table (two keyturn processes
+/// starting together); see [`crate::DbError::is_concurrent_create`].
+macro_rules! create_if_missing {
+    ($pool:expr, $sql:expr, $what:expr) => {{
+        let sql: String = $sql;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .execute($pool)
+                .await
+                .map_err(DbError::query($what))
+            {
+                Ok(_) => break Ok::<(), DbError>(()),
+                Err(e) if attempt < 4 && e.is_concurrent_create() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)))
+                        .await;
+                }
+                Err(e) => break Err(e),
+            }
+        }
+    }};
+}
+
 /// The key id in the first column of a counting row: text, or bytes
 /// where the server returns a binary string (MySQL's casts).
 macro_rules! counted_key_id {
@@ -228,10 +253,7 @@ macro_rules! impl_database {
 
         async fn ensure_meta(&self) -> Result<(), DbError> {
             for stmt in $crate::meta::create_tables(Self::DIALECT) {
-                sqlx::query(sqlx::AssertSqlSafe(stmt))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(DbError::query("creating keyturn's bookkeeping tables"))?;
+                create_if_missing!(&self.pool, stmt, "creating keyturn's bookkeeping tables")?;
             }
             Ok(())
         }
@@ -394,10 +416,11 @@ macro_rules! impl_database {
         ) -> Result<$crate::AuditRow, DbError> {
             use sqlx::Row as _;
             let d = Self::DIALECT;
-            sqlx::query(sqlx::AssertSqlSafe($crate::audit::create_table(d)))
-                .execute(&self.pool)
-                .await
-                .map_err(DbError::query("creating keyturn's audit table"))?;
+            create_if_missing!(
+                &self.pool,
+                $crate::audit::create_table(d),
+                "creating keyturn's audit table"
+            )?;
             let what = "appending an audit event";
             let mut attempt = 0;
             loop {
@@ -492,11 +515,11 @@ macro_rules! impl_database {
             Ok(out)
         }
         async fn ensure_catalog(&self) -> Result<(), DbError> {
-            sqlx::query(sqlx::AssertSqlSafe($crate::catalog::create_catalog_table(Self::DIALECT)))
-                .execute(&self.pool)
-                .await
-                .map_err(DbError::query("creating the key catalog table keyturn_keys_catalog"))?;
-            Ok(())
+            create_if_missing!(
+                &self.pool,
+                $crate::catalog::create_catalog_table(Self::DIALECT),
+                "creating the key catalog table keyturn_keys_catalog"
+            )
         }
 
         async fn load_catalog(&self, catalog: &str) -> Result<Vec<$crate::CatalogRow>, DbError> {

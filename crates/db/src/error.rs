@@ -54,6 +54,27 @@ impl DbError {
     }
 }
 
+impl DbError {
+    /// Whether a `CREATE TABLE IF NOT EXISTS` lost a race with another
+    /// session creating the same table. PostgreSQL checks "not exists"
+    /// before taking the catalog lock, so two concurrent creates can end in
+    /// a unique violation on `pg_type` (23505), `duplicate_table` (42P07) or
+    /// `duplicate_object` (42710);
+    /// running the statement again then sees the table and does nothing.
+    pub(crate) fn is_concurrent_create(&self) -> bool {
+        match self {
+            DbError::Query {
+                source: sqlx::Error::Database(db),
+                ..
+            } => matches!(
+                db.code().as_deref(),
+                Some("23505" | "42P07" | "42710" | "1050")
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Removes the password from a database URL for messages.
 pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://")

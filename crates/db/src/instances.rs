@@ -174,14 +174,11 @@ macro_rules! instance_methods {
     () => {
         fn ensure_instances(&self) -> $crate::instances::BoxFuture<'_, Result<(), DbError>> {
             Box::pin(async move {
-                let sql = $crate::instances::create_table(Self::DIALECT);
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(DbError::query(
-                        "creating the instance table keyturn_instances",
-                    ))?;
-                Ok(())
+                create_if_missing!(
+                    &self.pool,
+                    $crate::instances::create_table(Self::DIALECT),
+                    "creating the instance table keyturn_instances"
+                )
             })
         }
 

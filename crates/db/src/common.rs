@@ -3,6 +3,22 @@
 //! than generics over `sqlx::Database`: the three drivers' types share method
 //! names but not a usable common bound.
 
+/// A backend's faster way to read a batch, tried before the generic
+/// row-by-row read of [`crate::Database::fetch_batch`].
+#[async_trait::async_trait]
+pub(crate) trait PackedBatchRead {
+    /// The batch, or `None` to read it row by row.
+    async fn fetch_batch_packed(
+        &self,
+        _col: &crate::ColumnRef,
+        _after: Option<&[crate::PkValue]>,
+        _skip_prefix: Option<&[u8]>,
+        _limit: usize,
+    ) -> Result<Option<Vec<crate::Row>>, crate::DbError> {
+        Ok(None)
+    }
+}
+
 /// Binds a list of [`crate::sql::Bind`] to a query.
 macro_rules! bind_all {
     ($q:expr, $binds:expr) => {{
@@ -219,7 +235,9 @@ macro_rules! impl_database {
             skip_prefix: Option<&[u8]>,
             limit: usize,
         ) -> Result<Vec<$crate::Row>, DbError> {
-            if let Some(rows) = self.fetch_batch_packed(col, after, skip_prefix, limit).await? {
+            if let Some(rows) =
+                $crate::common::PackedBatchRead::fetch_batch_packed(self, col, after, skip_prefix, limit).await?
+            {
                 return Ok(rows);
             }
             let (sql, binds) = Self::DIALECT.fetch_batch(col, after, skip_prefix, limit);

@@ -70,17 +70,6 @@ impl MySqlDb {
         Ok(MySqlDb { pool, write_budget })
     }
 
-    /// Batches are read row by row here (the packed read is SQLite's).
-    pub(crate) async fn fetch_batch_packed(
-        &self,
-        _col: &crate::ColumnRef,
-        _after: Option<&[crate::PkValue]>,
-        _skip_prefix: Option<&[u8]>,
-        _limit: usize,
-    ) -> Result<Option<Vec<crate::Row>>, DbError> {
-        Ok(None)
-    }
-
     /// One multi-row compare-and-swap `UPDATE … JOIN` statement.
     async fn write_cas_statement(
         &self,
@@ -220,6 +209,9 @@ impl LockRelease for MySqlLock {
         Ok(())
     }
 }
+
+// Batches are read row by row (the packed read is SQLite's).
+impl crate::common::PackedBatchRead for MySqlDb {}
 
 impl_database!(MySqlDb, {
     fn backend(&self) -> crate::Backend {

@@ -22,17 +22,6 @@ pub(crate) struct PgDb {
 }
 
 impl PgDb {
-    /// Batches are read row by row here (the packed read is SQLite's).
-    pub(crate) async fn fetch_batch_packed(
-        &self,
-        _col: &crate::ColumnRef,
-        _after: Option<&[crate::PkValue]>,
-        _skip_prefix: Option<&[u8]>,
-        _limit: usize,
-    ) -> Result<Option<Vec<crate::Row>>, DbError> {
-        Ok(None)
-    }
-
     const DIALECT: Dialect = Dialect::Postgres;
 
     pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<PgDb, DbError> {
@@ -137,6 +126,9 @@ impl LockRelease for PgLock {
         Ok(())
     }
 }
+
+// Batches are read row by row (the packed read is SQLite's).
+impl crate::common::PackedBatchRead for PgDb {}
 
 impl_database!(PgDb, {
     fn backend(&self) -> crate::Backend {

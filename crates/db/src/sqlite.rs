@@ -2,6 +2,7 @@
 //! `UPDATE … FROM (VALUES …)` in its own transaction; the rotation lock is a lease row with a
 //! heartbeat, taken over when its holder is gone.
 
+use crate::common::PackedBatchRead;
 use crate::sql::Dialect;
 use crate::{
     ColumnRef, ConnectOptions, DbError, LockGuard, LockHolder, LockOutcome, LockRelease, PkKind,
@@ -219,11 +220,14 @@ impl SqliteDb {
             writer: tokio::sync::Mutex::new(()),
         })
     }
+}
 
+#[async_trait]
+impl PackedBatchRead for SqliteDb {
     /// A batch through [`packed_batch_statement`]; `None` when the column
     /// does not qualify or the result is not plain (the caller reads row by
     /// row then).
-    pub(crate) async fn fetch_batch_packed(
+    async fn fetch_batch_packed(
         &self,
         col: &ColumnRef,
         after: Option<&[PkValue]>,

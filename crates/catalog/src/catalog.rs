@@ -480,8 +480,37 @@ impl Catalog {
         } else {
             None
         };
+        // The new version exists in the KMS from here on, whatever happens
+        // next: a failure must say so (the catalog is unchanged, and a rerun
+        // without --new-version moves the DEKs to it).
+        match self
+            .rewrap_and_write(old, new, &rows, &items, version.clone(), warnings)
+            .await
+        {
+            Err(e) => Err(match version {
+                Some(v) => CatalogError::AfterNewKekVersion {
+                    version: v,
+                    failure: Box::new(e),
+                },
+                None => e,
+            }),
+            ok => ok,
+        }
+    }
+
+    /// The part of [`Catalog::rotate_kek_with`] after the optional new key
+    /// version: rewrap every DEK, check each, write them in one transaction.
+    async fn rewrap_and_write(
+        &self,
+        old: &dyn KekProvider,
+        new: &dyn KekProvider,
+        rows: &[&CatalogEntry],
+        items: &[(WrappedDek, WrapContext)],
+        version: Option<String>,
+        mut warnings: Vec<String>,
+    ) -> Result<KekRotation, CatalogError> {
         let same = keyturn_kms::same_kms(old, new);
-        let rewrapped = keyturn_kms::rotate_blobs(old, new, &items).await?;
+        let rewrapped = keyturn_kms::rotate_blobs(old, new, items).await?;
         let mut writes = Vec::with_capacity(rows.len());
         let (mut in_kms, mut unwrap_wrap) = (0, 0);
         for (e, (w, path)) in rows.iter().zip(rewrapped) {

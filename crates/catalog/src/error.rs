@@ -21,6 +21,15 @@ pub enum CatalogError {
     Invalid(String),
     #[error("configuration: {0}")]
     Config(String),
+    /// `kek rotate --new-version` created a new version of the KEK, then
+    /// failed: the catalog is unchanged, and the version stays in the KMS.
+    #[error(
+        "{failure} (nothing was written to the catalog, but the KMS now has a new KEK version {version}: older versions still decrypt; rerun without --new-version to move the DEKs to it)"
+    )]
+    AfterNewKekVersion {
+        version: String,
+        failure: Box<CatalogError>,
+    },
 }
 
 impl CatalogError {
@@ -33,6 +42,7 @@ impl CatalogError {
             CatalogError::Db(_) => "database",
             CatalogError::Invalid(_) => "invalid",
             CatalogError::Config(_) => "config",
+            CatalogError::AfterNewKekVersion { failure, .. } => failure.kind(),
         }
     }
 

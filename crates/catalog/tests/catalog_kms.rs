@@ -399,6 +399,20 @@ async fn transit_rewrap_inside_the_server() {
         .unwrap_err();
     assert!(matches!(e.kind(), "wrong_context" | "backend"), "{e}");
     assert_eq!(db.load_catalog("kms-test").await.unwrap(), before);
+
+    // The same failure after --new-version created version 3: still
+    // nothing written, same kind, and the error says the version exists.
+    let e = cat
+        .rotate_kek_with(root.as_ref(), root.as_ref(), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(e.kind(), "wrong_context" | "backend"), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("new KEK version") && msg.contains("rerun without --new-version"),
+        "{msg}"
+    );
+    assert_eq!(db.load_catalog("kms-test").await.unwrap(), before);
 }
 
 /// Blobs bound as transit associated data: transit's rewrap cannot carry

@@ -85,6 +85,11 @@ pub struct AwsKmsKek {
     key_id: String,
     address: String,
     region: String,
+    /// Whose credentials these are, as far as the configuration tells (the
+    /// access key id, or the default chain and its profile): part of
+    /// [`KekProvider::rewrap_domain`], since `ReEncrypt` runs under one
+    /// principal, which must be allowed on both keys.
+    principal: String,
     client: Client,
 }
 
@@ -126,6 +131,13 @@ impl AwsKmsKek {
         if let Some(p) = &cfg.profile {
             loader = loader.profile_name(p);
         }
+        let principal = match &cfg.credentials {
+            AwsCredentials::Static { access_key_id, .. } => format!("access key {access_key_id}"),
+            AwsCredentials::DefaultChain => format!(
+                "default chain, profile {}",
+                cfg.profile.as_deref().unwrap_or("-")
+            ),
+        };
         if let AwsCredentials::Static {
             access_key_id,
             secret_access_key,
@@ -157,6 +169,7 @@ impl AwsKmsKek {
             key_id: cfg.key_id.trim().to_owned(),
             address,
             region: region.unwrap_or_default(),
+            principal,
             client: Client::new(&sdk),
         })
     }
@@ -437,7 +450,10 @@ impl KekProvider for AwsKmsKek {
     }
 
     fn rewrap_domain(&self) -> Option<String> {
-        Some(format!("aws-kms {} region {}", self.address, self.region))
+        Some(format!(
+            "aws-kms {} region {} as {}",
+            self.address, self.region, self.principal
+        ))
     }
 
     fn rewraps_in_kms(&self, wrapped: &WrappedDek) -> bool {
@@ -506,6 +522,7 @@ mod tests {
             key_id: id.to_owned(),
             address: "x".into(),
             region: "us-east-1".into(),
+            principal: "default chain, profile -".into(),
             client: Client::from_conf(
                 aws_sdk_kms::Config::builder()
                     .behavior_version(BehaviorVersion::latest())
@@ -520,5 +537,39 @@ mod tests {
         assert!(k("arn:aws:kms:us-east-1:123456789012:alias/app").may_be_mine(arn));
         assert!(!k("ffffffff-12ab-34cd-56ef-1234567890ab").may_be_mine(arn));
         assert!(!k(&arn.replace("us-east-1", "eu-west-1")).may_be_mine(arn));
+    }
+
+    /// `ReEncrypt` runs under one set of credentials: two KEKs at the same
+    /// endpoint and region but under different credentials are not one
+    /// rewrap domain (keyturn unwraps with the old, wraps with the new).
+    #[tokio::test]
+    async fn rewrap_domain_includes_the_credentials() {
+        let kek = |access: &str, profile: Option<&str>, static_creds: bool| {
+            let mut cfg = AwsKmsConfig::new("alias/app");
+            cfg.region = Some("us-east-1".into());
+            cfg.endpoint_url = Some("http://127.0.0.1:9".into());
+            cfg.profile = profile.map(str::to_owned);
+            if static_creds {
+                cfg.credentials = AwsCredentials::Static {
+                    access_key_id: access.into(),
+                    secret_access_key: SecretString::new("not-a-real-secret".into()),
+                    session_token: None,
+                };
+            }
+            AwsKmsKek::connect(cfg)
+        };
+        let a1 = kek("AKIAEXAMPLEONE", None, true).await.unwrap();
+        let a1_again = kek("AKIAEXAMPLEONE", None, true).await.unwrap();
+        let a2 = kek("AKIAEXAMPLETWO", None, true).await.unwrap();
+        assert_eq!(a1.rewrap_domain(), a1_again.rewrap_domain());
+        assert_ne!(a1.rewrap_domain(), a2.rewrap_domain());
+        let d = a1.rewrap_domain().unwrap();
+        assert!(!d.contains("not-a-real-secret"), "{d}");
+        let chain = kek("", None, false).await.unwrap();
+        let chain_again = kek("", None, false).await.unwrap();
+        let other_profile = kek("", Some("other"), false).await.unwrap();
+        assert_eq!(chain.rewrap_domain(), chain_again.rewrap_domain());
+        assert_ne!(chain.rewrap_domain(), other_profile.rewrap_domain());
+        assert_ne!(chain.rewrap_domain(), a1.rewrap_domain());
     }
 }

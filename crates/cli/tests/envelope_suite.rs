@@ -597,12 +597,14 @@ async fn envelope_cas_miss_is_retried(t: TestDb) {
     let inner = keyturn_db::connect(&t.url, &keyturn_db::ConnectOptions::default())
         .await
         .expect("connect");
-    let db: Arc<dyn keyturn_db::Database> = Arc::new(meddler::Meddler {
-        inner: inner.clone(),
-        t: t.clone(),
-        tb: tb.clone(),
-        app: std::sync::Mutex::new(Some(app)),
-    });
+    let db: Arc<dyn keyturn_db::Database> = Arc::new(keyturn_db::testing::WithWriteHook::new(
+        inner.clone(),
+        meddler::App {
+            t: t.clone(),
+            tb: tb.clone(),
+            app: std::sync::Mutex::new(Some(app)),
+        },
+    ));
     let rings = keyturn_engine::plan::Rings {
         default: None,
         named: [("kms".to_string(), Arc::new(ring(&[&k1, &k2], "kek-2")))].into(),
@@ -651,69 +653,28 @@ async fn envelope_cas_miss_is_retried(t: TestDb) {
 mod meddler {
     use super::*;
     use async_trait::async_trait;
-    use keyturn_db::{
-        BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, Database, DbError, LockHolder,
-        LockOutcome, Row, RunRecord, TableInfo,
-    };
-    use keyturn_format::KeyIdLocation;
+    use keyturn_db::testing::BeforeWrite;
+    use keyturn_db::{CasUpdate, ColumnRef, Database, DbError};
 
     /// Per row id, the cells the application sets.
     pub type AppWrites = Vec<(i64, Vec<(usize, Option<Vec<u8>>)>)>;
 
     /// Runs the application's updates once, just before the first batch
     /// write that covers their rows.
-    pub struct Meddler {
-        pub inner: Arc<dyn Database>,
+    pub struct App {
         pub t: TestDb,
         pub tb: Table,
         pub app: std::sync::Mutex<Option<AppWrites>>,
     }
 
-    impl std::fmt::Debug for Meddler {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Meddler")
-        }
-    }
-
     #[async_trait]
-    impl Database for Meddler {
-        fn backend(&self) -> keyturn_db::Backend {
-            self.inner.backend()
-        }
-        async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
-            self.inner.describe_table(table).await
-        }
-        async fn count_keys(
+    impl BeforeWrite for App {
+        async fn before_write(
             &self,
-            col: &ColumnRef,
-            loc: &KeyIdLocation,
-        ) -> Result<ColumnCounts, DbError> {
-            self.inner.count_keys(col, loc).await
-        }
-        async fn count_without_prefix(
-            &self,
-            col: &ColumnRef,
-            prefix: Option<&[u8]>,
-        ) -> Result<u64, DbError> {
-            self.inner.count_without_prefix(col, prefix).await
-        }
-        async fn fetch_batch(
-            &self,
-            col: &ColumnRef,
-            after: Option<&[PkValue]>,
-            skip_prefix: Option<&[u8]>,
-            limit: usize,
-        ) -> Result<Vec<Row>, DbError> {
-            self.inner.fetch_batch(col, after, skip_prefix, limit).await
-        }
-        async fn fetch_rows(
-            &self,
-            col: &ColumnRef,
-            pks: &[Pk],
-        ) -> Result<Vec<(Pk, Option<Vec<u8>>)>, DbError> {
-            self.inner.fetch_rows(col, pks).await
-        }
-        async fn write_cas(&self, col: &ColumnRef, updates: &[CasUpdate]) -> Result<u64, DbError> {
+            _db: &dyn Database,
+            _col: &ColumnRef,
+            updates: &[CasUpdate],
+        ) -> Result<(), DbError> {
             let due = {
                 let mut app = self.app.lock().unwrap();
                 let covers = app.as_ref().is_some_and(|a| {
@@ -725,52 +686,7 @@ mod meddler {
             for (id, cells) in due.unwrap_or_default() {
                 assert_eq!(set_cells(&self.t, &self.tb, id, &cells).await, 1);
             }
-            self.inner.write_cas(col, updates).await
-        }
-        async fn ensure_meta(&self) -> Result<(), DbError> {
-            self.inner.ensure_meta().await
-        }
-        async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
-            self.inner.try_lock(holder).await
-        }
-        async fn load_checkpoint(
-            &self,
-            o: &str,
-            t: &str,
-            c: &str,
-        ) -> Result<Option<Checkpoint>, DbError> {
-            self.inner.load_checkpoint(o, t, c).await
-        }
-        async fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), DbError> {
-            self.inner.save_checkpoint(cp).await
-        }
-        async fn clear_checkpoint(&self, o: &str, t: &str, c: &str) -> Result<(), DbError> {
-            self.inner.clear_checkpoint(o, t, c).await
-        }
-        async fn record_bad_rows(&self, rows: &[BadRow]) -> Result<(), DbError> {
-            self.inner.record_bad_rows(rows).await
-        }
-        async fn save_run(&self, run: &RunRecord) -> Result<(), DbError> {
-            self.inner.save_run(run).await
-        }
-        async fn execute_script(&self, sql: &str) -> Result<(), DbError> {
-            self.inner.execute_script(sql).await
-        }
-        async fn close(&self) {
-            self.inner.close().await
-        }
-        async fn audit_append(
-            &self,
-            build: &keyturn_db::AuditRowBuilder<'_>,
-        ) -> Result<keyturn_db::AuditRow, DbError> {
-            self.inner.audit_append(build).await
-        }
-        async fn audit_read(
-            &self,
-            after_seq: i64,
-            limit: usize,
-        ) -> Result<Vec<keyturn_db::AuditRow>, DbError> {
-            self.inner.audit_read(after_seq, limit).await
+            Ok(())
         }
     }
 }

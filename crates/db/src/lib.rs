@@ -22,6 +22,7 @@ mod mysql;
 mod postgres;
 mod sql;
 mod sqlite;
+pub mod testing;
 
 pub use audit::{AuditRow, AuditRowBuilder, AuditTip};
 pub use catalog::{CatalogRow, CatalogWrite};
@@ -338,72 +339,48 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// nothing if the audit table does not exist.
     async fn audit_read(&self, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>, DbError>;
     // The key catalog (docs/CATALOG.md). The three backends implement these
-    // in `common.rs`; the defaults only keep other implementations (test
-    // wrappers) compiling.
+    // in `common.rs`.
 
     /// Creates the key catalog table (`keyturn_keys_catalog`) if missing.
-    async fn ensure_catalog(&self) -> Result<(), DbError> {
-        Err(catalog_unsupported())
-    }
+    async fn ensure_catalog(&self) -> Result<(), DbError>;
 
     /// Every key of one catalog, oldest first.
-    async fn load_catalog(&self, _catalog: &str) -> Result<Vec<CatalogRow>, DbError> {
-        Err(catalog_unsupported())
-    }
+    async fn load_catalog(&self, catalog: &str) -> Result<Vec<CatalogRow>, DbError>;
 
     /// Inserts and updates catalog rows in one transaction: all are written
     /// or none (an insert of an existing id, or an update whose expected
     /// revision no longer matches, rolls everything back).
-    async fn write_catalog(&self, _writes: &[CatalogWrite]) -> Result<(), DbError> {
-        Err(catalog_unsupported())
-    }
+    async fn write_catalog(&self, writes: &[CatalogWrite]) -> Result<(), DbError>;
 
     // Application instances of a catalog (`keyturn_instances`, opt-in
     // tracking, docs/CATALOG.md). Written as boxed futures so that the
-    // backends get them from one macro (`instances.rs`); the defaults keep
-    // other implementations compiling.
+    // backends get them from one macro (`instances.rs`).
 
     /// Creates `keyturn_instances` if missing.
-    fn ensure_instances(&self) -> BoxFuture<'_, Result<(), DbError>> {
-        Box::pin(async { Err(instances_unsupported()) })
-    }
+    fn ensure_instances(&self) -> BoxFuture<'_, Result<(), DbError>>;
 
     /// Inserts or refreshes one instance's row; `first_seen` and `last_seen`
     /// come from the database server's clock.
     fn record_instance<'a>(
         &'a self,
-        _heartbeat: &'a InstanceHeartbeat,
-    ) -> BoxFuture<'a, Result<(), DbError>> {
-        Box::pin(async { Err(instances_unsupported()) })
-    }
+        heartbeat: &'a InstanceHeartbeat,
+    ) -> BoxFuture<'a, Result<(), DbError>>;
 
     /// Every instance of one catalog, most recently seen first, with the
     /// database's current time (no instances if the table does not exist).
     fn load_instances<'a>(
         &'a self,
-        _catalog: &'a str,
-    ) -> BoxFuture<'a, Result<InstanceSnapshot, DbError>> {
-        Box::pin(async { Err(instances_unsupported()) })
-    }
+        catalog: &'a str,
+    ) -> BoxFuture<'a, Result<InstanceSnapshot, DbError>>;
 
     /// Deletes one instance's row; whether there was one. With
     /// `if_last_seen`, only if its `last_seen` still equals that value.
     fn remove_instance<'a>(
         &'a self,
-        _catalog: &'a str,
-        _instance_id: &'a str,
-        _if_last_seen: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<bool, DbError>> {
-        Box::pin(async { Err(instances_unsupported()) })
-    }
-}
-
-fn instances_unsupported() -> DbError {
-    DbError::Invalid("this Database implementation does not track instances".into())
-}
-
-fn catalog_unsupported() -> DbError {
-    DbError::Invalid("this Database implementation has no key catalog".into())
+        catalog: &'a str,
+        instance_id: &'a str,
+        if_last_seen: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bool, DbError>>;
 }
 
 /// Connection options.

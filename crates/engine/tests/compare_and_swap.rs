@@ -3,12 +3,10 @@
 //! keyturn's read and its write. The application's value must always win.
 
 use async_trait::async_trait;
-use keyturn_db::{
-    BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, ConnectOptions, Database, DbError,
-    LockHolder, LockOutcome, Pk, PkValue, Row, RunRecord, TableInfo,
-};
+use keyturn_db::testing::{BeforeWrite, WithWriteHook};
+use keyturn_db::{CasUpdate, ColumnRef, ConnectOptions, Database, DbError, Pk, PkValue};
 use keyturn_engine::{Config, NoProgress, Operation, RunOptions};
-use keyturn_format::{Algorithm, Encoding, KeyId, KeyIdLocation, KeyState, Keyring, SecretKey};
+use keyturn_format::{Algorithm, Encoding, KeyId, KeyState, Keyring, SecretKey};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -34,126 +32,45 @@ type AppWrite = Box<
     dyn Fn(&dyn Database, &ColumnRef, &[CasUpdate]) -> Vec<(Pk, Option<Vec<u8>>)> + Send + Sync,
 >;
 
-struct Meddler {
-    inner: Arc<dyn Database>,
-    /// Rows to change before the first `rounds` writes.
+/// The application, run before each batch write: changes the rows `app`
+/// picks, before the first `rounds` writes.
+struct App {
     rounds: AtomicUsize,
     app: AppWrite,
     log: Mutex<Vec<String>>,
 }
 
-impl std::fmt::Debug for Meddler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Meddler")
-    }
-}
-
 #[async_trait]
-impl Database for Meddler {
-    fn backend(&self) -> keyturn_db::Backend {
-        self.inner.backend()
-    }
-    async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
-        self.inner.describe_table(table).await
-    }
-    async fn count_keys(
+impl BeforeWrite for App {
+    async fn before_write(
         &self,
+        db: &dyn Database,
         col: &ColumnRef,
-        loc: &KeyIdLocation,
-    ) -> Result<ColumnCounts, DbError> {
-        self.inner.count_keys(col, loc).await
-    }
-    async fn count_without_prefix(
-        &self,
-        col: &ColumnRef,
-        prefix: Option<&[u8]>,
-    ) -> Result<u64, DbError> {
-        self.inner.count_without_prefix(col, prefix).await
-    }
-    async fn fetch_batch(
-        &self,
-        col: &ColumnRef,
-        after: Option<&[PkValue]>,
-        skip_prefix: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Row>, DbError> {
-        self.inner.fetch_batch(col, after, skip_prefix, limit).await
-    }
-    async fn fetch_rows(
-        &self,
-        col: &ColumnRef,
-        pks: &[Pk],
-    ) -> Result<Vec<(Pk, Option<Vec<u8>>)>, DbError> {
-        self.inner.fetch_rows(col, pks).await
-    }
-    async fn write_cas(&self, col: &ColumnRef, updates: &[CasUpdate]) -> Result<u64, DbError> {
-        if self.rounds.load(Ordering::SeqCst) > 0 {
-            let changes = (self.app)(self.inner.as_ref(), col, updates);
-            if !changes.is_empty() {
-                self.rounds.fetch_sub(1, Ordering::SeqCst);
-            }
-            for (pk, value) in changes {
-                let id = match &pk[0] {
-                    PkValue::Int(i) => *i,
-                    PkValue::Text(_) => unreachable!(),
-                };
-                let sql = match &value {
-                    Some(v) => format!(
-                        "UPDATE t SET c = '{}' WHERE id = {id}",
-                        String::from_utf8(v.clone()).unwrap()
-                    ),
-                    None => format!("UPDATE t SET c = NULL WHERE id = {id}"),
-                };
-                self.inner.execute_script(&sql).await?;
-                self.log.lock().unwrap().push(format!("app wrote row {id}"));
-            }
+        updates: &[CasUpdate],
+    ) -> Result<(), DbError> {
+        if self.rounds.load(Ordering::SeqCst) == 0 {
+            return Ok(());
         }
-        self.inner.write_cas(col, updates).await
-    }
-    async fn ensure_meta(&self) -> Result<(), DbError> {
-        self.inner.ensure_meta().await
-    }
-    async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
-        self.inner.try_lock(holder).await
-    }
-    async fn load_checkpoint(
-        &self,
-        o: &str,
-        t: &str,
-        c: &str,
-    ) -> Result<Option<Checkpoint>, DbError> {
-        self.inner.load_checkpoint(o, t, c).await
-    }
-    async fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), DbError> {
-        self.inner.save_checkpoint(cp).await
-    }
-    async fn clear_checkpoint(&self, o: &str, t: &str, c: &str) -> Result<(), DbError> {
-        self.inner.clear_checkpoint(o, t, c).await
-    }
-    async fn record_bad_rows(&self, rows: &[BadRow]) -> Result<(), DbError> {
-        self.inner.record_bad_rows(rows).await
-    }
-    async fn save_run(&self, run: &RunRecord) -> Result<(), DbError> {
-        self.inner.save_run(run).await
-    }
-    async fn execute_script(&self, sql: &str) -> Result<(), DbError> {
-        self.inner.execute_script(sql).await
-    }
-    async fn close(&self) {
-        self.inner.close().await
-    }
-    async fn audit_append(
-        &self,
-        build: &keyturn_db::AuditRowBuilder<'_>,
-    ) -> Result<keyturn_db::AuditRow, DbError> {
-        self.inner.audit_append(build).await
-    }
-    async fn audit_read(
-        &self,
-        after_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<keyturn_db::AuditRow>, DbError> {
-        self.inner.audit_read(after_seq, limit).await
+        let changes = (self.app)(db, col, updates);
+        if !changes.is_empty() {
+            self.rounds.fetch_sub(1, Ordering::SeqCst);
+        }
+        for (pk, value) in changes {
+            let id = match &pk[0] {
+                PkValue::Int(i) => *i,
+                PkValue::Text(_) => unreachable!(),
+            };
+            let sql = match &value {
+                Some(v) => format!(
+                    "UPDATE t SET c = '{}' WHERE id = {id}",
+                    String::from_utf8(v.clone()).unwrap()
+                ),
+                None => format!("UPDATE t SET c = NULL WHERE id = {id}"),
+            };
+            db.execute_script(&sql).await?;
+            self.log.lock().unwrap().push(format!("app wrote row {id}"));
+        }
+        Ok(())
     }
 }
 
@@ -255,43 +172,45 @@ async fn application_writes_between_read_and_write_are_never_overwritten() {
     // Before the first two batch writes, the application rewrites the first
     // row of the batch under the OLD key (an instance not yet rolled out),
     // the second under the NEW key, and sets the third to NULL.
-    let meddler = Arc::new(Meddler {
-        inner: inner.clone(),
-        rounds: AtomicUsize::new(2),
-        app: Box::new(move |_, _, updates| {
-            if updates.len() < 3 {
-                return Vec::new();
-            }
-            let id = |u: &CasUpdate| if let PkValue::Int(i) = u.pk[0] { i } else { 0 };
-            vec![
-                (
-                    updates[0].pk.clone(),
-                    Some(
-                        ar.encrypt(
-                            format!("app {}", id(&updates[0])).as_bytes(),
-                            &[],
-                            Encoding::Text,
-                        )
-                        .unwrap(),
-                    ),
-                ),
-                (
-                    updates[1].pk.clone(),
-                    Some(
-                        ring("k2")
-                            .encrypt(
-                                format!("app {}", id(&updates[1])).as_bytes(),
+    let meddler = Arc::new(WithWriteHook::new(
+        inner.clone(),
+        App {
+            rounds: AtomicUsize::new(2),
+            app: Box::new(move |_, _, updates| {
+                if updates.len() < 3 {
+                    return Vec::new();
+                }
+                let id = |u: &CasUpdate| if let PkValue::Int(i) = u.pk[0] { i } else { 0 };
+                vec![
+                    (
+                        updates[0].pk.clone(),
+                        Some(
+                            ar.encrypt(
+                                format!("app {}", id(&updates[0])).as_bytes(),
                                 &[],
                                 Encoding::Text,
                             )
                             .unwrap(),
+                        ),
                     ),
-                ),
-                (updates[2].pk.clone(), None),
-            ]
-        }),
-        log: Mutex::new(Vec::new()),
-    });
+                    (
+                        updates[1].pk.clone(),
+                        Some(
+                            ring("k2")
+                                .encrypt(
+                                    format!("app {}", id(&updates[1])).as_bytes(),
+                                    &[],
+                                    Encoding::Text,
+                                )
+                                .unwrap(),
+                        ),
+                    ),
+                    (updates[2].pk.clone(), None),
+                ]
+            }),
+            log: Mutex::new(Vec::new()),
+        },
+    ));
     let summary = rotate(meddler.clone(), k2.clone()).await;
     let c = &summary.columns[0];
     assert_eq!(c.failed, 0, "{summary:?}");
@@ -315,7 +234,7 @@ async fn application_writes_between_read_and_write_are_never_overwritten() {
             }
         }
     }
-    assert_eq!(meddler.log.lock().unwrap().len(), 6);
+    assert_eq!(meddler.hook().log.lock().unwrap().len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -325,28 +244,30 @@ async fn a_row_that_keeps_changing_is_reported_not_overwritten() {
     let counter = Arc::new(AtomicUsize::new(0));
     let cnt = counter.clone();
     // The application rewrites row 1 under the old key before every write.
-    let meddler = Arc::new(Meddler {
-        inner: inner.clone(),
-        rounds: AtomicUsize::new(usize::MAX),
-        app: Box::new(move |_, _, updates| {
-            let n = cnt.fetch_add(1, Ordering::SeqCst);
-            updates
-                .iter()
-                .filter(|u| u.pk[0] == PkValue::Int(1))
-                .map(|u| {
-                    (
-                        u.pk.clone(),
-                        Some(
-                            ring("k1")
-                                .encrypt(format!("busy {n}").as_bytes(), &[], Encoding::Text)
-                                .unwrap(),
-                        ),
-                    )
-                })
-                .collect()
-        }),
-        log: Mutex::new(Vec::new()),
-    });
+    let meddler = Arc::new(WithWriteHook::new(
+        inner.clone(),
+        App {
+            rounds: AtomicUsize::new(usize::MAX),
+            app: Box::new(move |_, _, updates| {
+                let n = cnt.fetch_add(1, Ordering::SeqCst);
+                updates
+                    .iter()
+                    .filter(|u| u.pk[0] == PkValue::Int(1))
+                    .map(|u| {
+                        (
+                            u.pk.clone(),
+                            Some(
+                                ring("k1")
+                                    .encrypt(format!("busy {n}").as_bytes(), &[], Encoding::Text)
+                                    .unwrap(),
+                            ),
+                        )
+                    })
+                    .collect()
+            }),
+            log: Mutex::new(Vec::new()),
+        },
+    ));
     let summary = rotate(meddler, k2.clone()).await;
     assert_eq!(summary.columns[0].failed, 1, "{summary:?}");
     assert_eq!(summary.bad_rows[0].pk, "1");

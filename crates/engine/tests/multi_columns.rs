@@ -7,13 +7,10 @@
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use keyturn_db::{
-    BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, ConnectOptions, Database, DbError,
-    LockHolder, LockOutcome, Pk, PkValue, Row, RunRecord, TableInfo,
-};
+use keyturn_db::testing::{BeforeWrite, WithWriteHook};
+use keyturn_db::{CasUpdate, ColumnRef, ConnectOptions, Database, DbError, Pk, PkValue};
 use keyturn_engine::plan::{Plan, Rings};
 use keyturn_engine::{Config, NoProgress, Operation, RunOptions, VerifyOptions};
-use keyturn_format::KeyIdLocation;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -318,112 +315,30 @@ async fn missing_and_mistyped_role_columns_are_reported_before_anything_runs() {
 type AppWrite = Box<dyn Fn(&[CasUpdate]) -> Vec<String> + Send + Sync>;
 
 /// Runs the application's SQL just before the first `rounds` batch writes.
-struct Meddler {
-    inner: Arc<dyn Database>,
+struct App {
     rounds: AtomicUsize,
     app: AppWrite,
 }
 
-impl std::fmt::Debug for Meddler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Meddler")
-    }
-}
-
 #[async_trait]
-impl Database for Meddler {
-    fn backend(&self) -> keyturn_db::Backend {
-        self.inner.backend()
-    }
-    async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
-        self.inner.describe_table(table).await
-    }
-    async fn count_keys(
+impl BeforeWrite for App {
+    async fn before_write(
         &self,
-        col: &ColumnRef,
-        loc: &KeyIdLocation,
-    ) -> Result<ColumnCounts, DbError> {
-        self.inner.count_keys(col, loc).await
-    }
-    async fn count_without_prefix(
-        &self,
-        col: &ColumnRef,
-        prefix: Option<&[u8]>,
-    ) -> Result<u64, DbError> {
-        self.inner.count_without_prefix(col, prefix).await
-    }
-    async fn fetch_batch(
-        &self,
-        col: &ColumnRef,
-        after: Option<&[PkValue]>,
-        skip_prefix: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Row>, DbError> {
-        self.inner.fetch_batch(col, after, skip_prefix, limit).await
-    }
-    async fn fetch_rows(
-        &self,
-        col: &ColumnRef,
-        pks: &[Pk],
-    ) -> Result<Vec<(Pk, Option<Vec<u8>>)>, DbError> {
-        self.inner.fetch_rows(col, pks).await
-    }
-    async fn write_cas(&self, col: &ColumnRef, updates: &[CasUpdate]) -> Result<u64, DbError> {
-        if self.rounds.load(Ordering::SeqCst) > 0 {
-            let sql = (self.app)(updates);
-            if !sql.is_empty() {
-                self.rounds.fetch_sub(1, Ordering::SeqCst);
-            }
-            for s in sql {
-                self.inner.execute_script(&s).await?;
-            }
+        db: &dyn Database,
+        _col: &ColumnRef,
+        updates: &[CasUpdate],
+    ) -> Result<(), DbError> {
+        if self.rounds.load(Ordering::SeqCst) == 0 {
+            return Ok(());
         }
-        self.inner.write_cas(col, updates).await
-    }
-    async fn ensure_meta(&self) -> Result<(), DbError> {
-        self.inner.ensure_meta().await
-    }
-    async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
-        self.inner.try_lock(holder).await
-    }
-    async fn load_checkpoint(
-        &self,
-        o: &str,
-        t: &str,
-        c: &str,
-    ) -> Result<Option<Checkpoint>, DbError> {
-        self.inner.load_checkpoint(o, t, c).await
-    }
-    async fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), DbError> {
-        self.inner.save_checkpoint(cp).await
-    }
-    async fn clear_checkpoint(&self, o: &str, t: &str, c: &str) -> Result<(), DbError> {
-        self.inner.clear_checkpoint(o, t, c).await
-    }
-    async fn record_bad_rows(&self, rows: &[BadRow]) -> Result<(), DbError> {
-        self.inner.record_bad_rows(rows).await
-    }
-    async fn save_run(&self, run: &RunRecord) -> Result<(), DbError> {
-        self.inner.save_run(run).await
-    }
-    async fn execute_script(&self, sql: &str) -> Result<(), DbError> {
-        self.inner.execute_script(sql).await
-    }
-    async fn close(&self) {
-        self.inner.close().await
-    }
-    async fn audit_append(
-        &self,
-        build: &keyturn_db::AuditRowBuilder<'_>,
-    ) -> Result<keyturn_db::AuditRow, DbError> {
-        self.inner.audit_append(build).await
-    }
-    async fn audit_read(
-        &self,
-        after_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<keyturn_db::AuditRow>, DbError> {
-        self.inner.audit_read(after_seq, limit).await
+        let sql = (self.app)(updates);
+        if !sql.is_empty() {
+            self.rounds.fetch_sub(1, Ordering::SeqCst);
+        }
+        for s in sql {
+            db.execute_script(&s).await?;
+        }
+        Ok(())
     }
 }
 
@@ -489,17 +404,19 @@ async fn a_cell_changed_between_read_and_write_is_never_overwritten() {
         "UPDATE accounts SET ssn = NULL, ssn_iv = NULL, ssn_kek = NULL, ssn_dek = NULL WHERE id = 4"
             .to_string(),
     ];
-    let meddler = Arc::new(Meddler {
-        inner: env.db.clone(),
-        rounds: AtomicUsize::new(1),
-        app: Box::new(move |updates| {
-            if updates.iter().any(|u| u.pk[0] == PkValue::Int(2)) {
-                app_sql.clone()
-            } else {
-                Vec::new()
-            }
-        }),
-    });
+    let meddler = Arc::new(WithWriteHook::new(
+        env.db.clone(),
+        App {
+            rounds: AtomicUsize::new(1),
+            app: Box::new(move |updates| {
+                if updates.iter().any(|u| u.pk[0] == PkValue::Int(2)) {
+                    app_sql.clone()
+                } else {
+                    Vec::new()
+                }
+            }),
+        },
+    ));
     let p2 = env.plan(meddler.as_ref(), "kek-2").await;
     let s = run(meddler.clone(), &p2, Operation::Rotate, opts(10)).await;
     let c = &s.columns[0];

@@ -1,0 +1,208 @@
+//! Test support: a [`Database`] that lets a test play the application
+//! between keyturn's read of a batch and its compare-and-swap write, and
+//! passes everything else through unchanged. One wrapper for every test that
+//! needs it, so a new trait method is delegated once.
+
+use crate::{
+    AuditRow, AuditRowBuilder, Backend, BadRow, BoxFuture, CasUpdate, CatalogRow, CatalogWrite,
+    Checkpoint, ColumnCounts, ColumnRef, Database, DbError, InstanceHeartbeat, InstanceSnapshot,
+    LockHolder, LockOutcome, Pk, PkValue, Row, RunRecord, TableInfo,
+};
+use async_trait::async_trait;
+use keyturn_format::KeyIdLocation;
+use std::fmt;
+use std::sync::Arc;
+
+/// What runs just before each batch write of a [`WithWriteHook`].
+#[async_trait]
+pub trait BeforeWrite: Send + Sync {
+    /// Called with the database underneath (writes through it are the
+    /// application's) and the batch about to be written. An error fails the
+    /// write with it.
+    async fn before_write(
+        &self,
+        db: &dyn Database,
+        col: &ColumnRef,
+        updates: &[CasUpdate],
+    ) -> Result<(), DbError>;
+}
+
+/// `inner`, with `hook` run before every [`Database::write_cas`].
+pub struct WithWriteHook<H> {
+    inner: Arc<dyn Database>,
+    hook: H,
+}
+
+impl<H: BeforeWrite> WithWriteHook<H> {
+    pub fn new(inner: Arc<dyn Database>, hook: H) -> WithWriteHook<H> {
+        WithWriteHook { inner, hook }
+    }
+
+    /// The hook, to read what it recorded.
+    pub fn hook(&self) -> &H {
+        &self.hook
+    }
+}
+
+impl<H> fmt::Debug for WithWriteHook<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithWriteHook")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<H: BeforeWrite> Database for WithWriteHook<H> {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+
+    async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
+        self.inner.describe_table(table).await
+    }
+
+    async fn count_keys(
+        &self,
+        col: &ColumnRef,
+        loc: &KeyIdLocation,
+    ) -> Result<ColumnCounts, DbError> {
+        self.inner.count_keys(col, loc).await
+    }
+
+    async fn count_keys_among(
+        &self,
+        col: &ColumnRef,
+        loc: &KeyIdLocation,
+        known: &[String],
+    ) -> Result<ColumnCounts, DbError> {
+        self.inner.count_keys_among(col, loc, known).await
+    }
+
+    async fn count_without_prefix(
+        &self,
+        col: &ColumnRef,
+        prefix: Option<&[u8]>,
+    ) -> Result<u64, DbError> {
+        self.inner.count_without_prefix(col, prefix).await
+    }
+
+    async fn fetch_batch(
+        &self,
+        col: &ColumnRef,
+        after: Option<&[PkValue]>,
+        skip_prefix: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, DbError> {
+        self.inner.fetch_batch(col, after, skip_prefix, limit).await
+    }
+
+    async fn fetch_rows(
+        &self,
+        col: &ColumnRef,
+        pks: &[Pk],
+    ) -> Result<Vec<(Pk, Option<Vec<u8>>)>, DbError> {
+        self.inner.fetch_rows(col, pks).await
+    }
+
+    async fn write_cas(&self, col: &ColumnRef, updates: &[CasUpdate]) -> Result<u64, DbError> {
+        self.hook
+            .before_write(self.inner.as_ref(), col, updates)
+            .await?;
+        self.inner.write_cas(col, updates).await
+    }
+
+    async fn ensure_meta(&self) -> Result<(), DbError> {
+        self.inner.ensure_meta().await
+    }
+
+    async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
+        self.inner.try_lock(holder).await
+    }
+
+    async fn load_checkpoint(
+        &self,
+        operation: &str,
+        table: &str,
+        column: &str,
+    ) -> Result<Option<Checkpoint>, DbError> {
+        self.inner.load_checkpoint(operation, table, column).await
+    }
+
+    async fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), DbError> {
+        self.inner.save_checkpoint(cp).await
+    }
+
+    async fn clear_checkpoint(
+        &self,
+        operation: &str,
+        table: &str,
+        column: &str,
+    ) -> Result<(), DbError> {
+        self.inner.clear_checkpoint(operation, table, column).await
+    }
+
+    async fn record_bad_rows(&self, rows: &[BadRow]) -> Result<(), DbError> {
+        self.inner.record_bad_rows(rows).await
+    }
+
+    async fn save_run(&self, run: &RunRecord) -> Result<(), DbError> {
+        self.inner.save_run(run).await
+    }
+
+    async fn execute_script(&self, sql: &str) -> Result<(), DbError> {
+        self.inner.execute_script(sql).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
+
+    async fn audit_append(&self, build: &AuditRowBuilder<'_>) -> Result<AuditRow, DbError> {
+        self.inner.audit_append(build).await
+    }
+
+    async fn audit_read(&self, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>, DbError> {
+        self.inner.audit_read(after_seq, limit).await
+    }
+
+    async fn ensure_catalog(&self) -> Result<(), DbError> {
+        self.inner.ensure_catalog().await
+    }
+
+    async fn load_catalog(&self, catalog: &str) -> Result<Vec<CatalogRow>, DbError> {
+        self.inner.load_catalog(catalog).await
+    }
+
+    async fn write_catalog(&self, writes: &[CatalogWrite]) -> Result<(), DbError> {
+        self.inner.write_catalog(writes).await
+    }
+
+    fn ensure_instances(&self) -> BoxFuture<'_, Result<(), DbError>> {
+        self.inner.ensure_instances()
+    }
+
+    fn record_instance<'a>(
+        &'a self,
+        heartbeat: &'a InstanceHeartbeat,
+    ) -> BoxFuture<'a, Result<(), DbError>> {
+        self.inner.record_instance(heartbeat)
+    }
+
+    fn load_instances<'a>(
+        &'a self,
+        catalog: &'a str,
+    ) -> BoxFuture<'a, Result<InstanceSnapshot, DbError>> {
+        self.inner.load_instances(catalog)
+    }
+
+    fn remove_instance<'a>(
+        &'a self,
+        catalog: &'a str,
+        instance_id: &'a str,
+        if_last_seen: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bool, DbError>> {
+        self.inner
+            .remove_instance(catalog, instance_id, if_last_seen)
+    }
+}

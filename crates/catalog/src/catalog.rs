@@ -483,19 +483,15 @@ impl Catalog {
         // The new version exists in the KMS from here on, whatever happens
         // next: a failure must say so (the catalog is unchanged, and a rerun
         // without --new-version moves the DEKs to it).
-        match self
-            .rewrap_and_write(old, new, &rows, &items, version.clone(), warnings)
+        self.rewrap_and_write(old, new, &rows, &items, version.clone(), warnings)
             .await
-        {
-            Err(e) => Err(match version {
-                Some(v) => CatalogError::AfterNewKekVersion {
-                    version: v,
+            .map_err(|e| match version {
+                Some(version) => CatalogError::AfterNewKekVersion {
+                    version,
                     failure: Box::new(e),
                 },
                 None => e,
-            }),
-            ok => ok,
-        }
+            })
     }
 
     /// The part of [`Catalog::rotate_kek_with`] after the optional new key

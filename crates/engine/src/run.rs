@@ -604,6 +604,17 @@ async fn process_column(
     } else {
         vec![after.clone()]
     };
+    // Filtering in SQL costs a comparison on every row read (on SQLite about
+    // a third of a batch read); it pays only when there are values under the
+    // primary to leave out. A fresh run over a column where the census
+    // counted none reads without it: values the application writes under the
+    // primary meanwhile still arrive, and the codec skips them from their
+    // header, without decrypting. (A fresh run has no sweep pass.)
+    let sql_skip = if after.is_none() && todo == non_null {
+        None
+    } else {
+        skip_prefix.clone()
+    };
     let mut reported: std::collections::HashSet<Pk> = std::collections::HashSet::new();
     for (pass, start) in starts.into_iter().enumerate() {
         if failure.is_some() || shared.stop.load(Ordering::SeqCst) {
@@ -619,23 +630,12 @@ async fn process_column(
         // the writers, so reading the next batch overlaps crypto and writing
         // instead of waiting for a write to finish. Memory stays bounded:
         // READ_AHEAD batches queued plus `workers` in flight.
-        // Filtering in SQL costs a comparison on every row read (on SQLite
-        // about a third of a batch read); it pays only when there are values
-        // under the primary to leave out. A fresh run over a column where the
-        // census counted none reads without it: values the application
-        // writes under the primary meanwhile still arrive, and the codec
-        // skips them from their header, without decrypting.
-        let sql_skip = if start.is_none() && pass == 0 && todo == non_null {
-            None
-        } else {
-            skip_prefix.clone()
-        };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Row>, EngineError>>(READ_AHEAD);
         let reader = Spawned(tokio::spawn(read_batches(
             shared.clone(),
             plan.col.clone(),
             start.clone(),
-            sql_skip,
+            sql_skip.clone(),
             batch_cap,
             tx,
         )));

@@ -3,12 +3,12 @@
 //! than generics over `sqlx::Database`: the three drivers' types share method
 //! names but not a usable common bound.
 
-/// A backend's faster way to read a batch, tried before the generic
-/// row-by-row read of [`crate::Database::fetch_batch`].
+/// A backend's own way to read a batch, tried before the generic
+/// row-by-row read of [`crate::Database::fetch_batch`] through sqlx.
 #[async_trait::async_trait]
-pub(crate) trait PackedBatchRead {
-    /// The batch, or `None` to read it row by row.
-    async fn fetch_batch_packed(
+pub(crate) trait OwnBatchRead {
+    /// The batch, or `None` to read it through sqlx.
+    async fn fetch_batch_own(
         &self,
         _col: &crate::ColumnRef,
         _after: Option<&[crate::PkValue]>,
@@ -236,7 +236,7 @@ macro_rules! impl_database {
             limit: usize,
         ) -> Result<Vec<$crate::Row>, DbError> {
             if let Some(rows) =
-                $crate::common::PackedBatchRead::fetch_batch_packed(self, col, after, skip_prefix, limit).await?
+                $crate::common::OwnBatchRead::fetch_batch_own(self, col, after, skip_prefix, limit).await?
             {
                 return Ok(rows);
             }

@@ -14,6 +14,12 @@ pub enum DbError {
     },
     #[error("{what}: {source}")]
     Query { what: String, source: sqlx::Error },
+    /// A failure on SQLite's direct connections (batch reads and writes).
+    #[error("{what}: {source}")]
+    Sqlite {
+        what: String,
+        source: rusqlite::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -30,6 +36,12 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         let source = match self {
             DbError::Query { source, .. } | DbError::Connect { source, .. } => source,
+            DbError::Sqlite { source, .. } => {
+                return matches!(
+                    source.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                );
+            }
             _ => return false,
         };
         match source {

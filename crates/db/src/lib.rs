@@ -22,6 +22,7 @@ mod mysql;
 mod postgres;
 mod sql;
 mod sqlite;
+mod sqlite_direct;
 pub mod testing;
 
 pub use audit::{AuditRow, AuditRowBuilder, AuditTip};

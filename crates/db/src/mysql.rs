@@ -210,8 +210,8 @@ impl LockRelease for MySqlLock {
     }
 }
 
-// Batches are read row by row (the packed read is SQLite's).
-impl crate::common::PackedBatchRead for MySqlDb {}
+// Batches are read row by row through sqlx (SQLite has its own read).
+impl crate::common::OwnBatchRead for MySqlDb {}
 
 impl_database!(MySqlDb, {
     fn backend(&self) -> crate::Backend {

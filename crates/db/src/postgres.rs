@@ -127,8 +127,8 @@ impl LockRelease for PgLock {
     }
 }
 
-// Batches are read row by row (the packed read is SQLite's).
-impl crate::common::PackedBatchRead for PgDb {}
+// Batches are read row by row through sqlx (SQLite has its own read).
+impl crate::common::OwnBatchRead for PgDb {}
 
 impl_database!(PgDb, {
     fn backend(&self) -> crate::Backend {

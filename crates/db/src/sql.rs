@@ -179,26 +179,6 @@ impl Dialect {
         self.fetch_batch_of(self.select_list(col), col, after, skip_prefix, limit)
     }
 
-    /// [`Dialect::fetch_batch`] of a single-column value with the key
-    /// columns named `keyturn_p0…` and the value `keyturn_v`, for a query
-    /// wrapped around it.
-    pub(crate) fn fetch_batch_aliased(
-        self,
-        col: &ColumnRef,
-        after: Option<&[PkValue]>,
-        skip_prefix: Option<&[u8]>,
-        limit: usize,
-    ) -> (String, Vec<Bind>) {
-        let mut list: Vec<String> = col
-            .pk
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{} AS keyturn_p{i}", self.pk_select(p)))
-            .collect();
-        list.push(format!("{} AS keyturn_v", self.quote(&col.column)));
-        self.fetch_batch_of(list.join(", "), col, after, skip_prefix, limit)
-    }
-
     fn fetch_batch_of(
         self,
         select_list: String,

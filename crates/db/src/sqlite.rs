@@ -1,18 +1,20 @@
-//! SQLite, the embedded default: each batch written by one compare-and-swap
-//! `UPDATE … FROM (VALUES …)` in its own transaction; the rotation lock is a lease row with a
-//! heartbeat, taken over when its holder is gone.
+//! SQLite, the embedded default: batches read and written on direct
+//! connections ([`crate::sqlite_direct`]: one transaction per batch, one
+//! prepared compare-and-swap per row); the rotation lock is a lease row with
+//! a heartbeat, taken over when its holder is gone.
 
-use crate::common::PackedBatchRead;
+use crate::common::OwnBatchRead;
 use crate::sql::Dialect;
+use crate::sqlite_direct::DirectConnections;
 use crate::{
-    ColumnRef, ConnectOptions, DbError, LockGuard, LockHolder, LockOutcome, LockRelease, PkKind,
-    PkValue, Row, TableInfo, ValueKind,
+    ColumnRef, ConnectOptions, DbError, LockGuard, LockHolder, LockOutcome, LockRelease, PkValue,
+    Row, TableInfo, ValueKind,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Connection, Row as _};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A lease whose heartbeat is older than this is considered abandoned.
@@ -22,9 +24,10 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 pub(crate) const MAX_BINDS: usize = 32_000;
 const ROW_BUFFER: usize = 4096;
 
-/// One compare-and-swap statement for `rows` rows: the new values joined in
-/// from a `VALUES` list (`column1…` are the primary key, then the old and
-/// the new value); a row is written only where it still holds the old value.
+/// One compare-and-swap statement for `rows` rows, for an in-memory
+/// database (no direct connections): the new values joined in from a
+/// `VALUES` list (`column1…` are the primary key, then the old and the new
+/// value); a row is written only where it still holds the old value.
 /// SQLite scans the list and looks each row up by its primary key.
 fn cas_statement(col: &ColumnRef, rows: usize) -> String {
     let d = Dialect::Sqlite;
@@ -53,96 +56,6 @@ fn cas_statement(col: &ColumnRef, rows: usize) -> String {
     }
     sql.push_str(&format!("{t}.{c} = keyturn_v.column{}", n + 1));
     sql
-}
-
-/// A batch read as one aggregated row: `count(*)`, the number of rows
-/// whose key or value has an unexpected storage class, and every row framed
-/// as `<octet length>:<bytes>` per key column and value, concatenated. One
-/// row crosses from sqlx's SQLite thread instead of thousands (each a row
-/// object, its values and a channel hop); measured, this halves the CPU a
-/// batch read costs. Only for integer keys: the aggregate's order is not
-/// guaranteed, and integer keys sort back into the keyset order under any
-/// collation ([`parse_packed_batch`]). `concat` (SQLite 3.44) copies each
-/// row once, where chained `||` would copy it per operator.
-fn packed_batch_statement(
-    col: &ColumnRef,
-    after: Option<&[PkValue]>,
-    skip_prefix: Option<&[u8]>,
-    limit: usize,
-) -> Option<(String, Vec<crate::sql::Bind>)> {
-    if col.has_cells() || col.pk.iter().any(|p| p.kind != PkKind::Int) {
-        return None;
-    }
-    let (inner, binds) = Dialect::Sqlite.fetch_batch_aliased(col, after, skip_prefix, limit);
-    let keys: Vec<String> = (0..col.pk.len()).map(|i| format!("keyturn_p{i}")).collect();
-    let mut frame: Vec<String> = keys
-        .iter()
-        .map(|k| format!("octet_length({k}), ':', {k}"))
-        .collect();
-    frame.push("octet_length(keyturn_v), ':', keyturn_v".to_owned());
-    let mut odd: Vec<String> = keys
-        .iter()
-        .map(|k| format!("typeof({k}) <> 'integer'"))
-        .collect();
-    odd.push(format!(
-        "typeof(keyturn_v) <> '{}'",
-        match col.kind {
-            ValueKind::Text => "text",
-            ValueKind::Binary => "blob",
-        }
-    ));
-    let sql = format!(
-        "SELECT count(*), count(CASE WHEN {} THEN 1 END), CAST(group_concat(concat({}), '') AS BLOB) FROM ({inner}) AS keyturn_b",
-        odd.join(" OR "),
-        frame.join(", "),
-    );
-    Some((sql, binds))
-}
-
-/// Splits one `<octet length>:<bytes>` field off the front of `rest`.
-fn take_field<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
-    // usize::MAX has 20 digits.
-    let colon = rest.iter().take(21).position(|&b| b == b':')?;
-    let digits = &rest[..colon];
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let len: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    let body = rest.get(colon + 1..colon.checked_add(1)?.checked_add(len)?)?;
-    *rest = &rest[colon + 1 + len..];
-    Some(body)
-}
-
-/// The rows of a packed batch in key order, or `None` when anything does
-/// not parse exactly into `count` rows (the caller then reads the batch row
-/// by row, which reports any real problem in its own words).
-fn parse_packed_batch(col: &ColumnRef, packed: &[u8], count: usize) -> Option<Vec<Row>> {
-    let mut rows = Vec::with_capacity(count);
-    let mut rest = packed;
-    while !rest.is_empty() {
-        let mut pk = Vec::with_capacity(col.pk.len());
-        for _ in &col.pk {
-            let f = take_field(&mut rest)?;
-            pk.push(PkValue::Int(std::str::from_utf8(f).ok()?.parse().ok()?));
-        }
-        let value = take_field(&mut rest)?;
-        if col.kind == ValueKind::Text && std::str::from_utf8(value).is_err() {
-            return None;
-        }
-        rows.push(Row {
-            pk,
-            value: value.to_vec(),
-        });
-    }
-    if rows.len() != count {
-        return None;
-    }
-    // Integer keys compare the same in Rust as in SQL; SQLite hands the
-    // rows over in the inner query's order in practice, so this is a check.
-    if !rows.is_sorted_by(|a, b| a.pk < b.pk) {
-        rows.sort_unstable_by(|a, b| a.pk.cmp(&b.pk));
-    }
-    Some(rows)
 }
 
 /// A text column's value as a parameter. `from_utf8` first: it validates
@@ -180,10 +93,9 @@ async fn relax_wal_sync(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::E
 #[derive(Debug)]
 pub(crate) struct SqliteDb {
     pool: SqlitePool,
-    /// Cleared when the packed read fails as SQL (an SQLite older than
-    /// 3.44, without ordered aggregates): every batch is then read row by
-    /// row.
-    packed_reads: AtomicBool,
+    /// Batch reads and writes of single-column values; `None` for an
+    /// in-memory database.
+    direct: Option<Arc<DirectConnections>>,
     /// Batch writes take turns here: SQLite has one writer at a time, and a
     /// second `BEGIN IMMEDIATE` would wait in SQLite's busy handler, which
     /// sleeps in steps of 1 to 100 ms and so wakes late; this wakes the next
@@ -196,17 +108,19 @@ impl SqliteDb {
 
     pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<SqliteDb, DbError> {
         let target = url.to_owned();
+        let busy_timeout = Duration::from_secs(30);
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|source| DbError::Connect {
                 target: target.clone(),
                 source,
             })?
             .create_if_missing(opts.create_if_missing)
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(busy_timeout)
             // sqlx hands rows from its SQLite thread to the async side
             // through a channel of this many rows (default 50): a small one
             // makes the two sides take turns row by row on a batch read.
             .row_buffer_size(ROW_BUFFER);
+        let file = options.get_filename().to_owned();
         let pool = SqlitePoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(Duration::from_secs(60))
@@ -214,56 +128,34 @@ impl SqliteDb {
             .connect_with(options)
             .await
             .map_err(|source| DbError::Connect { target, source })?;
+        // After the pool: connecting has created the file if asked to.
+        let direct = DirectConnections::for_file(&file, busy_timeout);
         Ok(SqliteDb {
             pool,
-            packed_reads: AtomicBool::new(true),
+            direct,
             writer: tokio::sync::Mutex::new(()),
         })
     }
 }
 
 #[async_trait]
-impl PackedBatchRead for SqliteDb {
-    /// A batch through [`packed_batch_statement`]; `None` when the column
-    /// does not qualify or the result is not plain (the caller reads row by
-    /// row then).
-    async fn fetch_batch_packed(
+impl OwnBatchRead for SqliteDb {
+    /// A batch of a single-column value on a direct connection; `None` (sqlx
+    /// reads it) for multi-column values and in-memory databases.
+    async fn fetch_batch_own(
         &self,
         col: &ColumnRef,
         after: Option<&[PkValue]>,
         skip_prefix: Option<&[u8]>,
         limit: usize,
     ) -> Result<Option<Vec<Row>>, DbError> {
-        if !self.packed_reads.load(Ordering::Relaxed) {
-            return Ok(None);
+        match &self.direct {
+            Some(direct) if !col.has_cells() => direct
+                .fetch_batch(col, after, skip_prefix, limit)
+                .await
+                .map(Some),
+            _ => Ok(None),
         }
-        let Some((sql, binds)) = packed_batch_statement(col, after, skip_prefix, limit) else {
-            return Ok(None);
-        };
-        let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
-        let row = match q.fetch_one(&self.pool).await {
-            Ok(row) => row,
-            Err(sqlx::Error::Database(e)) => {
-                tracing::debug!("packed batch read unavailable, reading row by row: {e}");
-                self.packed_reads.store(false, Ordering::Relaxed);
-                return Ok(None);
-            }
-            Err(e) => {
-                return Err(DbError::query(format!(
-                    "reading a batch of {}.{}",
-                    col.table, col.column
-                ))(e));
-            }
-        };
-        let what = || format!("reading a batch of {}.{}", col.table, col.column);
-        let count: i64 = row.try_get(0).map_err(DbError::query(what()))?;
-        let odd: i64 = row.try_get(1).map_err(DbError::query(what()))?;
-        if odd > 0 {
-            return Ok(None);
-        }
-        let packed: Option<&[u8]> = row.try_get(2).map_err(DbError::query(what()))?;
-        let count = usize::try_from(count).unwrap_or(usize::MAX);
-        Ok(parse_packed_batch(col, packed.unwrap_or_default(), count))
     }
 }
 
@@ -350,6 +242,9 @@ impl_database!(SqliteDb, {
         }
         if updates.is_empty() {
             return Ok(0);
+        }
+        if let Some(direct) = &self.direct {
+            return direct.write_cas(col, updates).await;
         }
         let what = || format!("writing a batch of {}.{}", col.table, col.column);
         let per_row = col.pk.len() + 2;
@@ -467,7 +362,7 @@ impl_database!(SqliteDb, {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CellColumn, Database as _, PkColumn};
+    use crate::{CasUpdate, Database as _, PkColumn, PkKind};
 
     fn col(pk: &[(&str, PkKind)], kind: ValueKind) -> ColumnRef {
         ColumnRef {
@@ -486,150 +381,179 @@ mod tests {
         }
     }
 
-    /// `<len>:<bytes>` per field, as SQLite's `concat` writes it.
-    fn frame(fields: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for f in fields {
-            out.extend_from_slice(format!("{}:", f.len()).as_bytes());
-            out.extend_from_slice(f);
+    /// A database file of its own under the temp directory, removed on drop.
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn new(name: &str) -> TempDb {
+            let p = std::env::temp_dir()
+                .join(format!("keyturn-sqlite-{name}-{}.db", std::process::id()));
+            TempDb::remove(&p);
+            TempDb(p)
         }
-        out
+        fn url(&self) -> String {
+            format!("sqlite://{}", self.0.display())
+        }
+        fn remove(p: &std::path::Path) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+            }
+        }
     }
 
-    #[test]
-    fn packed_reads_only_for_integer_keys_and_single_columns() {
-        let text_key = col(&[("id", PkKind::Text)], ValueKind::Text);
-        assert!(packed_batch_statement(&text_key, None, None, 10).is_none());
-        let mixed = col(&[("a", PkKind::Int), ("b", PkKind::Text)], ValueKind::Text);
-        assert!(packed_batch_statement(&mixed, None, None, 10).is_none());
-        let mut cells = col(&[("id", PkKind::Int)], ValueKind::Binary);
-        cells.cells = vec![CellColumn {
-            name: "c".into(),
-            kind: ValueKind::Binary,
-        }];
-        assert!(packed_batch_statement(&cells, None, None, 10).is_none());
-
-        let c = col(&[("a", PkKind::Int), ("b", PkKind::Int)], ValueKind::Binary);
-        let after = [PkValue::Int(1), PkValue::Int(2)];
-        let (sql, binds) = packed_batch_statement(&c, Some(&after), Some(b"\x01"), 10).unwrap();
-        assert!(
-            sql.contains("concat(octet_length(keyturn_p0), ':', keyturn_p0"),
-            "{sql}"
-        );
-        assert!(sql.contains("typeof(keyturn_v) <> 'blob'"), "{sql}");
-        assert!(sql.contains("LIMIT 10"), "{sql}");
-        // The keyset condition's three keys and the skipped prefix.
-        assert_eq!(binds.len(), 4);
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            TempDb::remove(&self.0);
+        }
     }
 
-    #[test]
-    fn parses_framed_rows_exactly() {
-        let c = col(&[("id", PkKind::Int)], ValueKind::Binary);
-        let mut packed = frame(&[b"-7", b"1:2:\x00\xff"]);
-        packed.extend(frame(&[b"12", b""]));
-        packed.extend(frame(&[b"300", b"9999"]));
-        let rows = parse_packed_batch(&c, &packed, 3).unwrap();
-        let got: Vec<(Vec<PkValue>, Vec<u8>)> = rows.into_iter().map(|r| (r.pk, r.value)).collect();
-        assert_eq!(
-            got,
-            vec![
-                (vec![PkValue::Int(-7)], b"1:2:\x00\xff".to_vec()),
-                (vec![PkValue::Int(12)], Vec::new()),
-                (vec![PkValue::Int(300)], b"9999".to_vec()),
-            ]
-        );
-        // Anything but an exact parse into `count` rows is refused.
-        assert!(parse_packed_batch(&c, &packed, 2).is_none());
-        assert!(parse_packed_batch(&c, &packed[..packed.len() - 1], 3).is_none());
-        let mut trailing = packed.clone();
-        trailing.extend_from_slice(b"3:");
-        assert!(parse_packed_batch(&c, &trailing, 3).is_none());
-        assert!(parse_packed_batch(&c, &frame(&[b"1.5", b"x"]), 1).is_none());
-        assert!(parse_packed_batch(&c, b"+1:1x", 1).is_none());
-        assert!(parse_packed_batch(&c, b"99999999999999999999999:1", 1).is_none());
-        assert_eq!(parse_packed_batch(&c, b"", 0).unwrap().len(), 0);
-    }
-
-    #[test]
-    fn text_values_must_be_utf8_and_rows_come_back_in_key_order() {
-        let c = col(&[("a", PkKind::Int), ("b", PkKind::Int)], ValueKind::Text);
-        assert!(parse_packed_batch(&c, &frame(&[b"1", b"1", b"\xff"]), 1).is_none());
-        let mut packed = frame(&[b"2", b"1", b"late"]);
-        packed.extend(frame(&[b"1", b"5", b"early"]));
-        packed.extend(frame(&[b"1", b"9", b"middle"]));
-        let rows = parse_packed_batch(&c, &packed, 3).unwrap();
-        let keys: Vec<Vec<PkValue>> = rows.into_iter().map(|r| r.pk).collect();
-        assert_eq!(
-            keys,
-            vec![
-                vec![PkValue::Int(1), PkValue::Int(5)],
-                vec![PkValue::Int(1), PkValue::Int(9)],
-                vec![PkValue::Int(2), PkValue::Int(1)],
-            ]
-        );
-    }
-
-    /// The packed read against a real SQLite: the same rows, bytes and
-    /// order as stored, page by page; a row of another storage class makes
-    /// it step aside for the row-by-row read.
-    #[tokio::test]
-    async fn packed_batches_match_the_table() {
-        let db = SqliteDb::connect(
-            "sqlite::memory:",
+    async fn open(url: &str) -> SqliteDb {
+        SqliteDb::connect(
+            url,
             &ConnectOptions {
-                max_connections: 1,
+                max_connections: 2,
                 create_if_missing: true,
             },
         )
         .await
-        .unwrap();
-        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, c BLOB)")
+        .unwrap()
+    }
+
+    /// A table of blobs (some NULL, some empty, some holding `:` and 0xff)
+    /// under a two-column key, one part text; the stored non-NULL rows.
+    async fn fill(db: &SqliteDb) -> Vec<(Vec<PkValue>, Vec<u8>)> {
+        sqlx::query("CREATE TABLE t (a TEXT, b INTEGER, c BLOB, PRIMARY KEY (a, b))")
             .execute(&db.pool)
             .await
             .unwrap();
         let mut want = Vec::new();
         for id in -3i64..40 {
+            let a = ["x", "y"][(id.rem_euclid(2)) as usize];
             let v: Vec<u8> = (0..(id.unsigned_abs() as usize % 7))
                 .map(|i| [0u8, b':', b'7', 0xff][i % 4])
                 .collect();
             let v = (id % 5 != 0).then_some(v);
-            sqlx::query("INSERT INTO t VALUES (?, ?)")
+            sqlx::query("INSERT INTO t VALUES (?, ?, ?)")
+                .bind(a)
                 .bind(id)
                 .bind(v.clone())
                 .execute(&db.pool)
                 .await
                 .unwrap();
             if let Some(v) = v {
-                want.push((vec![PkValue::Int(id)], v));
+                want.push((vec![PkValue::Text(a.into()), PkValue::Int(id)], v));
             }
         }
-        let c = col(&[("id", PkKind::Int)], ValueKind::Binary);
+        want.sort();
+        want
+    }
+
+    async fn read_all(db: &SqliteDb, c: &ColumnRef) -> Vec<(Vec<PkValue>, Vec<u8>)> {
         let mut got = Vec::new();
         let mut after: Option<Vec<PkValue>> = None;
         loop {
-            let rows = db
-                .fetch_batch_packed(&c, after.as_deref(), None, 8)
-                .await
-                .unwrap()
-                .expect("the packed read applies");
+            let rows = db.fetch_batch(c, after.as_deref(), None, 8).await.unwrap();
             let Some(last) = rows.last() else { break };
             after = Some(last.pk.clone());
             got.extend(rows.into_iter().map(|r| (r.pk, r.value)));
         }
-        assert_eq!(got, want);
+        got
+    }
 
-        // A text value in the blob column: the batch is read row by row.
-        sqlx::query("UPDATE t SET c = 'text' WHERE id = 1")
+    /// A file database reads and writes batches on direct connections, an
+    /// in-memory one through sqlx; both give the same rows, bytes and
+    /// order, and the same compare-and-swap: a row is written only where it
+    /// still holds the value read.
+    #[tokio::test]
+    async fn direct_and_sqlx_batches_agree() {
+        let file = TempDb::new("agree");
+        for url in [file.url(), "sqlite::memory:".to_owned()] {
+            let db = open(&url).await;
+            assert_eq!(db.direct.is_some(), url != "sqlite::memory:", "{url}");
+            let c = col(
+                &[("a", PkKind::Text), ("b", PkKind::Int)],
+                ValueKind::Binary,
+            );
+            let want = fill(&db).await;
+            assert_eq!(read_all(&db, &c).await, want, "{url}");
+
+            // The application changes one row after the read.
+            sqlx::query("UPDATE t SET c = x'01' WHERE a = 'y' AND b = 1")
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            let updates: Vec<CasUpdate> = want
+                .iter()
+                .map(|(pk, v)| CasUpdate {
+                    pk: pk.clone(),
+                    old: v.clone(),
+                    new: [b"new:".as_slice(), v].concat(),
+                })
+                .collect();
+            let written = db.write_cas(&c, &updates).await.unwrap();
+            assert_eq!(written as usize, want.len() - 1, "{url}");
+            let after = read_all(&db, &c).await;
+            for ((pk, old), (pk2, now)) in want.iter().zip(&after) {
+                assert_eq!(pk, pk2);
+                if *pk == [PkValue::Text("y".into()), PkValue::Int(1)] {
+                    assert_eq!(now, &[1u8], "{url}: the application's write stays");
+                } else {
+                    assert_eq!(now, &[b"new:".as_slice(), old].concat(), "{url}");
+                }
+            }
+        }
+    }
+
+    /// Text that is not UTF-8 cannot be what a text column holds: such a
+    /// row is not written (the engine re-reads it), the rest are.
+    #[tokio::test]
+    async fn a_text_row_whose_old_value_is_not_utf8_is_left_alone() {
+        let file = TempDb::new("utf8");
+        let db = open(&file.url()).await;
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, c TEXT)")
             .execute(&db.pool)
             .await
             .unwrap();
-        assert!(
-            db.fetch_batch_packed(&c, None, None, 100)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        let rows = db.fetch_batch(&c, None, None, 100).await.unwrap();
-        assert_eq!(rows.len(), want.len());
+        sqlx::query("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let c = col(&[("id", PkKind::Int)], ValueKind::Text);
+        let updates = vec![
+            CasUpdate {
+                pk: vec![PkValue::Int(1)],
+                old: b"\xffone".to_vec(),
+                new: b"ONE".to_vec(),
+            },
+            CasUpdate {
+                pk: vec![PkValue::Int(2)],
+                old: b"two".to_vec(),
+                new: b"TWO".to_vec(),
+            },
+        ];
+        assert_eq!(db.write_cas(&c, &updates).await.unwrap(), 1);
+        let rows = db.fetch_batch(&c, None, None, 10).await.unwrap();
+        let values: Vec<&[u8]> = rows.iter().map(|r| r.value.as_slice()).collect();
+        assert_eq!(values, [b"one".as_slice(), b"TWO".as_slice()]);
+    }
+
+    /// A BLOB in a text column is an error that names the column, on the
+    /// direct path as on sqlx's.
+    #[tokio::test]
+    async fn a_value_of_the_wrong_storage_class_is_an_error() {
+        let file = TempDb::new("class");
+        let db = open(&file.url()).await;
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, c TEXT)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1, x'00ff')")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let c = col(&[("id", PkKind::Int)], ValueKind::Text);
+        let e = db.fetch_batch(&c, None, None, 10).await.unwrap_err();
+        assert!(e.to_string().contains("reading a batch of t.c"), "{e}");
+        assert!(!e.is_transient());
     }
 }

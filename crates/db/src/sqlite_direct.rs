@@ -1,0 +1,288 @@
+//! SQLite batch reads and writes on direct connections (rusqlite, the same
+//! linked SQLite as sqlx's), run on tokio's blocking threads.
+//!
+//! Why not sqlx for these two: sqlx-sqlite runs each statement on its own
+//! worker thread and hands rows and results across a channel, so a batch
+//! could only be one huge statement (a 15,000-parameter `UPDATE … FROM
+//! (VALUES …)`, and reads packed into one aggregated row), each parameter
+//! copied into an owned `String` first. Here a batch write is one
+//! `BEGIN IMMEDIATE` transaction stepping one cached prepared
+//! compare-and-swap `UPDATE` per row (the shape SQLite is fastest at: no
+//! temporary table for the join), binding the values where they lie, and a
+//! read steps a prepared keyset `SELECT` straight into rows.
+//!
+//! Everything else (bookkeeping, counts, the lock, multi-column values)
+//! stays on sqlx; an in-memory database, which a second library cannot
+//! open, does too.
+
+use crate::sql::{Bind, Dialect};
+use crate::{CasUpdate, ColumnRef, DbError, PkKind, PkValue, Row, ValueKind};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Prepared statements kept per connection: a column's read (first batch
+/// and later ones) and write, for a few columns at a time.
+const STATEMENT_CACHE: usize = 32;
+
+/// Direct connections to one database file, opened on first use and
+/// reused (a reader and a writer at a time, typically).
+pub(crate) struct DirectConnections {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for DirectConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectConnections")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DirectConnections {
+    /// Direct connections to `path`, or `None` when it is not a database
+    /// file on disk (an in-memory database: sqlx then does everything).
+    pub(crate) fn for_file(path: &Path, busy_timeout: Duration) -> Option<Arc<DirectConnections>> {
+        if !path.is_file() {
+            return None;
+        }
+        Some(Arc::new(DirectConnections {
+            path: path.to_owned(),
+            busy_timeout,
+            idle: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Opens a connection set up as keyturn's sqlx connections are: the
+    /// same busy timeout, and `synchronous = NORMAL` on a WAL database
+    /// (see `relax_wal_sync` in the SQLite adapter for why that is safe).
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(self.busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        Ok(conn)
+    }
+
+    /// Runs `work` on a blocking thread with an idle connection (or a new
+    /// one). The connection goes back to the pool afterwards unless `work`
+    /// failed: an open transaction has been rolled back by then (rusqlite's
+    /// `Transaction` does so on drop), but a failed connection is not
+    /// worth trusting.
+    async fn run<T, F>(self: &Arc<Self>, what: String, work: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let this = Arc::clone(self);
+        let joined = tokio::task::spawn_blocking(move || {
+            let pooled = this.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => this.open()?,
+            };
+            let out = work(&mut conn)?;
+            if let Ok(mut idle) = this.idle.lock() {
+                idle.push(conn);
+            }
+            Ok(out)
+        })
+        .await;
+        match joined {
+            Ok(result) => result.map_err(|source| DbError::Sqlite { what, source }),
+            Err(e) => Err(DbError::Invalid(format!(
+                "{what}: SQLite worker failed: {e}"
+            ))),
+        }
+    }
+
+    /// One keyset batch of a single-column value, as
+    /// [`crate::Database::fetch_batch`].
+    pub(crate) async fn fetch_batch(
+        self: &Arc<Self>,
+        col: &ColumnRef,
+        after: Option<&[PkValue]>,
+        skip_prefix: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, DbError> {
+        let (sql, binds) = Dialect::Sqlite.fetch_batch(col, after, skip_prefix, limit);
+        let col = col.clone();
+        let what = format!("reading a batch of {}.{}", col.table, col.column);
+        self.run(what, move |conn| read_rows(conn, &sql, &binds, &col, limit))
+            .await
+    }
+
+    /// One batch written in one transaction, as
+    /// [`crate::Database::write_cas`]; returns the rows written.
+    pub(crate) async fn write_cas(
+        self: &Arc<Self>,
+        col: &ColumnRef,
+        updates: &[CasUpdate],
+    ) -> Result<u64, DbError> {
+        let sql = cas_row_statement(col);
+        let kind = col.kind;
+        // The blocking thread needs the batch by value.
+        let updates = updates.to_vec();
+        let what = format!("writing a batch of {}.{}", col.table, col.column);
+        self.run(what, move |conn| write_rows(conn, &sql, kind, &updates))
+            .await
+    }
+}
+
+/// The per-row compare-and-swap: `?1` the new value, then the key
+/// columns, then the old value.
+fn cas_row_statement(col: &ColumnRef) -> String {
+    let d = Dialect::Sqlite;
+    let c = d.quote(&col.column);
+    let mut sql = format!("UPDATE {} SET {c} = ?1 WHERE ", d.quote(&col.table));
+    for (i, p) in col.pk.iter().enumerate() {
+        sql.push_str(&format!("{} = ?{} AND ", d.quote(&p.name), i + 2));
+    }
+    sql.push_str(&format!("{c} = ?{}", col.pk.len() + 2));
+    sql
+}
+
+fn bind_value(
+    st: &mut rusqlite::CachedStatement<'_>,
+    i: usize,
+    kind: ValueKind,
+    v: &[u8],
+) -> rusqlite::Result<bool> {
+    match kind {
+        ValueKind::Binary => st.raw_bind_parameter(i, v)?,
+        ValueKind::Text => match std::str::from_utf8(v) {
+            Ok(s) => st.raw_bind_parameter(i, s)?,
+            // Text that is not UTF-8 cannot equal anything SQLite stores
+            // as text: the row is left to the caller's re-read.
+            Err(_) => return Ok(false),
+        },
+    }
+    Ok(true)
+}
+
+fn write_rows(
+    conn: &mut Connection,
+    sql: &str,
+    kind: ValueKind,
+    updates: &[CasUpdate],
+) -> rusqlite::Result<u64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut written = 0u64;
+    {
+        let mut st = tx.prepare_cached(sql)?;
+        let n = updates.first().map_or(0, |u| u.pk.len());
+        'rows: for u in updates {
+            if !bind_value(&mut st, 1, kind, &u.new)? {
+                continue;
+            }
+            for (i, v) in u.pk.iter().enumerate() {
+                match v {
+                    PkValue::Int(x) => st.raw_bind_parameter(i + 2, x)?,
+                    PkValue::Text(s) => st.raw_bind_parameter(i + 2, s.as_str())?,
+                }
+            }
+            if !bind_value(&mut st, n + 2, kind, &u.old)? {
+                continue 'rows;
+            }
+            written += st.raw_execute()? as u64;
+        }
+    }
+    tx.commit()?;
+    Ok(written)
+}
+
+fn read_rows(
+    conn: &mut Connection,
+    sql: &str,
+    binds: &[Bind],
+    col: &ColumnRef,
+    limit: usize,
+) -> rusqlite::Result<Vec<Row>> {
+    let mut st = conn.prepare_cached(sql)?;
+    for (i, b) in binds.iter().enumerate() {
+        match b {
+            Bind::I64(x) => st.raw_bind_parameter(i + 1, x)?,
+            Bind::Str(s) => st.raw_bind_parameter(i + 1, s.as_str())?,
+            Bind::Bytes(v) => st.raw_bind_parameter(i + 1, v.as_slice())?,
+        }
+    }
+    let n = col.pk.len();
+    let mut out = Vec::with_capacity(limit);
+    let mut rows = st.raw_query();
+    while let Some(r) = rows.next()? {
+        let mut pk = Vec::with_capacity(n);
+        for (i, p) in col.pk.iter().enumerate() {
+            pk.push(match p.kind {
+                PkKind::Int => PkValue::Int(r.get(i)?),
+                PkKind::Text => PkValue::Text(r.get(i)?),
+            });
+        }
+        // A value of another storage class than the column's encoding
+        // (SQLite stores what it is given) is an error here as on the
+        // sqlx path, naming the type found.
+        let value = match col.kind {
+            ValueKind::Text => r.get::<_, String>(n)?.into_bytes(),
+            ValueKind::Binary => r.get::<_, Vec<u8>>(n)?,
+        };
+        out.push(Row { pk, value });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PkColumn;
+
+    fn col(pk: &[(&str, PkKind)], kind: ValueKind) -> ColumnRef {
+        ColumnRef {
+            table: "t".into(),
+            pk: pk
+                .iter()
+                .map(|(n, k)| PkColumn {
+                    name: (*n).into(),
+                    kind: *k,
+                    sql_type: String::new(),
+                })
+                .collect(),
+            column: "c".into(),
+            kind,
+            cells: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_compare_and_swap_binds_new_then_keys_then_old() {
+        assert_eq!(
+            cas_row_statement(&col(&[("id", PkKind::Int)], ValueKind::Text)),
+            r#"UPDATE "t" SET "c" = ?1 WHERE "id" = ?2 AND "c" = ?3"#
+        );
+        assert_eq!(
+            cas_row_statement(&col(
+                &[("a", PkKind::Text), ("b", PkKind::Int)],
+                ValueKind::Binary
+            )),
+            r#"UPDATE "t" SET "c" = ?1 WHERE "a" = ?2 AND "b" = ?3 AND "c" = ?4"#
+        );
+    }
+
+    #[test]
+    fn an_in_memory_database_has_no_direct_connections() {
+        assert!(
+            DirectConnections::for_file(Path::new(":memory:"), Duration::from_secs(1)).is_none()
+        );
+        assert!(
+            DirectConnections::for_file(Path::new("/nonexistent/x.db"), Duration::from_secs(1))
+                .is_none()
+        );
+    }
+}

@@ -268,7 +268,17 @@ impl_database!(SqliteDb, {
                     };
                 }
                 q = match col.kind {
-                    ValueKind::Text => q.bind(text_param(&u.old)).bind(text_param(&u.new)),
+                    ValueKind::Text => {
+                        // As on the direct path: a new value that is not
+                        // UTF-8 fails the batch rather than go in lossy.
+                        let new = std::str::from_utf8(&u.new).map_err(|e| {
+                            DbError::Invalid(format!(
+                                "{}: new text value is not UTF-8: {e}",
+                                what()
+                            ))
+                        })?;
+                        q.bind(text_param(&u.old)).bind(new.to_owned())
+                    }
                     ValueKind::Binary => q.bind(u.old.clone()).bind(u.new.clone()),
                 };
             }
@@ -504,12 +514,20 @@ mod tests {
         }
     }
 
-    /// Text that is not UTF-8 cannot be what a text column holds: such a
-    /// row is not written (the engine re-reads it), the rest are.
+    /// Text that is not UTF-8 cannot be what a text column holds: a row
+    /// whose old value is such is not written (the engine re-reads it), the
+    /// rest are; a new value that is such fails the batch whole. The same on
+    /// both paths.
     #[tokio::test]
-    async fn a_text_row_whose_old_value_is_not_utf8_is_left_alone() {
+    async fn text_that_is_not_utf8_is_never_written() {
         let file = TempDb::new("utf8");
-        let db = open(&file.url()).await;
+        for url in [file.url(), "sqlite::memory:".to_owned()] {
+            text_that_is_not_utf8_is_never_written_on(&url).await;
+        }
+    }
+
+    async fn text_that_is_not_utf8_is_never_written_on(url: &str) {
+        let db = open(url).await;
         sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, c TEXT)")
             .execute(&db.pool)
             .await
@@ -532,6 +550,26 @@ mod tests {
             },
         ];
         assert_eq!(db.write_cas(&c, &updates).await.unwrap(), 1);
+        let rows = db.fetch_batch(&c, None, None, 10).await.unwrap();
+        let values: Vec<&[u8]> = rows.iter().map(|r| r.value.as_slice()).collect();
+        assert_eq!(values, [b"one".as_slice(), b"TWO".as_slice()]);
+
+        // A new value that is not UTF-8 cannot go into a text column: the
+        // batch fails whole, nothing of it written.
+        let updates = vec![
+            CasUpdate {
+                pk: vec![PkValue::Int(1)],
+                old: b"one".to_vec(),
+                new: b"uno".to_vec(),
+            },
+            CasUpdate {
+                pk: vec![PkValue::Int(2)],
+                old: b"TWO".to_vec(),
+                new: b"\xffdos".to_vec(),
+            },
+        ];
+        let e = db.write_cas(&c, &updates).await.unwrap_err();
+        assert!(e.to_string().contains("writing a batch of t.c"), "{e}");
         let rows = db.fetch_batch(&c, None, None, 10).await.unwrap();
         let values: Vec<&[u8]> = rows.iter().map(|r| r.value.as_slice()).collect();
         assert_eq!(values, [b"one".as_slice(), b"TWO".as_slice()]);

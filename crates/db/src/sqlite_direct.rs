@@ -129,11 +129,10 @@ impl DirectConnections {
         updates: &[CasUpdate],
     ) -> Result<u64, DbError> {
         let sql = cas_row_statement(col);
-        let kind = col.kind;
         // The blocking thread needs the batch by value.
-        let updates = updates.to_vec();
+        let (col, updates) = (col.clone(), updates.to_vec());
         let what = format!("writing a batch of {}.{}", col.table, col.column);
-        self.run(what, move |conn| write_rows(conn, &sql, kind, &updates))
+        self.run(what, move |conn| write_rows(conn, &sql, &col, &updates))
             .await
     }
 }
@@ -151,18 +150,23 @@ fn cas_row_statement(col: &ColumnRef) -> String {
     sql
 }
 
+/// Binds a value as the column stores it. Text that is not UTF-8 is an
+/// error for a new value (nothing of the batch is written: a text column
+/// cannot hold it, and a lossy copy would corrupt it) and `Ok(false)` for an
+/// old one (it cannot equal what SQLite stores as text, so the row is left
+/// to the engine's re-read).
 fn bind_value(
     st: &mut rusqlite::CachedStatement<'_>,
     i: usize,
     kind: ValueKind,
     v: &[u8],
+    is_new: bool,
 ) -> rusqlite::Result<bool> {
     match kind {
         ValueKind::Binary => st.raw_bind_parameter(i, v)?,
         ValueKind::Text => match std::str::from_utf8(v) {
             Ok(s) => st.raw_bind_parameter(i, s)?,
-            // Text that is not UTF-8 cannot equal anything SQLite stores
-            // as text: the row is left to the caller's re-read.
+            Err(e) if is_new => return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))),
             Err(_) => return Ok(false),
         },
     }
@@ -172,28 +176,25 @@ fn bind_value(
 fn write_rows(
     conn: &mut Connection,
     sql: &str,
-    kind: ValueKind,
+    col: &ColumnRef,
     updates: &[CasUpdate],
 ) -> rusqlite::Result<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut written = 0u64;
     {
         let mut st = tx.prepare_cached(sql)?;
-        let n = updates.first().map_or(0, |u| u.pk.len());
-        'rows: for u in updates {
-            if !bind_value(&mut st, 1, kind, &u.new)? {
-                continue;
-            }
+        let old_at = col.pk.len() + 2;
+        for u in updates {
+            bind_value(&mut st, 1, col.kind, &u.new, true)?;
             for (i, v) in u.pk.iter().enumerate() {
                 match v {
                     PkValue::Int(x) => st.raw_bind_parameter(i + 2, x)?,
                     PkValue::Text(s) => st.raw_bind_parameter(i + 2, s.as_str())?,
                 }
             }
-            if !bind_value(&mut st, n + 2, kind, &u.old)? {
-                continue 'rows;
+            if bind_value(&mut st, old_at, col.kind, &u.old, false)? {
+                written += st.raw_execute()? as u64;
             }
-            written += st.raw_execute()? as u64;
         }
     }
     tx.commit()?;

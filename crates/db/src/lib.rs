@@ -128,6 +128,32 @@ impl ColumnRef {
     }
 }
 
+/// A single-column [`ColumnRef`] for unit tests: every key column of the
+/// given kind gets `sql_type`.
+#[cfg(test)]
+pub(crate) fn test_column(
+    table: &str,
+    column: &str,
+    pk: &[(&str, PkKind)],
+    sql_type: &str,
+    kind: ValueKind,
+) -> ColumnRef {
+    ColumnRef {
+        table: table.into(),
+        pk: pk
+            .iter()
+            .map(|(n, k)| PkColumn {
+                name: (*n).into(),
+                kind: *k,
+                sql_type: sql_type.into(),
+            })
+            .collect(),
+        column: column.into(),
+        kind,
+        cells: Vec::new(),
+    }
+}
+
 /// One primary-key value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(untagged)]

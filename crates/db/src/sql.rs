@@ -429,20 +429,7 @@ mod tests {
     use super::*;
 
     fn col(pk: &[(&str, PkKind)]) -> ColumnRef {
-        ColumnRef {
-            table: "patients".into(),
-            pk: pk
-                .iter()
-                .map(|(n, k)| PkColumn {
-                    name: (*n).into(),
-                    kind: *k,
-                    sql_type: "uuid".into(),
-                })
-                .collect(),
-            column: "phone".into(),
-            kind: ValueKind::Text,
-            cells: Vec::new(),
-        }
+        crate::test_column("patients", "phone", pk, "uuid", ValueKind::Text)
     }
 
     #[test]

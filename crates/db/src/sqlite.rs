@@ -372,23 +372,10 @@ impl_database!(SqliteDb, {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CasUpdate, Database as _, PkColumn, PkKind};
+    use crate::{CasUpdate, Database as _, PkKind};
 
     fn col(pk: &[(&str, PkKind)], kind: ValueKind) -> ColumnRef {
-        ColumnRef {
-            table: "t".into(),
-            pk: pk
-                .iter()
-                .map(|(n, k)| PkColumn {
-                    name: (*n).into(),
-                    kind: *k,
-                    sql_type: "integer".into(),
-                })
-                .collect(),
-            column: "c".into(),
-            kind,
-            cells: Vec::new(),
-        }
+        crate::test_column("t", "c", pk, "integer", kind)
     }
 
     /// A database file of its own under the temp directory, removed on drop.

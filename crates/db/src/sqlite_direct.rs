@@ -242,23 +242,9 @@ fn read_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::PkColumn;
 
     fn col(pk: &[(&str, PkKind)], kind: ValueKind) -> ColumnRef {
-        ColumnRef {
-            table: "t".into(),
-            pk: pk
-                .iter()
-                .map(|(n, k)| PkColumn {
-                    name: (*n).into(),
-                    kind: *k,
-                    sql_type: String::new(),
-                })
-                .collect(),
-            column: "c".into(),
-            kind,
-            cells: Vec::new(),
-        }
+        crate::test_column("t", "c", pk, "", kind)
     }
 
     #[test]

@@ -513,6 +513,14 @@ mod tests {
         }
     }
 
+    fn update(id: i64, old: &[u8], new: &[u8]) -> CasUpdate {
+        CasUpdate {
+            pk: vec![PkValue::Int(id)],
+            old: old.to_vec(),
+            new: new.to_vec(),
+        }
+    }
+
     async fn text_that_is_not_utf8_is_never_written_on(url: &str) {
         let db = open(url).await;
         sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, c TEXT)")
@@ -524,18 +532,7 @@ mod tests {
             .await
             .unwrap();
         let c = col(&[("id", PkKind::Int)], ValueKind::Text);
-        let updates = vec![
-            CasUpdate {
-                pk: vec![PkValue::Int(1)],
-                old: b"\xffone".to_vec(),
-                new: b"ONE".to_vec(),
-            },
-            CasUpdate {
-                pk: vec![PkValue::Int(2)],
-                old: b"two".to_vec(),
-                new: b"TWO".to_vec(),
-            },
-        ];
+        let updates = vec![update(1, b"\xffone", b"ONE"), update(2, b"two", b"TWO")];
         assert_eq!(db.write_cas(&c, &updates).await.unwrap(), 1);
         let rows = db.fetch_batch(&c, None, None, 10).await.unwrap();
         let values: Vec<&[u8]> = rows.iter().map(|r| r.value.as_slice()).collect();
@@ -543,18 +540,7 @@ mod tests {
 
         // A new value that is not UTF-8 cannot go into a text column: the
         // batch fails whole, nothing of it written.
-        let updates = vec![
-            CasUpdate {
-                pk: vec![PkValue::Int(1)],
-                old: b"one".to_vec(),
-                new: b"uno".to_vec(),
-            },
-            CasUpdate {
-                pk: vec![PkValue::Int(2)],
-                old: b"TWO".to_vec(),
-                new: b"\xffdos".to_vec(),
-            },
-        ];
+        let updates = vec![update(1, b"one", b"uno"), update(2, b"TWO", b"\xffdos")];
         let e = db.write_cas(&c, &updates).await.unwrap_err();
         assert!(e.to_string().contains("writing a batch of t.c"), "{e}");
         let rows = db.fetch_batch(&c, None, None, 10).await.unwrap();

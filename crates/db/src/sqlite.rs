@@ -521,16 +521,23 @@ mod tests {
         }
     }
 
-    async fn text_that_is_not_utf8_is_never_written_on(url: &str) {
+    /// A database at `url` with a text column `t.c` holding `rows` (an SQL
+    /// `VALUES` list).
+    async fn text_table(url: &str, rows: &str) -> SqliteDb {
         let db = open(url).await;
         sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, c TEXT)")
             .execute(&db.pool)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+        sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO t VALUES {rows}")))
             .execute(&db.pool)
             .await
             .unwrap();
+        db
+    }
+
+    async fn text_that_is_not_utf8_is_never_written_on(url: &str) {
+        let db = text_table(url, "(1, 'one'), (2, 'two')").await;
         let c = col(&[("id", PkKind::Int)], ValueKind::Text);
         let updates = vec![update(1, b"\xffone", b"ONE"), update(2, b"two", b"TWO")];
         assert_eq!(db.write_cas(&c, &updates).await.unwrap(), 1);
@@ -548,23 +555,18 @@ mod tests {
         assert_eq!(values, [b"one".as_slice(), b"TWO".as_slice()]);
     }
 
-    /// A BLOB in a text column is an error that names the column, on the
-    /// direct path as on sqlx's.
+    /// A BLOB in a text column is an error naming the column and the type
+    /// found, on the direct path as on sqlx's.
     #[tokio::test]
     async fn a_value_of_the_wrong_storage_class_is_an_error() {
         let file = TempDb::new("class");
-        let db = open(&file.url()).await;
-        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, c TEXT)")
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO t VALUES (1, x'00ff')")
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        let c = col(&[("id", PkKind::Int)], ValueKind::Text);
-        let e = db.fetch_batch(&c, None, None, 10).await.unwrap_err();
-        assert!(e.to_string().contains("reading a batch of t.c"), "{e}");
-        assert!(!e.is_transient());
+        for url in [file.url(), "sqlite::memory:".to_owned()] {
+            let db = text_table(&url, "(1, x'00ff')").await;
+            let c = col(&[("id", PkKind::Int)], ValueKind::Text);
+            let e = db.fetch_batch(&c, None, None, 10).await.unwrap_err();
+            let m = e.to_string().to_lowercase();
+            assert!(m.contains("column") && m.contains("blob"), "{url}: {e}");
+            assert!(!e.is_transient(), "{url}");
+        }
     }
 }

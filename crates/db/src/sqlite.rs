@@ -378,30 +378,13 @@ mod tests {
         crate::test_column("t", "c", pk, "integer", kind)
     }
 
-    /// A database file of its own under the temp directory, removed on drop.
-    struct TempDb(std::path::PathBuf);
-
-    impl TempDb {
-        fn new(name: &str) -> TempDb {
-            let p = std::env::temp_dir()
-                .join(format!("keyturn-sqlite-{name}-{}.db", std::process::id()));
-            TempDb::remove(&p);
-            TempDb(p)
-        }
-        fn url(&self) -> String {
-            format!("sqlite://{}", self.0.display())
-        }
-        fn remove(p: &std::path::Path) {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
-            }
-        }
-    }
-
-    impl Drop for TempDb {
-        fn drop(&mut self) {
-            TempDb::remove(&self.0);
-        }
+    /// The URLs both SQLite paths are tested on: a database file in `dir`
+    /// (direct connections) and an in-memory database (sqlx only).
+    fn both_paths(dir: &tempfile::TempDir) -> [String; 2] {
+        [
+            format!("sqlite://{}", dir.path().join("t.db").display()),
+            "sqlite::memory:".to_owned(),
+        ]
     }
 
     async fn open(url: &str) -> SqliteDb {
@@ -463,8 +446,8 @@ mod tests {
     /// still holds the value read.
     #[tokio::test]
     async fn direct_and_sqlx_batches_agree() {
-        let file = TempDb::new("agree");
-        for url in [file.url(), "sqlite::memory:".to_owned()] {
+        let dir = tempfile::tempdir().unwrap();
+        for url in both_paths(&dir) {
             let db = open(&url).await;
             assert_eq!(db.direct.is_some(), url != "sqlite::memory:", "{url}");
             let c = col(
@@ -507,8 +490,8 @@ mod tests {
     /// both paths.
     #[tokio::test]
     async fn text_that_is_not_utf8_is_never_written() {
-        let file = TempDb::new("utf8");
-        for url in [file.url(), "sqlite::memory:".to_owned()] {
+        let dir = tempfile::tempdir().unwrap();
+        for url in both_paths(&dir) {
             text_that_is_not_utf8_is_never_written_on(&url).await;
         }
     }
@@ -559,8 +542,8 @@ mod tests {
     /// found, on the direct path as on sqlx's.
     #[tokio::test]
     async fn a_value_of_the_wrong_storage_class_is_an_error() {
-        let file = TempDb::new("class");
-        for url in [file.url(), "sqlite::memory:".to_owned()] {
+        let dir = tempfile::tempdir().unwrap();
+        for url in both_paths(&dir) {
             let db = text_table(&url, "(1, x'00ff')").await;
             let c = col(&[("id", PkKind::Int)], ValueKind::Text);
             let e = db.fetch_batch(&c, None, None, 10).await.unwrap_err();

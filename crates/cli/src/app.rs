@@ -373,6 +373,7 @@ async fn verify(cli: &Cli, args: &VerifyArgs, actor: &str) -> Result<Exit> {
         &VerifyOptions {
             deep: args.deep,
             batch_size: ctx.cfg.rotation.batch_size,
+            ..Default::default()
         },
         &progress,
     )

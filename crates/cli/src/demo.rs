@@ -215,6 +215,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
         &VerifyOptions {
             deep: true,
             batch_size: 5000,
+            ..Default::default()
         },
         &keyturn_engine::NoProgress,
     )

@@ -1512,6 +1512,7 @@ async fn library_api(t: TestDb) {
         &VerifyOptions {
             deep: true,
             batch_size: 333,
+            ..Default::default()
         },
         &keyturn_engine::NoProgress,
     )

@@ -642,6 +642,7 @@ async fn envelope_cas_miss_is_retried(t: TestDb) {
         &VerifyOptions {
             deep: true,
             batch_size: 7,
+            ..Default::default()
         },
         &NoProgress,
     )

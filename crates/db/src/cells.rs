@@ -601,7 +601,15 @@ mod tests {
     #[test]
     fn skip_prefix_becomes_a_null_safe_condition_on_the_key_id_column() {
         let c = col();
-        let prefix = pack([Some(&b"kek-2"[..])]);
+        let census = crate::KeyCensus {
+            location: KeyIdLocation::Cell(0),
+            shape: keyturn_format::Shape::Cells,
+        };
+        let skip = |prefix: Vec<u8>| crate::Skip {
+            prefix,
+            census: census.clone(),
+        };
+        let prefix = skip(pack([Some(&b"kek-2"[..])]));
         let (sql, binds) = Dialect::Postgres.fetch_batch(&c, None, Some(&prefix), 10);
         assert!(
             sql.contains(r#"NOT ("ssn_kek" IS NOT DISTINCT FROM $1)"#),
@@ -617,13 +625,10 @@ mod tests {
         let (sql, _) = Dialect::Sqlite.count_without_prefix(&c, Some(&prefix));
         assert!(sql.ends_with(r#"AND NOT ("ssn_kek" IS ?)"#), "{sql}");
         // A prefix that is not whole cells filters nothing in SQL.
-        let (sql, binds) = Dialect::Sqlite.fetch_batch(&c, None, Some(b"\x01\x00"), 10);
+        let (sql, binds) =
+            Dialect::Sqlite.fetch_batch(&c, None, Some(&skip(b"\x01\x00".to_vec())), 10);
         assert!(!sql.contains("NOT ("), "{sql}");
         assert!(binds.is_empty());
-        let census = crate::KeyCensus {
-            location: KeyIdLocation::Cell(0),
-            shape: keyturn_format::Shape::Cells,
-        };
         let (sql, _) = Dialect::Postgres.census(&c, &census);
         assert!(
             sql.contains(r#"SELECT "ssn_kek" AS k, "ssn_ct" AS v FROM "accounts""#),

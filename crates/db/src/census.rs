@@ -105,7 +105,12 @@ impl Dialect {
 
     /// `WHEN <not this shape> THEN NULL` branches of a `CASE` (each one a
     /// reason to refuse the value), in evaluation order.
-    fn shape_refusals(self, col: &ColumnRef, shape: &Shape, binds: &mut Vec<Bind>) -> Vec<String> {
+    pub(crate) fn shape_refusals(
+        self,
+        col: &ColumnRef,
+        shape: &Shape,
+        binds: &mut Vec<Bind>,
+    ) -> Vec<String> {
         let c = self.quote(&col.column);
         let text = self.census_text(col);
         let mut out = Vec::new();

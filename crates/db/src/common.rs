@@ -12,7 +12,7 @@ pub(crate) trait OwnBatchRead {
         &self,
         _col: &crate::ColumnRef,
         _after: Option<&[crate::PkValue]>,
-        _skip_prefix: Option<&[u8]>,
+        _skip: Option<&crate::Skip>,
         _limit: usize,
     ) -> Result<Option<Vec<crate::Row>>, crate::DbError> {
         Ok(None)
@@ -227,9 +227,9 @@ macro_rules! impl_database {
             Ok(out)
         }
 
-        async fn count_without_prefix(&self, col: &$crate::ColumnRef, prefix: Option<&[u8]>) -> Result<u64, DbError> {
+        async fn count_without_prefix(&self, col: &$crate::ColumnRef, skip: Option<&$crate::Skip>) -> Result<u64, DbError> {
             use sqlx::Row as _;
-            let (sql, binds) = Self::DIALECT.count_without_prefix(col, prefix);
+            let (sql, binds) = Self::DIALECT.count_without_prefix(col, skip);
             let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
             let row = q
                 .fetch_one(&self.pool)
@@ -243,15 +243,15 @@ macro_rules! impl_database {
             &self,
             col: &$crate::ColumnRef,
             after: Option<&[$crate::PkValue]>,
-            skip_prefix: Option<&[u8]>,
+            skip: Option<&crate::Skip>,
             limit: usize,
         ) -> Result<Vec<$crate::Row>, DbError> {
             if let Some(rows) =
-                $crate::common::OwnBatchRead::fetch_batch_own(self, col, after, skip_prefix, limit).await?
+                $crate::common::OwnBatchRead::fetch_batch_own(self, col, after, skip, limit).await?
             {
                 return Ok(rows);
             }
-            let (sql, binds) = Self::DIALECT.fetch_batch(col, after, skip_prefix, limit);
+            let (sql, binds) = Self::DIALECT.fetch_batch(col, after, skip, limit);
             let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
             let rows = q
                 .fetch_all(&self.pool)
@@ -278,8 +278,22 @@ macro_rules! impl_database {
         }
 
         async fn ensure_meta(&self) -> Result<(), DbError> {
-            for stmt in $crate::meta::create_tables(Self::DIALECT) {
+            // keyturn_bad_rows of keyturn 0.1 (one line per sighting) moves
+            // aside first, so the table is created in today's form.
+            let d = Self::DIALECT;
+            if let Some(info) = self.describe_table("keyturn_bad_rows").await?
+                && info.column_type("pk_hash").is_none()
+            {
+                sqlx::query(sqlx::AssertSqlSafe($crate::meta::bad_rows_rename_old(d)))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(DbError::query("moving the old keyturn_bad_rows aside"))?;
+            }
+            for stmt in $crate::meta::create_tables(d) {
                 create_if_missing!(&self.pool, stmt, "creating keyturn's bookkeeping tables")?;
+            }
+            if self.describe_table($crate::meta::OLD_BAD_ROWS).await?.is_some() {
+                self.import_old_bad_rows().await?;
             }
             Ok(())
         }
@@ -365,33 +379,114 @@ macro_rules! impl_database {
 
         async fn record_bad_rows(&self, rows: &[$crate::BadRow]) -> Result<(), DbError> {
             let d = Self::DIALECT;
-            // Chunks keep every backend under its bind-parameter limit.
-            for chunk in rows.chunks(500) {
-                let mut values = Vec::with_capacity(chunk.len());
-                for i in 0..chunk.len() {
-                    let b = i * 6;
-                    values.push(format!(
-                        "({}, {}, {}, {}, {}, {})",
-                        d.ph(b + 1), d.ph(b + 2), d.ph(b + 3), d.ph(b + 4), d.ph(b + 5), d.ph(b + 6)
-                    ));
-                }
-                let sql = format!(
-                    "INSERT INTO keyturn_bad_rows (run_id, table_name, column_name, pk, reason, seen_at) VALUES {}",
-                    values.join(", ")
-                );
+            // A row once per statement (an upsert may not touch a record
+            // twice); chunks keep every backend under its bind limit.
+            let mut seen = std::collections::HashSet::new();
+            let rows: Vec<&$crate::BadRow> = rows
+                .iter()
+                .filter(|r| seen.insert((&r.table, &r.column, &r.pk)))
+                .collect();
+            for chunk in rows.chunks(300) {
+                let sql = $crate::meta::bad_rows_upsert(d, chunk.len());
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for r in chunk {
-                    q = q
-                        .bind(r.run_id.clone())
-                        .bind(r.table.clone())
-                        .bind(r.column.clone())
-                        .bind(r.pk.clone())
-                        .bind(r.reason.clone())
-                        .bind(r.seen_at.clone());
+                    for v in $crate::meta::bad_row_binds(r) {
+                        q = q.bind(v);
+                    }
                 }
                 q.execute(&self.pool).await.map_err(DbError::query("recording bad rows"))?;
             }
             Ok(())
+        }
+
+        async fn load_bad_rows(
+            &self,
+            table: Option<&str>,
+            column: Option<&str>,
+        ) -> Result<Vec<$crate::BadRowRecord>, DbError> {
+            use sqlx::Row as _;
+            if self.describe_table("keyturn_bad_rows").await?.is_none() {
+                return Ok(Vec::new());
+            }
+            let what = "reading keyturn_bad_rows";
+            let sql = $crate::meta::bad_rows_select(Self::DIALECT, table.is_some(), column.is_some());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for v in [table, column].into_iter().flatten() {
+                q = q.bind(v.to_owned());
+            }
+            let rows = q.fetch_all(&self.pool).await.map_err(DbError::query(what))?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let fingerprint: String = r.try_get(8).map_err(DbError::query(what))?;
+                let acked: Option<String> = r.try_get(9).map_err(DbError::query(what))?;
+                let times: i64 = r.try_get(6).map_err(DbError::query(what))?;
+                out.push($crate::BadRowRecord {
+                    table: r.try_get(0).map_err(DbError::query(what))?,
+                    column: r.try_get(1).map_err(DbError::query(what))?,
+                    pk: r.try_get(2).map_err(DbError::query(what))?,
+                    reason: r.try_get(3).map_err(DbError::query(what))?,
+                    first_seen: r.try_get(4).map_err(DbError::query(what))?,
+                    last_seen: r.try_get(5).map_err(DbError::query(what))?,
+                    times_seen: times.max(0) as u64,
+                    run_id: r.try_get(7).map_err(DbError::query(what))?,
+                    acknowledged: acked.as_deref() == Some(fingerprint.as_str()),
+                    changed_since_ack: acked.as_ref().is_some_and(|a| *a != fingerprint),
+                    acked_at: r.try_get(10).map_err(DbError::query(what))?,
+                    acked_by: r.try_get(11).map_err(DbError::query(what))?,
+                    ack_reason: r.try_get(12).map_err(DbError::query(what))?,
+                    value_fingerprint: fingerprint,
+                });
+            }
+            Ok(out)
+        }
+
+        async fn clear_bad_rows(
+            &self,
+            table: &str,
+            column: &str,
+            pks: &[String],
+        ) -> Result<u64, DbError> {
+            let mut cleared = 0;
+            for chunk in pks.chunks(500) {
+                let sql = $crate::meta::bad_rows_delete(Self::DIALECT, chunk.len());
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(table.to_owned())
+                    .bind(column.to_owned());
+                for pk in chunk {
+                    q = q.bind($crate::meta::pk_hash(pk));
+                }
+                cleared += q
+                    .execute(&self.pool)
+                    .await
+                    .map_err(DbError::query("clearing bad rows"))?
+                    .rows_affected();
+            }
+            Ok(cleared)
+        }
+
+        async fn ack_bad_rows(
+            &self,
+            rows: &[(String, String, String)],
+            ack: &$crate::BadRowAck,
+        ) -> Result<u64, DbError> {
+            let what = "acknowledging bad rows";
+            let mut tx = self.pool.begin().await.map_err(DbError::query(what))?;
+            let mut found = 0;
+            for (table, column, pk) in rows {
+                found += sqlx::query(sqlx::AssertSqlSafe($crate::meta::bad_row_ack(Self::DIALECT)))
+                    .bind(ack.at.clone())
+                    .bind(ack.by.clone())
+                    .bind(ack.reason.clone())
+                    .bind(table.clone())
+                    .bind(column.clone())
+                    .bind($crate::meta::pk_hash(pk))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(DbError::query(what))?
+                    .rows_affected();
+            }
+            tx.commit().await.map_err(DbError::query(what))?;
+            Ok(found)
         }
 
         async fn save_run(&self, run: &$crate::RunRecord) -> Result<(), DbError> {
@@ -639,6 +734,54 @@ macro_rules! impl_database {
             tx.commit().await.map_err(DbError::query(what))?;
             Ok(())
         }
+        }
+
+        impl $ty {
+            /// Folds the sightings of keyturn 0.1's `keyturn_bad_rows` (moved
+            /// aside as `keyturn_bad_rows_v0`) into one record per row, then
+            /// drops the old table.
+            async fn import_old_bad_rows(&self) -> Result<(), DbError> {
+                use sqlx::Row as _;
+                let what = "importing the old keyturn_bad_rows";
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT run_id, table_name, column_name, pk, reason, seen_at FROM {} ORDER BY seen_at",
+                    $crate::meta::OLD_BAD_ROWS
+                )))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(DbError::query(what))?;
+                let mut seen: Vec<$crate::meta::OldSighting> = Vec::with_capacity(rows.len());
+                for r in rows {
+                    seen.push($crate::meta::OldSighting {
+                        run_id: r.try_get(0).map_err(DbError::query(what))?,
+                        table: r.try_get(1).map_err(DbError::query(what))?,
+                        column: r.try_get(2).map_err(DbError::query(what))?,
+                        pk: r.try_get(3).map_err(DbError::query(what))?,
+                        reason: r.try_get(4).map_err(DbError::query(what))?,
+                        seen_at: r.try_get(5).map_err(DbError::query(what))?,
+                    });
+                }
+                let d = Self::DIALECT;
+                for rec in $crate::meta::fold_old_sightings(seen) {
+                    let q = sqlx::query(sqlx::AssertSqlSafe($crate::meta::bad_row_import(d)));
+                    let mut q = q;
+                    for v in rec.binds() {
+                        q = q.bind(v);
+                    }
+                    q.bind(rec.times_seen as i64)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(DbError::query(what))?;
+                }
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP TABLE {}",
+                    $crate::meta::OLD_BAD_ROWS
+                )))
+                .execute(&self.pool)
+                .await
+                .map_err(DbError::query(what))?;
+                Ok(())
+            }
         }
     };
 }

@@ -31,7 +31,10 @@ pub use catalog::{CatalogRow, CatalogWrite};
 pub use census::KeyCensus;
 pub use error::{DbError, redact_url};
 pub use instances::{BoxFuture, InstanceHeartbeat, InstanceRow, InstanceSnapshot};
-pub use meta::{BadRow, Checkpoint, LockHolder, RunRecord, now_rfc3339};
+pub use meta::{
+    BadRow, BadRowAck, BadRowRecord, Checkpoint, LockHolder, RunRecord, now_rfc3339,
+    value_fingerprint,
+};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -266,6 +269,16 @@ impl fmt::Display for ReadProblem {
     }
 }
 
+/// Values a read leaves out: those under the primary key, told by the
+/// primary's `prefix` and, when the codec has one, its [`KeyCensus`] shape —
+/// a damaged value behind the primary's prefix is still read, so that it is
+/// named as a bad row.
+#[derive(Clone, Debug)]
+pub struct Skip {
+    pub prefix: Vec<u8>,
+    pub census: KeyCensus,
+}
+
 /// Write `new` where the column still holds exactly `old`.
 #[derive(Clone, Debug)]
 pub struct CasUpdate {
@@ -396,20 +409,20 @@ pub trait Database: Send + Sync + fmt::Debug {
         limit: usize,
     ) -> Result<Vec<Pk>, DbError>;
 
-    /// Counts non-NULL values that do not start with `prefix`.
+    /// Counts non-NULL values, leaving out those `skip` says.
     async fn count_without_prefix(
         &self,
         col: &ColumnRef,
-        prefix: Option<&[u8]>,
+        skip: Option<&Skip>,
     ) -> Result<u64, DbError>;
 
     /// The next batch of non-NULL values in primary-key order after `after`,
-    /// skipping values that start with `skip_prefix`.
+    /// leaving out those `skip` says.
     async fn fetch_batch(
         &self,
         col: &ColumnRef,
         after: Option<&[PkValue]>,
-        skip_prefix: Option<&[u8]>,
+        skip: Option<&Skip>,
         limit: usize,
     ) -> Result<Vec<Row>, DbError>;
 
@@ -443,7 +456,35 @@ pub trait Database: Send + Sync + fmt::Debug {
         column: &str,
     ) -> Result<(), DbError>;
 
+    /// Records bad rows: one record per (table, column, primary key),
+    /// inserted the first time and updated after (reason, last seen, times
+    /// seen, run, value fingerprint).
     async fn record_bad_rows(&self, rows: &[BadRow]) -> Result<(), DbError>;
+
+    /// The bad-row records, all or of one table or column (none when the
+    /// table does not exist yet).
+    async fn load_bad_rows(
+        &self,
+        table: Option<&str>,
+        column: Option<&str>,
+    ) -> Result<Vec<BadRowRecord>, DbError>;
+
+    /// Deletes the records of rows of one column (rendered primary keys):
+    /// they rotated, verified, or hold NULL now.
+    async fn clear_bad_rows(
+        &self,
+        table: &str,
+        column: &str,
+        pks: &[String],
+    ) -> Result<u64, DbError>;
+
+    /// Acknowledges the records of the given rows `(table, column, pk)` for
+    /// the values they hold now; returns how many records were found.
+    async fn ack_bad_rows(
+        &self,
+        rows: &[(String, String, String)],
+        ack: &BadRowAck,
+    ) -> Result<u64, DbError>;
     async fn save_run(&self, run: &RunRecord) -> Result<(), DbError>;
 
     /// Runs statements without results (setup for demos and tests).

@@ -4,7 +4,7 @@
 //! |-----------------------|--------------------------------------------------------------|
 //! | `keyturn_checkpoints` | where an unfinished rotate/encrypt stopped, per column       |
 //! | `keyturn_runs`        | one row per run: operation, actor, times, outcome, summary   |
-//! | `keyturn_bad_rows`    | rows a run could not process: table, column, key, reason     |
+//! | `keyturn_bad_rows`    | one record per row a run or verify could not process: table, column, key, reason, first/last seen, times seen, acknowledgement |
 //! | `keyturn_lock`        | who holds the rotation lock and since when                   |
 //!
 //! Times are stored as RFC 3339 UTC text so the three backends agree.
@@ -29,16 +29,69 @@ pub struct Checkpoint {
     pub updated_at: String,
 }
 
-/// A row a run could not process.
+/// A row a run (or `verify`) could not process, as seen once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BadRow {
     pub run_id: String,
     pub table: String,
     pub column: String,
-    /// The primary key, rendered for people.
+    /// The primary key, rendered for people ([`crate::pk_display`]).
     pub pk: String,
     pub reason: String,
     pub seen_at: String,
+    /// [`value_fingerprint`] of the value as read: an acknowledgement holds
+    /// only while the value stays the same. Never shown.
+    #[serde(skip)]
+    pub value_fingerprint: String,
+}
+
+/// The record of one bad row in `keyturn_bad_rows`: one per (table,
+/// column, primary key), however often it was seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BadRowRecord {
+    pub table: String,
+    pub column: String,
+    pub pk: String,
+    /// The reason given the last time it was seen.
+    pub reason: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub times_seen: u64,
+    /// The run (or verify) that saw it last.
+    pub run_id: String,
+    /// Acknowledged for the value it holds now (`keyturn bad-rows ack`).
+    pub acknowledged: bool,
+    /// Acknowledged once, but the value changed since: no longer
+    /// acknowledged.
+    pub changed_since_ack: bool,
+    pub acked_at: Option<String>,
+    pub acked_by: Option<String>,
+    pub ack_reason: Option<String>,
+    #[serde(skip)]
+    pub value_fingerprint: String,
+}
+
+/// An acknowledgement of bad rows: who, when, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRowAck {
+    pub by: String,
+    pub at: String,
+    pub reason: String,
+}
+
+/// A one-way fingerprint of a stored value (SHA-256, hex), so that an
+/// acknowledgement of a bad row can tell whether the value changed. It is
+/// kept only next to the row's own record in the same database, deleted
+/// with it, and never printed, audited or reported.
+pub fn value_fingerprint(value: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key of a bad-row record: SHA-256 of the rendered primary key, so a
+/// key of any length fits a primary-key index on every database.
+pub(crate) fn pk_hash(pk: &str) -> String {
+    value_fingerprint(pk.as_bytes())
 }
 
 /// One run of a state-changing command.
@@ -120,15 +173,7 @@ pub(crate) fn create_tables(d: Dialect) -> Vec<String> {
                 outcome VARCHAR(32) NOT NULL,
                 summary {text} NOT NULL)"
         ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS keyturn_bad_rows (
-                run_id VARCHAR(64) NOT NULL,
-                table_name VARCHAR(190) NOT NULL,
-                column_name VARCHAR(190) NOT NULL,
-                pk {text} NOT NULL,
-                reason {text} NOT NULL,
-                seen_at VARCHAR(40) NOT NULL)"
-        ),
+        bad_rows_table(d),
         "CREATE TABLE IF NOT EXISTS keyturn_lock (
                 name VARCHAR(64) NOT NULL PRIMARY KEY,
                 holder VARCHAR(255) NOT NULL,
@@ -138,4 +183,246 @@ pub(crate) fn create_tables(d: Dialect) -> Vec<String> {
                 heartbeat VARCHAR(40) NOT NULL)"
             .to_string(),
     ]
+}
+
+/// `keyturn_bad_rows`: one record per row.
+pub(crate) fn bad_rows_table(d: Dialect) -> String {
+    let text = d.long_text();
+    format!(
+        "CREATE TABLE IF NOT EXISTS keyturn_bad_rows (
+            table_name VARCHAR(190) NOT NULL,
+            column_name VARCHAR(190) NOT NULL,
+            pk_hash VARCHAR(64) NOT NULL,
+            pk {text} NOT NULL,
+            reason {text} NOT NULL,
+            first_seen VARCHAR(40) NOT NULL,
+            last_seen VARCHAR(40) NOT NULL,
+            times_seen BIGINT NOT NULL,
+            run_id VARCHAR(64) NOT NULL,
+            value_fingerprint VARCHAR(64) NOT NULL,
+            acked_fingerprint VARCHAR(64),
+            acked_at VARCHAR(40),
+            acked_by VARCHAR(255),
+            ack_reason {text},
+            PRIMARY KEY (table_name, column_name, pk_hash))"
+    )
+}
+
+/// Inserts or updates one bad-row record per row (parameters: see
+/// [`bad_row_binds`]).
+pub(crate) fn bad_rows_upsert(d: Dialect, rows: usize) -> String {
+    let cols = "table_name, column_name, pk_hash, pk, reason, first_seen, last_seen, times_seen, run_id, value_fingerprint";
+    let mut values = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let b = i * 9;
+        let ph: Vec<String> = (1..=9).map(|j| d.ph(b + j)).collect();
+        values.push(format!(
+            "({}, {}, {}, {}, {}, {}, {}, 1, {}, {})",
+            ph[0], ph[1], ph[2], ph[3], ph[4], ph[5], ph[6], ph[7], ph[8]
+        ));
+    }
+    let values = values.join(", ");
+    match d {
+        Dialect::MySql => format!(
+            "INSERT INTO keyturn_bad_rows ({cols}) VALUES {values} ON DUPLICATE KEY UPDATE \
+             reason = VALUES(reason), last_seen = VALUES(last_seen), times_seen = times_seen + 1, \
+             run_id = VALUES(run_id), value_fingerprint = VALUES(value_fingerprint)"
+        ),
+        _ => format!(
+            "INSERT INTO keyturn_bad_rows ({cols}) VALUES {values} \
+             ON CONFLICT (table_name, column_name, pk_hash) DO UPDATE SET \
+             reason = excluded.reason, last_seen = excluded.last_seen, \
+             times_seen = keyturn_bad_rows.times_seen + 1, run_id = excluded.run_id, \
+             value_fingerprint = excluded.value_fingerprint"
+        ),
+    }
+}
+
+/// The parameters of one row of [`bad_rows_upsert`], in order.
+pub(crate) fn bad_row_binds(r: &BadRow) -> [String; 9] {
+    [
+        r.table.clone(),
+        r.column.clone(),
+        pk_hash(&r.pk),
+        r.pk.clone(),
+        r.reason.clone(),
+        r.seen_at.clone(),
+        r.seen_at.clone(),
+        r.run_id.clone(),
+        r.value_fingerprint.clone(),
+    ]
+}
+
+/// Every record, or one table's or column's, in a stable order.
+pub(crate) fn bad_rows_select(d: Dialect, table: bool, column: bool) -> String {
+    let mut conds = Vec::new();
+    let mut n = 0;
+    if table {
+        n += 1;
+        conds.push(format!("table_name = {}", d.ph(n)));
+    }
+    if column {
+        n += 1;
+        conds.push(format!("column_name = {}", d.ph(n)));
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    format!(
+        "SELECT table_name, column_name, pk, reason, first_seen, last_seen, times_seen, run_id, \
+         value_fingerprint, acked_fingerprint, acked_at, acked_by, ack_reason \
+         FROM keyturn_bad_rows{filter} ORDER BY table_name, column_name, first_seen, pk"
+    )
+}
+
+/// Deletes the records of the given rows of one column.
+pub(crate) fn bad_rows_delete(d: Dialect, rows: usize) -> String {
+    let phs: Vec<String> = (3..rows + 3).map(|i| d.ph(i)).collect();
+    format!(
+        "DELETE FROM keyturn_bad_rows WHERE table_name = {} AND column_name = {} AND pk_hash IN ({})",
+        d.ph(1),
+        d.ph(2),
+        phs.join(", ")
+    )
+}
+
+/// Acknowledges one row's record for the value it holds now.
+pub(crate) fn bad_row_ack(d: Dialect) -> String {
+    format!(
+        "UPDATE keyturn_bad_rows SET acked_fingerprint = value_fingerprint, acked_at = {}, acked_by = {}, ack_reason = {} \
+         WHERE table_name = {} AND column_name = {} AND pk_hash = {}",
+        d.ph(1),
+        d.ph(2),
+        d.ph(3),
+        d.ph(4),
+        d.ph(5),
+        d.ph(6)
+    )
+}
+
+/// Where keyturn 0.1's `keyturn_bad_rows` (one line per sighting) is moved
+/// before its rows are folded into today's table.
+pub(crate) const OLD_BAD_ROWS: &str = "keyturn_bad_rows_v0";
+
+pub(crate) fn bad_rows_rename_old(d: Dialect) -> String {
+    match d {
+        Dialect::MySql => format!("RENAME TABLE keyturn_bad_rows TO {OLD_BAD_ROWS}"),
+        _ => format!("ALTER TABLE keyturn_bad_rows RENAME TO {OLD_BAD_ROWS}"),
+    }
+}
+
+/// One line of keyturn 0.1's table.
+pub(crate) struct OldSighting {
+    pub run_id: String,
+    pub table: String,
+    pub column: String,
+    pub pk: String,
+    pub reason: String,
+    pub seen_at: String,
+}
+
+/// A record folded from old sightings.
+pub(crate) struct FoldedRecord {
+    pub last: OldSighting,
+    pub first_seen: String,
+    pub times_seen: u64,
+}
+
+impl FoldedRecord {
+    /// The parameters of [`bad_row_import`] but the last (times seen).
+    pub(crate) fn binds(&self) -> [String; 9] {
+        let l = &self.last;
+        [
+            l.table.clone(),
+            l.column.clone(),
+            pk_hash(&l.pk),
+            l.pk.clone(),
+            l.reason.clone(),
+            self.first_seen.clone(),
+            l.seen_at.clone(),
+            l.run_id.clone(),
+            // The value was not fingerprinted then: the next sighting does.
+            String::new(),
+        ]
+    }
+}
+
+/// Sightings in time order → one record per (table, column, key).
+pub(crate) fn fold_old_sightings(seen: Vec<OldSighting>) -> Vec<FoldedRecord> {
+    let mut out: Vec<FoldedRecord> = Vec::new();
+    let mut index: std::collections::HashMap<(String, String, String), usize> =
+        std::collections::HashMap::new();
+    for s in seen {
+        let key = (s.table.clone(), s.column.clone(), s.pk.clone());
+        match index.get(&key) {
+            Some(&i) => {
+                out[i].times_seen += 1;
+                out[i].last = s;
+            }
+            None => {
+                index.insert(key, out.len());
+                out.push(FoldedRecord {
+                    first_seen: s.seen_at.clone(),
+                    times_seen: 1,
+                    last: s,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Inserts one folded record (parameters: [`FoldedRecord::binds`], then
+/// times seen).
+pub(crate) fn bad_row_import(d: Dialect) -> String {
+    let ph: Vec<String> = (1..=10).map(|i| d.ph(i)).collect();
+    format!(
+        "INSERT INTO keyturn_bad_rows (table_name, column_name, pk_hash, pk, reason, first_seen, last_seen, run_id, value_fingerprint, times_seen) VALUES ({})",
+        ph.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_sightings_fold_into_one_record_per_row() {
+        let s = |pk: &str, at: &str, why: &str| OldSighting {
+            run_id: format!("run-{at}"),
+            table: "t".into(),
+            column: "c".into(),
+            pk: pk.into(),
+            reason: why.into(),
+            seen_at: at.into(),
+        };
+        let folded = fold_old_sightings(vec![
+            s("1", "a", "first"),
+            s("2", "a", "x"),
+            s("1", "b", "second"),
+            s("1", "c", "third"),
+        ]);
+        assert_eq!(folded.len(), 2);
+        assert_eq!(
+            (
+                folded[0].first_seen.as_str(),
+                folded[0].last.seen_at.as_str(),
+                folded[0].times_seen,
+                folded[0].last.reason.as_str()
+            ),
+            ("a", "c", 3, "third")
+        );
+        assert_eq!(folded[1].times_seen, 1);
+    }
+
+    #[test]
+    fn fingerprints_are_sha256_hex() {
+        assert_eq!(
+            value_fingerprint(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(pk_hash("1").len(), 64);
+    }
 }

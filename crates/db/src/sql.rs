@@ -133,24 +133,30 @@ impl Dialect {
         s.join(", ")
     }
 
-    /// A condition excluding values that start with `prefix` (for a
-    /// multi-column value: whose leading cells equal the prefix's); `None`
-    /// when SQL cannot express it and nothing is filtered.
+    /// A condition excluding the values `skip` names: those that start
+    /// with its prefix and have the codec's shape (for a multi-column value:
+    /// whose leading cells equal the prefix's); `None` when SQL cannot
+    /// express it and nothing is filtered. A `CASE`, whose branches run in
+    /// order on every database: the shape's checks only see values with
+    /// the prefix.
     fn skip_condition(
         self,
         col: &ColumnRef,
-        prefix: &[u8],
+        skip: &crate::Skip,
         binds: &mut Vec<Bind>,
     ) -> Option<String> {
         if col.has_cells() {
-            return crate::cells::skip_condition(self, col, prefix, binds);
+            return crate::cells::skip_condition(self, col, &skip.prefix, binds);
         }
-        binds.push(self.prefix_bind(col, prefix));
-        Some(format!(
+        binds.push(self.prefix_bind(col, &skip.prefix));
+        let mut whens = vec![format!(
             "{} <> {}",
-            self.prefix_of(col, prefix.len()),
+            self.prefix_of(col, skip.prefix.len()),
             self.ph(binds.len())
-        ))
+        )];
+        whens.extend(self.shape_refusals(col, &skip.census.shape, binds));
+        let whens: String = whens.iter().map(|w| format!("WHEN {w} THEN 1 ")).collect();
+        Some(format!("(CASE {whens}ELSE 0 END) = 1"))
     }
 
     /// `(a > x) OR (a = x AND b > y) …`: keyset condition, expanded so every
@@ -179,10 +185,10 @@ impl Dialect {
         self,
         col: &ColumnRef,
         after: Option<&[PkValue]>,
-        skip_prefix: Option<&[u8]>,
+        skip: Option<&crate::Skip>,
         limit: usize,
     ) -> (String, Vec<Bind>) {
-        self.fetch_batch_of(self.select_list(col), col, after, skip_prefix, limit)
+        self.fetch_batch_of(self.select_list(col), col, after, skip, limit)
     }
 
     fn fetch_batch_of(
@@ -190,7 +196,7 @@ impl Dialect {
         select_list: String,
         col: &ColumnRef,
         after: Option<&[PkValue]>,
-        skip_prefix: Option<&[u8]>,
+        skip: Option<&crate::Skip>,
         limit: usize,
     ) -> (String, Vec<Bind>) {
         let mut binds = Vec::new();
@@ -198,7 +204,7 @@ impl Dialect {
         if let Some(after) = after {
             conds.push(self.after_condition(col, after, &mut binds));
         }
-        if let Some(c) = skip_prefix.and_then(|p| self.skip_condition(col, p, &mut binds)) {
+        if let Some(c) = skip.and_then(|p| self.skip_condition(col, p, &mut binds)) {
             conds.push(c);
         }
         let sql = format!(
@@ -213,7 +219,7 @@ impl Dialect {
     pub(crate) fn count_without_prefix(
         self,
         col: &ColumnRef,
-        prefix: Option<&[u8]>,
+        skip: Option<&crate::Skip>,
     ) -> (String, Vec<Bind>) {
         let mut binds = Vec::new();
         let mut sql = format!(
@@ -221,7 +227,7 @@ impl Dialect {
             self.quote(&col.table),
             self.quote(&col.column)
         );
-        if let Some(c) = prefix.and_then(|p| self.skip_condition(col, p, &mut binds)) {
+        if let Some(c) = skip.and_then(|p| self.skip_condition(col, p, &mut binds)) {
             sql.push_str(" AND ");
             sql.push_str(&c);
         }
@@ -282,14 +288,25 @@ mod tests {
     fn keyset_query_is_expanded_and_bound() {
         let c = col(&[("a", PkKind::Int), ("b", PkKind::Text)]);
         let after = vec![PkValue::Int(1), PkValue::Text("x".into())];
-        let (sql, binds) = Dialect::Postgres.fetch_batch(&c, Some(&after), Some(b"kt1:k2:a:"), 100);
+        let skip = crate::Skip {
+            prefix: b"kt1:k2:a:".to_vec(),
+            census: crate::KeyCensus::of(&keyturn_format::NativeCodec {
+                encoding: keyturn_format::Encoding::Text,
+            }),
+        };
+        let (sql, binds) = Dialect::Postgres.fetch_batch(&c, Some(&after), Some(&skip), 100);
         assert!(
             sql.contains(r#"(("a" > $1) OR ("a" = $2 AND "b" > CAST($3 AS uuid)))"#),
             "{sql}"
         );
-        assert!(sql.contains(r#"left("phone", 9) <> $4"#), "{sql}");
+        // Left out: values with the primary's prefix that also have the
+        // format's shape (a damaged one is still read, to be named).
+        assert!(
+            sql.contains(r#"(CASE WHEN left("phone", 9) <> $4 THEN 1 WHEN NOT ("phone" ~ $5) THEN 1 ELSE 0 END) = 1"#),
+            "{sql}"
+        );
         assert!(sql.ends_with(r#"ORDER BY "a", "b" LIMIT 100"#), "{sql}");
-        assert_eq!(binds.len(), 4);
+        assert_eq!(binds.len(), 5);
         let (sql, _) = Dialect::MySql.fetch_batch(&c, None, None, 5);
         assert!(
             sql.starts_with(

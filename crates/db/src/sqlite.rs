@@ -149,14 +149,13 @@ impl OwnBatchRead for SqliteDb {
         &self,
         col: &ColumnRef,
         after: Option<&[PkValue]>,
-        skip_prefix: Option<&[u8]>,
+        skip: Option<&crate::Skip>,
         limit: usize,
     ) -> Result<Option<Vec<Row>>, DbError> {
         match &self.direct {
-            Some(direct) if !col.has_cells() => direct
-                .fetch_batch(col, after, skip_prefix, limit)
-                .await
-                .map(Some),
+            Some(direct) if !col.has_cells() => {
+                direct.fetch_batch(col, after, skip, limit).await.map(Some)
+            }
             _ => Ok(None),
         }
     }

@@ -67,6 +67,7 @@ impl DirectConnections {
         )?;
         conn.busy_timeout(self.busy_timeout)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        register_regexp(&conn)?;
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         if mode.eq_ignore_ascii_case("wal") {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -112,10 +113,10 @@ impl DirectConnections {
         self: &Arc<Self>,
         col: &ColumnRef,
         after: Option<&[PkValue]>,
-        skip_prefix: Option<&[u8]>,
+        skip: Option<&crate::Skip>,
         limit: usize,
     ) -> Result<Vec<Row>, DbError> {
-        let (sql, binds) = Dialect::Sqlite.fetch_batch(col, after, skip_prefix, limit);
+        let (sql, binds) = Dialect::Sqlite.fetch_batch(col, after, skip, limit);
         let col = col.clone();
         let what = format!("reading a batch of {}.{}", col.table, col.column);
         self.run(what, move |conn| read_rows(conn, &sql, &binds, &col, limit))
@@ -136,6 +137,31 @@ impl DirectConnections {
         self.run(what, move |conn| write_rows(conn, &sql, &col, &updates))
             .await
     }
+}
+
+/// `X REGEXP P` as on keyturn's sqlx connections (sqlx's `with_regexp`):
+/// Rust's regex syntax, NULL for a NULL value, and false for a value that is
+/// not UTF-8 text (the census checks a value is ASCII before matching it).
+fn register_regexp(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "regexp",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let re = ctx.get_or_create_aux(
+                0,
+                |p| -> Result<regex::Regex, Box<dyn std::error::Error + Send + Sync>> {
+                    Ok(regex::Regex::new(p.as_str()?)?)
+                },
+            )?;
+            Ok(match ctx.get_raw(1) {
+                ValueRef::Null => None,
+                ValueRef::Text(t) => Some(std::str::from_utf8(t).is_ok_and(|s| re.is_match(s))),
+                _ => Some(false),
+            })
+        },
+    )
 }
 
 /// The per-row compare-and-swap: `?1` the new value, then the key

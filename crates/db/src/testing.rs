@@ -4,9 +4,10 @@
 //! needs it, so a new trait method is delegated once.
 
 use crate::{
-    AuditRow, AuditRowBuilder, Backend, BadRow, BoxFuture, CasUpdate, CatalogRow, CatalogWrite,
-    Checkpoint, ColumnCounts, ColumnRef, Database, DbError, InstanceHeartbeat, InstanceSnapshot,
-    KeyCensus, LockHolder, LockOutcome, Pk, PkValue, Row, RunRecord, TableInfo,
+    AuditRow, AuditRowBuilder, Backend, BadRow, BadRowAck, BadRowRecord, BoxFuture, CasUpdate,
+    CatalogRow, CatalogWrite, Checkpoint, ColumnCounts, ColumnRef, Database, DbError,
+    InstanceHeartbeat, InstanceSnapshot, KeyCensus, LockHolder, LockOutcome, Pk, PkValue, Row,
+    RunRecord, TableInfo,
 };
 use async_trait::async_trait;
 use std::fmt;
@@ -84,19 +85,19 @@ impl<H: BeforeWrite> Database for WithWriteHook<H> {
     async fn count_without_prefix(
         &self,
         col: &ColumnRef,
-        prefix: Option<&[u8]>,
+        skip: Option<&crate::Skip>,
     ) -> Result<u64, DbError> {
-        self.inner.count_without_prefix(col, prefix).await
+        self.inner.count_without_prefix(col, skip).await
     }
 
     async fn fetch_batch(
         &self,
         col: &ColumnRef,
         after: Option<&[PkValue]>,
-        skip_prefix: Option<&[u8]>,
+        skip: Option<&crate::Skip>,
         limit: usize,
     ) -> Result<Vec<Row>, DbError> {
-        self.inner.fetch_batch(col, after, skip_prefix, limit).await
+        self.inner.fetch_batch(col, after, skip, limit).await
     }
 
     async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError> {
@@ -142,6 +143,31 @@ impl<H: BeforeWrite> Database for WithWriteHook<H> {
 
     async fn record_bad_rows(&self, rows: &[BadRow]) -> Result<(), DbError> {
         self.inner.record_bad_rows(rows).await
+    }
+
+    async fn load_bad_rows(
+        &self,
+        table: Option<&str>,
+        column: Option<&str>,
+    ) -> Result<Vec<BadRowRecord>, DbError> {
+        self.inner.load_bad_rows(table, column).await
+    }
+
+    async fn clear_bad_rows(
+        &self,
+        table: &str,
+        column: &str,
+        pks: &[String],
+    ) -> Result<u64, DbError> {
+        self.inner.clear_bad_rows(table, column, pks).await
+    }
+
+    async fn ack_bad_rows(
+        &self,
+        rows: &[(String, String, String)],
+        ack: &BadRowAck,
+    ) -> Result<u64, DbError> {
+        self.inner.ack_bad_rows(rows, ack).await
     }
 
     async fn save_run(&self, run: &RunRecord) -> Result<(), DbError> {

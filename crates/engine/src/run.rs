@@ -19,7 +19,7 @@ use crate::{EngineError, ProgressSink, UnusableKey};
 use futures::StreamExt;
 use keyturn_db::{
     Backend, BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, Database, LockHolder,
-    LockOutcome, Pk, Row, RunRecord, now_rfc3339, pk_display,
+    LockOutcome, Pk, Row, RunRecord, Skip, now_rfc3339, pk_display,
 };
 use keyturn_format::{Codec, FormatError, Inspection, KeyIdLocation, Keyring, Reencryption};
 use rayon::prelude::*;
@@ -400,12 +400,30 @@ fn crypto_one(op: Operation, ring: &Keyring, plan: &ColumnPlan, row: &Row) -> Ro
     }
 }
 
+/// A row the batch could not process.
+struct BadSeen {
+    pk: Pk,
+    reason: String,
+    /// Of the value as read ([`keyturn_db::value_fingerprint`]).
+    fingerprint: String,
+}
+
+impl BadSeen {
+    fn new(pk: Pk, reason: String, value: &[u8]) -> BadSeen {
+        BadSeen {
+            pk,
+            reason,
+            fingerprint: keyturn_db::value_fingerprint(value),
+        }
+    }
+}
+
 #[derive(Default)]
 struct BatchOutcome {
     written: u64,
     skipped: u64,
     retried: u64,
-    bad: Vec<(Pk, String)>,
+    bad: Vec<BadSeen>,
     last_pk: Option<Pk>,
     rows: u64,
 }
@@ -442,7 +460,7 @@ async fn process_batch(
                 new,
             }),
             RowOutcome::Skip => out.skipped += 1,
-            RowOutcome::Bad(why) => out.bad.push((row.pk, why)),
+            RowOutcome::Bad(why) => out.bad.push(BadSeen::new(row.pk, why, &row.value)),
         }
     }
     if shared.opts.dry_run {
@@ -457,9 +475,10 @@ async fn process_batch(
         }
         if round == CAS_ROUNDS {
             for u in pending.drain(..) {
-                out.bad.push((
+                out.bad.push(BadSeen::new(
                     u.pk,
                     format!("changed by the application during each of {CAS_ROUNDS} attempts; run again to finish it"),
+                    &u.old,
                 ));
             }
             break;
@@ -498,7 +517,7 @@ async fn process_batch(
                             new,
                         }),
                         RowOutcome::Skip => out.skipped += 1,
-                        RowOutcome::Bad(why) => out.bad.push((u.pk, why)),
+                        RowOutcome::Bad(why) => out.bad.push(BadSeen::new(u.pk, why, &r.value)),
                     }
                 }
             }
@@ -548,7 +567,10 @@ async fn process_column(
     let op = shared.op;
     let progress = shared.progress.clone();
     let skip_prefix = match op {
-        Operation::Rotate => plan.codec.primary_prefix(plan.ring()?),
+        Operation::Rotate => plan.codec.primary_prefix(plan.ring()?).map(|prefix| Skip {
+            prefix,
+            census: plan.census(),
+        }),
         Operation::Encrypt => None,
     };
     let mut cs = ColumnSummary {
@@ -631,7 +653,7 @@ async fn process_column(
     } else {
         skip_prefix.clone()
     };
-    let mut reported: std::collections::HashSet<Pk> = std::collections::HashSet::new();
+    let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (pass, start) in starts.into_iter().enumerate() {
         if failure.is_some() || shared.stop.load(Ordering::SeqCst) {
             break;
@@ -690,11 +712,10 @@ async fn process_column(
                     break;
                 }
             };
-            if sweep {
-                // Keep only bad rows not reported by this run already.
-                b.bad
-                    .retain(|(pk, _)| reported.insert(pk.clone()) || pass == 0);
-            }
+            // Each bad row is named once per run, even when the sweep of a
+            // resumed run meets it again.
+            b.bad
+                .retain(|r| reported.insert(pk_display(&r.pk)) || pass == 0);
             cs.written += b.written;
             cs.skipped += b.skipped;
             cs.retried += b.retried;
@@ -703,14 +724,15 @@ async fn process_column(
                 let now = now_rfc3339();
                 let rows: Vec<BadRow> = b
                     .bad
-                    .iter()
-                    .map(|(pk, why)| BadRow {
+                    .into_iter()
+                    .map(|r| BadRow {
                         run_id: shared.run_id.clone(),
                         table: col.table.clone(),
                         column: col.column.clone(),
-                        pk: pk_display(pk),
-                        reason: why.clone(),
+                        pk: pk_display(&r.pk),
+                        reason: r.reason,
                         seen_at: now.clone(),
+                        value_fingerprint: r.fingerprint,
                     })
                     .collect();
                 if !shared.opts.dry_run {
@@ -759,6 +781,15 @@ async fn process_column(
             })
             .await?;
         }
+        if failure.is_none() {
+            let cleared = clear_mended_bad_rows(shared, plan, &reported).await?;
+            if cleared > 0 {
+                progress.note(&format!(
+                    "{}: {cleared} rows recorded as bad earlier are fine now; their records are cleared",
+                    plan.label()
+                ));
+            }
+        }
     }
     progress.column_finished(&col.table, &col.column);
     cs.seconds = started.elapsed().as_secs_f64();
@@ -769,6 +800,129 @@ async fn process_column(
     }
 }
 
+/// After a column: the rows recorded as bad earlier that this run did not
+/// find bad are looked at again; a row that is under the primary now (it
+/// rotated, or the application rewrote it), or that holds NULL or is gone,
+/// has its record cleared. Returns how many were cleared.
+async fn clear_mended_bad_rows(
+    shared: &Shared,
+    plan: &ColumnPlan,
+    reported: &std::collections::HashSet<String>,
+) -> Result<u64, EngineError> {
+    let col = &plan.col;
+    let records = shared
+        .db
+        .load_bad_rows(Some(&col.table), Some(&col.column))
+        .await?;
+    let candidates: Vec<String> = records
+        .into_iter()
+        .map(|r| r.pk)
+        .filter(|pk| !reported.contains(pk))
+        .collect();
+    clear_if_mended(shared.db.as_ref(), shared.op, plan, &candidates).await
+}
+
+/// Clears the records of those of `pks` (rendered keys of bad-row records
+/// of the column) whose rows are fine now: under the primary key (or, for
+/// `encrypt`, encrypted), NULL, or gone.
+pub(crate) async fn clear_if_mended(
+    db: &dyn Database,
+    op: Operation,
+    plan: &ColumnPlan,
+    pks: &[String],
+) -> Result<u64, EngineError> {
+    if pks.is_empty() {
+        return Ok(0);
+    }
+    let col = &plan.col;
+    let ring = plan.ring()?;
+    // Records name rows by their rendered key; the keys are matched back
+    // through the rows that exist.
+    let wanted: std::collections::HashSet<&str> = pks.iter().map(String::as_str).collect();
+    // A record whose key does not parse back (written for another key
+    // type) is left for an operator.
+    let parsed: Vec<Pk> = pks
+        .iter()
+        .filter_map(|pk| parse_pk_display(col, pk))
+        .collect();
+    let mut mended: Vec<String> = Vec::new();
+    for chunk in parsed.chunks(500) {
+        let current = db.fetch_rows(col, chunk).await?;
+        let present: std::collections::HashMap<String, &Row> =
+            current.iter().map(|r| (pk_display(&r.pk), r)).collect();
+        for pk in chunk {
+            let shown = pk_display(pk);
+            if !wanted.contains(shown.as_str()) {
+                continue;
+            }
+            match present.get(&shown) {
+                None => mended.push(shown),
+                Some(r) => {
+                    if matches!(crypto_one(op, ring, plan, r), RowOutcome::Skip) {
+                        mended.push(shown);
+                    }
+                }
+            }
+        }
+    }
+    if mended.is_empty() {
+        return Ok(0);
+    }
+    Ok(db.clear_bad_rows(&col.table, &col.column, &mended).await?)
+}
+
+/// A rendered primary key ([`pk_display`]) read back in the column's key
+/// kinds; `None` when it does not parse.
+pub(crate) fn parse_pk_display(col: &ColumnRef, shown: &str) -> Option<Pk> {
+    use keyturn_db::{PkKind, PkValue};
+    let one = |kind: PkKind, s: &str| -> Option<PkValue> {
+        match kind {
+            PkKind::Int => s.parse().ok().map(PkValue::Int),
+            PkKind::Text | PkKind::Decimal => Some(PkValue::Text(s.to_owned())),
+            PkKind::Bytes => {
+                let hex = s.strip_prefix("0x")?;
+                if hex.len() % 2 != 0 {
+                    return None;
+                }
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()
+                    .map(PkValue::Bytes)
+            }
+        }
+    };
+    if col.pk.len() == 1 {
+        return Some(vec![one(col.pk[0].kind, shown)?]);
+    }
+    // `(1, "eu")`: the parts as rendered, text parts as JSON strings.
+    let inner = shown.strip_prefix('(')?.strip_suffix(')')?;
+    let mut out = Vec::with_capacity(col.pk.len());
+    let mut rest = inner;
+    for (i, p) in col.pk.iter().enumerate() {
+        rest = rest.trim_start();
+        let (part, tail) = if rest.starts_with('"') {
+            let mut de = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+            let s = de.next()?.ok()?;
+            let used = de.byte_offset();
+            (PkValue::Text(s), &rest[used..])
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            (one(p.kind, rest[..end].trim())?, &rest[end..])
+        };
+        out.push(match (p.kind, part) {
+            (PkKind::Text | PkKind::Decimal, v @ PkValue::Text(_)) => v,
+            (_, PkValue::Text(s)) => one(p.kind, &s)?,
+            (_, v) => v,
+        });
+        rest = tail.trim_start();
+        if i + 1 < col.pk.len() {
+            rest = rest.strip_prefix(',')?;
+        }
+    }
+    rest.trim().is_empty().then_some(out)
+}
+
 /// Stage 1: keyset-paginated batches in primary-key order, sent to `tx`
 /// until the column is done, an error (sent, then stop), Ctrl-C, or the
 /// receiver going away.
@@ -776,7 +930,7 @@ async fn read_batches(
     shared: Arc<Shared>,
     col: ColumnRef,
     mut after: Option<Pk>,
-    skip: Option<Vec<u8>>,
+    skip: Option<Skip>,
     batch_cap: usize,
     tx: tokio::sync::mpsc::Sender<Result<Vec<Row>, EngineError>>,
 ) {
@@ -794,7 +948,7 @@ async fn read_batches(
         }
         let db = shared.db.clone();
         let fetched = with_retry("reading a batch", shared.progress.as_ref(), || {
-            db.fetch_batch(&col, after.as_deref(), skip.as_deref(), limit)
+            db.fetch_batch(&col, after.as_deref(), skip.as_ref(), limit)
         })
         .await;
         let rows = match fetched {
@@ -839,4 +993,63 @@ async fn save_checkpoint(
     })
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyturn_db::{PkColumn, PkKind, PkValue, ValueKind};
+
+    fn col(kinds: &[PkKind]) -> ColumnRef {
+        ColumnRef {
+            table: "t".into(),
+            pk: kinds
+                .iter()
+                .enumerate()
+                .map(|(i, k)| PkColumn {
+                    name: format!("k{i}"),
+                    kind: *k,
+                    sql_type: String::new(),
+                })
+                .collect(),
+            column: "c".into(),
+            kind: ValueKind::Text,
+            cells: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rendered_keys_parse_back() {
+        let cases: Vec<(Vec<PkKind>, Pk)> = vec![
+            (vec![PkKind::Int], vec![PkValue::Int(-42)]),
+            (
+                vec![PkKind::Text],
+                vec![PkValue::Text("a, \"b\" (c)".into())],
+            ),
+            (
+                vec![PkKind::Bytes],
+                vec![PkValue::Bytes(vec![0, 0xff, 0x61])],
+            ),
+            (vec![PkKind::Decimal], vec![PkValue::Text("12.50".into())]),
+            (
+                vec![PkKind::Text, PkKind::Int, PkKind::Bytes, PkKind::Decimal],
+                vec![
+                    PkValue::Text("eu, \"x\"".into()),
+                    PkValue::Int(7),
+                    PkValue::Bytes(b"ab".to_vec()),
+                    PkValue::Text("1.5".into()),
+                ],
+            ),
+        ];
+        for (kinds, pk) in cases {
+            let c = col(&kinds);
+            let shown = pk_display(&pk);
+            assert_eq!(parse_pk_display(&c, &shown), Some(pk), "{shown}");
+        }
+        assert_eq!(parse_pk_display(&col(&[PkKind::Int]), "x"), None);
+        assert_eq!(
+            parse_pk_display(&col(&[PkKind::Int, PkKind::Int]), "(1, 2, 3)"),
+            None
+        );
+    }
 }

@@ -53,14 +53,14 @@ pub(crate) fn decide(plan: &ColumnPlan, ring: &Keyring, row: &Row) -> Finding {
 }
 
 /// Reads every non-NULL value of the column in primary-key order and decides
-/// each one by decrypting it; `each` sees every row's key and finding, in
+/// each one by decrypting it; `each` sees every row and its finding, in
 /// order. Returns the number of values read.
 pub(crate) async fn decrypt_all(
     db: &dyn Database,
     plan: &ColumnPlan,
     batch_size: usize,
     progress: &dyn ProgressSink,
-    mut each: impl FnMut(Pk, Finding),
+    mut each: impl FnMut(&Row, Finding),
 ) -> Result<u64, EngineError> {
     let ring: Arc<Keyring> = plan.ring()?.clone();
     let col = &plan.col;
@@ -80,18 +80,18 @@ pub(crate) async fn decrypt_all(
         after = Some(last.pk.clone());
         let n = rows.len() as u64;
         let (ring, plan) = (ring.clone(), plan.clone());
-        let found: Vec<(Pk, Finding)> = tokio::task::spawn_blocking(move || {
+        let found: Vec<(Row, Finding)> = tokio::task::spawn_blocking(move || {
             rows.into_par_iter()
                 .map(|r| {
                     let f = decide(&plan, &ring, &r);
-                    (r.pk, f)
+                    (r, f)
                 })
                 .collect()
         })
         .await
         .map_err(|e| EngineError::Internal(format!("decryption worker failed: {e}")))?;
-        for (pk, f) in found {
-            each(pk, f);
+        for (row, f) in found {
+            each(&row, f);
         }
         read += n;
         progress.advanced(&col.table, &col.column, n);

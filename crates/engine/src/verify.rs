@@ -5,14 +5,23 @@
 //! in every value; where it does not (Fernet, Laravel, Lockbox, node-gcm, a
 //! Rails value without a key reference), SQL cannot tell, so the column is
 //! decided by decrypting it, and the report says so.
+//!
+//! Odd rows (not of the format, damaged, under a key the keyring cannot
+//! decrypt with) are recorded in `keyturn_bad_rows` like a rotation's; a row
+//! an operator acknowledged there (`keyturn bad-rows ack`) is listed, not
+//! failing, as long as its value is the one acknowledged.
 
 use crate::plan::{ColumnPlan, Plan};
+use crate::run::{Operation, clear_if_mended};
 use crate::scan::{Finding, decrypt_all, not_this_format};
 use crate::status::CountedBy;
 use crate::{EngineError, ProgressSink};
-use keyturn_db::{Database, Pk, pk_display};
+use keyturn_db::{
+    BadRow, BadRowRecord, Database, Pk, Skip, now_rfc3339, pk_display, value_fingerprint,
+};
 use keyturn_format::Inspection;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// Failing rows listed per column.
 pub const LISTED_FAILURES: usize = 1000;
@@ -21,6 +30,22 @@ pub const LISTED_FAILURES: usize = 1000;
 pub struct VerifyOptions {
     pub deep: bool,
     pub batch_size: usize,
+    /// Record the odd rows found in `keyturn_bad_rows`, and clear the
+    /// records of rows that verify now. Off for `--no-record` and dry looks.
+    pub record: bool,
+    /// Names the run in the bad-row records it writes.
+    pub run_id: String,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            deep: false,
+            batch_size: 5000,
+            record: false,
+            run_id: "verify".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -35,10 +60,14 @@ pub struct ColumnVerify {
     pub column: String,
     pub checked: u64,
     pub under_primary: u64,
-    /// Under another key, unrecognized or undecryptable.
+    /// Under another key, unrecognized or undecryptable, and not
+    /// acknowledged.
     pub failing: u64,
     /// The failing rows in primary-key order, up to [`LISTED_FAILURES`].
     pub first_failures: Vec<FailingRow>,
+    /// Rows that fail but were acknowledged as they are (`keyturn bad-rows
+    /// ack`): listed, not failing.
+    pub acknowledged: Vec<FailingRow>,
     /// `sql` (key ids read by the database) or `decryption` (every value
     /// decrypted: `--deep`, or a format whose key SQL cannot read).
     pub counted_by: CountedBy,
@@ -51,24 +80,179 @@ pub struct VerifyReport {
     pub primary_key_id: String,
     pub columns: Vec<ColumnVerify>,
     pub ok: bool,
+    /// What could not be done beside the check itself (recording bad rows
+    /// on a read-only login, …).
+    pub warnings: Vec<String>,
 }
 
-/// Why a value read without decrypting is not under the primary.
-fn reason_from_header(c: &ColumnPlan, primary: &str, value: &[u8]) -> Option<String> {
+/// One failing row as found.
+struct Failure {
+    pk: Pk,
+    reason: String,
+    /// An odd row (recorded as a bad row), not merely under an older key
+    /// that still decrypts.
+    odd: bool,
+    fingerprint: String,
+}
+
+/// Why a value read without decrypting is not under the primary, and
+/// whether that makes it an odd row.
+fn reason_from_header(c: &ColumnPlan, primary: &str, value: &[u8]) -> Option<(String, bool)> {
+    let ring = c.ring.as_deref();
+    let usable = |k: &str| ring.is_some_and(|r| r.decryption_key(k).is_ok());
     match c.codec.inspect(value) {
         Inspection::UnderKey(k) if k == primary => None,
         Inspection::UnderKeyOwned(k) if k.as_str() == primary => None,
-        Inspection::UnderKey(k) => Some(format!("under key {k:?}, not the primary {primary:?}")),
-        Inspection::UnderKeyOwned(k) => Some(format!(
-            "under key {:?}, not the primary {primary:?}",
-            k.as_str()
+        Inspection::UnderKey(k) => Some((
+            format!("under key {k:?}, not the primary {primary:?}"),
+            !usable(k),
         )),
-        Inspection::Invalid(e) => Some(e.to_string()),
-        Inspection::KeyUnknown => Some(format!(
-            "a {} value that names no key (verify --deep decides it)",
-            c.codec.name()
+        Inspection::UnderKeyOwned(k) => Some((
+            format!("under key {:?}, not the primary {primary:?}", k.as_str()),
+            !usable(k.as_str()),
         )),
-        _ => Some(not_this_format(c.codec.name())),
+        Inspection::Invalid(e) => Some((e.to_string(), true)),
+        Inspection::KeyUnknown => Some((
+            format!(
+                "a {} value that names no key (verify --deep decides it)",
+                c.codec.name()
+            ),
+            false,
+        )),
+        _ => Some((not_this_format(c.codec.name()), true)),
+    }
+}
+
+/// The column's failing rows and counts.
+struct Found {
+    checked: u64,
+    under_primary: u64,
+    /// Every failure seen, in key order (all of them when `complete`).
+    failures: Vec<Failure>,
+    /// Failures counted, seen or not.
+    failing: u64,
+    /// Every failing row was seen (acknowledgements can be applied exactly).
+    complete: bool,
+    counted_by: CountedBy,
+    note: Option<String>,
+}
+
+async fn find_failures(
+    db: &dyn Database,
+    c: &ColumnPlan,
+    opts: &VerifyOptions,
+    progress: &dyn ProgressSink,
+    acked: usize,
+) -> Result<Found, EngineError> {
+    let ring = c.ring()?.clone();
+    let primary = ring.primary_id().as_str().to_owned();
+    let census = c.census();
+    let counts = if opts.deep {
+        None
+    } else {
+        Some(db.count_keys(&c.col, &census).await?)
+    };
+    let prefix = c.codec.primary_prefix(&ring);
+    match (counts, prefix) {
+        (Some(counts), Some(prefix)) if census.has_key_ids() && counts.keyless == 0 => {
+            // Counting is the database's job; only the failing rows are
+            // read, to name them (all of them when acknowledgements might
+            // account for every one).
+            let under_primary = counts.rows_under(&primary);
+            let failing = counts.values() - under_primary;
+            let wanted = if failing as usize <= acked + LISTED_FAILURES {
+                usize::MAX
+            } else {
+                LISTED_FAILURES
+            };
+            let skip = Skip {
+                prefix,
+                census: census.clone(),
+            };
+            let mut failures = Vec::new();
+            let mut after: Option<Pk> = None;
+            let mut complete = failing == 0;
+            while failing > 0 && failures.len() < wanted {
+                let rows = db
+                    .fetch_batch(&c.col, after.as_deref(), Some(&skip), opts.batch_size)
+                    .await?;
+                let Some(last) = rows.last() else {
+                    complete = true;
+                    break;
+                };
+                after = Some(last.pk.clone());
+                for r in rows {
+                    let found = match r.problem {
+                        Some(p) => Some((p.to_string(), true)),
+                        None => reason_from_header(c, &primary, &r.value),
+                    };
+                    if let Some((reason, odd)) = found {
+                        failures.push(Failure {
+                            fingerprint: value_fingerprint(&r.value),
+                            pk: r.pk,
+                            reason,
+                            odd,
+                        });
+                    }
+                }
+            }
+            Ok(Found {
+                checked: counts.values(),
+                under_primary,
+                failing,
+                complete,
+                failures,
+                counted_by: CountedBy::Sql,
+                note: None,
+            })
+        }
+        (counts, _) => {
+            let note = counts.is_some().then(|| {
+                format!(
+                    "SQL cannot tell the key of {} values: every value was decrypted",
+                    c.codec.name()
+                )
+            });
+            let mut failures = Vec::new();
+            let (mut under, mut failing) = (0u64, 0u64);
+            // Enough failures kept to apply every acknowledgement and list
+            // the rest; beyond that only counted.
+            let keep = acked + LISTED_FAILURES;
+            let checked = decrypt_all(db, c, opts.batch_size, progress, |row, f| {
+                let (reason, odd) = match f {
+                    Finding::Under(k) if k == primary => {
+                        under += 1;
+                        return;
+                    }
+                    Finding::Under(k) => (
+                        format!("decrypts, but under key {k:?}, not the primary"),
+                        false,
+                    ),
+                    Finding::Unusable(_, why) | Finding::NotThisFormat(why) | Finding::Bad(why) => {
+                        (why, true)
+                    }
+                };
+                failing += 1;
+                if failures.len() < keep {
+                    failures.push(Failure {
+                        fingerprint: value_fingerprint(&row.value),
+                        pk: row.pk.clone(),
+                        reason,
+                        odd,
+                    });
+                }
+            })
+            .await?;
+            Ok(Found {
+                checked,
+                under_primary: under,
+                complete: failing as usize <= keep,
+                failing,
+                failures,
+                counted_by: CountedBy::Decryption,
+                note,
+            })
+        }
     }
 }
 
@@ -77,95 +261,81 @@ async fn verify_column(
     c: &ColumnPlan,
     opts: &VerifyOptions,
     progress: &dyn ProgressSink,
+    warnings: &mut Vec<String>,
 ) -> Result<ColumnVerify, EngineError> {
-    let ring = c.ring()?.clone();
-    let primary = ring.primary_id().as_str().to_owned();
-    let census = c.census();
+    let records: HashMap<String, BadRowRecord> = db
+        .load_bad_rows(Some(&c.col.table), Some(&c.col.column))
+        .await?
+        .into_iter()
+        .map(|r| (r.pk.clone(), r))
+        .collect();
+    let acked = records.values().filter(|r| r.acknowledged).count();
+    let found = find_failures(db, c, opts, progress, acked).await?;
     let mut cv = ColumnVerify {
         table: c.col.table.clone(),
         column: c.col.column.clone(),
-        checked: 0,
-        under_primary: 0,
-        failing: 0,
+        checked: found.checked,
+        under_primary: found.under_primary,
+        failing: found.failing,
         first_failures: Vec::new(),
-        counted_by: CountedBy::Sql,
-        note: None,
+        acknowledged: Vec::new(),
+        counted_by: found.counted_by,
+        note: found.note,
     };
-    let counts = if opts.deep {
-        None
-    } else {
-        Some(db.count_keys(&c.col, &census).await?)
-    };
-    match counts {
-        Some(counts) if census.has_key_ids() && counts.keyless == 0 => {
-            // Counting is the database's job; only the failing rows are
-            // read, to name them.
-            cv.checked = counts.values();
-            cv.under_primary = counts.rows_under(&primary);
-            cv.failing = cv.checked - cv.under_primary;
-            if cv.failing > 0 {
-                let prefix = c.codec.primary_prefix(&ring);
-                let mut after: Option<Pk> = None;
-                while cv.first_failures.len() < LISTED_FAILURES {
-                    let rows = db
-                        .fetch_batch(&c.col, after.as_deref(), prefix.as_deref(), opts.batch_size)
-                        .await?;
-                    let Some(last) = rows.last() else { break };
-                    after = Some(last.pk.clone());
-                    for r in rows {
-                        if cv.first_failures.len() == LISTED_FAILURES {
-                            break;
-                        }
-                        let reason = match r.problem {
-                            Some(p) => Some(p.to_string()),
-                            None => reason_from_header(c, &primary, &r.value),
-                        };
-                        if let Some(reason) = reason {
-                            cv.first_failures.push(FailingRow {
-                                pk: pk_display(&r.pk),
-                                reason,
-                            });
-                        }
-                    }
-                }
-            }
+    let mut odd = Vec::new();
+    let mut failing_keys = std::collections::HashSet::new();
+    for f in found.failures {
+        let shown = pk_display(&f.pk);
+        failing_keys.insert(shown.clone());
+        let is_acked = records
+            .get(&shown)
+            .is_some_and(|r| r.acknowledged && r.value_fingerprint == f.fingerprint);
+        let row = FailingRow {
+            pk: shown.clone(),
+            reason: f.reason.clone(),
+        };
+        if is_acked {
+            cv.failing -= 1;
+            cv.acknowledged.push(row);
+        } else if cv.first_failures.len() < LISTED_FAILURES {
+            cv.first_failures.push(row);
         }
-        counts => {
-            cv.counted_by = CountedBy::Decryption;
-            if counts.is_some() {
-                cv.note = Some(format!(
-                    "{} values name no key: SQL cannot tell, so every value was decrypted",
-                    c.codec.name()
-                ));
-            }
-            let mut failures = Vec::new();
-            let (mut under, mut failing) = (0u64, 0u64);
-            let checked = decrypt_all(db, c, opts.batch_size, progress, |pk, f| {
-                let reason = match f {
-                    Finding::Under(k) if k == primary => {
-                        under += 1;
-                        return;
-                    }
-                    Finding::Under(k) => {
-                        format!("decrypts, but under key {k:?}, not the primary")
-                    }
-                    Finding::Unusable(_, why) | Finding::NotThisFormat(why) | Finding::Bad(why) => {
-                        why
-                    }
-                };
-                failing += 1;
-                if failures.len() < LISTED_FAILURES {
-                    failures.push(FailingRow {
-                        pk: pk_display(&pk),
-                        reason,
-                    });
-                }
-            })
-            .await?;
-            cv.checked = checked;
-            cv.under_primary = under;
-            cv.failing = failing;
-            cv.first_failures = failures;
+        if f.odd {
+            odd.push(BadRow {
+                run_id: opts.run_id.clone(),
+                table: c.col.table.clone(),
+                column: c.col.column.clone(),
+                pk: shown,
+                reason: f.reason,
+                seen_at: now_rfc3339(),
+                value_fingerprint: f.fingerprint,
+            });
+        }
+    }
+    if opts.record {
+        // Odd rows are recorded (a sighting of an acknowledged row whose
+        // value is unchanged keeps its acknowledgement); records of rows
+        // that verify now are cleared.
+        let mut recorded = db.record_bad_rows(&odd).await;
+        if recorded.is_ok() && found.complete {
+            let gone: Vec<String> = records
+                .keys()
+                .filter(|k| !failing_keys.contains(*k))
+                .cloned()
+                .collect();
+            recorded = clear_if_mended(db, Operation::Rotate, c, &gone)
+                .await
+                .map(drop)
+                .map_err(|e| match e {
+                    EngineError::Db(d) => d,
+                    other => keyturn_db::DbError::Invalid(other.to_string()),
+                });
+        }
+        if let Err(e) = recorded {
+            warnings.push(format!(
+                "{}: the bad rows found could not be recorded in keyturn_bad_rows: {e}",
+                c.label()
+            ));
         }
     }
     Ok(cv)
@@ -178,8 +348,9 @@ pub async fn verify(
     progress: &dyn ProgressSink,
 ) -> Result<VerifyReport, EngineError> {
     let mut columns = Vec::new();
+    let mut warnings = Vec::new();
     for c in &plan.columns {
-        columns.push(verify_column(db, c, opts, progress).await?);
+        columns.push(verify_column(db, c, opts, progress, &mut warnings).await?);
     }
     let ok = columns.iter().all(|c| c.failing == 0);
     Ok(VerifyReport {
@@ -187,5 +358,6 @@ pub async fn verify(
         primary_key_id: plan.primary_key_ids().join(","),
         columns,
         ok,
+        warnings,
     })
 }

@@ -166,6 +166,7 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
         &VerifyOptions {
             deep: true,
             batch_size: 100,
+            ..Default::default()
         },
         &NoProgress,
     )
@@ -180,6 +181,7 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
         &VerifyOptions {
             deep: false,
             batch_size: 100,
+            ..Default::default()
         },
         &NoProgress,
     )

@@ -22,7 +22,7 @@ pub mod v1;
 pub use algorithm::{ALGORITHMS, Algorithm, TAG_LEN};
 pub use codec::{Carry, Codec, Inspection, KeyIdLocation, NativeCodec, Opened, Reencryption};
 pub use error::{Field, FormatError};
-pub use key_id::{KeyId, MAX_KEY_ID_LEN};
+pub use key_id::{KeyId, MAX_KEY_ID_LEN, is_showable, shown};
 pub use keyring::{KeyState, Keyring, KeyringBuilder, Reencrypted};
 pub use keyspec::KeySpec;
 pub use secret::{CodecKeyKind, KeyKind, SecretKey};

@@ -22,14 +22,53 @@ pub fn run(cli: Cli) -> Result<Exit> {
     rt.block_on(dispatch(cli))
 }
 
+/// Warnings go to stderr as `warning: …` lines; with `KEYTURN_LOG` set (a
+/// filter such as `debug`), every event with its time and origin.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(output::color_enabled())
-        .try_init();
+    match tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG") {
+        Ok(filter) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(output::color_enabled())
+                .try_init();
+        }
+        Err(_) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .event_format(PlainEvent)
+                .try_init();
+        }
+    }
+}
+
+/// `warning: <message> <fields>`, like keyturn's own `error: …` lines.
+struct PlainEvent;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainEvent
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        write!(writer, "{level}: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 async fn dispatch(cli: Cli) -> Result<Exit> {
@@ -392,7 +431,10 @@ async fn verify(cli: &Cli, args: &VerifyArgs, actor: &str) -> Result<Exit> {
     // The result stands without its record (a read-only login cannot
     // append to the audit trail): say so, keep the verdict's exit code.
     if let Err(e) = recorded {
-        eprintln!("warning: {e:#}; the result above stands (pass --no-record to skip recording)");
+        eprintln!(
+            "warning: {}; the result above stands (pass --no-record to skip recording)",
+            output::error_text(&e)
+        );
     }
     Ok(if report.ok {
         Exit::Ok

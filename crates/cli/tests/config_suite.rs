@@ -26,6 +26,7 @@ macro_rules! scenarios {
 scenarios!(
     flags_are_range_checked,
     relative_paths_and_key_file_permissions,
+    catalog_master_key_file,
     password_variable_in_the_url,
     least_privilege_login,
 );
@@ -298,6 +299,39 @@ async fn relative_paths_and_key_file_permissions(t: TestDb) {
             .contains(&t.dir().join("no-such.keys").display().to_string()),
         "{out}"
     );
+}
+
+/// The key catalog's master key in a file: a relative `file:` path is read
+/// from the config's folder, and a file open to others is warned about.
+async fn catalog_master_key_file(t: TestDb) {
+    use std::os::unix::fs::PermissionsExt;
+    let tb = Table::new(
+        &t.table_name("catmk"),
+        &[("id", PkKind::Int)],
+        &[("phone", ColKind::Text, true)],
+    );
+    t.create_table(&tb, &[]).await;
+    let mk = t.dir().join("master.key");
+    std::fs::write(&mk, format!("{}\n", t.key("mk1").spec)).unwrap();
+    std::fs::set_permissions(&mk, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mut cfg = Cfg::new(&[&tb], &[], "k1");
+    cfg.primary = None;
+    cfg.extra_toml = "[catalog]\nkek = \"local\"\nmaster_key = \"file:master.key\"\n".into();
+    let warning = format!(
+        "warning: master key file {} is readable by others (mode 0640); chmod 600 it\n",
+        mk.display()
+    );
+    let out = t
+        .keyturn(&cfg, &["--json", "keys", "add", "--id", "k1"])
+        .await
+        .expect(0);
+    assert_eq!(out.json()["changed"][0]["state"], "pending", "{out}");
+    assert_eq!(out.stderr.matches(&warning).count(), 1, "{out}");
+    std::fs::set_permissions(&mk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = t.keyturn(&cfg, &["keys", "self-test"]).await;
+    assert!(!out.stderr.contains("chmod"), "{out}");
+    let out = t.keyturn(&cfg, &["keys", "list"]).await.expect(0);
+    assert!(out.stdout.contains("k1"), "{out}");
 }
 
 /// `${VAR}` in the URL's userinfo is percent-encoded: a password with `@`,

@@ -419,8 +419,14 @@ async fn least_privilege_login(t: TestDb) {
         let t = t2;
         Logins::grant(&t, &rotator, "SELECT, UPDATE", &tb.name).await;
         Logins::grant(&t, &reader, "SELECT", &tb.name).await;
+        // docs/OPERATIONS.md's grants: the audit trail is append-only.
         for k in &tables {
-            Logins::grant(&t, &rotator, "SELECT, INSERT, UPDATE, DELETE", k).await;
+            let rw = if k == "keyturn_audit" {
+                "SELECT, INSERT"
+            } else {
+                "SELECT, INSERT, UPDATE, DELETE"
+            };
+            Logins::grant(&t, &rotator, rw, k).await;
             Logins::grant(&t, &reader, "SELECT", k).await;
         }
         let rot_url = with_login(&t.url, &format!("{rotator}:rot-pw"));
@@ -478,6 +484,11 @@ async fn least_privilege_login(t: TestDb) {
         );
         // status needs no more than the read-only login has.
         t.keyturn(&cfg, &["--json", "status"]).await.expect(0);
+        // docs/OPERATIONS.md's verify login may append: recorded, no warning.
+        Logins::grant(&t, &reader, "INSERT", "keyturn_audit").await;
+        let out = t.keyturn(&cfg, &["verify"]).await.expect(4);
+        assert!(!out.stderr.contains("warning"), "{out}");
+        assert_eq!(t.count(verifies).await, recorded + 1);
     })
     .await;
 }

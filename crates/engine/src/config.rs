@@ -74,12 +74,22 @@ pub struct Config {
     pub catalog: Option<keyturn_catalog::CatalogConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://path`, `postgres://…` or `mysql://…`, with `${VAR}`
     /// interpolation.
     pub url: String,
+}
+
+/// The URL with its password and password-like parameters hidden
+/// (`keyturn_db::redact_url`): after interpolation it may hold a secret.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &keyturn_db::redact_url(&self.url))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1317,6 +1327,18 @@ primary_key = "id"
             sqlite_relative_to("sqlite://d/x.db", Path::new("/a b/100%?#")).as_deref(),
             Some("sqlite:///a b/100%25%3F%23/d/x.db")
         );
+    }
+
+    #[test]
+    fn debug_hides_the_database_password() {
+        let c = Config::parse(&OK.replace(
+            "sqlite://x.db",
+            "postgres://u:s3cret@h/db?sslpassword=s3cret",
+        ))
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(d.contains("postgres://u:***@h/db?sslpassword=***"), "{d}");
+        assert!(!d.contains("s3cret"), "{d}");
     }
 
     #[test]

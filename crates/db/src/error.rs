@@ -115,7 +115,7 @@ const SECRET_PARTS: &[&str] = &[
 ];
 
 /// Whether a URL query parameter holds a secret (see [`SECRET_PARAMS`]).
-pub fn is_secret_param(name: &str) -> bool {
+pub(crate) fn is_secret_param(name: &str) -> bool {
     let n = name.trim().to_ascii_lowercase().replace('-', "_");
     SECRET_PARAMS.contains(&n.as_str()) || SECRET_PARTS.iter().any(|p| n.contains(p))
 }

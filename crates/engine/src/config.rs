@@ -694,7 +694,7 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
 /// quoted (`` `…` `` or `"…"`) text that is not a plain name (field names,
 /// enum variants, punctuation the parser expected) is replaced by
 /// `(value not shown)`. Several lines become one.
-pub fn scrub_message(msg: &str) -> String {
+fn scrub_message(msg: &str) -> String {
     let msg = msg
         .lines()
         .map(str::trim)

@@ -132,8 +132,8 @@ impl KekConfig {
         let need = |v: &Option<String>, field: &str| {
             if v.as_deref().is_none_or(str::is_empty) {
                 Err(CatalogError::Config(format!(
-                    "kek = {:?} needs {field}",
-                    self.kek
+                    "kek = {} needs {field}",
+                    keyturn_format::shown(&self.kek)
                 )))
             } else {
                 Ok(())
@@ -156,14 +156,15 @@ impl KekConfig {
             }
             other => {
                 return Err(CatalogError::Config(format!(
-                    "kek = {other:?}: use \"local\", \"aws-kms\" or \"vault-transit\""
+                    "kek = {}: use \"local\", \"aws-kms\" or \"vault-transit\"",
+                    keyturn_format::shown(other)
                 )));
             }
         }
         if self.binding.is_some() && !matches!(self.kek.as_str(), "vault-transit" | "transit") {
             return Err(CatalogError::Config(format!(
-                "binding applies to kek = \"vault-transit\" only, not {:?}",
-                self.kek
+                "binding applies to kek = \"vault-transit\" only, not {}",
+                keyturn_format::shown(&self.kek)
             )));
         }
         Ok(())
@@ -174,7 +175,8 @@ impl KekConfig {
             None | Some("embedded") => Ok(ContextBinding::Embedded),
             Some("aad") => Ok(ContextBinding::Aad),
             Some(other) => Err(CatalogError::Config(format!(
-                "binding = {other:?}: use \"embedded\" (default) or \"aad\""
+                "binding = {}: use \"embedded\" (default) or \"aad\"",
+                keyturn_format::shown(other)
             ))),
         }
     }
@@ -189,7 +191,10 @@ impl KekConfig {
                     None => MasterKeySource::default(),
                     Some(m) => match source_of(m, "master_key")? {
                         (Some(var), _) => MasterKeySource::Env(var),
-                        (_, Some(path)) => MasterKeySource::File(path),
+                        (_, Some(path)) => {
+                            keyturn_keys::warn_if_exposed(&path, "master key file");
+                            MasterKeySource::File(path)
+                        }
                         _ => unreachable!("source_of returns one of them"),
                     },
                 };
@@ -215,7 +220,10 @@ impl KekConfig {
                 if let Some(t) = &self.token {
                     c.token = match source_of(t, "token")? {
                         (Some(var), _) => TokenSource::EnvVar(var),
-                        (_, Some(path)) => TokenSource::File(path),
+                        (_, Some(path)) => {
+                            keyturn_keys::warn_if_exposed(&path, "token file");
+                            TokenSource::File(path)
+                        }
                         _ => unreachable!("source_of returns one of them"),
                     };
                 }
@@ -249,6 +257,10 @@ mod tests {
                 "needs key",
             ),
             (r#"{"kek":"gcp"}"#, "use \"local\""),
+            (
+                r#"{"kek":"k1:aes256gcm:c2VjcmV0c2VjcmV0c2VjcmV0"}"#,
+                "(value not shown): use",
+            ),
             (
                 r#"{"kek":"vault-transit","address":"http://x","key":"k","binding":"both"}"#,
                 "binding",

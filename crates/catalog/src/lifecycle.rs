@@ -118,7 +118,9 @@ pub struct KeyFacts {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
-    #[error("key {id:?} is not in the catalog")]
+    /// The id as given (a command-line argument), shown only if it looks
+    /// like a key id: a key spec pasted there is never echoed.
+    #[error("key {} is not in the catalog", keyturn_format::shown(.id))]
     UnknownKey { id: String },
     #[error("key {id:?} is already in the catalog")]
     AlreadyExists { id: String },
@@ -487,6 +489,16 @@ mod tests {
     }
 
     const NOW: OffsetDateTime = datetime!(2026-01-10 12:00 UTC);
+
+    #[test]
+    fn an_unknown_id_is_shown_only_if_it_looks_like_one() {
+        let keys = [k("k1", Primary)];
+        let e = promote(&keys, "k9").unwrap_err().to_string();
+        assert_eq!(e, "key \"k9\" is not in the catalog");
+        let spec = "k1:aes256gcm:q0cXZq+Wv7pj8sLXS9N4DhfOQ1H/4jVXk4GMI84kvgE=";
+        let e = promote(&keys, spec).unwrap_err().to_string();
+        assert_eq!(e, "key (value not shown) is not in the catalog");
+    }
 
     #[test]
     fn promote_demotes_the_old_primary_and_rollback_is_one_promote() {

@@ -22,14 +22,53 @@ pub fn run(cli: Cli) -> Result<Exit> {
     rt.block_on(dispatch(cli))
 }
 
+/// Warnings go to stderr as `warning: …` lines; with `KEYTURN_LOG` set (a
+/// filter such as `debug`), every event with its time and origin.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(output::color_enabled())
-        .try_init();
+    match tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG") {
+        Ok(filter) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(output::color_enabled())
+                .try_init();
+        }
+        Err(_) => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .event_format(PlainEvent)
+                .try_init();
+        }
+    }
+}
+
+/// `warning: <message> <fields>`, like keyturn's own `error: …` lines.
+struct PlainEvent;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainEvent
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        write!(writer, "{level}: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 async fn dispatch(cli: Cli) -> Result<Exit> {
@@ -223,21 +262,24 @@ async fn wait_for_signal() {
     }
 }
 
+/// The run's settings: flags over the config. Both are range-checked where
+/// they are read (clap's value parsers, `Config::validate`), with the same
+/// bounds (`keyturn_engine::config`), so nothing is clamped here.
 pub fn run_options(cfg: &Config, args: &RunArgs, actor: String) -> RunOptions {
     RunOptions {
-        batch_size: args
-            .batch_size
-            .unwrap_or(cfg.rotation.batch_size)
-            .clamp(1, 100_000),
-        workers: args
-            .workers
-            .unwrap_or_else(|| cfg.rotation.workers_for(&cfg.database.url))
-            .clamp(1, 64),
+        batch_size: args.batch_size.unwrap_or(cfg.rotation.batch_size),
+        workers: run_workers(cfg, args),
         max_rows_per_sec: args.max_rows_per_sec.or(cfg.rotation.max_rows_per_sec),
         dry_run: args.dry_run,
         actor,
         skip_unknown_keys: args.skip_unknown_keys,
     }
+}
+
+/// Batches in flight: `--workers`, else the config's or the database's default.
+fn run_workers(cfg: &Config, args: &RunArgs) -> usize {
+    args.workers
+        .unwrap_or_else(|| cfg.rotation.workers_for(&cfg.database.url))
 }
 
 pub async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> Result<Exit> {
@@ -253,11 +295,8 @@ pub async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> 
     crate::compliance::check_run_args(&args.audit)?;
     let path = config_path(cli.config.as_deref());
     let cfg = Config::load(&path)?;
-    let workers = args
-        .workers
-        .unwrap_or_else(|| cfg.rotation.workers_for(&cfg.database.url))
-        .clamp(1, 64) as u32;
-    let mut ctx = Session::from_config(cfg, &args.target, workers + 2).await?;
+    let workers = u32::try_from(run_workers(&cfg, args)).unwrap_or(u32::MAX);
+    let mut ctx = Session::from_config(cfg, &args.target, workers.saturating_add(2)).await?;
     let opts = run_options(&ctx.cfg, args, actor);
     // Compromised catalog keys: their rows first, and none may remain.
     let compromised = if op == Operation::Rotate {
@@ -379,8 +418,11 @@ async fn verify(cli: &Cli, args: &VerifyArgs, actor: &str) -> Result<Exit> {
     )
     .await;
     progress.finish();
-    let recorded =
-        crate::compliance::record_verify(&ctx, actor, args.deep, verify_started, &report).await;
+    let recorded = if args.no_record {
+        Ok(())
+    } else {
+        crate::compliance::record_verify(&ctx, actor, args.deep, verify_started, &report).await
+    };
     ctx.db.close().await;
     let report = match report {
         Ok(r) => r,
@@ -392,7 +434,14 @@ async fn verify(cli: &Cli, args: &VerifyArgs, actor: &str) -> Result<Exit> {
         }
     };
     output::print_verify(&report, cli.json)?;
-    recorded?;
+    // The result stands without its record (a read-only login cannot
+    // append to the audit trail): say so, keep the verdict's exit code.
+    if let Err(e) = recorded {
+        eprintln!(
+            "warning: {}; the result above stands (pass --no-record to skip recording)",
+            output::error_text(&e)
+        );
+    }
     Ok(if report.ok {
         Exit::Ok
     } else {

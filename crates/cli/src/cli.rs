@@ -1,8 +1,32 @@
 //! Command-line interface. Key material is never an argument: keys come from
 //! the sources named in the config (env:NAME, file:PATH, stdin).
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand};
+use keyturn_engine::config::{
+    BATCH_SIZE_MAX, BATCH_SIZE_MIN, MAX_ROWS_PER_SEC_MIN, WORKERS_MAX, WORKERS_MIN,
+};
 use std::path::PathBuf;
+
+/// A flag taking a whole number in `min..=max` (the config's own range: a
+/// value outside it is a usage error, exit 2, never silently clamped).
+fn usize_in(min: usize, max: usize) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(min as u64..=max as u64)
+}
+
+/// `--max-rows-per-sec`: at least [`MAX_ROWS_PER_SEC_MIN`]; 0 is refused
+/// rather than read as "no limit".
+fn rows_per_sec(s: &str) -> Result<u64, String> {
+    let r: u64 = s
+        .parse()
+        .map_err(|_| "a whole number of rows per second".to_owned())?;
+    if r < MAX_ROWS_PER_SEC_MIN {
+        return Err(format!(
+            "{r} would let no row through; the least is {MAX_ROWS_PER_SEC_MIN} (leave the flag out for no limit)"
+        ));
+    }
+    Ok(r)
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "keyturn", version, about = "Rotate application-level encryption keys in live databases", long_about = None)]
@@ -67,14 +91,14 @@ pub struct RunArgs {
     /// Read and decrypt everything, write nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Rows per batch [default: from config, else 5000]
-    #[arg(long, value_name = "N")]
+    /// Rows per batch, 1 to 100000 [default: from config, else 5000]
+    #[arg(long, value_name = "N", value_parser = usize_in(BATCH_SIZE_MIN, BATCH_SIZE_MAX))]
     pub batch_size: Option<usize>,
-    /// Batches in flight [default: from config, else 2; 1 on SQLite]
-    #[arg(long, value_name = "N")]
+    /// Batches in flight, 1 to 64 [default: from config, else 2; 1 on SQLite]
+    #[arg(long, value_name = "N", value_parser = usize_in(WORKERS_MIN, WORKERS_MAX))]
     pub workers: Option<usize>,
-    /// Throttle to at most this many rows per second
-    #[arg(long, value_name = "R")]
+    /// Throttle to at most this many rows per second (at least 1) [default: from config, else no limit]
+    #[arg(long, value_name = "R", value_parser = rows_per_sec)]
     pub max_rows_per_sec: Option<u64>,
     /// rotate: rows under keys the keyring cannot decrypt (unknown or retired) are recorded as bad rows and left untouched, and the rest is rotated, instead of the preflight refusing the run
     #[arg(long)]
@@ -104,6 +128,9 @@ pub struct VerifyArgs {
     /// Decrypt every value (with its context), not just read key ids
     #[arg(long)]
     pub deep: bool,
+    /// Do not record the result in the audit trail (e.g. a read-only login)
+    #[arg(long)]
+    pub no_record: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -114,6 +141,9 @@ pub struct DemoArgs {
     /// Number of sample patient rows
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub rows: u64,
+    /// Overwrite the demo's database, config and key file if DIR holds them already
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Subcommand, Debug)]

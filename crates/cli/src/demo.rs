@@ -52,16 +52,19 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn config_text(dir: &Path, primary: &str) -> String {
+/// The demo's config. Its paths are relative: keyturn resolves them against
+/// the config file's folder, so the config works from any directory.
+fn config_text(primary: &str) -> String {
     format!(
         r#"# Written by `keyturn demo`. A config for your own database looks the same:
 # point database.url at it and list your tables and encrypted columns.
 [database]
-url = "sqlite://{db}"
+# Relative paths (here and in file: key sources) are read from this file's folder.
+url = "sqlite://{DB_FILE}"
 
 [keys]
 # Where key specs come from: env:NAME, file:PATH or stdin. Never the keys themselves.
-sources = ["file:{keys}"]
+sources = ["file:{KEYS_FILE}"]
 primary = "{primary}"
 
 [rotation]
@@ -74,17 +77,45 @@ columns = [
   {{ name = "phone", encoding = "text", context = true }},
   {{ name = "nino", encoding = "binary", context = true }},
 ]
-"#,
-        db = dir.join("demo.db").display(),
-        keys = dir.join("keys").display(),
+"#
     )
+}
+
+const DB_FILE: &str = "demo.db";
+const KEYS_FILE: &str = "keys";
+const CONFIG_FILE: &str = "keyturn.toml";
+
+/// Refuses to run over an earlier demo's files unless `force`: the demo
+/// never overwrites a config or a key file by surprise.
+fn check_fresh(dir: &Path, force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    if let Some(f) = [CONFIG_FILE, KEYS_FILE, DB_FILE]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+    {
+        anyhow::bail!(
+            "{} already exists and the demo never overwrites files: pass --force to start the demo in {} afresh (its database, config and key file are replaced), or --dir DIR for another folder",
+            f.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     let dir = &args.dir;
+    check_fresh(dir, args.force)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for f in ["demo.db", "demo.db-wal", "demo.db-shm"] {
-        let _ = std::fs::remove_file(dir.join(f));
+    for f in [DB_FILE, "demo.db-wal", "demo.db-shm"] {
+        match std::fs::remove_file(dir.join(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", dir.join(f).display()));
+            }
+            _ => {}
+        }
     }
     let say = |s: &str| {
         if !json {
@@ -94,9 +125,9 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     let n = args.rows;
     say(&format!(
         "1. Creating {} with {n} sample patients (name, phone, national insurance number) in plaintext",
-        dir.join("demo.db").display()
+        dir.join(DB_FILE).display()
     ));
-    let url = format!("sqlite://{}", dir.join("demo.db").display());
+    let url = format!("sqlite://{}", dir.join(DB_FILE).display());
     let db = keyturn_db::connect(
         &url,
         &ConnectOptions {
@@ -131,8 +162,8 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     db.close().await;
 
     let k1 = KeySpec::generate(KeyId::new("k1")?, Algorithm::Aes256Gcm)?;
-    let keys_path = dir.join("keys");
-    let config_path = dir.join("keyturn.toml");
+    let keys_path = dir.join(KEYS_FILE);
+    let config_path = dir.join(CONFIG_FILE);
     write_private(
         &keys_path,
         &format!(
@@ -140,7 +171,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
             &*k1.to_spec_string()
         ),
     )?;
-    std::fs::write(&config_path, config_text(dir, "k1"))
+    std::fs::write(&config_path, config_text("k1"))
         .with_context(|| format!("writing {}", config_path.display()))?;
     say(&format!(
         "2. Generated key k1 into {} and wrote {}; encrypting the plaintext columns under k1 (`keyturn encrypt`)",
@@ -186,7 +217,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
             &*k2.to_spec_string()
         ),
     )?;
-    std::fs::write(&config_path, config_text(dir, "k2"))?;
+    std::fs::write(&config_path, config_text("k2"))?;
     say(
         "\n3. Time to rotate: generated k2, added it to the key file and made it primary (k1 stays, decrypt-only). Where we stand (`keyturn status`):\n",
     );
@@ -254,7 +285,7 @@ On your own database:
   2. write keyturn.toml like {cfg}: database.url, key sources, primary = "k2",
      and a [[target]] per table with its encrypted columns
   3. keyturn status && keyturn rotate --dry-run && keyturn rotate && keyturn verify --deep"#,
-            db = dir.join("demo.db").display()
+            db = dir.join(DB_FILE).display()
         );
     }
     Ok(if report.ok {
@@ -267,6 +298,37 @@ On your own database:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_to_overwrite_without_force() {
+        let tmp = tempfile::tempdir().unwrap();
+        check_fresh(tmp.path(), false).unwrap();
+        std::fs::write(tmp.path().join(KEYS_FILE), "x").unwrap();
+        let e = check_fresh(tmp.path(), false).unwrap_err().to_string();
+        assert!(
+            e.contains("keys already exists") && e.contains("--force"),
+            "{e}"
+        );
+        check_fresh(tmp.path(), true).unwrap();
+    }
+
+    /// The written config parses, its relative paths resolved against its
+    /// folder.
+    #[test]
+    fn config_paths_are_relative_to_the_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CONFIG_FILE);
+        std::fs::write(&path, config_text("k1")).unwrap();
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(
+            cfg.database.url,
+            format!("sqlite://{}", tmp.path().join(DB_FILE).display())
+        );
+        assert_eq!(
+            cfg.keys.sources,
+            vec![format!("file:{}", tmp.path().join(KEYS_FILE).display())]
+        );
+    }
 
     #[test]
     fn fake_patients_are_deterministic_and_plausible() {

@@ -414,7 +414,7 @@ pub fn print_error(err: &anyhow::Error, json: bool) {
 /// The error and its causes, each cause once: most of keyturn's errors
 /// already include their source's text (`{what}: {source}`), so `{:#}`
 /// repeated the same driver message up to four times.
-fn error_text(err: &anyhow::Error) -> String {
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
     let mut text = err.to_string();
     for cause in err.chain().skip(1) {
         let c = cause.to_string();

@@ -44,8 +44,26 @@ fn demo_encrypts_rotates_and_verifies() {
         &["--config", "keyturn-demo/keyturn.toml", "verify", "--deep"],
     );
     assert_eq!(code, 0, "{out}{err}");
-    // Running the demo again starts from a fresh database.
-    let (code, out, err) = keyturn(tmp.path(), &["--json", "demo", "--rows", "50"]);
+    // The config's relative paths hold from any directory.
+    let (code, out, err) = keyturn(
+        &tmp.path().join("keyturn-demo"),
+        &["--config", "keyturn.toml", "verify", "--no-record"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // A second run never overwrites the first one's files...
+    let keys = std::fs::read_to_string(tmp.path().join("keyturn-demo/keys")).unwrap();
+    let (code, out, err) = keyturn(tmp.path(), &["demo", "--rows", "50"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("keyturn.toml already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("keyturn-demo/keys")).unwrap(),
+        keys
+    );
+    // ...unless told to: --force starts from a fresh database.
+    let (code, out, err) = keyturn(tmp.path(), &["--json", "demo", "--rows", "50", "--force"]);
     assert_eq!(code, 0, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
     assert_eq!(v["runs"][1]["operation"], "rotate", "{v}");

@@ -1252,6 +1252,107 @@ async fn key_material_never_printed(t: TestDb) {
     let cfg = Cfg::new(&[&tb], &[&k1], "k9");
     t.keyturn(&cfg, &["encrypt"]).await.expect(1);
 
+    // Every other way a secret reaches a message (issue #13, section 8),
+    // each run as a plain and as a --json command.
+    let both = |args: &[&str]| -> Vec<Vec<String>> {
+        let plain: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut json = vec!["--json".to_string()];
+        json.extend(plain.clone());
+        vec![plain, json]
+    };
+    let failing = |cfg: Cfg, why: String| {
+        let t = t.clone();
+        async move {
+            for args in both(&["status"]).into_iter().chain(both(&["verify"])) {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = t.keyturn(&cfg, &args).await.expect(1);
+                assert!(out.stderr.contains(&why), "expected {why:?}\n{out}");
+                if args[0] == "--json" {
+                    assert!(out.json()["error"].is_string(), "{out}");
+                }
+            }
+        }
+    };
+    // A password in a URL's query string, on servers that refuse the
+    // connection (port 1); sslpassword is a parameter the PostgreSQL driver
+    // does not read (and would log with its value).
+    let pw = format!("QueryPw{}", t.tag);
+    t.add_secret(&pw);
+    for url in [
+        format!("postgres://app@127.0.0.1:1/x?user=app&password={pw}&sslmode=disable"),
+        format!("postgres://127.0.0.1:1/x?sslpassword={pw}&PassWord={pw}"),
+        format!("mysql://app@127.0.0.1:1/x?password={pw}&pwd={pw}"),
+        format!("postgres://app:{pw}@127.0.0.1:1/x?secret={pw}&token={pw}&key={pw}"),
+    ] {
+        let mut cfg = Cfg::new(&[&tb], &[&k1], "k1");
+        cfg.url = Some(url);
+        failing(cfg, "cannot connect".into()).await;
+    }
+    // A key spec pasted under a misspelt field, in [[target]] and in
+    // [catalog]: the error gives line and column, never the source line.
+    let spec_secret = |id: &str| {
+        let k = t.key(id);
+        k.spec
+    };
+    for (extra, why) in [
+        (
+            format!("colums = [{}]\n", toml_str(&spec_secret("pasted"))),
+            ", column 1: unknown field `colums`",
+        ),
+        (
+            format!(
+                "\n[catalog]\nkek = \"local\"\nmaster_kee = {}\n",
+                toml_str(&spec_secret("pasted2"))
+            ),
+            ", column 1: unknown field `master_kee`",
+        ),
+        (
+            format!("\n[catalog]\nkek = {}\n", toml_str(&spec_secret("pasted3"))),
+            "kek = (value not shown)",
+        ),
+        (
+            format!(
+                "\n[keyrings.x]\nallow_retired = {}\n",
+                toml_str(&spec_secret("pasted4"))
+            ),
+            "invalid type: string (value not shown), expected a boolean",
+        ),
+    ] {
+        let mut cfg = Cfg::new(&[&tb], &[&k1], "k1");
+        cfg.extra_toml = extra;
+        failing(cfg, why.into()).await;
+    }
+    // A whole key spec as `primary`, then as `retired`.
+    let mut cfg = Cfg::new(&[&tb], &[&k1], "k1");
+    cfg.primary = Some(k2.spec.clone());
+    failing(cfg, "keys.primary is not a valid key id".into()).await;
+    let mut cfg = Cfg::new(&[&tb], &[&k1], "k1");
+    cfg.retired = vec![k2.spec.clone()];
+    failing(cfg, "keys.retired[0] is not a valid key id".into()).await;
+    // Malformed specs name their source and place, in env and file sources.
+    let mut cfg = Cfg::new(&[&tb], &[], "k1");
+    cfg.keys_text = Some(format!("{}\n# old\nk2:aes256gcm:{short}", k1.spec));
+    failing(
+        cfg,
+        format!("env:{KEYS_ENV}: invalid key spec: line 3, key spec #2"),
+    )
+    .await;
+    let file = t.dir().join("bad.keys");
+    std::fs::write(&file, format!("k2:aes256gcm:{good}!\n")).unwrap();
+    let mut cfg = Cfg::new(&[&tb], &[&k1], "k1");
+    cfg.sources = Some(vec![
+        format!("env:{KEYS_ENV}"),
+        format!("file:{}", file.display()),
+    ]);
+    failing(
+        cfg,
+        format!(
+            "file:{}: invalid key spec: line 1, key spec #1",
+            file.display()
+        ),
+    )
+    .await;
+
     // A full cycle with every log line enabled.
     let mut cfg = Cfg::new(&[&tb], &[&k1], "k1");
     cfg.env = vec![("KEYTURN_LOG".into(), "trace".into())];

@@ -34,26 +34,45 @@ macro_rules! bind_all {
     }};
 }
 
-/// Runs one `CREATE TABLE IF NOT EXISTS`, running it again when it lost a
-/// race with another session creating the same table (two keyturn processes
-/// starting together); see [`crate::DbError::is_concurrent_create`].
+/// Runs one `CREATE TABLE IF NOT EXISTS` unless the table exists already
+/// (see [`crate::missing`]: a login without CREATE may use existing
+/// tables), running it again when it lost a race with another session
+/// creating the same table (two keyturn processes starting together); see
+/// [`crate::DbError::is_concurrent_create`].
 macro_rules! create_if_missing {
     ($pool:expr, $sql:expr, $what:expr) => {{
         let sql: String = $sql;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .execute($pool)
+        let exists = match $crate::missing::created_table(&sql) {
+            Some(name) => sqlx::query_scalar::<_, i64>($crate::missing::exists_sql(Self::DIALECT))
+                .bind(name.to_owned())
+                .fetch_one($pool)
                 .await
-                .map_err(DbError::query($what))
-            {
-                Ok(_) => break Ok::<(), DbError>(()),
-                Err(e) if attempt < 4 && e.is_concurrent_create() => {
-                    tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)))
-                        .await;
+                .map(|n| n > 0)
+                .map_err(DbError::query($what)),
+            None => Ok(false),
+        };
+        match exists {
+            Ok(true) => Ok::<(), DbError>(()),
+            Err(e) => Err(e),
+            Ok(false) => {
+                let mut attempt = 0u32;
+                loop {
+                    attempt += 1;
+                    match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .execute($pool)
+                        .await
+                        .map_err(DbError::query($what))
+                    {
+                        Ok(_) => break Ok::<(), DbError>(()),
+                        Err(e) if attempt < 4 && e.is_concurrent_create() => {
+                            tokio::time::sleep(std::time::Duration::from_millis(
+                                5 * u64::from(attempt),
+                            ))
+                            .await;
+                        }
+                        Err(e) => break Err(e),
+                    }
                 }
-                Err(e) => break Err(e),
             }
         }
     }};

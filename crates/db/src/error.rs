@@ -87,15 +87,122 @@ impl DbError {
     }
 }
 
-/// Removes the password from a database URL for messages.
+/// Query parameters whose value is a secret (compared case-insensitively,
+/// `-` read as `_`); any parameter whose name contains one of
+/// [`SECRET_PARTS`] is redacted too.
+const SECRET_PARAMS: &[&str] = &[
+    "pass",
+    "pwd",
+    "key",
+    "sslkey",
+    "ssl_key",
+    "apikey",
+    "auth",
+    "credentials",
+    "sig",
+    "signature",
+];
+
+/// Name fragments that make a query parameter secret: `password`,
+/// `sslpassword`, `client_secret`, `access_token`, `passphrase`, …
+const SECRET_PARTS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "passphrase",
+    "api_key",
+];
+
+/// Whether a URL query parameter holds a secret (see [`SECRET_PARAMS`]).
+pub(crate) fn is_secret_param(name: &str) -> bool {
+    let n = name.trim().to_ascii_lowercase().replace('-', "_");
+    SECRET_PARAMS.contains(&n.as_str()) || SECRET_PARTS.iter().any(|p| n.contains(p))
+}
+
+/// A database URL for messages: the password of the userinfo and the value
+/// of every password-like query parameter (`password`, `sslpassword`,
+/// `secret`, `token`, `key`, … see [`is_secret_param`]) replaced by `***`.
+///
+/// Written for malformed URLs too (they end up in "cannot connect"
+/// messages): the userinfo is everything up to the last `@` after the
+/// scheme, so a password with a raw `@`, `/` or `#` is still hidden; when a
+/// `?` comes before that `@` only the scheme is shown.
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((creds, host)) = rest.rsplit_once('@')
-    {
-        let user = creds.split(':').next().unwrap_or_default();
-        return format!("{scheme}://{user}:***@{host}");
+    let (prefix, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let (userinfo, tail) = match rest.rfind('@') {
+        // An `@` after a `?`: in a query value, or a password holding a raw
+        // `?`; no telling which, so nothing past the scheme is shown.
+        Some(at) if !prefix.is_empty() && rest[..at].contains('?') => {
+            return format!("{prefix}***");
+        }
+        Some(at) if !prefix.is_empty() => (Some(&rest[..at]), &rest[at + 1..]),
+        _ => (None, rest),
+    };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(prefix);
+    if let Some(info) = userinfo {
+        let user = info.split(':').next().unwrap_or_default();
+        if user.contains(['/', '#']) {
+            // No user name holds these raw: no telling where the user name
+            // ends and a password begins, so hide all of it.
+            out.push_str("***");
+        } else if info.len() > user.len() {
+            out.push_str(user);
+            out.push_str(":***");
+        } else {
+            out.push_str(user);
+        }
+        out.push('@');
     }
-    url.to_owned()
+    match tail.split_once('?') {
+        Some((main, query)) => {
+            out.push_str(main);
+            out.push('?');
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, Some(f)),
+                None => (query, None),
+            };
+            let parts: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if is_secret_param(&percent_decoded(k)) => format!("{k}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            out.push_str(&parts.join("&"));
+            if fragment.is_some() {
+                out.push_str("#***");
+            }
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
+
+/// `%XX` sequences decoded (for comparing parameter names); invalid ones
+/// kept as they are.
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -109,5 +216,98 @@ mod tests {
             "postgres://bob:***@db:5432/x"
         );
         assert_eq!(redact_url("sqlite://demo.db"), "sqlite://demo.db");
+        assert_eq!(
+            redact_url("sqlite://demo.db?mode=rwc"),
+            "sqlite://demo.db?mode=rwc"
+        );
+        assert_eq!(redact_url("postgres://bob@db/x"), "postgres://bob@db/x");
+        assert_eq!(redact_url("mysql://:s3cret@db/x"), "mysql://:***@db/x");
+    }
+
+    #[test]
+    fn redacts_password_like_query_parameters() {
+        for (url, shown) in [
+            (
+                "postgres://db/x?user=app&password=s3cret&sslmode=require",
+                "postgres://db/x?user=app&password=***&sslmode=require",
+            ),
+            ("mysql://db/x?PassWord=s3cret", "mysql://db/x?PassWord=***"),
+            (
+                "postgres://db/x?sslpassword=s3cret&application_name=k",
+                "postgres://db/x?sslpassword=***&application_name=k",
+            ),
+            ("postgres://db/x?pwd=s3cret", "postgres://db/x?pwd=***"),
+            ("postgres://db/x?pass=s3cret", "postgres://db/x?pass=***"),
+            (
+                "postgres://db/x?ssl-key=s3cret",
+                "postgres://db/x?ssl-key=***",
+            ),
+            (
+                "postgres://db/x?access_token=s3cret&api-key=s3cret",
+                "postgres://db/x?access_token=***&api-key=***",
+            ),
+            (
+                "postgres://db/x?pass%77ord=s3cret",
+                "postgres://db/x?pass%77ord=***",
+            ),
+            (
+                "postgres://u:s3cret@db/x?client_secret=s3cret#s3cret",
+                "postgres://u:***@db/x?client_secret=***#***",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn malformed_urls_hide_the_whole_password() {
+        for url in [
+            "postgres://u:p@ss/w#rd@127.0.0.1/db",
+            "postgres://u:s3cret/x@h/db",
+            "postgres://u:s3c?ret@h/db",
+            "mysql://h/db?password=s3c@ret",
+            "postgres://h/db?password=s3cret&x=a@b",
+        ] {
+            let r = redact_url(url);
+            for secret in ["s3c", "ret", "p@ss", "w#rd"] {
+                assert!(!r.contains(secret), "{url} -> {r}");
+            }
+        }
+        assert_eq!(
+            redact_url("postgres://u:p@ss/w#rd@127.0.0.1/db"),
+            "postgres://u:***@127.0.0.1/db"
+        );
+    }
+
+    #[test]
+    fn secret_parameter_names() {
+        for n in [
+            "password",
+            "PASSWORD",
+            "sslpassword",
+            "pass",
+            "pwd",
+            "secret",
+            "token",
+            "key",
+            "sslkey",
+            "ssl-key",
+            "passphrase",
+            "auth_token",
+        ] {
+            assert!(is_secret_param(n), "{n}");
+        }
+        for n in [
+            "user",
+            "sslmode",
+            "application_name",
+            "dbname",
+            "host",
+            "charset",
+            "mode",
+            "statement-cache-capacity",
+        ] {
+            assert!(!is_secret_param(n), "{n}");
+        }
     }
 }

@@ -19,6 +19,7 @@ pub mod cells;
 mod census;
 mod error;
 mod meta;
+mod missing;
 mod mysql;
 mod postgres;
 mod sql;
@@ -649,8 +650,11 @@ pub fn check_identifier(name: &str, what: &str) -> Result<(), DbError> {
     };
     let parts: Vec<&str> = name.split('.').collect();
     if parts.len() > 2 || !parts.iter().all(|p| ok_part(p)) {
+        // Shown only if it looks like a name: a key pasted as a table or
+        // column name is never echoed.
         return Err(DbError::Config(format!(
-            "{what} {name:?} is not a plain identifier (letters, digits, _ and $, optionally schema.table)"
+            "{what} {} is not a plain identifier (letters, digits, _ and $, optionally schema.table)",
+            keyturn_format::shown(name)
         )));
     }
     Ok(())

@@ -26,7 +26,8 @@ impl PgDb {
 
     pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<PgDb, DbError> {
         let target = redact_url(url);
-        let options = PgConnectOptions::from_str(url).map_err(|source| DbError::Connect {
+        let url = known_params_only(url);
+        let options = PgConnectOptions::from_str(&url).map_err(|source| DbError::Connect {
             target: target.clone(),
             source,
         })?;
@@ -49,6 +50,68 @@ impl PgDb {
             .connect_lazy_with(options.clone());
         Ok(PgDb { pool })
     }
+}
+
+/// The URL query parameters sqlx's PostgreSQL driver reads; `options[…]`
+/// too.
+const KNOWN_PARAMS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The URL without the query parameters the driver does not know, each
+/// named (never its value) in a warning: sqlx would ignore them too, but
+/// log each one's value, and `sslpassword=…` or a mistyped `pasword=…` holds
+/// a secret.
+fn known_params_only(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((main, query)) = url.split_once('?') else {
+        return url.into();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if KNOWN_PARAMS.contains(&name) || name.starts_with("options[") {
+            kept.push(pair);
+        } else {
+            tracing::warn!(
+                "ignoring the connection parameter {} of database.url: not one keyturn's PostgreSQL driver reads (its value is not shown)",
+                keyturn_format::shown(name)
+            );
+        }
+    }
+    if kept.len() == query.split('&').filter(|p| !p.is_empty()).count() {
+        return url.into();
+    }
+    let mut out = main.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out.into()
 }
 
 /// The primary-key part of an `UPDATE … FROM unnest(…)`: one array
@@ -321,3 +384,25 @@ impl_database!(PgDb, {
         }))
     }
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_parameters_are_dropped() {
+        assert_eq!(
+            known_params_only("postgres://h/db?sslmode=disable&sslpassword=s3cret&options[x]=1"),
+            "postgres://h/db?sslmode=disable&options[x]=1"
+        );
+        assert_eq!(
+            known_params_only("postgres://h/db?pasword=s3cret"),
+            "postgres://h/db"
+        );
+        assert_eq!(
+            known_params_only("postgres://u:p@h/db?user=a&password=b"),
+            "postgres://u:p@h/db?user=a&password=b"
+        );
+        assert_eq!(known_params_only("postgres://h/db"), "postgres://h/db");
+    }
+}

@@ -107,7 +107,7 @@ impl SqliteDb {
     const DIALECT: Dialect = Dialect::Sqlite;
 
     pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<SqliteDb, DbError> {
-        let target = url.to_owned();
+        let target = crate::error::redact_url(url);
         let busy_timeout = Duration::from_secs(30);
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|source| DbError::Connect {

@@ -29,6 +29,7 @@
 use crate::EngineError;
 use keyturn_codecs::multi::Role;
 use keyturn_db::check_identifier;
+use keyturn_format::shown;
 use keyturn_keys::{KeySource, RingPolicy};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,18 @@ use std::path::{Path, PathBuf};
 pub const CONFIG_ENV: &str = "KEYTURN_CONFIG";
 /// Config file used when neither `--config` nor the env var is given.
 pub const DEFAULT_CONFIG: &str = "keyturn.toml";
+
+/// `rotation.batch_size` and `--batch-size`: rows per batch.
+pub const BATCH_SIZE_MIN: usize = 1;
+/// See [`BATCH_SIZE_MIN`].
+pub const BATCH_SIZE_MAX: usize = 100_000;
+/// `rotation.workers` and `--workers`: batches in flight.
+pub const WORKERS_MIN: usize = 1;
+/// See [`WORKERS_MIN`].
+pub const WORKERS_MAX: usize = 64;
+/// `rotation.max_rows_per_sec` and `--max-rows-per-sec`: at least one row a
+/// second (leave it out for no limit).
+pub const MAX_ROWS_PER_SEC_MIN: u64 = 1;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,12 +74,22 @@ pub struct Config {
     pub catalog: Option<keyturn_catalog::CatalogConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://path`, `postgres://…` or `mysql://…`, with `${VAR}`
     /// interpolation.
     pub url: String,
+}
+
+/// The URL with its password and password-like parameters hidden
+/// (`keyturn_db::redact_url`): after interpolation it may hold a secret.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &keyturn_db::redact_url(&self.url))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,7 +289,13 @@ impl ColumnConfig {
         }
         keyturn_codecs::CodecConfig::deserialize(toml::Value::Table(t))
             .map(Some)
-            .map_err(|e| format!("codec {:?}: {}", self.codec, e.to_string().trim()))
+            .map_err(|e| {
+                format!(
+                    "codec {}: {}",
+                    shown(&self.codec),
+                    scrub_message(&e.to_string())
+                )
+            })
     }
 }
 
@@ -286,6 +315,10 @@ pub fn config_path(cli: Option<&Path>) -> PathBuf {
 }
 
 impl Config {
+    /// Reads and checks a config file. Relative `file:` key sources (in
+    /// `[keys]`, `[keyrings.*]` and the catalog's `master_key` / `token`)
+    /// and a relative SQLite path resolve against the file's folder, so a
+    /// config means the same from any working directory.
     pub fn load(path: &Path) -> Result<Config, EngineError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             EngineError::Config(format!(
@@ -298,16 +331,49 @@ impl Config {
                 }
             ))
         })?;
-        Config::parse(&text).map_err(|e| match e {
+        let in_file = |e: EngineError| match e {
             EngineError::Config(m) => EngineError::Config(format!("{}: {m}", path.display())),
             other => other,
-        })
+        };
+        let mut cfg = Config::parse(&text).map_err(in_file)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        if !base.as_os_str().is_empty() {
+            cfg.resolve_relative(base);
+        }
+        Ok(cfg)
+    }
+
+    /// Makes relative file paths relative to `base` (the config's folder).
+    fn resolve_relative(&mut self, base: &Path) {
+        let resolve_source = |s: &mut String| {
+            if let Some(p) = s.strip_prefix("file:")
+                && !p.is_empty()
+                && Path::new(p).is_relative()
+            {
+                *s = format!("file:{}", base.join(p).display());
+            }
+        };
+        self.keys.sources.iter_mut().for_each(resolve_source);
+        for ring in self.keyrings.values_mut() {
+            ring.sources.iter_mut().for_each(resolve_source);
+        }
+        if let Some(c) = &mut self.catalog {
+            for s in [&mut c.kek.master_key, &mut c.kek.token]
+                .into_iter()
+                .flatten()
+            {
+                resolve_source(s);
+            }
+        }
+        if let Some(url) = sqlite_relative_to(&self.database.url, base) {
+            self.database.url = url;
+        }
     }
 
     pub fn parse(text: &str) -> Result<Config, EngineError> {
         let mut cfg: Config =
-            toml::from_str(text).map_err(|e| EngineError::Config(e.to_string()))?;
-        cfg.database.url = interpolate(&cfg.database.url, "database.url")?;
+            toml::from_str(text).map_err(|e| EngineError::Config(toml_error(text, &e)))?;
+        cfg.database.url = interpolate_url(&cfg.database.url, "database.url")?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -317,16 +383,32 @@ impl Config {
         if self.targets.is_empty() {
             return bad("target", "no [[target]] tables configured".into());
         }
-        if !(1..=100_000).contains(&self.rotation.batch_size) {
+        if !(BATCH_SIZE_MIN..=BATCH_SIZE_MAX).contains(&self.rotation.batch_size) {
             return bad(
                 "rotation.batch_size",
-                format!("{} is outside 1..=100000", self.rotation.batch_size),
+                format!(
+                    "{} is outside {BATCH_SIZE_MIN}..={BATCH_SIZE_MAX}",
+                    self.rotation.batch_size
+                ),
             );
         }
         if let Some(w) = self.rotation.workers
-            && !(1..=64).contains(&w)
+            && !(WORKERS_MIN..=WORKERS_MAX).contains(&w)
         {
-            return bad("rotation.workers", format!("{w} is outside 1..=64"));
+            return bad(
+                "rotation.workers",
+                format!("{w} is outside {WORKERS_MIN}..={WORKERS_MAX}"),
+            );
+        }
+        if let Some(r) = self.rotation.max_rows_per_sec
+            && r < MAX_ROWS_PER_SEC_MIN
+        {
+            return bad(
+                "rotation.max_rows_per_sec",
+                format!(
+                    "{r} would let no row through; the least is {MAX_ROWS_PER_SEC_MIN} (leave it out for no limit)"
+                ),
+            );
         }
         if let Some(c) = &self.catalog {
             c.validate()
@@ -339,6 +421,7 @@ impl Config {
             KeySource::parse(s)
                 .map_err(|e| EngineError::Config(format!("keys.sources[{i}]: {e}")))?;
         }
+        check_key_ids(&self.keys, "keys")?;
         for (i, t) in self.targets.iter().enumerate() {
             let key = format!("target[{i}]");
             check_identifier(&t.table, "table")
@@ -381,15 +464,20 @@ impl Config {
                         return bad(
                             &format!("{ckey}.keyring"),
                             format!(
-                                "codec {:?} needs its own keyring: add keyring = \"NAME\" and a [keyrings.NAME] section",
-                                c.codec
+                                "codec {} needs its own keyring: add keyring = \"NAME\" and a [keyrings.NAME] section",
+                                shown(&c.codec)
                             ),
                         );
                     }
                     (_, Some(k)) if !self.keyrings.contains_key(k) => {
                         return bad(
                             &format!("{ckey}.keyring"),
-                            format!("no [keyrings.{k}] section"),
+                            if keyturn_format::is_showable(k) {
+                                format!("no [keyrings.{k}] section")
+                            } else {
+                                "no [keyrings.NAME] section of that name (the value is not shown)"
+                                    .into()
+                            },
                         );
                     }
                     _ => {}
@@ -410,8 +498,8 @@ impl Config {
                     return bad(
                         &format!("{ckey}.{k}"),
                         format!(
-                            "only multi-column codecs (envelope, split-columns) take {k}; codec {:?} keeps its value in one column",
-                            c.codec
+                            "only multi-column codecs (envelope, split-columns) take {k}; codec {} keeps its value in one column",
+                            shown(&c.codec)
                         ),
                     );
                 }
@@ -437,7 +525,15 @@ impl Config {
             }
         }
         for (name, k) in &self.keyrings {
+            if !keyturn_format::is_showable(name) {
+                return bad(
+                    "keyrings",
+                    "a keyring's name is 1-32 characters A-Za-z0-9._- (its value is not shown)"
+                        .into(),
+                );
+            }
             let key = format!("keyrings.{name}");
+            check_key_ids(k, &key)?;
             if k.sources.is_empty() {
                 return bad(
                     &format!("{key}.sources"),
@@ -460,7 +556,12 @@ impl Config {
                 return bad(
                     &key,
                     format!(
-                        "used by columns of different codecs ({codecs:?}); give each codec its own keyring"
+                        "used by columns of different codecs ({}); give each codec its own keyring",
+                        codecs
+                            .iter()
+                            .map(|c| shown(c))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
             }
@@ -490,8 +591,8 @@ impl Config {
                     return bad(
                         key,
                         format!(
-                            "codec {:?} needs the column holding the {}: add {key} = \"COLUMN\"",
-                            c.codec,
+                            "codec {} needs the column holding the {}: add {key} = \"COLUMN\"",
+                            shown(&c.codec),
                             role.name()
                         ),
                     );
@@ -500,8 +601,8 @@ impl Config {
                     return bad(
                         key,
                         format!(
-                            "codec {:?} has no {} column; remove {key}",
-                            c.codec,
+                            "codec {} has no {} column; remove {key}",
+                            shown(&c.codec),
                             role.name()
                         ),
                     );
@@ -520,8 +621,8 @@ impl Config {
             return bad(
                 "context",
                 format!(
-                    "codec {:?} binds no associated data; remove context",
-                    c.codec
+                    "codec {} binds no associated data; remove context",
+                    shown(&c.codec)
                 ),
             );
         }
@@ -529,8 +630,8 @@ impl Config {
             return bad(
                 "encoding",
                 format!(
-                    "codec {:?} writes raw bytes; the columns' types decide, remove encoding",
-                    c.codec
+                    "codec {} writes raw bytes; the columns' types decide, remove encoding",
+                    shown(&c.codec)
                 ),
             );
         }
@@ -566,12 +667,214 @@ impl Config {
     }
 }
 
-/// Replaces `${VAR}` with the environment variable's value.
-fn interpolate(s: &str, key: &str) -> Result<String, EngineError> {
+/// Checks that `primary` and `retired` of a keyring section are key ids;
+/// a value that is not (a key spec pasted there) is never echoed.
+fn check_key_ids(k: &KeysConfig, section: &str) -> Result<(), EngineError> {
+    let not_an_id = |key: String| {
+        Err(EngineError::Config(format!(
+            "{key} is not a valid key id (1-32 characters A-Za-z0-9._-); its value is not shown"
+        )))
+    };
+    if let Some(p) = &k.primary
+        && !keyturn_format::is_showable(p)
+    {
+        return not_an_id(format!("{section}.primary"));
+    }
+    for (i, r) in k.retired.iter().enumerate() {
+        if !keyturn_format::is_showable(r) {
+            return not_an_id(format!("{section}.retired[{i}]"));
+        }
+    }
+    Ok(())
+}
+
+/// A TOML error as `line L, column C: message`: never the source line the
+/// parser quotes (a key pasted under a misspelt field would be echoed),
+/// and the message with values removed ([`scrub_message`]).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = scrub_message(e.message());
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+/// A deserializer's message without the values it quotes: serde's
+/// `invalid type: string "…", expected …` loses the value, and any other
+/// quoted (`` `…` `` or `"…"`) text that is not a plain name (field names,
+/// enum variants, punctuation the parser expected) is replaced by
+/// `(value not shown)`. Several lines become one.
+fn scrub_message(msg: &str) -> String {
+    let msg = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg.as_str();
+    for lead in ["invalid type: ", "invalid value: "] {
+        if let Some(after) = rest.strip_prefix(lead) {
+            // `string "…"`, `integer `5``, `map`: keep the kind only.
+            let end = after.find(", expected").unwrap_or(after.len());
+            let kind = after[..end]
+                .split(['"', '`'])
+                .next()
+                .unwrap_or_default()
+                .trim();
+            out.push_str(lead);
+            out.push_str(kind);
+            if after[..end].contains(['"', '`']) {
+                out.push_str(" (value not shown)");
+            }
+            rest = &after[end..];
+            break;
+        }
+    }
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = rest.as_bytes()[open] as char;
+        out.push_str(&rest[..open]);
+        let body = &rest[open + 1..];
+        // The closing quote; `\"` inside a Debug-quoted string is escaped.
+        let mut close = None;
+        let mut escaped = false;
+        for (i, c) in body.char_indices() {
+            match c {
+                '\\' if quote == '"' => escaped = !escaped,
+                c if c == quote && !escaped => {
+                    close = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let Some(close) = close else {
+            // Unbalanced: whatever follows may be a value.
+            out.push_str("(value not shown)");
+            return out;
+        };
+        let inner = &body[..close];
+        if keyturn_format::is_showable(inner) || inner.chars().count() <= 3 {
+            out.push(quote);
+            out.push_str(inner);
+            out.push(quote);
+        } else {
+            out.push_str("(value not shown)");
+        }
+        rest = &body[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A relative SQLite database path made relative to `base`; `None` when
+/// there is nothing to change (not SQLite, in memory, absolute, empty).
+fn sqlite_relative_to(url: &str, base: &Path) -> Option<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let in_memory = query.is_some_and(|q| q.split('&').any(|kv| kv == "mode=memory"));
+    if path.is_empty() || path == ":memory:" || in_memory || Path::new(path).is_absolute() {
+        return None;
+    }
+    // sqlx percent-decodes the path: the folder's own `%`, `?` and `#`
+    // must stay literal.
+    let mut folder = String::new();
+    for c in base.display().to_string().chars() {
+        match c {
+            '%' => folder.push_str("%25"),
+            '?' => folder.push_str("%3F"),
+            '#' => folder.push_str("%23"),
+            c => folder.push(c),
+        }
+    }
+    let mut out = format!("sqlite://{folder}/{path}");
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Some(out)
+}
+
+/// Characters of a substituted value kept as they are in a URL's userinfo:
+/// RFC 3986's unreserved ones; everything else is percent-encoded.
+const USERINFO_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Replaces `${VAR}` with the environment variable's value; in the URL's
+/// userinfo (between `scheme://` and the `@` that ends the authority) the
+/// value is percent-encoded, so a password such as `p@ss/w#rd` works as it
+/// is. Elsewhere (host, path, query) it is inserted as it is.
+fn interpolate_url(s: &str, key: &str) -> Result<String, EngineError> {
+    interpolate_url_from(s, key, |name| std::env::var(name).ok())
+}
+
+/// [`interpolate_url`] with the variables from `lookup`.
+fn interpolate_url_from(
+    s: &str,
+    key: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, EngineError> {
+    let userinfo = userinfo_span(s);
+    interpolate(s, key, lookup, |at, value, out| {
+        if userinfo.as_ref().is_some_and(|r| r.contains(&at)) {
+            out.extend(percent_encoding::utf8_percent_encode(
+                value,
+                USERINFO_ENCODE,
+            ));
+        } else {
+            out.push_str(value);
+        }
+    })
+}
+
+/// Where the userinfo of a URL template lies (byte offsets), `${…}`
+/// placeholders skipped over: from after `://` to the `@` that comes before
+/// any `/`, `?` or `#`.
+fn userinfo_span(s: &str) -> Option<std::ops::Range<usize>> {
+    let start = s.find("://")? + 3;
+    let b = s.as_bytes();
+    let mut i = start;
+    while i < b.len() {
+        match b[i] {
+            b'$' if b.get(i + 1) == Some(&b'{') => {
+                i += s[i..].find('}')? + 1;
+                continue;
+            }
+            b'@' => return Some(start..i),
+            b'/' | b'?' | b'#' => return None,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Replaces `${VAR}` with the environment variable's value, handed to
+/// `put` with the placeholder's byte offset in `s`.
+fn interpolate(
+    s: &str,
+    key: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+    put: impl Fn(usize, &str, &mut String),
+) -> Result<String, EngineError> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
+        let at = s.len() - rest.len() + start;
         let after = &rest[start + 2..];
         let end = after
             .find('}')
@@ -579,13 +882,18 @@ fn interpolate(s: &str, key: &str) -> Result<String, EngineError> {
         let name = &after[..end];
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(EngineError::Config(format!(
-                "{key}: ${{{name}}} is not a valid variable name"
+                "{key}: ${{{}}} is not a valid variable name",
+                if keyturn_format::is_showable(name) {
+                    name
+                } else {
+                    "…"
+                }
             )));
         }
-        let val = std::env::var(name).map_err(|_| {
+        let val = zeroize::Zeroizing::new(lookup(name).ok_or_else(|| {
             EngineError::Config(format!("{key}: environment variable {name} is not set"))
-        })?;
-        out.push_str(&val);
+        })?);
+        put(at, &val, &mut out);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -849,14 +1157,238 @@ primary_key = "id"
         .unwrap();
     }
 
+    const SPEC: &str = "k1:aes256gcm:q0cXZq+Wv7pj8sLXS9N4DhfOQ1H/4jVXk4GMI84kvgE=";
+
+    /// The error for `text`, checked to hold neither the spec nor any part
+    /// of its key material.
+    fn clean_error(text: &str) -> String {
+        let e = Config::parse(text).unwrap_err().to_string();
+        for part in [SPEC, "q0cXZq", "4jVXk4GM", "kvgE="] {
+            assert!(!e.contains(part), "{e}");
+        }
+        e
+    }
+
+    #[test]
+    fn toml_errors_give_position_never_the_value() {
+        // A spec pasted under a misspelt field: no source snippet.
+        let e = clean_error(&OK.replace("primary = \"k2\"", &format!("primry = \"{SPEC}\"")));
+        assert!(
+            e.contains("line 5, column 1: unknown field `primry`, expected one of"),
+            "{e}"
+        );
+        assert!(!e.contains('|') && !e.contains('^'), "{e}");
+        // A value of the wrong type: the kind only.
+        let e = clean_error(&OK.replace(
+            "[keys]",
+            &format!("[rotation]\nbatch_size = \"{SPEC}\"\n[keys]"),
+        ));
+        assert!(
+            e.contains("line 5, column 14: invalid type: string (value not shown), expected usize"),
+            "{e}"
+        );
+        // An enum value.
+        let e =
+            clean_error(&OK.replace("encoding = \"binary\"", &format!("encoding = \"{SPEC}\"")));
+        assert!(
+            e.contains("unknown variant (value not shown), expected"),
+            "{e}"
+        );
+        let e = clean_error(&OK.replace("encoding = \"binary\"", "encoding = \"binarry\""));
+        assert!(e.contains("unknown variant `binarry`"), "{e}");
+        // Codec options deserialized from the config's values.
+        let e = clean_error(&OK.replace(
+            "encoding = \"binary\"",
+            &format!("codec = \"node-gcm\", options = {{ iv_len = \"{SPEC}\" }}, keyring = \"x\""),
+        ));
+        assert!(e.contains("invalid type: string (value not shown)"), "{e}");
+        let e = clean_error(&OK.replace("encoding = \"binary\"", &format!("codec = \"{SPEC}\"")));
+        assert!(e.contains("target[0].columns[1]"), "{e}");
+        // A syntax error.
+        let e = clean_error(&format!("{OK}\n[keys2\nsources = [\"{SPEC}\"]\n"));
+        assert!(
+            e.starts_with("config: line 11, column 7: unclosed table"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn catalog_toml_errors_never_echo_values() {
+        let cat = |body: &str| format!("{OK}\n[catalog]\n{body}\n");
+        let e = clean_error(&cat(&format!("kek = \"local\"\nmaster_kee = \"{SPEC}\"")));
+        assert!(
+            e.contains("line 11, column 1: unknown field `master_kee`"),
+            "{e}"
+        );
+        let e = clean_error(&cat(&format!("kek = \"{SPEC}\"")));
+        assert!(e.contains("kek = (value not shown): use"), "{e}");
+        let e = clean_error(&cat(&format!("kek = \"local\"\nmaster_key = \"{SPEC}\"")));
+        assert!(e.contains("master_key is env:NAME or file:PATH"), "{e}");
+        let e = clean_error(&cat(&format!(
+            "kek = \"local\"\nretention_days = \"{SPEC}\""
+        )));
+        assert!(
+            e.contains("line 13, column 18: invalid type: string (value not shown)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn key_ids_in_the_config_are_checked_not_echoed() {
+        let e = clean_error(&OK.replace("primary = \"k2\"", &format!("primary = \"{SPEC}\"")));
+        assert!(
+            e.contains("keys.primary is not a valid key id (1-32 characters A-Za-z0-9._-); its value is not shown"),
+            "{e}"
+        );
+        let e = clean_error(&OK.replace(
+            "primary = \"k2\"",
+            &format!("retired = [\"k1\", \"{SPEC}\"]"),
+        ));
+        assert!(e.contains("keys.retired[1] is not a valid key id"), "{e}");
+        let ring = format!(
+            "{OK}[keyrings.app]\nsources = [\"env:X\"]\nprimary = \"{}\"\n",
+            &SPEC[13..]
+        );
+        let e = clean_error(&ring);
+        assert!(
+            e.contains("keyrings.app.primary is not a valid key id"),
+            "{e}"
+        );
+        let e = clean_error(&OK.replace("\"patients\"", &format!("\"{SPEC}\"")));
+        assert!(
+            e.contains("target[0].table: table (value not shown)"),
+            "{e}"
+        );
+        let e = clean_error(&OK.replace(
+            "encoding = \"binary\"",
+            &format!("codec = \"fernet\", keyring = \"{SPEC}\""),
+        ));
+        assert!(e.contains("keyring: no [keyrings.NAME] section"), "{e}");
+    }
+
+    #[test]
+    fn rates_and_ranges() {
+        let with = |r: &str| OK.replace("[keys]", &format!("[rotation]\n{r}\n[keys]"));
+        let e = Config::parse(&with("max_rows_per_sec = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rotation.max_rows_per_sec: 0 would let no row through"),
+            "{e}"
+        );
+        let c = Config::parse(&with("max_rows_per_sec = 1")).unwrap();
+        assert_eq!(c.rotation.max_rows_per_sec, Some(1));
+        let e = Config::parse(&with("batch_size = 100001"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside 1..=100000"), "{e}");
+        Config::parse(&with("batch_size = 100000\nworkers = 64")).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("conf");
+        std::fs::create_dir(&sub).unwrap();
+        let text = format!(
+            "{}\n[keyrings.app]\nsources = [\"file:app.keys\", \"file:/abs/x.keys\", \"env:K\"]\n[catalog]\nkek = \"local\"\nmaster_key = \"file:secrets/mk\"\n",
+            OK.replace("sqlite://x.db", "sqlite://data/x.db?mode=rwc")
+                .replace("[keys]", "[keys]\nsources = [\"file:keys.txt\", \"stdin\"]")
+        );
+        let path = sub.join("keyturn.toml");
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let s = sub.display();
+        assert_eq!(
+            c.keys.sources,
+            vec![format!("file:{s}/keys.txt"), "stdin".into()]
+        );
+        assert_eq!(
+            c.keyrings["app"].sources,
+            vec![
+                format!("file:{s}/app.keys"),
+                "file:/abs/x.keys".into(),
+                "env:K".into()
+            ]
+        );
+        assert_eq!(
+            c.catalog.unwrap().kek.master_key,
+            Some(format!("file:{s}/secrets/mk"))
+        );
+        assert_eq!(c.database.url, format!("sqlite://{s}/data/x.db?mode=rwc"));
+        // Parsing alone (no file) leaves them as written.
+        assert_eq!(Config::parse(OK).unwrap().database.url, "sqlite://x.db");
+    }
+
+    #[test]
+    fn sqlite_urls_that_stay_as_they_are() {
+        let base = Path::new("/etc/kt");
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://?mode=memory",
+            "sqlite://x.db?mode=memory&cache=shared",
+            "sqlite:///var/lib/x.db",
+            "sqlite:///var/lib/x.db?mode=ro",
+            "postgres://h/db",
+        ] {
+            assert_eq!(sqlite_relative_to(url, base), None, "{url}");
+        }
+        assert_eq!(
+            sqlite_relative_to("sqlite:x.db", base).as_deref(),
+            Some("sqlite:///etc/kt/x.db")
+        );
+        assert_eq!(
+            sqlite_relative_to("sqlite://d/x.db", Path::new("/a b/100%?#")).as_deref(),
+            Some("sqlite:///a b/100%25%3F%23/d/x.db")
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_database_password() {
+        let c = Config::parse(&OK.replace(
+            "sqlite://x.db",
+            "postgres://u:s3cret@h/db?sslpassword=s3cret",
+        ))
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(d.contains("postgres://u:***@h/db?sslpassword=***"), "{d}");
+        assert!(!d.contains("s3cret"), "{d}");
+    }
+
+    #[test]
+    fn variables_in_the_userinfo_are_percent_encoded() {
+        let env = |name: &str| (name == "KEYTURN_TEST_URL_PW").then(|| "p@ss/w#rd:x%".to_owned());
+        let u = |t: &str| interpolate_url_from(t, "database.url", env).unwrap();
+        assert_eq!(
+            u("postgres://app:${KEYTURN_TEST_URL_PW}@127.0.0.1/db"),
+            "postgres://app:p%40ss%2Fw%23rd%3Ax%25@127.0.0.1/db"
+        );
+        assert_eq!(
+            u("mysql://${KEYTURN_TEST_URL_PW}@h/db"),
+            "mysql://p%40ss%2Fw%23rd%3Ax%25@h/db"
+        );
+        // Outside the userinfo: as it is.
+        assert_eq!(
+            u("postgres://h/db?application_name=${KEYTURN_TEST_URL_PW}"),
+            "postgres://h/db?application_name=p@ss/w#rd:x%"
+        );
+        assert_eq!(
+            u("postgres://u@h/${KEYTURN_TEST_URL_PW}"),
+            "postgres://u@h/p@ss/w#rd:x%"
+        );
+        assert_eq!(userinfo_span("postgres://a:${X}@h"), Some(11..17));
+        assert_eq!(userinfo_span("postgres://h/x@y"), None);
+    }
+
     #[test]
     fn interpolates_env_and_reports_missing() {
-        let e = interpolate("postgres://u:${KEYTURN_SURELY_UNSET}@h/db", "database.url")
+        let e = interpolate_url("postgres://u:${KEYTURN_SURELY_UNSET}@h/db", "database.url")
             .unwrap_err()
             .to_string();
         assert!(e.contains("KEYTURN_SURELY_UNSET is not set"), "{e}");
         // PATH is set in every test environment.
-        let v = interpolate("a${PATH}b", "x").unwrap();
+        let v = interpolate_url("a${PATH}b", "x").unwrap();
         assert!(v.starts_with('a') && v.ends_with('b') && v.len() > 2);
     }
 }

@@ -128,7 +128,13 @@ impl PolicyConfig {
             if !configured {
                 return bad(
                     key,
-                    format!("{}.{} is not a configured target column", c.table, c.column),
+                    if keyturn_format::is_showable(&c.table)
+                        && keyturn_format::is_showable(&c.column)
+                    {
+                        format!("{}.{} is not a configured target column", c.table, c.column)
+                    } else {
+                        "not a configured target column (the value is not shown)".into()
+                    },
                 );
             }
             if self

@@ -52,6 +52,37 @@ impl KeyId {
     }
 }
 
+/// Whether a value from a config file or a command line may appear in a
+/// message: only if it has the shape of a key id (1 to 32 characters from
+/// `[A-Za-z0-9._-]`, starting with a letter or digit) and does not look like
+/// key material (20 characters or more, all hex digits or mixing upper
+/// case, lower case and digits, as random keys and tokens do). A key spec,
+/// a base64 key or a password pasted into the wrong field is never shown.
+pub fn is_showable(value: &str) -> bool {
+    if KeyId::validate(value.as_bytes()).is_err() {
+        return false;
+    }
+    if value.len() < 20 {
+        return true;
+    }
+    let b = value.as_bytes();
+    let all_hex = b.iter().all(u8::is_ascii_hexdigit);
+    let mixed = b.iter().any(u8::is_ascii_uppercase)
+        && b.iter().any(u8::is_ascii_lowercase)
+        && b.iter().any(u8::is_ascii_digit);
+    !(all_hex || mixed)
+}
+
+/// A value for a message: `"value"` when [`is_showable`], otherwise
+/// `(value not shown)`.
+pub fn shown(value: &str) -> String {
+    if is_showable(value) {
+        format!("{value:?}")
+    } else {
+        "(value not shown)".to_owned()
+    }
+}
+
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -79,6 +110,31 @@ mod tests {
     fn accepts_documented_examples() {
         for ok in ["k1", "2026-q4", "prod.v2", "a", "A_b-c.9", &"x".repeat(32)] {
             KeyId::new(ok).unwrap();
+        }
+    }
+
+    #[test]
+    fn only_plain_names_are_shown() {
+        for ok in [
+            "k1",
+            "laravel",
+            "aes-256-gcm",
+            "2026-q4-prod-primary",
+            "kek-v1",
+        ] {
+            assert_eq!(shown(ok), format!("{ok:?}"));
+        }
+        for hidden in [
+            "k1:aes256gcm:q0cXZq+Wv7pj8sLXS9N4DhfOQ1H/4jVXk4GMI84kvgE=",
+            "q0cXZq-Wv7pj8sLXS9N4DhfOQ1H_4jVXk4GMI84kvgE",
+            "base64:q0cXZq",
+            "3f9a0c1d2e4b5a6978877665",
+            "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY",
+            "p@ss/w#rd",
+            "",
+            "has space",
+        ] {
+            assert_eq!(shown(hidden), "(value not shown)", "{hidden}");
         }
     }
 

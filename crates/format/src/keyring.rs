@@ -139,10 +139,21 @@ impl Keyring {
         primary: Option<&str>,
         retired: &[String],
     ) -> Result<Keyring, FormatError> {
+        // A configured id is echoed only if it has a key id's shape: a key
+        // spec pasted as `primary` must not end up in a message.
+        let unknown = |what: &str, id: &str| {
+            if crate::key_id::is_showable(id) {
+                FormatError::UnknownKey(id.to_owned())
+            } else {
+                FormatError::Keyring(format!(
+                    "the {what} key id is not a valid key id (1-32 characters A-Za-z0-9._-) or looks like key material; its value is not shown"
+                ))
+            }
+        };
         let primary_id = match primary {
             Some(p) => {
                 if !keys.iter().any(|(id, _)| id.as_str() == p) {
-                    return Err(FormatError::UnknownKey(p.to_owned()));
+                    return Err(unknown("primary", p));
                 }
                 p.to_owned()
             }
@@ -158,7 +169,7 @@ impl Keyring {
             .iter()
             .find(|r| !keys.iter().any(|(id, _)| id.as_str() == r.as_str()))
         {
-            return Err(FormatError::UnknownKey(r.clone()));
+            return Err(unknown("retired", r));
         }
         if retired.contains(&primary_id) {
             return Err(FormatError::Keyring(format!(
@@ -392,5 +403,26 @@ mod tests {
         assert!(
             Keyring::from_keys(vec![(KeyId::new("a").unwrap(), k(1))], Some("zz"), &[]).is_err()
         );
+    }
+
+    #[test]
+    fn a_spec_named_as_primary_is_not_echoed() {
+        let spec = "k1:aes256gcm:q0cXZq+Wv7pj8sLXS9N4DhfOQ1H/4jVXk4GMI84kvgE=";
+        let e = Keyring::from_keys(vec![(KeyId::new("a").unwrap(), k(1))], Some(spec), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not shown") && !e.contains("q0cX"), "{e}");
+        let e = Keyring::from_keys(
+            vec![(KeyId::new("a").unwrap(), k(1))],
+            None,
+            &[spec.to_owned()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("retired") && !e.contains("q0cX"), "{e}");
+        let e = Keyring::from_keys(vec![(KeyId::new("a").unwrap(), k(1))], Some("k9"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"k9\" is not in the keyring"), "{e}");
     }
 }

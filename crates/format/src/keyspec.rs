@@ -24,11 +24,12 @@ pub struct KeySpec {
 impl KeySpec {
     /// Parses one spec. `position` is used in errors (1-based).
     pub fn parse(spec: &str) -> Result<KeySpec, FormatError> {
-        Self::parse_at(spec, 1)
+        Self::parse_at(spec, "key spec #1")
     }
 
-    fn parse_at(spec: &str, position: usize) -> Result<KeySpec, FormatError> {
-        let bad = |why: String| FormatError::InvalidKeySpec(format!("key spec #{position}: {why}"));
+    /// `at` names the spec in errors (its position, never its text).
+    fn parse_at(spec: &str, at: &str) -> Result<KeySpec, FormatError> {
+        let bad = |why: String| FormatError::InvalidKeySpec(format!("{at}: {why}"));
         let mut parts = spec.splitn(3, ':');
         let (Some(id), Some(alg), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("expected <id>:<alg>:<base64 key>".into()));
@@ -57,16 +58,21 @@ impl KeySpec {
         Ok(KeySpec { id, key })
     }
 
-    /// Parses every spec in a source.
+    /// Parses every spec in a source. Errors name the spec by line and
+    /// position (`line 3, key spec #2`).
     pub fn parse_many(text: &str) -> Result<Vec<KeySpec>, FormatError> {
         let mut out = Vec::new();
-        for spec in text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == ','))
-            .filter(|s| !s.is_empty())
-        {
-            out.push(Self::parse_at(spec, out.len() + 1)?);
+        for (line, l) in text.lines().enumerate() {
+            if l.trim_start().starts_with('#') {
+                continue;
+            }
+            for spec in l
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|s| !s.is_empty())
+            {
+                let at = format!("line {}, key spec #{}", line + 1, out.len() + 1);
+                out.push(Self::parse_at(spec, &at)?);
+            }
         }
         Ok(out)
     }
@@ -110,6 +116,15 @@ mod tests {
         assert_eq!(many.len(), 2);
         assert_eq!(many[0].key.expose_bytes(), a.key.expose_bytes());
         assert_eq!(many[1].key.algorithm(), Algorithm::XChaCha20Poly1305);
+    }
+
+    #[test]
+    fn errors_name_line_and_position() {
+        let good = KeySpec::generate(KeyId::new("k1").unwrap(), Algorithm::Aes256Gcm).unwrap();
+        let text = format!("# keys\n{}\n\nk2:aes256gcm:AAAA\n", &*good.to_spec_string());
+        let e = KeySpec::parse_many(&text).unwrap_err().to_string();
+        assert!(e.contains("line 4, key spec #2"), "{e}");
+        assert!(!e.contains("AAAA"), "{e}");
     }
 
     #[test]

@@ -225,6 +225,28 @@ fn errors_and_debug_output_never_reveal_key_material() {
         "from_keys primary retired",
         &Keyring::from_keys(one(0), Some("k1"), &["k1".into()]).unwrap_err(),
     );
+    // A whole spec, or its key material alone, configured as a key id.
+    for (i, spec) in keys.specs.iter().enumerate() {
+        let b64 = spec.rsplit(':').next().unwrap();
+        let hexed = hex::encode(keys.raw[i]);
+        for pasted in [
+            spec.as_str(),
+            b64,
+            &hexed,
+            &hexed[..32],
+            &URL_SAFE_NO_PAD.encode(keys.raw[i]),
+        ] {
+            record_err!(
+                "from_keys spec as primary",
+                &Keyring::from_keys(one(0), Some(pasted), &[]).unwrap_err(),
+            );
+            record_err!(
+                "from_keys spec as retired",
+                &Keyring::from_keys(one(0), None, &[pasted.to_owned()]).unwrap_err(),
+            );
+            outputs.push(("shown".into(), keyturn_format::shown(pasted)));
+        }
+    }
 
     // ---- decryption failures of every kind.
     let ctx: [&[u8]; 2] = [b"t", b"c"];

@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 use keyturn_format::{FormatError, KeyId, KeySpec, Keyring, SecretKey};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use zeroize::Zeroizing;
 
 /// Environment variable read when no source is configured.
@@ -36,9 +38,10 @@ impl KeySource {
         }
         if let Some(name) = s.strip_prefix("env:") {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(KeyError::BadSource(format!(
-                    "{s:?}: env var names are A-Z, 0-9 and _"
-                )));
+                // Not echoed: `env:` followed by a pasted key is no name.
+                return Err(KeyError::BadSource(
+                    "env:NAME: env var names are A-Z, 0-9 and _ (the value is not shown)".into(),
+                ));
             }
             return Ok(KeySource::Env(name.to_owned()));
         }
@@ -82,7 +85,9 @@ pub enum KeyError {
     },
     #[error("cannot read keys from standard input: {0}")]
     Stdin(std::io::Error),
-    #[error("{source} (from {origin})")]
+    /// A malformed key: `origin` names the source and the entry in it
+    /// (`env:NAME`, `file:PATH`, `stdin`; line or position), never its text.
+    #[error("{origin}: {source}")]
     Spec { origin: String, source: FormatError },
     #[error("no keys found in {0}")]
     Empty(String),
@@ -99,9 +104,9 @@ pub enum KeyError {
 /// Reads every spec from one source.
 pub fn load_source(source: &KeySource) -> Result<Vec<KeySpec>, KeyError> {
     let text = read_source(source)?;
-    let specs = KeySpec::parse_many(&text).map_err(|source| KeyError::Spec {
+    let specs = KeySpec::parse_many(&text).map_err(|e| KeyError::Spec {
         origin: source.to_string(),
-        source,
+        source: e,
     })?;
     if specs.is_empty() {
         return Err(KeyError::Empty(source.to_string()));
@@ -159,6 +164,7 @@ pub fn read_source(source: &KeySource) -> Result<Zeroizing<String>, KeyError> {
                 path: path.clone(),
                 source,
             })?);
+            warn_if_exposed(path, "key file");
             let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::File {
                 path: path.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
@@ -172,6 +178,48 @@ pub fn read_source(source: &KeySource) -> Result<Zeroizing<String>, KeyError> {
                 .map_err(KeyError::Stdin)?;
             Ok(s)
         }
+    }
+}
+
+/// Files already warned about, so each is named once per process.
+static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Why a secret file's permissions are too open, like ssh's check: `None`
+/// when only its owner may read or write it (mode & 0o077 == 0). Always
+/// `None` off unix.
+pub fn exposure(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            return None;
+        }
+        let how = if mode & 0o044 != 0 {
+            "readable"
+        } else {
+            "accessible"
+        };
+        Some(format!("{how} by others (mode {mode:04o}); chmod 600 it"))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Logs a warning (once per file and process) when a file holding secrets
+/// (`what`: "key file", "master key file", "token file") is open to group or
+/// others. A warning only: the file was readable, and refusing it would
+/// stop a rotation over a mode bit.
+pub fn warn_if_exposed(path: &Path, what: &str) {
+    let Some(why) = exposure(path) else { return };
+    // A poisoned set only means another thread panicked mid-insert: the
+    // set itself is still usable.
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if warned.insert(path.to_owned()) {
+        tracing::warn!("{what} {} is {why}", path.display());
     }
 }
 
@@ -310,6 +358,48 @@ mod tests {
         let src = KeySource::File(f.path().to_owned());
         let e = load_keyring(&[src.clone(), src], &RingPolicy::default()).unwrap_err();
         assert!(e.to_string().contains("defined twice"), "{e}");
+    }
+
+    #[test]
+    fn malformed_specs_name_their_source_never_the_text() {
+        let good = KeySpec::generate(KeyId::new("k1").unwrap(), Algorithm::Aes256Gcm).unwrap();
+        let material = "q0cXZq+Wv7pj8sLXS9N4DhfOQ1H/4jVXk4GMI84kvg==";
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "# keys\n{}\nk2:aes256gcm:{material}",
+            &*good.to_spec_string()
+        )
+        .unwrap();
+        let e = load_source(&KeySource::File(f.path().to_owned()))
+            .unwrap_err()
+            .to_string();
+        let origin = format!("file:{}", f.path().display());
+        assert!(e.starts_with(&origin), "{e}");
+        assert!(e.contains("line 3, key spec #2"), "{e}");
+        assert!(!e.contains(&material[..12]), "{e}");
+        // The message says each thing once.
+        assert_eq!(e.matches("key spec").count(), 2, "{e}");
+        let e = KeySource::parse(&format!("env:k2:aes256gcm:{material}"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains(&material[..12]), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn open_key_files_are_flagged() {
+        use std::os::unix::fs::PermissionsExt;
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(exposure(f.path()), None);
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            exposure(f.path()).as_deref(),
+            Some("readable by others (mode 0644); chmod 600 it")
+        );
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o620)).unwrap();
+        assert!(exposure(f.path()).unwrap().starts_with("accessible"));
     }
 
     #[test]

@@ -449,6 +449,11 @@ impl TestDb {
         }
     }
 
+    /// The test's folder, where its configs are written.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub fn rng(&self) -> fastrand::Rng {
         fastrand::Rng::with_seed(self.seed)
     }
@@ -785,9 +790,14 @@ impl TestDb {
     fn write_config(&self, cfg: &Cfg) -> PathBuf {
         let n = self.files.fetch_add(1, Ordering::SeqCst);
         let path = self.dir.path().join(format!("keyturn-{n}.toml"));
+        let sources: Vec<String> = match &cfg.sources {
+            Some(list) => list.iter().map(|s| toml_str(s)).collect(),
+            None => vec![toml_str(&format!("env:{KEYS_ENV}"))],
+        };
         let mut s = format!(
-            "[database]\nurl = {}\n\n[keys]\nsources = [\"env:{KEYS_ENV}\"]\n",
-            toml_str(cfg.url.as_deref().unwrap_or(&self.url))
+            "[database]\nurl = {}\n\n[keys]\nsources = [{}]\n",
+            toml_str(cfg.url.as_deref().unwrap_or(&self.url)),
+            sources.join(", ")
         );
         if let Some(p) = &cfg.primary {
             s.push_str(&format!("primary = {}\n", toml_str(p)));
@@ -1057,6 +1067,8 @@ pub struct Cfg {
     pub keys_text: Option<String>,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// `[keys] sources` as written, instead of the test's env var.
+    pub sources: Option<Vec<String>>,
     /// Appended to the config as written (sections the `Table`s cannot
     /// express: keyrings, multi-column targets).
     pub extra_toml: String,
@@ -1075,6 +1087,7 @@ impl Cfg {
             url: None,
             keys_text: None,
             env: Vec::new(),
+            sources: None,
             extra_toml: String::new(),
         }
     }

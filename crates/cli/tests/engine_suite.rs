@@ -1085,6 +1085,7 @@ async fn second_rotate_is_refused(t: TestDb) {
             description: "itest-holder@elsewhere pid 1 (rotate)".into(),
             host: "itest-elsewhere".into(),
             pid: 1,
+            token: "itest-elsewhere-1".into(),
         })
         .await
         .expect("try_lock")

@@ -139,6 +139,7 @@ macro_rules! impl_database {
         impl $crate::Database for $ty {
         $($specific)*
         instance_methods!();
+        run_methods!();
 
         async fn count_keys(
             &self,
@@ -273,7 +274,7 @@ macro_rules! impl_database {
             for stmt in $crate::meta::create_tables(Self::DIALECT) {
                 create_if_missing!(&self.pool, stmt, "creating keyturn's bookkeeping tables")?;
             }
-            Ok(())
+            $crate::meta::upgrade_tables(self).await
         }
 
         async fn load_checkpoint(

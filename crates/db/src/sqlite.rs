@@ -265,6 +265,14 @@ impl HeldLock for SqliteLock {
         if self.released.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(DbError::Invalid("the rotation lock was released".into()));
         }
+        // A plain read first: the write lock `take_lease` takes would make
+        // each check wait for the batch being written.
+        if read_lease(&self.pool, true)
+            .await?
+            .is_some_and(|lease| lease.5 == self.holder.token)
+        {
+            return Ok(LockCheck::Held);
+        }
         Ok(match take_lease(&self.pool, &self.holder).await? {
             Taking::Ours => LockCheck::Held,
             Taking::Taken => LockCheck::Retaken,

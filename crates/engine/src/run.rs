@@ -498,6 +498,9 @@ async fn process_plan(
     if shared.op == Operation::Rotate {
         check_preflight(plan, census)?;
     }
+    // The census may have taken long, unwatched: nothing is written before
+    // the lock is known to be still this run's.
+    shared.lock.check(shared.progress.as_ref()).await;
     for (column, counts) in plan.columns.iter().zip(census) {
         if shared.stopping() {
             summary.interrupted = true;

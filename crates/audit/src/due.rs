@@ -159,13 +159,26 @@ pub struct ColumnKeys {
     pub table: String,
     pub column: String,
     pub by_key: Vec<(String, u64)>,
+    /// Values of the column's format that name no key (Fernet, Laravel,
+    /// …): SQL cannot tell which key holds them.
+    pub keyless: u64,
+    /// The keys that may hold those values: declared with `[[policy.key]]`
+    /// or named by the column's keyring in the config (primary, retired).
+    /// Each one with a known start date counts as in use while
+    /// `keyless > 0`.
+    pub candidates: Vec<String>,
 }
 
 /// One key in one column.
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyInColumn {
     pub key_id: String,
+    /// Values counted under it by SQL (0 for a key that only may hold
+    /// values, see `undetermined`).
     pub rows: u64,
+    /// The column holds values whose key SQL cannot read, and this declared
+    /// key may be one of them: it counts as in use.
+    pub undetermined: bool,
     pub primary: bool,
     pub since: Option<String>,
     pub since_source: Option<SinceSource>,
@@ -245,15 +258,29 @@ pub fn evaluate(
         let max = Duration::days(i64::from(limits.max_key_age_days));
         let warn = Duration::days(i64::from(limits.warn_days));
         let mut keys: Vec<KeyInColumn> = Vec::new();
-        let mut ids: Vec<(String, u64)> =
-            c.by_key.iter().filter(|(_, n)| *n > 0).cloned().collect();
+        let mut ids: Vec<(String, u64, bool)> = c
+            .by_key
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.clone(), *n, false))
+            .collect();
         if let Some(p) = primary
-            && !ids.iter().any(|(k, _)| k == p)
+            && !ids.iter().any(|(k, _, _)| k == p)
             && dates.since(p).is_some()
         {
-            ids.push((p.to_owned(), 0));
+            ids.push((p.to_owned(), 0, false));
         }
-        for (key, rows) in ids {
+        if c.keyless > 0 {
+            // SQL cannot rule any declared key out: each one whose start is
+            // known counts as holding some of these values.
+            for k in &c.candidates {
+                if !ids.iter().any(|(x, _, _)| x == k) && dates.since(k).is_some() {
+                    ids.push((k.clone(), 0, true));
+                }
+            }
+        }
+        let undetermined_without_date = c.keyless > 0 && !ids.iter().any(|(_, _, u)| *u);
+        for (key, rows, undetermined) in ids {
             let since = dates.since(&key);
             let (status, due_at) = match since {
                 None => (DueStatus::Overdue, None),
@@ -273,6 +300,7 @@ pub fn evaluate(
                 primary: primary == Some(key.as_str()),
                 key_id: key,
                 rows,
+                undetermined,
                 since: since.map(|(s, _)| ts::format(s)),
                 since_source: since.map(|(_, src)| src),
                 age_days: since.map(|(s, _)| ts::whole_days(s, now)),
@@ -288,7 +316,11 @@ pub fn evaluate(
                 .then(a.since.cmp(&b.since))
                 .then(a.key_id.cmp(&b.key_id))
         });
-        let status = keys.iter().map(|k| k.status).max().unwrap_or(DueStatus::Ok);
+        let mut status = keys.iter().map(|k| k.status).max().unwrap_or(DueStatus::Ok);
+        if undetermined_without_date {
+            // Values whose key nobody can date: compliance cannot be shown.
+            status = DueStatus::Overdue;
+        }
         let due_at = keys
             .iter()
             .filter_map(|k| k.due_at.as_ref().and_then(|d| ts::parse(d).ok()))
@@ -298,7 +330,18 @@ pub fn evaluate(
             .filter(|k| k.since.is_none())
             .map(|k| k.key_id.as_str())
             .collect();
-        let message = column_message(&keys, &unknown, due_at, now, limits.max_key_age_days);
+        let mut message = column_message(&keys, &unknown, due_at, now, limits.max_key_age_days);
+        if undetermined_without_date {
+            message = format!(
+                "{} values name no key (their key is decided by decryption) and no declared key of this column has a known start: declare the keys with [[policy.key]] id = \"…\" since = \"YYYY-MM-DD\", or rotate (keyturn status --deep shows the keys)",
+                c.keyless
+            );
+        } else if c.keyless > 0 {
+            message = format!(
+                "{} values name no key, so every declared key counts as in use (keyturn status --deep shows which hold data); {message}",
+                c.keyless
+            );
+        }
         out.push(ColumnDue {
             table: c.table.clone(),
             column: c.column.clone(),
@@ -407,6 +450,7 @@ mod tests {
             table: "patients".into(),
             column: "phone".into(),
             by_key: keys.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            ..Default::default()
         }]
     }
 

@@ -33,8 +33,16 @@ pub struct ColumnDistribution {
     pub total: u64,
     pub nulls: u64,
     pub by_key: Vec<KeyCount>,
-    /// Values without a key id: plaintext or another format.
+    /// Values of the column's format that name no key: decided by
+    /// decryption, not by SQL.
+    pub keyless: u64,
+    /// Values that are not of the column's format: plaintext, garbage,
+    /// another format, the wrong storage class or encoding.
     pub unrecognized: u64,
+    /// Declared keys that may hold the `keyless` values (see
+    /// [`crate::due::ColumnKeys::candidates`]).
+    #[serde(skip)]
+    pub candidates: Vec<String>,
 }
 
 impl ColumnDistribution {
@@ -167,22 +175,24 @@ pub struct EvidenceReport {
     pub history_total: usize,
 }
 
-/// Counts every planned column's values per key id.
+/// Counts every planned column's values per key id (the census: the same
+/// counts `status` shows).
 pub async fn distribution(
     db: &dyn Database,
+    cfg: &Config,
     plan: &Plan,
 ) -> Result<Vec<ColumnDistribution>, AuditError> {
     let mut out = Vec::new();
     for c in &plan.columns {
-        let counts = db.count_keys(&c.col, &c.codec.key_id_location()).await?;
-        let mut by_key = Vec::new();
-        let mut unrecognized = 0;
-        for (k, n) in counts.by_key {
-            match k {
-                Some(k) => by_key.push(KeyCount { key_id: k, rows: n }),
-                None => unrecognized += n,
-            }
-        }
+        let counts = db.count_keys(&c.col, &c.census()).await?;
+        let mut by_key: Vec<KeyCount> = counts
+            .by_key
+            .into_iter()
+            .map(|k| KeyCount {
+                key_id: k.key_id,
+                rows: k.rows,
+            })
+            .collect();
         by_key.sort_by(|a, b| b.rows.cmp(&a.rows).then(a.key_id.cmp(&b.key_id)));
         out.push(ColumnDistribution {
             table: c.col.table.clone(),
@@ -190,10 +200,25 @@ pub async fn distribution(
             total: counts.total,
             nulls: counts.nulls,
             by_key,
-            unrecognized,
+            keyless: counts.keyless,
+            unrecognized: counts.unrecognized,
+            candidates: declared_keys(cfg, &c.col.table, &c.col.column),
         });
     }
     Ok(out)
+}
+
+/// Keys declared for a column: `[[policy.key]]` ids and the primary and
+/// retired keys its keyring's config names.
+fn declared_keys(cfg: &Config, table: &str, column: &str) -> Vec<String> {
+    let mut ids: Vec<String> = cfg.policy.keys.iter().map(|k| k.id.clone()).collect();
+    if let Some(k) = cfg.keyring_config_for(table, column) {
+        ids.extend(k.primary.iter().cloned());
+        ids.extend(k.retired.iter().cloned());
+    }
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// The current primary: the config's, else the audit trail's.
@@ -228,6 +253,8 @@ pub fn due_report(
                 .iter()
                 .map(|k| (k.key_id.clone(), k.rows))
                 .collect(),
+            keyless: c.keyless,
+            candidates: c.candidates.clone(),
         })
         .collect();
     let mut r = due::evaluate(now, &cfg.policy, primary.as_deref(), &keys, &dates);
@@ -492,7 +519,7 @@ pub async fn gather(
     database: &str,
     now: OffsetDateTime,
 ) -> Result<EvidenceReport, AuditError> {
-    let columns = distribution(db, plan).await?;
+    let columns = distribution(db, cfg, plan).await?;
     let rows = crate::store::read_rows(db).await?;
     let open = open_runs(db).await?;
     let mut v = crate::chain::ChainVerifier::new();

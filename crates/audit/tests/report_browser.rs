@@ -67,7 +67,9 @@ fn dist(
                 rows: *n,
             })
             .collect(),
+        keyless: 0,
         unrecognized: plain,
+        candidates: Vec::new(),
     }
 }
 

@@ -114,11 +114,13 @@ fn overdue_report() -> keyturn_audit::DueReport {
                 table: "patients".into(),
                 column: "phone".into(),
                 by_key: vec![("k2".into(), 90), ("k1".into(), 10)],
+                ..Default::default()
             },
             ColumnKeys {
                 table: "patients".into(),
                 column: "nino".into(),
                 by_key: vec![("k2".into(), 100)],
+                ..Default::default()
             },
         ],
         &d,

@@ -42,9 +42,13 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Keys(cmd) => crate::catalog_cmd::run_keys(&cli, cmd).await,
         Command::Kek(KekCommand::Rotate(args)) => crate::catalog_cmd::kek_rotate(&cli, args).await,
         Command::Demo(args) => crate::demo::run(args, cli.json).await,
-        Command::Status(t) => {
-            let ctx = Session::open(&cli, t, 2).await?;
-            let mut report = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan)
+        Command::Status(args) => {
+            let ctx = Session::open(&cli, &args.target, 2).await?;
+            let opts = keyturn_engine::StatusOptions {
+                deep: args.deep,
+                batch_size: ctx.cfg.rotation.batch_size,
+            };
+            let mut report = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &opts)
                 .await
                 .map_err(anyhow::Error::from);
             if let Ok(r) = report.as_mut() {
@@ -237,6 +241,7 @@ pub fn run_options(cfg: &Config, args: &RunArgs, actor: String) -> RunOptions {
         max_rows_per_sec: args.max_rows_per_sec.or(cfg.rotation.max_rows_per_sec),
         dry_run: args.dry_run,
         actor,
+        skip_unknown_keys: args.skip_unknown_keys,
     }
 }
 

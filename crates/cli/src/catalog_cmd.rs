@@ -326,7 +326,12 @@ async fn retire(cli: &Cli, id: &str, force: bool) -> Result<Exit> {
     catalog_config(&cfg)?;
     let session = Session::from_config(cfg, &TargetArgs::default(), 2).await?;
     let cc = catalog_config(&session.cfg)?;
-    let report = keyturn_engine::status::status(session.db.as_ref(), &session.plan).await;
+    let report = keyturn_engine::status::status(
+        session.db.as_ref(),
+        &session.plan,
+        &keyturn_engine::StatusOptions::default(),
+    )
+    .await;
     let report = match report {
         Ok(r) => r,
         Err(e) => {
@@ -661,7 +666,12 @@ pub async fn prioritize(session: &mut Session) -> Result<Vec<String>> {
             .into());
         }
     }
-    let report = keyturn_engine::status::status(session.db.as_ref(), &session.plan).await?;
+    let report = keyturn_engine::status::status(
+        session.db.as_ref(),
+        &session.plan,
+        &keyturn_engine::StatusOptions::default(),
+    )
+    .await?;
     let mut weight: Vec<u64> = report
         .columns
         .iter()
@@ -700,7 +710,7 @@ pub async fn check_no_compromised_rows(
     compromised: &[String],
 ) -> Result<()> {
     let db = keyturn_db::connect(&cfg.database.url, &ConnectOptions::default()).await?;
-    let report = keyturn_engine::status::status(db.as_ref(), plan).await;
+    let report = keyturn_engine::status::status(db.as_ref(), plan, &Default::default()).await;
     db.close().await;
     let left = compromised_rows(&report?, compromised);
     if left.is_empty() {

@@ -25,8 +25,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Per column: rows, NULLs, rows per key id, plaintext or unknown values
-    Status(TargetArgs),
+    /// Per column: rows, NULLs, rows per key id, values of the format without a key id, unrecognized values
+    Status(StatusArgs),
     /// Re-encrypt every value not under the primary key, online and resumable
     Rotate(RunArgs),
     /// Encrypt plaintext values in place (first migration of a plaintext column)
@@ -76,6 +76,9 @@ pub struct RunArgs {
     /// Throttle to at most this many rows per second
     #[arg(long, value_name = "R")]
     pub max_rows_per_sec: Option<u64>,
+    /// rotate: rows under keys the keyring cannot decrypt (unknown or retired) are recorded as bad rows and left untouched, and the rest is rotated, instead of the preflight refusing the run
+    #[arg(long)]
+    pub skip_unknown_keys: bool,
     /// rotate with a key catalog: the whole staged sequence in one go: add NEW
     /// if missing, promote it, re-encrypt, check and retire the old primary
     /// once its safety period has passed
@@ -83,6 +86,15 @@ pub struct RunArgs {
     pub to: Option<String>,
     #[command(flatten)]
     pub audit: crate::compliance::RunAuditArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Decrypt every value to count per key (formats without a key id, such as Fernet, Laravel or Lockbox), instead of counting in SQL
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Args, Debug, Clone)]

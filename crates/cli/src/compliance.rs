@@ -236,20 +236,19 @@ pub async fn run_started(
         }
         let mut cc = ColumnCounts::new(&c.col.table, &c.col.column)
             .count("values", counts.total - counts.nulls);
-        let mut unrecognized = 0;
-        for (k, n) in counts.by_key.iter().cloned() {
-            match k {
-                Some(k) => {
-                    if k != col_primary && !from.contains(&k) {
-                        from.push(k.clone());
-                    }
-                    cc.by_key.insert(k, n);
-                }
-                None => unrecognized += n,
+        for k in &counts.by_key {
+            if k.key_id != col_primary && !from.contains(&k.key_id) {
+                from.push(k.key_id.clone());
             }
+            cc.by_key.insert(k.key_id.clone(), k.rows);
         }
-        if unrecognized > 0 {
-            cc.counts.insert("unrecognized".into(), unrecognized);
+        // Values of the format without a key id (decided by decryption),
+        // and values that are not of the format at all.
+        if counts.keyless > 0 {
+            cc.counts.insert("keyless".into(), counts.keyless);
+        }
+        if counts.unrecognized > 0 {
+            cc.counts.insert("unrecognized".into(), counts.unrecognized);
         }
         columns.push(cc);
     }
@@ -724,7 +723,7 @@ pub async fn due(cli: &Cli, args: &DueArgs) -> Result<Exit> {
     let s = ReadSession::open(cli).await?;
     let report = async {
         let plan = s.plan(&args.target).await?;
-        let columns = keyturn_audit::report::distribution(s.db.as_ref(), &plan)
+        let columns = keyturn_audit::report::distribution(s.db.as_ref(), &s.cfg, &plan)
             .await
             .map_err(audit_err)?;
         let events = keyturn_audit::read_events(s.db.as_ref())

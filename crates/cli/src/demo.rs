@@ -167,6 +167,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
         max_rows_per_sec: None,
         dry_run: dry,
         actor: default_actor(),
+        skip_unknown_keys: false,
     };
     let all = TargetArgs::default();
     let ctx = Session::from_config(Config::load(&config_path)?, &all, 4).await?;
@@ -190,7 +191,8 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
         "\n3. Time to rotate: generated k2, added it to the key file and made it primary (k1 stays, decrypt-only). Where we stand (`keyturn status`):\n",
     );
     let ctx = Session::from_config(Config::load(&config_path)?, &all, 4).await?;
-    let before = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan).await?;
+    let before =
+        keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &Default::default()).await?;
     if !json {
         output::print_status(&before, &[], false)?;
     }
@@ -219,7 +221,8 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     .await;
     crate::compliance::record_verify(&ctx, &default_actor(), true, verify_started, &report).await?;
     let report = report?;
-    let after = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan).await?;
+    let after =
+        keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &Default::default()).await?;
     ctx.db.close().await;
     if json {
         output::print_json(&serde_json::json!({

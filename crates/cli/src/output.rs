@@ -237,15 +237,26 @@ pub fn print_status(r: &StatusReport, runs: &[OpenRun], json: bool) -> anyhow::R
     }
     let tty = std::io::stdout().is_terminal();
     outln!(
-        "keyturn status ({}; primary key {:?})",
+        "keyturn status{} ({}; primary key {:?})",
+        if r.deep { " --deep" } else { "" },
         r.backend,
         r.primary_key_id
     );
     for c in &r.columns {
         let values = c.total - c.nulls;
+        let mut extra = String::new();
+        if c.keyless > 0 {
+            extra.push_str(&format!(", {} key decided by decryption", c.keyless));
+        }
+        if c.undecryptable > 0 {
+            extra.push_str(&format!(", {} undecryptable", c.undecryptable));
+        }
+        if c.unrecognized > 0 {
+            extra.push_str(&format!(", {} unrecognized", c.unrecognized));
+        }
         outln!("");
         outln!(
-            "{}.{}  [{}]  {} rows, {} NULL, {} under the primary, {} to rotate{}",
+            "{}.{}  [{}]  {} rows, {} NULL, {} under the primary, {} to rotate{extra}",
             c.table,
             c.column,
             c.codec,
@@ -253,19 +264,20 @@ pub fn print_status(r: &StatusReport, runs: &[OpenRun], json: bool) -> anyhow::R
             c.nulls,
             c.under_primary,
             c.needs_rotation,
-            if c.unrecognized > 0 {
-                format!(", {} unrecognized", c.unrecognized)
-            } else {
-                String::new()
-            }
         );
         let mut lines: Vec<(String, u64)> = c
             .by_key
             .iter()
             .map(|k| (format!("{} ({})", k.key_id, k.state), k.rows))
             .collect();
+        if c.keyless > 0 {
+            lines.push((format!("{} (key by decryption)", c.codec), c.keyless));
+        }
+        if c.undecryptable > 0 {
+            lines.push(("undecryptable".into(), c.undecryptable));
+        }
         if c.unrecognized > 0 {
-            lines.push(("plaintext / other format".into(), c.unrecognized));
+            lines.push(("unrecognized / plaintext".into(), c.unrecognized));
         }
         for (label, n) in lines {
             let pct = if values > 0 {
@@ -358,9 +370,28 @@ pub fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
         s.rows_per_sec,
         s.outcome
     );
+    for k in &s.unusable_keys {
+        outln!(
+            "\nkey {:?} cannot decrypt ({}): its {} rows in {}.{} were left as they are (--skip-unknown-keys)",
+            k.key_id,
+            if k.retired {
+                "retired"
+            } else {
+                "not in the keyring"
+            },
+            k.rows,
+            k.table,
+            k.column
+        );
+    }
     if !s.bad_rows.is_empty() {
         outln!(
-            "\nrows that could not be processed (left untouched; recorded in keyturn_bad_rows):"
+            "\nrows that could not be processed (left untouched; {}):",
+            if s.dry_run {
+                "a real run would record them in keyturn_bad_rows"
+            } else {
+                "recorded in keyturn_bad_rows, see `keyturn bad-rows list`"
+            }
         );
         for b in s.bad_rows.iter().take(50) {
             outln!("  {}.{} key {}: {}", b.table, b.column, b.pk, b.reason);
@@ -399,15 +430,30 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
     );
     for c in &r.columns {
         outln!(
-            "  {}.{}: {} values checked, {} under the primary, {} failing",
+            "  {}.{}: {} values checked{}, {} under the primary, {} failing",
             c.table,
             c.column,
             c.checked,
+            if c.counted_by == keyturn_engine::CountedBy::Decryption {
+                " by decryption"
+            } else {
+                ""
+            },
             c.under_primary,
             c.failing
         );
-        for f in &c.first_failures {
+        for f in c.first_failures.iter().take(20) {
             outln!("    key {}: {}", f.pk, f.reason);
+        }
+        if c.first_failures.len() > 20 || c.failing > c.first_failures.len() as u64 {
+            outln!(
+                "    … and {} more (--json lists up to {})",
+                c.failing - 20.min(c.failing),
+                keyturn_engine::verify::LISTED_FAILURES
+            );
+        }
+        if let Some(note) = &c.note {
+            outln!("    note: {note}");
         }
     }
     Ok(())

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use keyturn_db::PkValue;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 macro_rules! scenarios {
@@ -46,7 +46,7 @@ scenarios!(
     non_utf8_text_column,
     unreachable_database,
     library_api,
-    census_without_grouping_matches_grouping,
+    census_counts_only_well_formed_values,
     resume_sweeps_rows_before_the_checkpoint,
 );
 
@@ -1463,7 +1463,7 @@ async fn library_api(t: TestDb) {
         .await
         .expect("plan");
     assert_eq!(plan.columns.len(), 2);
-    let st = keyturn_engine::status::status(db.as_ref(), &plan)
+    let st = keyturn_engine::status::status(db.as_ref(), &plan, &Default::default())
         .await
         .expect("status");
     assert!(!st.fully_rotated());
@@ -1474,6 +1474,7 @@ async fn library_api(t: TestDb) {
         max_rows_per_sec: None,
         dry_run: false,
         actor: "itest".into(),
+        skip_unknown_keys: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sink = Arc::new(StopAfter {
@@ -1540,7 +1541,7 @@ async fn library_api(t: TestDb) {
     .expect("verify");
     assert!(report.ok, "{report:?}");
     assert!(
-        keyturn_engine::status::status(db.as_ref(), &plan)
+        keyturn_engine::status::status(db.as_ref(), &plan, &Default::default())
             .await
             .expect("status")
             .fully_rotated()
@@ -1549,11 +1550,12 @@ async fn library_api(t: TestDb) {
     assert_decrypts(&tb, &t.read(&tb).await, &plain, &ring, "k2");
 }
 
-/// The run's census counts the keyring's ids in one scan without GROUP BY
-/// (`count_keys_among`); it must give what the grouping query gives, with
-/// NULLs, plaintext values, both encodings, and an id outside the ring
-/// (which falls back to the grouping query, so the preflight names it).
-async fn census_without_grouping_matches_grouping(t: TestDb) {
+/// The census counts a value under a key only when the whole value has the
+/// format's shape: NULLs, plaintext, a marker without a body, a truncated
+/// value under the primary's prefix and an invalid key id are never counted
+/// under a key, and the preflight names an id outside the ring with its
+/// first rows.
+async fn census_counts_only_well_formed_values(t: TestDb) {
     let (tb, plain, k1, k2) = encrypted_people(&t, "census", 240).await;
     let k3 = t.key("k3");
     // Rows 241..=300 under k2, 301..=330 under k3; plaintext rows from
@@ -1564,9 +1566,11 @@ async fn census_without_grouping_matches_grouping(t: TestDb) {
     let more_k3 = people_rows(&mut t.rng(), 301..=330);
     t.insert(&tb, &encrypt_rows(&tb, &more_k3, &ring(&[&k3], "k3")))
         .await;
-    // Values that carry no key id: text not starting with the prefix.
+    // Values that are not well-formed keyturn values.
     t.exec(&format!(
-        "INSERT INTO {} (id, phone) VALUES (331, 'not-a-ciphertext'), (332, 'kt1')",
+        "INSERT INTO {} (id, phone) VALUES (331, 'not-a-ciphertext'), (332, 'kt1'), \
+         (333, 'kt1:k2:a:AAAA'), (334, 'kt1:bad id:a:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'), \
+         (335, 'SSN 078-05-1120')",
         tb.name
     ))
     .await;
@@ -1582,56 +1586,58 @@ async fn census_without_grouping_matches_grouping(t: TestDb) {
     let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, None, None, None)
         .await
         .expect("plan");
-    for c in &plan.columns {
-        let loc = c.codec.key_id_location();
-        let grouped = db.count_keys(&c.col, &loc).await.expect("count_keys");
-        let key =
-            |counts: &keyturn_db::ColumnCounts| (counts.total, counts.nulls, counts.by_key.clone());
-        assert!(
-            grouped
-                .by_key
-                .iter()
-                .any(|(k, _)| k.as_deref() == Some("k3")),
-            "{grouped:?}"
-        );
-        for known in [
-            vec!["k1".to_string(), "k2".to_string()],
-            vec!["k1".to_string(), "k2".to_string(), "k3".to_string()],
-            vec![
-                "k3".to_string(),
-                "k9".to_string(),
-                "k1".to_string(),
-                "k2".to_string(),
-            ],
-        ] {
-            let fast = db
-                .count_keys_among(&c.col, &loc, &known)
-                .await
-                .expect("count_keys_among");
-            assert_eq!(
-                key(&fast),
-                key(&grouped),
-                "{}: known {known:?}",
-                c.col.column
-            );
+    let data = t.read(&tb).await;
+    let c = &plan.columns[0];
+    let counts = db
+        .count_keys(&c.col, &c.census())
+        .await
+        .expect("count_keys");
+    // The truth, from the values themselves.
+    let mut truth: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut nulls, mut other) = (0u64, 0u64);
+    for row in data.values() {
+        match row[0].as_deref() {
+            None => nulls += 1,
+            Some(v) => match keyturn_format::v1::parse(v) {
+                Ok(p) => *truth.entry(p.header.key_id.to_string()).or_default() += 1,
+                Err(_) => other += 1,
+            },
         }
     }
-    // And through the engine: the preflight names k3 and writes nothing.
+    let counted: BTreeMap<String, u64> = counts
+        .by_key
+        .iter()
+        .map(|k| (k.key_id.clone(), k.rows))
+        .collect();
+    assert_eq!(counted, truth, "{counts:?}");
+    assert_eq!(
+        (counts.nulls, counts.unrecognized, counts.keyless),
+        (nulls, other, 0)
+    );
+    assert_eq!(other, 5);
+    assert_eq!(counts.total, data.len() as u64);
+    // Through the engine: the preflight names k3 and its first rows, and
+    // writes nothing; no odd value reaches the output.
     let before = t.read(&tb).await;
     let out = t
         .keyturn(&Cfg::new(&[&tb], &[&k1, &k2], "k2"), &["--json", "rotate"])
         .await
         .expect(5);
+    let err = out.json()["error"].as_str().unwrap_or_default().to_owned();
     assert!(
-        out.json()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("k3"),
+        err.contains("\"k3\"") && err.contains("rows: 301, 302,"),
         "{out}"
     );
+    assert!(err.contains("--skip-unknown-keys"), "{out}");
+    for odd in ["not-a-ciphertext", "SSN", "bad id", "078-05"] {
+        assert!(
+            !out.stdout.contains(odd) && !out.stderr.contains(odd),
+            "{odd}: {out}"
+        );
+    }
     assert_eq!(t.read(&tb).await, before, "preflight changed data");
     assert_eq!(
-        non_null(&plain, 0) + non_null(&more_k2, 0) + non_null(&more_k3, 0) + 2,
+        non_null(&plain, 0) + non_null(&more_k2, 0) + non_null(&more_k3, 0) + 5,
         plan_non_null_phone(&before)
     );
     db.close().await;
@@ -1679,6 +1685,7 @@ async fn resume_sweeps_rows_before_the_checkpoint(t: TestDb) {
         max_rows_per_sec: None,
         dry_run: false,
         actor: "itest".into(),
+        skip_unknown_keys: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let sink = Arc::new(StopAfter {

@@ -622,6 +622,7 @@ async fn envelope_cas_miss_is_retried(t: TestDb) {
             max_rows_per_sec: None,
             dry_run: false,
             actor: "itest".into(),
+            skip_unknown_keys: false,
         },
         Arc::new(NoProgress),
         Arc::new(AtomicBool::new(false)),

@@ -9,7 +9,8 @@ use crate::util::{self, AES};
 use base64::Engine as _;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use keyturn_format::{
-    Carry, Codec, Encoding, Field, FormatError, Inspection, KeyIdLocation, Keyring, Opened, TAG_LEN,
+    Carry, Codec, Encoding, Field, FormatError, Inspection, KeyIdLocation, Keyring, Opened, Shape,
+    TAG_LEN,
 };
 
 pub const PREFIX: &str = "v1.aesgcm256.";
@@ -126,6 +127,14 @@ impl Codec for CloakCodec {
 
     fn primary_prefix(&self, ring: &Keyring) -> Option<Vec<u8>> {
         Some(format!("{PREFIX}{}.", ring.primary_id().as_str()).into_bytes())
+    }
+
+    fn shape(&self) -> Shape {
+        // IV: 12 bytes, 16 base64url characters; ciphertext ‖ tag: 16 bytes
+        // at least, 22 characters and optional padding.
+        Shape::Text(vec![
+            r"^v1\.aesgcm256\.[0-9A-Fa-f]{8}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{22,}={0,2}$".into(),
+        ])
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

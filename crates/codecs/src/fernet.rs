@@ -15,7 +15,7 @@ use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use hmac::{Hmac, Mac};
 use keyturn_format::{
     Carry, Codec, Encoding, Field, FormatError, Inspection, KeyId, KeyIdLocation, Keyring, Opened,
-    SecretKey,
+    SecretKey, Shape,
 };
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -212,6 +212,12 @@ impl Codec for FernetCodec {
 
     fn primary_prefix(&self, _ring: &Keyring) -> Option<Vec<u8>> {
         None
+    }
+
+    fn shape(&self) -> Shape {
+        // 0x80 and a timestamp below 2^36 encode as `gAAAAA`; a token is 73
+        // bytes at least: 98 base64url characters before the padding.
+        Shape::Text(vec![r"^gAAAAA[A-Za-z0-9_-]{92,}={0,2}$".into()])
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

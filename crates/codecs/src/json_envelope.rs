@@ -7,8 +7,8 @@ use crate::util::{self, AES};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyturn_format::{
-    Carry, Codec, Encoding, Field, FormatError, Inspection, KeyId, KeyIdLocation, Keyring, Opened,
-    TAG_LEN,
+    Carry, Codec, Encoding, Field, FormatError, Inspection, KEY_ID_PATTERN, KeyId, KeyIdLocation,
+    Keyring, Opened, Shape, TAG_LEN,
 };
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -134,6 +134,19 @@ impl Codec for JsonEnvelopeCodec {
 
     fn primary_prefix(&self, ring: &Keyring) -> Option<Vec<u8>> {
         Some(format!(r#"{{"key_id":"{}","#, ring.primary_id().as_str()).into_bytes())
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::Json {
+            members: vec![&["key_id"], &["nonce"], &["ciphertext"]],
+            patterns: vec![
+                r"^\s*\{".into(),
+                r"\}\s*$".into(),
+                format!(r#""key_id"\s*:\s*"{KEY_ID_PATTERN}""#),
+                r#""nonce"\s*:\s*"[A-Za-z0-9+/]{16}""#.into(),
+                r#""ciphertext"\s*:\s*"[A-Za-z0-9+/]{22,}={0,2}""#.into(),
+            ],
+        }
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

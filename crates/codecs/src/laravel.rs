@@ -15,7 +15,7 @@ use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use hmac::{Hmac, Mac};
 use keyturn_format::{
     Carry, Codec, Encoding, Field, FormatError, Inspection, KeyId, KeyIdLocation, Keyring, Opened,
-    SecretKey, TAG_LEN,
+    SecretKey, Shape, TAG_LEN,
 };
 use serde::Deserialize;
 use sha2::Sha256;
@@ -242,6 +242,11 @@ impl Codec for LaravelCodec {
 
     fn primary_prefix(&self, _ring: &Keyring) -> Option<Vec<u8>> {
         None
+    }
+
+    fn shape(&self) -> Shape {
+        // Standard base64 of JSON starting `{"iv":`.
+        Shape::Text(vec![r"^eyJpdiI6[A-Za-z0-9+/]{40,}={0,2}$".into()])
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

@@ -10,7 +10,7 @@ use crate::util::{self, AES};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyturn_format::{
-    Carry, Codec, Encoding, FormatError, Inspection, KeyIdLocation, Keyring, Opened, TAG_LEN,
+    Carry, Codec, Encoding, FormatError, Inspection, KeyIdLocation, Keyring, Opened, Shape, TAG_LEN,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +81,15 @@ impl Codec for LockboxCodec {
 
     fn primary_prefix(&self, _ring: &Keyring) -> Option<Vec<u8>> {
         None
+    }
+
+    fn shape(&self) -> Shape {
+        // Strict base64 of nonce (12) ‖ ciphertext ‖ tag (16): 28 bytes at
+        // least, 40 characters, a multiple of four.
+        Shape::Text(vec![
+            r"^(?:[A-Za-z0-9+/]{4}){9,}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$"
+                .into(),
+        ])
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

@@ -10,7 +10,7 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{AesGcm, Nonce, Tag};
 use keyturn_format::{
     Carry, Codec, Encoding, Field, FormatError, Inspection, KeyId, KeyIdLocation, Keyring, Opened,
-    SecretKey, TAG_LEN,
+    SecretKey, Shape, TAG_LEN,
 };
 use zeroize::Zeroizing;
 
@@ -161,6 +161,13 @@ impl Codec for NodeGcmCodec {
 
     fn primary_prefix(&self, _ring: &Keyring) -> Option<Vec<u8>> {
         None
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::Text(vec![format!(
+            "^[0-9a-f]{{{}}}:[0-9a-f]{{32}}:[0-9a-f]*$",
+            self.iv_len * 2
+        )])
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use keyturn_format::{
     Carry, Codec, Encoding, Field, FormatError, Inspection, KeyId, KeyIdLocation, Keyring, Opened,
-    Reencryption, SecretKey, TAG_LEN,
+    Reencryption, SecretKey, Shape, TAG_LEN,
 };
 use serde::Deserialize;
 use sha2::Sha256;
@@ -398,6 +398,19 @@ impl Codec for RailsCodec {
 
     fn primary_prefix(&self, _ring: &Keyring) -> Option<Vec<u8>> {
         None
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::Json {
+            members: vec![&["p"], &["h", "iv"], &["h", "at"]],
+            patterns: vec![
+                r"^\s*\{".into(),
+                r"\}\s*$".into(),
+                r#""p"\s*:\s*"[A-Za-z0-9+/]*={0,2}""#.into(),
+                r#""iv"\s*:\s*"[A-Za-z0-9+/]{16}""#.into(),
+                r#""at"\s*:\s*"[A-Za-z0-9+/]{22}==""#.into(),
+            ],
+        }
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

@@ -11,8 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use crypto_secretbox::XSalsa20Poly1305;
 use crypto_secretbox::aead::{AeadInPlace, KeyInit};
 use keyturn_format::{
-    Carry, Codec, Encoding, FormatError, Inspection, KeyId, KeyIdLocation, KeyKind, Keyring,
-    Opened, SecretKey, TAG_LEN,
+    Carry, Codec, Encoding, FormatError, Inspection, KEY_ID_PATTERN, KeyId, KeyIdLocation, KeyKind,
+    Keyring, Opened, SecretKey, Shape, TAG_LEN,
 };
 use zeroize::Zeroizing;
 
@@ -167,6 +167,14 @@ impl Codec for SodiumPrefixCodec {
 
     fn primary_prefix(&self, ring: &Keyring) -> Option<Vec<u8>> {
         Some(format!("{}:", ring.primary_id().as_str()).into_bytes())
+    }
+
+    fn shape(&self) -> Shape {
+        // nonce (24) ‖ box (16 at least): 40 bytes, 54 base64 characters
+        // before the padding.
+        Shape::Text(vec![format!(
+            "^{KEY_ID_PATTERN}:[A-Za-z0-9+/]{{54,}}={{0,2}}$"
+        )])
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

@@ -7,7 +7,7 @@ use crate::util::{self, AES};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyturn_format::{
-    Carry, Codec, Encoding, Field, FormatError, Inspection, KeyIdLocation, Keyring, Opened,
+    Carry, Codec, Encoding, Field, FormatError, Inspection, KeyIdLocation, Keyring, Opened, Shape,
 };
 
 pub const PREFIX: &str = "vault:";
@@ -103,6 +103,14 @@ impl Codec for VaultTransitCodec {
 
     fn primary_prefix(&self, ring: &Keyring) -> Option<Vec<u8>> {
         Some(format!("{PREFIX}{}:", ring.primary_id().as_str()).into_bytes())
+    }
+
+    fn shape(&self) -> Shape {
+        // nonce (12) ‖ tag (16) at least: 28 bytes, 38 base64 characters
+        // before the padding.
+        Shape::Text(vec![
+            r"^vault:v[1-9][0-9]{0,9}:[A-Za-z0-9+/]{38,}={0,2}$".into(),
+        ])
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

@@ -4,7 +4,8 @@
 
 use crate::util::{self, AES};
 use keyturn_format::{
-    Carry, Codec, Encoding, FormatError, Inspection, KeyId, KeyIdLocation, Keyring, Opened,
+    Carry, Codec, Encoding, FormatError, Inspection, KeyId, KeyIdLocation, Keyring, Opened, Shape,
+    TAG_LEN,
 };
 
 #[derive(Debug, Clone)]
@@ -102,6 +103,13 @@ impl Codec for VersionByteCodec {
 
     fn primary_prefix(&self, ring: &Keyring) -> Option<Vec<u8>> {
         self.byte_of(ring.primary_id()).ok().map(|b| vec![b])
+    }
+
+    fn shape(&self) -> Shape {
+        // version ‖ nonce (12) ‖ ciphertext ‖ tag (16).
+        Shape::Binary {
+            min_len: 1 + util::GCM_NONCE_LEN + TAG_LEN,
+        }
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

@@ -36,7 +36,6 @@
 
 use crate::sql::{Bind, Dialect};
 use crate::{CasUpdate, CellColumn, ColumnRef, DbError, PkValue, ValueKind};
-use keyturn_format::KeyIdLocation;
 
 const NULL: u8 = 0;
 const PRESENT: u8 = 1;
@@ -114,6 +113,7 @@ fn pk_bind(v: &PkValue) -> CellBind {
     match v {
         PkValue::Int(i) => CellBind::I64(*i),
         PkValue::Text(s) => CellBind::Str(Some(s.clone())),
+        PkValue::Bytes(b) => CellBind::Bytes(Some(b.clone())),
     }
 }
 
@@ -170,134 +170,36 @@ pub(crate) fn skip_condition(
     Some(format!("NOT ({})", parts.join(" AND ")))
 }
 
-/// Rows per key id, grouped by the key-id column named by
-/// [`KeyIdLocation::Cell`]; everything under `NULL` for other locations.
-pub(crate) fn count_keys_sql(d: Dialect, col: &ColumnRef, loc: &KeyIdLocation) -> String {
-    let t = d.quote(&col.table);
-    let a = d.quote(&col.column);
-    match loc {
-        KeyIdLocation::Cell(i) if *i < col.cells.len() => {
-            let c = &col.cells[*i];
-            let q = d.quote(&c.name);
-            // Binary on MySQL: case-insensitive collations would merge ids.
-            let expr = match (d, c.kind) {
-                (Dialect::MySql, ValueKind::Text) => {
-                    format!("CAST(CONVERT({q} USING utf8mb4) AS BINARY)")
-                }
-                _ => q,
-            };
-            format!(
-                "SELECT k, COUNT(*) FROM (SELECT {expr} AS k FROM {t} WHERE {a} IS NOT NULL) AS keyturn_k GROUP BY k"
-            )
-        }
-        _ => format!("SELECT NULL AS k, COUNT(*) FROM {t} WHERE {a} IS NOT NULL"),
-    }
-}
-
-/// A key id as counted: ids that are not valid key ids (empty, odd
-/// characters) count as unrecognized, like values without a key id; the
-/// rows are reported one by one when rotated.
-pub(crate) fn counted_key(k: Option<String>) -> Option<String> {
-    k.filter(|k| keyturn_format::KeyId::new(k).is_ok())
-}
-
-/// Decodes `pk columns…, cell columns…` rows into `(pk, packed value)`;
-/// `None` when the anchor column is NULL.
+/// Decodes `pk columns…, cell columns…` rows into rows whose anchor column
+/// is not NULL, each with its cells packed; a cell that cannot be read
+/// makes the row's problem.
 macro_rules! decode_cell_rows {
-    ($rows:expr, $col:expr) => {{
-        use sqlx::Row as _;
+    ($rows:expr, $col:expr, $dialect:expr) => {{
         let col: &$crate::ColumnRef = $col;
         let anchor = col.cells.iter().position(|c| c.name == col.column);
         let mut out = Vec::with_capacity($rows.len());
         for r in $rows {
-            let mut pk = Vec::with_capacity(col.pk.len());
-            for (i, p) in col.pk.iter().enumerate() {
-                pk.push(match p.kind {
-                    $crate::PkKind::Int => $crate::PkValue::Int(
-                        r.try_get::<i64, _>(i)
-                            .map_err($crate::DbError::query("reading a primary key"))?,
-                    ),
-                    $crate::PkKind::Text => $crate::PkValue::Text(
-                        r.try_get::<String, _>(i)
-                            .map_err($crate::DbError::query("reading a primary key"))?,
-                    ),
-                });
-            }
+            let pk = decode_pk!(r, col);
             let n = col.pk.len();
             let mut cells: Vec<Option<Vec<u8>>> = Vec::with_capacity(col.cells.len());
+            let mut problem = None;
             for (j, c) in col.cells.iter().enumerate() {
-                cells.push(match c.kind {
-                    $crate::ValueKind::Text => r
-                        .try_get::<Option<String>, _>(n + j)
-                        .map_err($crate::DbError::query(format!(
-                            "reading text column {}",
-                            c.name
-                        )))?
-                        .map(String::into_bytes),
-                    $crate::ValueKind::Binary => {
-                        r.try_get::<Option<Vec<u8>>, _>(n + j)
-                            .map_err($crate::DbError::query(format!(
-                                "reading binary column {}",
-                                c.name
-                            )))?
-                    }
-                });
+                let (v, p) = decode_value!(r, n + j, c.kind, &c.name, $dialect);
+                problem = problem.or(p);
+                cells.push(v);
             }
-            let value = match anchor {
-                Some(a) if cells[a].is_none() => None,
-                _ => Some($crate::cells::pack(cells.iter().map(|c| c.as_deref()))),
+            if anchor.is_some_and(|a| cells[a].is_none()) {
+                continue;
+            }
+            let value = if problem.is_some() {
+                Vec::new()
+            } else {
+                $crate::cells::pack(cells.iter().map(|c| c.as_deref()))
             };
-            out.push((pk, value));
+            out.push($crate::Row { pk, value, problem });
         }
         out
     }};
-}
-
-/// The read side for multi-column values, as inherent methods of a backend
-/// (same code for all three, SQL from the dialect); the shared `Database`
-/// methods dispatch here when [`ColumnRef::has_cells`].
-macro_rules! impl_cells {
-    ($ty:ty) => {
-        impl $ty {
-            async fn cells_count_keys(
-                &self,
-                col: &$crate::ColumnRef,
-                loc: &keyturn_format::KeyIdLocation,
-            ) -> Result<$crate::ColumnCounts, $crate::DbError> {
-                use sqlx::Row as _;
-                let what = || format!("counting values of {}.{}", col.table, col.column);
-                let totals = sqlx::query(sqlx::AssertSqlSafe(Self::DIALECT.count_total(col)))
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::DbError::query(what()))?;
-                let total: i64 = totals.try_get(0).map_err($crate::DbError::query(what()))?;
-                let non_null: i64 = totals.try_get(1).map_err($crate::DbError::query(what()))?;
-                let sql = $crate::cells::count_keys_sql(Self::DIALECT, col, loc);
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::DbError::query(what()))?;
-                let mut by_key: Vec<(Option<String>, u64)> = Vec::new();
-                for r in rows {
-                    let key = counted_key_id!(r, what());
-                    let n: i64 = r.try_get(1).map_err($crate::DbError::query(what()))?;
-                    let key = $crate::cells::counted_key(key);
-                    if n > 0 {
-                        match by_key.iter_mut().find(|(k, _)| *k == key) {
-                            Some((_, m)) => *m += n as u64,
-                            None => by_key.push((key, n as u64)),
-                        }
-                    }
-                }
-                by_key.sort_by(|a, b| a.0.cmp(&b.0));
-                Ok($crate::ColumnCounts {
-                    total: total as u64,
-                    nulls: (total - non_null) as u64,
-                    by_key,
-                })
-            }
-        }
-    };
 }
 
 // ---------------------------------------------------------------------------
@@ -407,6 +309,7 @@ pub(crate) async fn write_cas_postgres(
         q = match a {
             crate::postgres::PkArray::Int(v) => q.bind(v),
             crate::postgres::PkArray::Text(v) => q.bind(v),
+            crate::postgres::PkArray::Bytes(v) => q.bind(v),
         };
     }
     let js: Vec<(usize, bool)> = (0..col.cells.len())
@@ -494,7 +397,12 @@ async fn mysql_statement(
     let d = Dialect::MySql;
     // Cells travel as bytes cast to binary strings (see mysql.rs: a string
     // parameter may be truncated to the derived table's VARCHAR width).
-    let mut first: Vec<String> = (0..col.pk.len()).map(|i| format!("? AS k{i}")).collect();
+    let mut first: Vec<String> = col
+        .pk
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{} AS k{i}", d.pk_param(p, "?")))
+        .collect();
     first.extend((0..col.cells.len()).map(|j| format!("CAST(? AS BINARY) AS o{j}")));
     first.extend(changed.iter().map(|j| format!("CAST(? AS BINARY) AS n{j}")));
     let rest: Vec<&str> = (0..col.pk.len())
@@ -642,6 +550,7 @@ pub(crate) async fn write_cas_sqlite(
 mod tests {
     use super::*;
     use crate::{PkColumn, PkKind};
+    use keyturn_format::KeyIdLocation;
 
     fn col() -> ColumnRef {
         let cell = |n: &str, kind| CellColumn {
@@ -711,9 +620,14 @@ mod tests {
         let (sql, binds) = Dialect::Sqlite.fetch_batch(&c, None, Some(b"\x01\x00"), 10);
         assert!(!sql.contains("NOT ("), "{sql}");
         assert!(binds.is_empty());
+        let census = crate::KeyCensus {
+            location: KeyIdLocation::Cell(0),
+            shape: keyturn_format::Shape::Cells,
+        };
+        let (sql, _) = Dialect::Postgres.census(&c, &census);
         assert!(
-            count_keys_sql(Dialect::Postgres, &c, &KeyIdLocation::Cell(0))
-                .contains(r#"SELECT "ssn_kek" AS k FROM "accounts" WHERE "ssn_ct" IS NOT NULL"#)
+            sql.contains(r#"SELECT "ssn_kek" AS k, "ssn_ct" AS v FROM "accounts""#),
+            "{sql}"
         );
     }
 

@@ -59,59 +59,105 @@ macro_rules! create_if_missing {
     }};
 }
 
-/// The key id in the first column of a counting row: text, or bytes
+/// The key token in the first column of a census row: text, or bytes
 /// where the server returns a binary string (MySQL's casts).
-macro_rules! counted_key_id {
+macro_rules! census_token {
     ($r:expr, $what:expr) => {{
-        let key: Option<String> = match $r.try_get::<Option<String>, _>(0) {
-            Ok(k) => k,
+        let token: Option<Vec<u8>> = match $r.try_get::<Option<String>, _>(0) {
+            Ok(k) => k.map(String::into_bytes),
             Err(_) => $r
                 .try_get::<Option<Vec<u8>>, _>(0)
-                .map_err($crate::DbError::query($what))?
-                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                .map_err($crate::DbError::query($what))?,
         };
-        key
+        token
     }};
 }
 
-/// Decodes `pk columns…, value` rows.
-macro_rules! decode_rows {
-    ($rows:expr, $col:expr) => {{
+/// Decodes the primary key of a row whose first columns are the key's.
+macro_rules! decode_pk {
+    ($r:expr, $col:expr) => {{
         use sqlx::Row as _;
+        let col: &$crate::ColumnRef = $col;
+        let what = || $crate::DbError::query(format!("reading a primary key of {}", col.table));
+        let mut pk = Vec::with_capacity(col.pk.len());
+        for (i, p) in col.pk.iter().enumerate() {
+            pk.push(match p.kind {
+                $crate::PkKind::Int => {
+                    $crate::PkValue::Int($r.try_get::<i64, _>(i).map_err(what())?)
+                }
+                $crate::PkKind::Text | $crate::PkKind::Decimal => {
+                    $crate::PkValue::Text($r.try_get::<String, _>(i).map_err(what())?)
+                }
+                $crate::PkKind::Bytes => {
+                    $crate::PkValue::Bytes($r.try_get::<Vec<u8>, _>(i).map_err(what())?)
+                }
+            });
+        }
+        pk
+    }};
+}
+
+/// Reads one stored value of column `$i` (of kind `$kind`, named `$name`)
+/// as `(Option<bytes>, Option<ReadProblem>)`: NULL is `None`; a text value
+/// that is not UTF-8, or a SQLite value of another storage class than the
+/// column's, is a problem of that row (read as empty bytes), never an
+/// error of the batch.
+macro_rules! decode_value {
+    ($r:expr, $i:expr, $kind:expr, $name:expr, $dialect:expr) => {{
+        use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
+        let class: Option<&'static str> = if $dialect == $crate::sql::Dialect::Sqlite {
+            let raw = $r
+                .try_get_raw($i)
+                .map_err($crate::DbError::query(format!("reading column {}", $name)))?;
+            if raw.is_null() {
+                None
+            } else {
+                let found = raw.type_info();
+                let want = match $kind {
+                    $crate::ValueKind::Text => "TEXT",
+                    $crate::ValueKind::Binary => "BLOB",
+                };
+                match found.name() {
+                    n if n == want => None,
+                    "TEXT" => Some("TEXT"),
+                    "BLOB" => Some("BLOB"),
+                    "INTEGER" => Some("INTEGER"),
+                    "REAL" => Some("REAL"),
+                    _ => Some("another type"),
+                }
+            }
+        } else {
+            None
+        };
+        match (class, $kind) {
+            (Some(c), _) => (Some(Vec::new()), Some($crate::ReadProblem::StorageClass(c))),
+            (None, $crate::ValueKind::Text) => match $r.try_get::<Option<String>, _>($i) {
+                Ok(v) => (v.map(String::into_bytes), None),
+                Err(_) => (Some(Vec::new()), Some($crate::ReadProblem::NotUtf8)),
+            },
+            (None, $crate::ValueKind::Binary) => (
+                $r.try_get::<Option<Vec<u8>>, _>($i)
+                    .map_err($crate::DbError::query(format!(
+                        "reading binary column {}",
+                        $name
+                    )))?,
+                None,
+            ),
+        }
+    }};
+}
+
+/// Decodes `pk columns…, value` rows into the rows with a non-NULL value.
+macro_rules! decode_rows {
+    ($rows:expr, $col:expr, $dialect:expr) => {{
         let col: &$crate::ColumnRef = $col;
         let mut out = Vec::with_capacity($rows.len());
         for r in $rows {
-            let mut pk = Vec::with_capacity(col.pk.len());
-            for (i, p) in col.pk.iter().enumerate() {
-                pk.push(match p.kind {
-                    $crate::PkKind::Int => $crate::PkValue::Int(
-                        r.try_get::<i64, _>(i)
-                            .map_err(DbError::query("reading a primary key"))?,
-                    ),
-                    $crate::PkKind::Text => $crate::PkValue::Text(
-                        r.try_get::<String, _>(i)
-                            .map_err(DbError::query("reading a primary key"))?,
-                    ),
-                });
+            let pk = decode_pk!(r, col);
+            let (value, problem) = decode_value!(r, col.pk.len(), col.kind, &col.column, $dialect);
+            if let Some(value) = value {
+                out.push($crate::Row { pk, value, problem });
             }
-            let n = col.pk.len();
-            let value: Option<Vec<u8>> = match col.kind {
-                $crate::ValueKind::Text => r
-                    .try_get::<Option<String>, _>(n)
-                    .map_err(DbError::query(format!(
-                        "reading text column {}",
-                        col.column
-                    )))?
-                    .map(String::into_bytes),
-                $crate::ValueKind::Binary => {
-                    r.try_get::<Option<Vec<u8>>, _>(n)
-                        .map_err(DbError::query(format!(
-                            "reading binary column {}",
-                            col.column
-                        )))?
-                }
-            };
-            out.push((pk, value));
         }
         out
     }};
@@ -120,12 +166,12 @@ macro_rules! decode_rows {
 /// Decodes `pk columns…, value` rows, or `pk columns…, cells…` rows of a
 /// multi-column value into its packed form (`crate::cells`).
 macro_rules! decode_value_rows {
-    ($rows:expr, $col:expr) => {{
+    ($rows:expr, $col:expr, $dialect:expr) => {{
         let col: &$crate::ColumnRef = $col;
         if col.has_cells() {
-            decode_cell_rows!($rows, col)
+            decode_cell_rows!($rows, col, $dialect)
         } else {
-            decode_rows!($rows, col)
+            decode_rows!($rows, col, $dialect)
         }
     }};
 }
@@ -144,77 +190,42 @@ macro_rules! impl_database {
         async fn count_keys(
             &self,
             col: &$crate::ColumnRef,
-            loc: &keyturn_format::KeyIdLocation,
+            census: &$crate::KeyCensus,
         ) -> Result<$crate::ColumnCounts, DbError> {
-            if col.has_cells() {
-                return self.cells_count_keys(col, loc).await;
-            }
             use sqlx::Row as _;
             let what = || format!("counting values of {}.{}", col.table, col.column);
-            let rows = sqlx::query(sqlx::AssertSqlSafe(Self::DIALECT.count_keys(col, loc)))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(DbError::query(what()))?;
-            let (mut total, mut non_null) = (0i64, 0i64);
-            let mut by_key = Vec::new();
+            let (sql, binds) = Self::DIALECT.census(col, census);
+            let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+            let rows = q.fetch_all(&self.pool).await.map_err(DbError::query(what()))?;
+            let mut out = Vec::with_capacity(rows.len());
             for r in rows {
-                let key = counted_key_id!(r, what());
+                let token = census_token!(r, what());
                 let rows: i64 = r.try_get(1).map_err(DbError::query(what()))?;
                 let values: i64 = r.try_get(2).map_err(DbError::query(what()))?;
-                total += rows;
-                non_null += values;
-                if values > 0 {
-                    by_key.push((key, values as u64));
-                }
+                out.push((token, rows.max(0) as u64, values.max(0) as u64));
             }
-            by_key.sort_by(|a, b| a.0.cmp(&b.0));
-            Ok($crate::ColumnCounts {
-                total: total as u64,
-                nulls: (total - non_null) as u64,
-                by_key,
-            })
+            Ok($crate::census::fold(census, out))
         }
 
-        async fn count_keys_among(
+        async fn rows_with_tokens(
             &self,
             col: &$crate::ColumnRef,
-            loc: &keyturn_format::KeyIdLocation,
-            known: &[String],
-        ) -> Result<$crate::ColumnCounts, DbError> {
-            use sqlx::Row as _;
-            let Some((sql, binds)) = Self::DIALECT.count_known_keys(col, loc, known) else {
-                return self.count_keys(col, loc).await;
-            };
-            let what = || format!("counting values of {}.{}", col.table, col.column);
+            census: &$crate::KeyCensus,
+            tokens: &[Vec<u8>],
+            limit: usize,
+        ) -> Result<Vec<$crate::Pk>, DbError> {
+            if tokens.is_empty() || limit == 0 {
+                return Ok(Vec::new());
+            }
+            let what = || format!("finding rows by key in {}.{}", col.table, col.column);
+            let (sql, binds) = Self::DIALECT.rows_with_tokens(col, census, tokens, limit);
             let q = bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
-            let row = q.fetch_one(&self.pool).await.map_err(DbError::query(what()))?;
-            let mut n = Vec::with_capacity(known.len() + 3);
-            for i in 0..known.len() + 3 {
-                let v: i64 = row.try_get(i).map_err(DbError::query(what()))?;
-                n.push(v.max(0) as u64);
+            let rows = q.fetch_all(&self.pool).await.map_err(DbError::query(what()))?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.push(decode_pk!(r, col));
             }
-            let (total, non_null, with_id) = (n[0], n[1], n[known.len() + 2]);
-            let per_key = &n[2..known.len() + 2];
-            if per_key.iter().sum::<u64>() < with_id {
-                // A key id outside `known`: the grouping query names it.
-                return self.count_keys(col, loc).await;
-            }
-            let mut by_key: Vec<(Option<String>, u64)> = known
-                .iter()
-                .zip(per_key)
-                .filter(|(_, c)| **c > 0)
-                .map(|(k, c)| (Some(k.clone()), *c))
-                .collect();
-            let rest = non_null.saturating_sub(with_id);
-            if rest > 0 {
-                by_key.push((None, rest));
-            }
-            by_key.sort_by(|a, b| a.0.cmp(&b.0));
-            Ok($crate::ColumnCounts {
-                total,
-                nulls: total - non_null,
-                by_key,
-            })
+            Ok(out)
         }
 
         async fn count_without_prefix(&self, col: &$crate::ColumnRef, prefix: Option<&[u8]>) -> Result<u64, DbError> {
@@ -247,17 +258,14 @@ macro_rules! impl_database {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(DbError::query(format!("reading a batch of {}.{}", col.table, col.column)))?;
-            Ok(decode_value_rows!(rows, col)
-                .into_iter()
-                .filter_map(|(pk, v)| v.map(|value| $crate::Row { pk, value }))
-                .collect())
+            Ok(decode_value_rows!(rows, col, Self::DIALECT))
         }
 
         async fn fetch_rows(
             &self,
             col: &$crate::ColumnRef,
             pks: &[$crate::Pk],
-        ) -> Result<Vec<($crate::Pk, Option<Vec<u8>>)>, DbError> {
+        ) -> Result<Vec<$crate::Row>, DbError> {
             if pks.is_empty() {
                 return Ok(Vec::new());
             }
@@ -267,7 +275,7 @@ macro_rules! impl_database {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(DbError::query(format!("re-reading rows of {}.{}", col.table, col.column)))?;
-            Ok(decode_value_rows!(rows, col))
+            Ok(decode_value_rows!(rows, col, Self::DIALECT))
         }
 
         async fn ensure_meta(&self) -> Result<(), DbError> {
@@ -633,8 +641,5 @@ macro_rules! impl_database {
             Ok(())
         }
         }
-
-        // Multi-column values (crate::cells): the read side.
-        impl_cells!($ty);
     };
 }

@@ -16,6 +16,7 @@ mod common;
 mod audit;
 #[macro_use]
 pub mod cells;
+mod census;
 mod error;
 #[cfg(test)]
 mod lock_tests;
@@ -30,12 +31,12 @@ pub mod testing;
 
 pub use audit::{AuditRow, AuditRowBuilder, AuditTip};
 pub use catalog::{CatalogRow, CatalogWrite};
+pub use census::KeyCensus;
 pub use error::{DbError, redact_url};
 pub use instances::{BoxFuture, InstanceHeartbeat, InstanceRow, InstanceSnapshot};
 pub use meta::{BadRow, Checkpoint, LockHolder, RunRecord, now_rfc3339};
 
 use async_trait::async_trait;
-use keyturn_format::KeyIdLocation;
 use serde::Serialize;
 use std::fmt;
 use std::sync::Arc;
@@ -76,14 +77,21 @@ impl Backend {
     }
 }
 
-/// How a primary-key column is read and bound.
+/// How a primary-key column is read, bound and ordered. Keyset pagination
+/// compares each key in the column's own type, so every kind reads back
+/// exactly what it binds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PkKind {
-    /// Any integer type, read and bound as i64.
+    /// An integer type, read and bound as i64.
     Int,
-    /// Anything else (text, varchar, uuid, …), read as text and cast back to
-    /// the column's type when bound.
+    /// Text, varchar, char, uuid, …: read as text and bound as text cast
+    /// back to the column's type.
     Text,
+    /// numeric / decimal (and MySQL's `bigint unsigned`): read as the
+    /// database's exact text form, bound as an exact number.
+    Decimal,
+    /// bytea, BLOB, binary, varbinary: read and bound as bytes.
+    Bytes,
 }
 
 /// One primary-key column.
@@ -162,7 +170,23 @@ pub(crate) fn test_column(
 #[serde(untagged)]
 pub enum PkValue {
     Int(i64),
+    /// Text, and the exact text form of numeric keys.
     Text(String),
+    /// A binary key (bytea, BLOB, varbinary).
+    Bytes(Vec<u8>),
+}
+
+impl PkValue {
+    /// The value as text for associated data (docs/FORMAT.md §9): integers
+    /// in decimal, text and numbers as the database writes them, bytes in
+    /// lowercase hex.
+    pub fn context_text(&self) -> String {
+        match self {
+            PkValue::Int(i) => i.to_string(),
+            PkValue::Text(s) => s.clone(),
+            PkValue::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        }
+    }
 }
 
 impl fmt::Display for PkValue {
@@ -170,6 +194,13 @@ impl fmt::Display for PkValue {
         match self {
             PkValue::Int(i) => write!(f, "{i}"),
             PkValue::Text(s) => f.write_str(s),
+            PkValue::Bytes(b) => {
+                f.write_str("0x")?;
+                for x in b {
+                    write!(f, "{x:02x}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -185,8 +216,8 @@ pub fn pk_display(pk: &[PkValue]) -> String {
     let parts: Vec<String> = pk
         .iter()
         .map(|v| match v {
-            PkValue::Int(i) => i.to_string(),
             PkValue::Text(s) => format!("{s:?}"),
+            other => other.to_string(),
         })
         .collect();
     format!("({})", parts.join(", "))
@@ -196,7 +227,46 @@ pub fn pk_display(pk: &[PkValue]) -> String {
 #[derive(Clone, Debug)]
 pub struct Row {
     pub pk: Pk,
+    /// The value as stored (empty when `problem` says it could not be read).
     pub value: Vec<u8>,
+    /// The value cannot be one of the column's format whatever its bytes:
+    /// found while reading it. The row is a bad row and is never written.
+    pub problem: Option<ReadProblem>,
+}
+
+impl Row {
+    /// A row read without problems.
+    pub fn new(pk: Pk, value: Vec<u8>) -> Row {
+        Row {
+            pk,
+            value,
+            problem: None,
+        }
+    }
+}
+
+/// Why a value read from the database cannot be a value of its column's
+/// format, whatever its bytes (the reason of a bad row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadProblem {
+    /// A text column's value is not valid UTF-8 (a PostgreSQL `SQL_ASCII`
+    /// database, or SQLite, store any bytes as text).
+    NotUtf8,
+    /// SQLite stored the value with another storage class than the
+    /// column's (the class found: `BLOB`, `TEXT`, `INTEGER`, `REAL`).
+    StorageClass(&'static str),
+}
+
+impl fmt::Display for ReadProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadProblem::NotUtf8 => f.write_str("the text value is not valid UTF-8"),
+            ReadProblem::StorageClass(c) => {
+                write!(f, "the value is stored as {c}, not as the column's type")
+            }
+        }
+    }
 }
 
 /// Write `new` where the column still holds exactly `old`.
@@ -225,15 +295,48 @@ impl TableInfo {
     }
 }
 
-/// Per-column counts computed by the database.
+/// Per-column counts computed by the database ([`Database::count_keys`]).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ColumnCounts {
     pub total: u64,
     pub nulls: u64,
-    /// Rows per key id read from the value's prefix; `None` gathers values
-    /// without a recognizable key id (plaintext, other formats, or a format
-    /// with no key id).
-    pub by_key: Vec<(Option<String>, u64)>,
+    /// Rows per key id, for values of the column's format that name their
+    /// key (well-formed values only), sorted by key id.
+    pub by_key: Vec<KeyCount>,
+    /// Values of the column's format that name no key: their key is decided
+    /// by decryption.
+    pub keyless: u64,
+    /// Non-NULL values that are not of the column's format: plaintext,
+    /// garbage, another format, the wrong storage class or encoding.
+    pub unrecognized: u64,
+}
+
+impl ColumnCounts {
+    /// Non-NULL values.
+    pub fn values(&self) -> u64 {
+        self.total - self.nulls
+    }
+
+    /// Values counted under `key_id`.
+    pub fn rows_under(&self, key_id: &str) -> u64 {
+        self.by_key
+            .iter()
+            .filter(|k| k.key_id == key_id)
+            .map(|k| k.rows)
+            .sum()
+    }
+}
+
+/// Values under one key id.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyCount {
+    /// A validated key id.
+    pub key_id: String,
+    pub rows: u64,
+    /// How the database spells the key in the values (hex, base64, the id
+    /// itself), for [`Database::rows_with_tokens`]. Never shown.
+    #[serde(skip)]
+    pub tokens: Vec<Vec<u8>>,
 }
 
 /// Outcome of trying to take the rotation lock.
@@ -330,25 +433,23 @@ pub trait Database: Send + Sync + fmt::Debug {
     async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError>;
 
     /// Total, NULL and per-key-id counts for one column, computed by the
-    /// database from the key id's position in the stored value.
+    /// database in one scan: a value counts under a key id only when it has
+    /// the codec's shape (the census, `census.rs`).
     async fn count_keys(
         &self,
         col: &ColumnRef,
-        loc: &KeyIdLocation,
+        census: &KeyCensus,
     ) -> Result<ColumnCounts, DbError>;
 
-    /// Like [`count_keys`](Self::count_keys), faster when the ids in use
-    /// are expected to be among `known` (a keyring's): one scan without
-    /// grouping. The result is the same; an id outside `known` falls back
-    /// to [`count_keys`](Self::count_keys).
-    async fn count_keys_among(
+    /// Primary keys of up to `limit` rows whose key is spelled by one of
+    /// `tokens` ([`KeyCount::tokens`]), in key order.
+    async fn rows_with_tokens(
         &self,
         col: &ColumnRef,
-        loc: &KeyIdLocation,
-        _known: &[String],
-    ) -> Result<ColumnCounts, DbError> {
-        self.count_keys(col, loc).await
-    }
+        census: &KeyCensus,
+        tokens: &[Vec<u8>],
+        limit: usize,
+    ) -> Result<Vec<Pk>, DbError>;
 
     /// Counts non-NULL values that do not start with `prefix`.
     async fn count_without_prefix(
@@ -367,13 +468,9 @@ pub trait Database: Send + Sync + fmt::Debug {
         limit: usize,
     ) -> Result<Vec<Row>, DbError>;
 
-    /// Current values of the given rows (`None` for NULL; rows that no
-    /// longer exist are absent).
-    async fn fetch_rows(
-        &self,
-        col: &ColumnRef,
-        pks: &[Pk],
-    ) -> Result<Vec<(Pk, Option<Vec<u8>>)>, DbError>;
+    /// Current values of the given rows; rows that no longer exist or hold
+    /// NULL are absent.
+    async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError>;
 
     /// Compare-and-swap: writes every update whose row still holds `old`, in
     /// one statement (one transaction for SQLite; for MySQL, several
@@ -525,14 +622,47 @@ pub fn value_kind_of(sql_type: &str) -> Option<ValueKind> {
     }
 }
 
-/// Whether a primary-key column type is an integer.
-pub fn pk_kind_of(sql_type: &str) -> PkKind {
+/// How a primary-key column of this type is paginated, or why it cannot be
+/// (the plan refuses the table before any run).
+pub fn pk_kind_of(backend: Backend, sql_type: &str) -> Result<PkKind, String> {
     let t = sql_type.to_ascii_lowercase();
     let base = t.split(['(', ' ']).next().unwrap_or_default();
+    let refuse = || {
+        Err(format!(
+            "primary-key type {sql_type:?} is not supported (integers, text, uuid, numeric/decimal and binary keys are)"
+        ))
+    };
+    if backend == Backend::Sqlite {
+        // SQLite's affinity rules (https://sqlite.org/datatype3.html §3.1).
+        return if t.contains("int") {
+            Ok(PkKind::Int)
+        } else if t.contains("char") || t.contains("clob") || t.contains("text") {
+            Ok(PkKind::Text)
+        } else if t.contains("blob") {
+            Ok(PkKind::Bytes)
+        } else if base == "numeric" || base == "decimal" || base == "uuid" {
+            // NUMERIC affinity; a uuid declared as such is stored as text.
+            Ok(if base == "uuid" {
+                PkKind::Text
+            } else {
+                PkKind::Decimal
+            })
+        } else {
+            refuse()
+        };
+    }
     match base {
+        "bigint" if backend == Backend::MySql && t.contains("unsigned") => Ok(PkKind::Decimal),
         "int" | "integer" | "bigint" | "smallint" | "tinyint" | "mediumint" | "int2" | "int4"
-        | "int8" | "serial" | "bigserial" | "smallserial" => PkKind::Int,
-        _ => PkKind::Text,
+        | "int8" | "serial" | "bigserial" | "smallserial" => Ok(PkKind::Int),
+        "text" | "varchar" | "character" | "char" | "bpchar" | "citext" | "uuid" | "nvarchar"
+        | "nchar" | "tinytext" | "mediumtext" | "longtext" | "name" => Ok(PkKind::Text),
+        "numeric" | "decimal" => Ok(PkKind::Decimal),
+        "bytea" | "blob" | "binary" | "varbinary" | "tinyblob" | "mediumblob" | "longblob" => {
+            Ok(PkKind::Bytes)
+        }
+        _ if t.starts_with("character varying") => Ok(PkKind::Text),
+        _ => refuse(),
     }
 }
 
@@ -570,9 +700,34 @@ mod tests {
         assert_eq!(value_kind_of("VARBINARY(512)"), Some(ValueKind::Binary));
         assert_eq!(value_kind_of("bytea"), Some(ValueKind::Binary));
         assert_eq!(value_kind_of("integer"), None);
-        assert_eq!(pk_kind_of("bigint"), PkKind::Int);
-        assert_eq!(pk_kind_of("int(11) unsigned"), PkKind::Int);
-        assert_eq!(pk_kind_of("uuid"), PkKind::Text);
+        let pk = |b, t| pk_kind_of(b, t);
+        assert_eq!(pk(Backend::Postgres, "bigint"), Ok(PkKind::Int));
+        assert_eq!(pk(Backend::MySql, "int(11) unsigned"), Ok(PkKind::Int));
+        assert_eq!(
+            pk(Backend::MySql, "bigint(20) unsigned"),
+            Ok(PkKind::Decimal)
+        );
+        assert_eq!(pk(Backend::Postgres, "uuid"), Ok(PkKind::Text));
+        assert_eq!(
+            pk(Backend::Postgres, "character varying(20)"),
+            Ok(PkKind::Text)
+        );
+        assert_eq!(pk(Backend::Postgres, "numeric(12,2)"), Ok(PkKind::Decimal));
+        assert_eq!(pk(Backend::Postgres, "bytea"), Ok(PkKind::Bytes));
+        assert_eq!(pk(Backend::MySql, "varbinary(16)"), Ok(PkKind::Bytes));
+        assert_eq!(pk(Backend::Sqlite, "BLOB"), Ok(PkKind::Bytes));
+        assert_eq!(pk(Backend::Sqlite, "INTEGER"), Ok(PkKind::Int));
+        assert_eq!(pk(Backend::Sqlite, "VARCHAR(10)"), Ok(PkKind::Text));
+        assert_eq!(pk(Backend::Sqlite, "NUMERIC"), Ok(PkKind::Decimal));
+        for (b, t) in [
+            (Backend::Postgres, "timestamp without time zone"),
+            (Backend::Postgres, "double precision"),
+            (Backend::MySql, "datetime"),
+            (Backend::Sqlite, "REAL"),
+            (Backend::Sqlite, ""),
+        ] {
+            assert!(pk(b, t).is_err(), "{t}");
+        }
     }
 
     #[test]
@@ -591,5 +746,7 @@ mod tests {
             pk_display(&[PkValue::Int(4), PkValue::Text("eu".into())]),
             "(4, \"eu\")"
         );
+        assert_eq!(pk_display(&[PkValue::Bytes(b"ab".to_vec())]), "0x6162");
+        assert_eq!(PkValue::Bytes(vec![0xff, 1]).context_text(), "ff01");
     }
 }

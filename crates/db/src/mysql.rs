@@ -82,8 +82,11 @@ impl MySqlDb {
         // becomes a VARCHAR column of the derived table, and MariaDB
         // silently truncates longer values to fit it (a CAS that never
         // matches, or worse, a truncated ciphertext written).
-        let first: Vec<String> = (0..col.pk.len())
-            .map(|i| format!("? AS k{i}"))
+        let first: Vec<String> = col
+            .pk
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{} AS k{i}", d.pk_param(p, "?")))
             .chain([
                 "CAST(? AS BINARY) AS old".to_string(),
                 "CAST(? AS BINARY) AS new".to_string(),
@@ -165,6 +168,7 @@ impl MySqlDb {
                 q = match v {
                     crate::PkValue::Int(i) => q.bind(*i),
                     crate::PkValue::Text(s) => q.bind(s.clone()),
+                    crate::PkValue::Bytes(b) => q.bind(b.clone()),
                 };
             }
             q = q.bind(u.old.clone()).bind(u.new.clone());

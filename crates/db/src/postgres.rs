@@ -59,16 +59,18 @@ pub(crate) fn unnest_pk(col: &ColumnRef) -> (Vec<String>, Vec<String>, Vec<Strin
     let d = Dialect::Postgres;
     let (mut arrays, mut names, mut conds) = (Vec::new(), Vec::new(), Vec::new());
     for (i, p) in col.pk.iter().enumerate() {
-        let at = if p.kind == PkKind::Int {
-            "bigint"
-        } else {
-            "text"
+        let at = match p.kind {
+            PkKind::Int => "bigint",
+            PkKind::Text | PkKind::Decimal => "text",
+            PkKind::Bytes => "bytea",
         };
         arrays.push(format!("${}::{at}[]", i + 1));
         names.push(format!("k{i}"));
         let rhs = match p.kind {
-            PkKind::Int => format!("keyturn_v.k{i}"),
-            PkKind::Text => format!("CAST(keyturn_v.k{i} AS {})", p.sql_type),
+            PkKind::Int | PkKind::Bytes => format!("keyturn_v.k{i}"),
+            PkKind::Text | PkKind::Decimal => {
+                format!("CAST(keyturn_v.k{i} AS {})", p.sql_type)
+            }
         };
         conds.push(format!("keyturn_t.{} = {rhs}", d.quote(&p.name)));
     }
@@ -79,6 +81,7 @@ pub(crate) fn unnest_pk(col: &ColumnRef) -> (Vec<String>, Vec<String>, Vec<Strin
 pub(crate) enum PkArray {
     Int(Vec<i64>),
     Text(Vec<String>),
+    Bytes(Vec<Vec<u8>>),
 }
 
 /// The values of [`unnest_pk`]'s parameters, in key-column order.
@@ -88,18 +91,37 @@ pub(crate) fn pk_arrays<'a>(
 ) -> Result<Vec<PkArray>, DbError> {
     let mut out = Vec::with_capacity(col.pk.len());
     for (i, p) in col.pk.iter().enumerate() {
+        let wrong = || {
+            DbError::Invalid(format!(
+                "a key value of another kind for key column {}",
+                p.name
+            ))
+        };
         out.push(match p.kind {
             PkKind::Int => PkArray::Int(
                 pks.clone()
                     .map(|pk| match &pk[i] {
                         PkValue::Int(v) => Ok(*v),
-                        PkValue::Text(_) => {
-                            Err(DbError::Invalid("text value for an integer key".into()))
-                        }
+                        _ => Err(wrong()),
                     })
                     .collect::<Result<Vec<i64>, _>>()?,
             ),
-            PkKind::Text => PkArray::Text(pks.clone().map(|pk| pk[i].to_string()).collect()),
+            PkKind::Text | PkKind::Decimal => PkArray::Text(
+                pks.clone()
+                    .map(|pk| match &pk[i] {
+                        PkValue::Text(v) => Ok(v.clone()),
+                        _ => Err(wrong()),
+                    })
+                    .collect::<Result<Vec<String>, _>>()?,
+            ),
+            PkKind::Bytes => PkArray::Bytes(
+                pks.clone()
+                    .map(|pk| match &pk[i] {
+                        PkValue::Bytes(v) => Ok(v.clone()),
+                        _ => Err(wrong()),
+                    })
+                    .collect::<Result<Vec<Vec<u8>>, _>>()?,
+            ),
         });
     }
     Ok(out)
@@ -327,6 +349,7 @@ impl_database!(PgDb, {
             q = match a {
                 PkArray::Int(v) => q.bind(v),
                 PkArray::Text(v) => q.bind(v),
+                PkArray::Bytes(v) => q.bind(v),
             };
         }
         q = match col.kind {

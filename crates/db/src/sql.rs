@@ -4,7 +4,6 @@
 //! return the statement and its parameters in order; each backend binds them.
 
 use crate::{ColumnRef, PkColumn, PkKind, PkValue, ValueKind};
-use keyturn_format::KeyIdLocation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dialect {
@@ -26,6 +25,7 @@ impl Bind {
         match v {
             PkValue::Int(i) => Bind::I64(*i),
             PkValue::Text(s) => Bind::Str(s.clone()),
+            PkValue::Bytes(b) => Bind::Bytes(b.clone()),
         }
     }
 
@@ -65,23 +65,29 @@ impl Dialect {
         }
     }
 
-    /// Reads a primary-key column as i64 or text.
+    /// Reads a primary-key column as i64, text (text and numeric keys, in
+    /// the database's exact text form) or bytes.
     pub(crate) fn pk_select(self, pk: &PkColumn) -> String {
         let c = self.quote(&pk.name);
         match (self, pk.kind) {
             (Dialect::Postgres, PkKind::Int) => format!("CAST({c} AS BIGINT)"),
             (Dialect::MySql, PkKind::Int) => format!("CAST({c} AS SIGNED)"),
-            (Dialect::Sqlite, PkKind::Int) => c,
-            (Dialect::MySql, PkKind::Text) => format!("CAST({c} AS CHAR)"),
-            (_, PkKind::Text) => format!("CAST({c} AS TEXT)"),
+            (Dialect::Sqlite, PkKind::Int) | (_, PkKind::Bytes) => c,
+            (Dialect::MySql, PkKind::Text | PkKind::Decimal) => format!("CAST({c} AS CHAR)"),
+            (_, PkKind::Text | PkKind::Decimal) => format!("CAST({c} AS TEXT)"),
         }
     }
 
     /// A bound primary-key value in the column's own type (so comparisons
-    /// use the index).
+    /// are exact and use the index): PostgreSQL casts text to the column's
+    /// type; MySQL compares a decimal exactly only with a decimal (a string
+    /// would be compared as a double); SQLite applies the column's affinity.
     pub(crate) fn pk_param(self, pk: &PkColumn, ph: &str) -> String {
         match (self, pk.kind) {
-            (Dialect::Postgres, PkKind::Text) => format!("CAST({ph} AS {})", pk.sql_type),
+            (Dialect::Postgres, PkKind::Text | PkKind::Decimal) => {
+                format!("CAST({ph} AS {})", pk.sql_type)
+            }
+            (Dialect::MySql, PkKind::Decimal) => format!("CAST({ph} AS DECIMAL(65,30))"),
             _ => ph.to_string(),
         }
     }
@@ -262,166 +268,6 @@ impl Dialect {
             binds,
         )
     }
-
-    /// An expression giving the key id of a value, or NULL when the value
-    /// has no recognizable key id.
-    pub(crate) fn key_id_expr(self, col: &ColumnRef, loc: &KeyIdLocation) -> Option<String> {
-        let c = self.quote(&col.column);
-        match loc {
-            KeyIdLocation::TextDelimited { prefix, terminator } => {
-                let plen = prefix.len();
-                let lit = sql_string_literal(prefix);
-                let term = sql_string_literal(&(*terminator as char).to_string());
-                Some(match self {
-                    Dialect::Postgres => format!(
-                        "CASE WHEN left({c}, {plen}) = {lit} THEN split_part(substr({c}, {}), {term}, 1) END",
-                        plen + 1
-                    ),
-                    Dialect::MySql => format!(
-                        "CASE WHEN CAST(LEFT({c}, {plen}) AS BINARY) = {lit} THEN CAST(SUBSTRING_INDEX(SUBSTRING({c}, {}), {term}, 1) AS BINARY) END",
-                        plen + 1
-                    ),
-                    Dialect::Sqlite => format!(
-                        "CASE WHEN substr({c}, 1, {plen}) = {lit} AND instr(substr({c}, {s}), {term}) > 0 THEN substr({c}, {s}, instr(substr({c}, {s}), {term}) - 1) END",
-                        s = plen + 1
-                    ),
-                })
-            }
-            KeyIdLocation::BinaryLengthPrefixed { magic, len_offset } => {
-                // The magic plus the version byte must match; the key id
-                // follows its one-byte length.
-                let mlen = magic.len();
-                let hex: String = magic.iter().map(|b| format!("{b:02X}")).collect();
-                let (lo, start) = (len_offset + 1, len_offset + 2);
-                Some(match self {
-                    Dialect::Postgres => format!(
-                        "CASE WHEN length({c}) > {lo} AND substring({c} from 1 for {mlen}) = '\\x{hex}'::bytea THEN convert_from(substring({c} from {start} for get_byte({c}, {len_offset})), 'SQL_ASCII') END"
-                    ),
-                    Dialect::MySql => format!(
-                        "CASE WHEN LENGTH({c}) > {lo} AND LEFT({c}, {mlen}) = X'{hex}' THEN SUBSTRING({c}, {start}, ORD(SUBSTRING({c}, {lo}, 1))) END"
-                    ),
-                    Dialect::Sqlite => format!(
-                        "CASE WHEN length({c}) > {lo} AND substr({c}, 1, {mlen}) = X'{hex}' THEN CAST(substr({c}, {start}, unicode(CAST(substr({c}, {lo}, 1) AS TEXT))) AS TEXT) END"
-                    ),
-                })
-            }
-            _ => None,
-        }
-    }
-
-    /// `pred` over the `n` bytes at `offset` (0-based) of a value equal to
-    /// the next bind parameter.
-    fn bytes_at_equal(
-        self,
-        col: &ColumnRef,
-        offset: usize,
-        bytes: &[u8],
-        binds: &mut Vec<Bind>,
-    ) -> String {
-        binds.push(self.prefix_bind(col, bytes));
-        let ph = self.ph(binds.len());
-        if offset == 0 {
-            return format!("{} = {ph}", self.prefix_of(col, bytes.len()));
-        }
-        let c = self.quote(&col.column);
-        let (from, n) = (offset + 1, bytes.len());
-        let expr = match (self, col.kind) {
-            (Dialect::Postgres, ValueKind::Text) => format!("substr({c}, {from}, {n})"),
-            (Dialect::Postgres, ValueKind::Binary) => {
-                format!("substring({c} from {from} for {n})")
-            }
-            (Dialect::MySql, ValueKind::Text) => {
-                format!("CAST(SUBSTRING({c}, {from}, {n}) AS BINARY)")
-            }
-            (Dialect::MySql, ValueKind::Binary) => format!("SUBSTRING({c}, {from}, {n})"),
-            (Dialect::Sqlite, _) => format!("substr({c}, {from}, {n})"),
-        };
-        format!("{expr} = {ph}")
-    }
-
-    /// Counts per key id for the ids in `known` with one scan and no
-    /// grouping (a GROUP BY over a computed key sorts every row on SQLite
-    /// and MariaDB): `COUNT(*)`, `COUNT(c)`, one `COUNT(CASE …)` per known
-    /// id, and last the values that carry a key id at all. When that last
-    /// count exceeds the sum of the others, some id is not in `known` and
-    /// the caller asks [`count_keys`](Self::count_keys) which. `None` for
-    /// locations this cannot express.
-    pub(crate) fn count_known_keys(
-        self,
-        col: &ColumnRef,
-        loc: &KeyIdLocation,
-        known: &[String],
-    ) -> Option<(String, Vec<Bind>)> {
-        let c = self.quote(&col.column);
-        let mut binds = Vec::new();
-        let mut parts = vec!["COUNT(*)".to_string(), format!("COUNT({c})")];
-        let any = match loc {
-            KeyIdLocation::TextDelimited { prefix, terminator } => {
-                for id in known {
-                    let mut p = prefix.as_bytes().to_vec();
-                    p.extend_from_slice(id.as_bytes());
-                    p.push(*terminator);
-                    let pred = self.bytes_at_equal(col, 0, &p, &mut binds);
-                    parts.push(format!("COUNT(CASE WHEN {pred} THEN 1 END)"));
-                }
-                self.bytes_at_equal(col, 0, prefix.as_bytes(), &mut binds)
-            }
-            KeyIdLocation::BinaryLengthPrefixed { magic, len_offset } => {
-                let len_fn = match self {
-                    Dialect::MySql => "LENGTH",
-                    _ => "length",
-                };
-                for id in known {
-                    let mut p = vec![u8::try_from(id.len()).ok()?];
-                    p.extend_from_slice(id.as_bytes());
-                    let m = self.bytes_at_equal(col, 0, magic, &mut binds);
-                    let k = self.bytes_at_equal(col, *len_offset, &p, &mut binds);
-                    parts.push(format!("COUNT(CASE WHEN {m} AND {k} THEN 1 END)"));
-                }
-                let m = self.bytes_at_equal(col, 0, magic, &mut binds);
-                format!("{len_fn}({c}) > {} AND {m}", len_offset + 1)
-            }
-            _ => return None,
-        };
-        parts.push(format!("COUNT(CASE WHEN {any} THEN 1 END)"));
-        Some((
-            format!(
-                "SELECT {} FROM {}",
-                parts.join(", "),
-                self.quote(&col.table)
-            ),
-            binds,
-        ))
-    }
-
-    /// Rows and non-NULL values of a column.
-    pub(crate) fn count_total(self, col: &ColumnRef) -> String {
-        format!(
-            "SELECT COUNT(*), COUNT({}) FROM {}",
-            self.quote(&col.column),
-            self.quote(&col.table)
-        )
-    }
-
-    /// Per key id: rows and non-NULL values, in one scan. NULLs land in the
-    /// `NULL` key group, where `COUNT(*) - COUNT(c)` tells them apart from
-    /// values without a recognizable key id.
-    pub(crate) fn count_keys(self, col: &ColumnRef, loc: &KeyIdLocation) -> String {
-        let t = self.quote(&col.table);
-        let c = self.quote(&col.column);
-        match self.key_id_expr(col, loc) {
-            Some(expr) => format!(
-                "SELECT k, COUNT(*), COUNT(v) FROM (SELECT {expr} AS k, {c} AS v FROM {t}) AS keyturn_k GROUP BY k"
-            ),
-            None => format!("SELECT NULL AS k, COUNT(*), COUNT({c}) FROM {t}"),
-        }
-    }
-}
-
-/// A single-quoted SQL string literal for constant ASCII text of our own
-/// (never user data).
-fn sql_string_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@
 //! open, does too.
 
 use crate::sql::{Bind, Dialect};
-use crate::{CasUpdate, ColumnRef, DbError, PkKind, PkValue, Row, ValueKind};
+use crate::{CasUpdate, ColumnRef, DbError, PkKind, PkValue, ReadProblem, Row, ValueKind};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -190,6 +191,7 @@ fn write_rows(
                 match v {
                     PkValue::Int(x) => st.raw_bind_parameter(i + 2, x)?,
                     PkValue::Text(s) => st.raw_bind_parameter(i + 2, s.as_str())?,
+                    PkValue::Bytes(b) => st.raw_bind_parameter(i + 2, b.as_slice())?,
                 }
             }
             if bind_value(&mut st, old_at, col.kind, &u.old, false)? {
@@ -224,17 +226,31 @@ fn read_rows(
         for (i, p) in col.pk.iter().enumerate() {
             pk.push(match p.kind {
                 PkKind::Int => PkValue::Int(r.get(i)?),
-                PkKind::Text => PkValue::Text(r.get(i)?),
+                PkKind::Text | PkKind::Decimal => PkValue::Text(r.get(i)?),
+                PkKind::Bytes => PkValue::Bytes(r.get(i)?),
             });
         }
-        // A value of another storage class than the column's encoding
-        // (SQLite stores what it is given) is an error here as on the
-        // sqlx path, naming the type found.
-        let value = match col.kind {
-            ValueKind::Text => r.get::<_, String>(n)?.into_bytes(),
-            ValueKind::Binary => r.get::<_, Vec<u8>>(n)?,
+        // SQLite stores what it is given: a value of another storage class
+        // than the column's, or text that is not UTF-8, is a problem of its
+        // row (a bad row), never an error of the batch.
+        let (value, problem) = match (col.kind, r.get_ref(n)?) {
+            (_, ValueRef::Null) => continue,
+            (ValueKind::Text, ValueRef::Text(t)) => match std::str::from_utf8(t) {
+                Ok(_) => (t.to_vec(), None),
+                Err(_) => (Vec::new(), Some(ReadProblem::NotUtf8)),
+            },
+            (ValueKind::Binary, ValueRef::Blob(b)) => (b.to_vec(), None),
+            (_, v) => (
+                Vec::new(),
+                Some(ReadProblem::StorageClass(match v {
+                    ValueRef::Text(_) => "TEXT",
+                    ValueRef::Blob(_) => "BLOB",
+                    ValueRef::Integer(_) => "INTEGER",
+                    _ => "REAL",
+                })),
+            ),
         };
-        out.push(Row { pk, value });
+        out.push(Row { pk, value, problem });
     }
     Ok(out)
 }

@@ -6,10 +6,9 @@
 use crate::{
     AuditRow, AuditRowBuilder, Backend, BadRow, BoxFuture, CasUpdate, CatalogRow, CatalogWrite,
     Checkpoint, ColumnCounts, ColumnRef, Database, DbError, InstanceHeartbeat, InstanceSnapshot,
-    LockHolder, LockInfo, LockOutcome, Pk, PkValue, Row, RunRecord, TableInfo,
+    KeyCensus, LockHolder, LockInfo, LockOutcome, Pk, PkValue, Row, RunRecord, TableInfo,
 };
 use async_trait::async_trait;
-use keyturn_format::KeyIdLocation;
 use std::fmt;
 use std::sync::Arc;
 
@@ -65,18 +64,21 @@ impl<H: BeforeWrite> Database for WithWriteHook<H> {
     async fn count_keys(
         &self,
         col: &ColumnRef,
-        loc: &KeyIdLocation,
+        census: &KeyCensus,
     ) -> Result<ColumnCounts, DbError> {
-        self.inner.count_keys(col, loc).await
+        self.inner.count_keys(col, census).await
     }
 
-    async fn count_keys_among(
+    async fn rows_with_tokens(
         &self,
         col: &ColumnRef,
-        loc: &KeyIdLocation,
-        known: &[String],
-    ) -> Result<ColumnCounts, DbError> {
-        self.inner.count_keys_among(col, loc, known).await
+        census: &KeyCensus,
+        tokens: &[Vec<u8>],
+        limit: usize,
+    ) -> Result<Vec<Pk>, DbError> {
+        self.inner
+            .rows_with_tokens(col, census, tokens, limit)
+            .await
     }
 
     async fn count_without_prefix(
@@ -97,11 +99,7 @@ impl<H: BeforeWrite> Database for WithWriteHook<H> {
         self.inner.fetch_batch(col, after, skip_prefix, limit).await
     }
 
-    async fn fetch_rows(
-        &self,
-        col: &ColumnRef,
-        pks: &[Pk],
-    ) -> Result<Vec<(Pk, Option<Vec<u8>>)>, DbError> {
+    async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError> {
         self.inner.fetch_rows(col, pks).await
     }
 

@@ -537,6 +537,21 @@ impl Config {
         Ok(())
     }
 
+    /// The keyring config a configured column uses: its `[keyrings.NAME]`,
+    /// or `[keys]`; `None` for a column that is not configured.
+    pub fn keyring_config_for(&self, table: &str, column: &str) -> Option<&KeysConfig> {
+        let c = self
+            .targets
+            .iter()
+            .filter(|t| t.table == table)
+            .flat_map(|t| t.columns.iter())
+            .find(|c| c.name == column)?;
+        match &c.keyring {
+            Some(name) => self.keyrings.get(name),
+            None => Some(&self.keys),
+        }
+    }
+
     pub fn key_sources(&self) -> Vec<KeySource> {
         // validate() parsed every source already.
         self.keys

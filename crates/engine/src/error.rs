@@ -1,6 +1,46 @@
 use keyturn_db::DbError;
 use keyturn_format::FormatError;
 use keyturn_keys::KeyError;
+use serde::Serialize;
+
+/// A key id the data uses that the column's keyring cannot decrypt with.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnusableKey {
+    pub table: String,
+    pub column: String,
+    /// A validated key id read from the values.
+    pub key_id: String,
+    /// Values under it.
+    pub rows: u64,
+    /// Retired in the keyring (else: not in it at all).
+    pub retired: bool,
+    /// The primary keys of the first rows under it, in key order.
+    pub first_rows: Vec<String>,
+}
+
+impl UnusableKey {
+    /// One line for messages.
+    pub fn describe(&self) -> String {
+        let why = if self.retired {
+            "retired: allow retired keys to rotate it away"
+        } else {
+            "not in the keyring"
+        };
+        let more = if (self.first_rows.len() as u64) < self.rows {
+            ", …"
+        } else {
+            ""
+        };
+        format!(
+            "  {}.{}: {} rows under key {:?} ({why}); rows: {}{more}",
+            self.table,
+            self.column,
+            self.rows,
+            self.key_id,
+            self.first_rows.join(", ")
+        )
+    }
+}
 
 /// Why an engine operation could not run. Bad rows are not errors: they
 /// are reported in the run summary.
@@ -18,10 +58,10 @@ pub enum EngineError {
     #[error("schema: {0}")]
     Schema(String),
     #[error(
-        "preflight failed, nothing was written: the data uses keys this keyring cannot decrypt:\n{}\nadd these keys to a key source (or allow retired keys) and run again",
-        .0.iter().map(|(t, c, k, n, why)| format!("  {t}.{c}: {n} rows under key {k:?} ({why})")).collect::<Vec<_>>().join("\n")
+        "preflight failed, nothing was written: the data uses keys this keyring cannot decrypt:\n{}\nadd these keys to a key source (or allow retired keys) and run again, or rerun with --skip-unknown-keys to record these rows as bad rows and rotate the rest",
+        .0.iter().map(UnusableKey::describe).collect::<Vec<_>>().join("\n")
     )]
-    Preflight(Vec<(String, String, String, u64, String)>),
+    Preflight(Vec<UnusableKey>),
     #[error("another keyturn run holds the rotation lock: {holder}, since {since}")]
     LockHeld { holder: String, since: String },
     /// A run lost the rotation lock to another holder and stopped at a
@@ -30,6 +70,11 @@ pub enum EngineError {
         "rotation lock lost: {holder} has held it since {since}; this run stopped after the batches in flight, its progress saved: run it again once that run has finished"
     )]
     LockLost { holder: String, since: String },
+    /// The user's mistake in flags or arguments (exit 2).
     #[error("{0}")]
     Usage(String),
+    /// A failure inside keyturn (a worker task that panicked or was
+    /// cancelled), not the user's doing.
+    #[error("internal error: {0}")]
+    Internal(String),
 }

@@ -15,13 +15,14 @@ pub mod policy;
 mod progress;
 mod retry;
 pub mod run;
+mod scan;
 pub mod status;
 pub mod verify;
 
 pub use config::Config;
-pub use error::EngineError;
+pub use error::{EngineError, UnusableKey};
 pub use plan::{ColumnPlan, Plan};
 pub use progress::{NoProgress, ProgressSink};
 pub use run::{BadRowReport, ColumnSummary, LockLost, Operation, Run, RunOptions, RunSummary};
-pub use status::{ColumnStatus, StatusReport};
+pub use status::{ColumnStatus, CountedBy, StatusOptions, StatusReport};
 pub use verify::{VerifyOptions, VerifyReport};

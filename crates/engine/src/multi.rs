@@ -157,6 +157,10 @@ impl Codec for PackedCells {
         }
     }
 
+    fn shape(&self) -> keyturn_format::Shape {
+        keyturn_format::Shape::Cells
+    }
+
     fn key_id_location(&self) -> KeyIdLocation {
         match self.order.first() {
             Some(Role::KeyId) => KeyIdLocation::Cell(0),

@@ -127,8 +127,13 @@ impl ColumnPlan {
         let mut parts = Vec::with_capacity(2 + pk.len());
         parts.push(self.col.table.as_bytes().to_vec());
         parts.push(self.col.column.as_bytes().to_vec());
-        parts.extend(pk.iter().map(|v| v.to_string().into_bytes()));
+        parts.extend(pk.iter().map(|v| v.context_text().into_bytes()));
         parts
+    }
+
+    /// What the database's census needs of this column's codec.
+    pub fn census(&self) -> keyturn_db::KeyCensus {
+        keyturn_db::KeyCensus::of(self.codec.as_ref())
     }
 
     pub fn label(&self) -> String {
@@ -204,11 +209,16 @@ pub async fn resolve(
         let mut pk = Vec::new();
         for name in t.primary_key.to_vec() {
             match info.column_type(&name) {
-                Some(ty) => pk.push(PkColumn {
-                    name: name.clone(),
-                    kind: pk_kind_of(ty),
-                    sql_type: ty.to_owned(),
-                }),
+                Some(ty) => match pk_kind_of(db.backend(), ty) {
+                    Ok(kind) => pk.push(PkColumn {
+                        name: name.clone(),
+                        kind,
+                        sql_type: ty.to_owned(),
+                    }),
+                    Err(why) => {
+                        problems.push(format!("{}: primary key column {name}: {why}", t.table))
+                    }
+                },
                 None => problems.push(format!(
                     "{}: primary key column {name} does not exist",
                     t.table

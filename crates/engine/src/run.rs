@@ -15,13 +15,13 @@
 
 use crate::plan::{ColumnPlan, Plan};
 use crate::retry::with_retry;
-use crate::{EngineError, ProgressSink};
+use crate::{EngineError, ProgressSink, UnusableKey};
 use futures::StreamExt;
 use keyturn_db::{
     Backend, BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, Database, LockCheck,
     LockGuard, LockHolder, LockOutcome, Pk, Row, RunRecord, now_rfc3339, pk_display,
 };
-use keyturn_format::{Codec, Inspection, KeyIdLocation, Keyring, Reencryption};
+use keyturn_format::{Codec, FormatError, Inspection, KeyIdLocation, Keyring, Reencryption};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -70,6 +70,9 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Who runs it (for the run record).
     pub actor: String,
+    /// Rows under keys the keyring cannot decrypt become bad rows instead of
+    /// stopping the run in the preflight.
+    pub skip_unknown_keys: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -107,6 +110,9 @@ pub struct RunSummary {
     pub bad_rows: Vec<BadRowReport>,
     /// More bad rows exist than listed here (all are in keyturn_bad_rows).
     pub bad_rows_truncated: bool,
+    /// Keys the keyring cannot decrypt whose rows were left alone
+    /// (`--skip-unknown-keys`); each of those rows is among the bad rows.
+    pub unusable_keys: Vec<UnusableKey>,
     /// Stopped before the end (Ctrl-C, or the lock lost): resumable.
     pub interrupted: bool,
     pub seconds: f64,
@@ -157,53 +163,58 @@ impl Shared {
 pub async fn census(db: &dyn Database, plan: &Plan) -> Result<Vec<ColumnCounts>, EngineError> {
     let mut out = Vec::with_capacity(plan.columns.len());
     for c in &plan.columns {
-        let known: Vec<String> = match &c.ring {
-            Some(ring) => ring.keys().map(|(id, _, _)| id.to_string()).collect(),
-            None => Vec::new(),
-        };
-        out.push(
-            db.count_keys_among(&c.col, &c.codec.key_id_location(), &known)
-                .await?,
-        );
+        out.push(db.count_keys(&c.col, &c.census()).await?);
     }
     Ok(out)
 }
 
+/// Rows named per key the keyring cannot decrypt.
+const PREFLIGHT_ROWS: usize = 20;
+
 /// Lists keys the data uses that this keyring cannot decrypt, per column,
-/// counted by the database. Nothing is written.
+/// counted by the database, with the first rows under each. Nothing is
+/// written.
 pub async fn preflight(db: &dyn Database, plan: &Plan) -> Result<(), EngineError> {
-    check_preflight(plan, &census(db, plan).await?)
+    check_preflight(db, plan, &census(db, plan).await?, false)
+        .await
+        .map(drop)
 }
 
-/// The preflight over counts already taken (see [`census`]).
-pub fn check_preflight(plan: &Plan, census: &[ColumnCounts]) -> Result<(), EngineError> {
+/// The preflight over counts already taken (see [`census`]). With
+/// `skip_unknown`, keys the keyring cannot decrypt are returned instead of
+/// refused: their rows become bad rows and the rest is rotated.
+pub async fn check_preflight(
+    db: &dyn Database,
+    plan: &Plan,
+    census: &[ColumnCounts],
+    skip_unknown: bool,
+) -> Result<Vec<UnusableKey>, EngineError> {
     let mut problems = Vec::new();
     for (c, counts) in plan.columns.iter().zip(census) {
         let ring = c.ring()?;
-        if c.codec.key_id_location() == KeyIdLocation::None {
-            continue;
-        }
-        for (key, n) in &counts.by_key {
-            let Some(key) = key else { continue };
-            if let Err(e) = ring.decryption_key(key) {
-                let why = match e {
-                    keyturn_format::FormatError::KeyRetired(_) => {
-                        "retired: allow retired keys to rotate it away"
-                    }
-                    _ => "not in the keyring",
-                };
-                problems.push((
-                    c.col.table.clone(),
-                    c.col.column.clone(),
-                    key.clone(),
-                    *n,
-                    why.to_string(),
-                ));
-            }
+        for k in &counts.by_key {
+            let Err(e) = ring.decryption_key(&k.key_id) else {
+                continue;
+            };
+            let retired = matches!(e, keyturn_format::FormatError::KeyRetired(_));
+            let first_rows = db
+                .rows_with_tokens(&c.col, &c.census(), &k.tokens, PREFLIGHT_ROWS)
+                .await?
+                .iter()
+                .map(|pk| pk_display(pk))
+                .collect();
+            problems.push(UnusableKey {
+                table: c.col.table.clone(),
+                column: c.col.column.clone(),
+                key_id: k.key_id.clone(),
+                rows: k.rows,
+                retired,
+                first_rows,
+            });
         }
     }
-    if problems.is_empty() {
-        Ok(())
+    if problems.is_empty() || skip_unknown {
+        Ok(problems)
     } else {
         Err(EngineError::Preflight(problems))
     }
@@ -406,6 +417,7 @@ impl Run {
             columns: Vec::new(),
             bad_rows: Vec::new(),
             bad_rows_truncated: false,
+            unusable_keys: Vec::new(),
             interrupted: false,
             seconds: 0.0,
             rows_per_sec: 0.0,
@@ -489,14 +501,22 @@ async fn process_plan(
     summary: &mut RunSummary,
 ) -> Result<(), EngineError> {
     if census.len() != plan.columns.len() {
-        return Err(EngineError::Usage(format!(
+        return Err(EngineError::Internal(format!(
             "counts for {} columns given for a plan of {}",
             census.len(),
             plan.columns.len()
         )));
     }
     if shared.op == Operation::Rotate {
-        check_preflight(plan, census)?;
+        let db = shared.db.as_ref();
+        summary.unusable_keys =
+            check_preflight(db, plan, census, shared.opts.skip_unknown_keys).await?;
+        for k in &summary.unusable_keys {
+            shared.progress.note(&format!(
+                "--skip-unknown-keys: the rows under key {:?} in {}.{} ({}) are left as they are and recorded as bad rows",
+                k.key_id, k.table, k.column, k.rows
+            ));
+        }
     }
     // The census may have taken long, unwatched: nothing is written before
     // the lock is known to be still this run's.
@@ -664,13 +684,11 @@ enum RowOutcome {
 }
 
 /// Decides one row: re-encrypt (rotate) or encrypt (encrypt).
-fn crypto_one(
-    op: Operation,
-    ring: &Keyring,
-    plan: &ColumnPlan,
-    pk: &Pk,
-    value: &[u8],
-) -> RowOutcome {
+fn crypto_one(op: Operation, ring: &Keyring, plan: &ColumnPlan, row: &Row) -> RowOutcome {
+    if let Some(problem) = row.problem {
+        return RowOutcome::Bad(problem.to_string());
+    }
+    let (pk, value) = (&row.pk, row.value.as_slice());
     let parts = plan.context_parts(pk);
     let ctx: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     let codec: &dyn Codec = plan.codec.as_ref();
@@ -678,6 +696,9 @@ fn crypto_one(
         Operation::Rotate => match codec.reencrypt(ring, value, &ctx) {
             Ok(Reencryption::AlreadyPrimary) => RowOutcome::Skip,
             Ok(Reencryption::Rotated(new)) => RowOutcome::Write(new),
+            Err(FormatError::UnknownFormat) => {
+                RowOutcome::Bad(crate::scan::not_this_format(codec.name()))
+            }
             Err(e) => RowOutcome::Bad(e.to_string()),
         },
         Operation::Encrypt => match codec.inspect(value) {
@@ -719,13 +740,13 @@ async fn process_batch(
     let outcomes: Vec<(Row, RowOutcome)> = tokio::task::spawn_blocking(move || {
         rows.into_par_iter()
             .map(|r| {
-                let o = crypto_one(op, &ring, &plan2, &r.pk, &r.value);
+                let o = crypto_one(op, &ring, &plan2, &r);
                 (r, o)
             })
             .collect()
     })
     .await
-    .map_err(|e| EngineError::Usage(format!("crypto worker failed: {e}")))?;
+    .map_err(|e| EngineError::Internal(format!("crypto worker failed: {e}")))?;
     let mut pending = Vec::new();
     for (row, o) in outcomes {
         match o {
@@ -769,25 +790,26 @@ async fn process_batch(
         // Some rows changed under us (or a retried write had already
         // landed): look at what the rows hold now.
         let pks: Vec<Pk> = pending.iter().map(|u| u.pk.clone()).collect();
-        let current: HashMap<Pk, Option<Vec<u8>>> =
+        let mut current: HashMap<Pk, Row> =
             with_retry("re-reading changed rows", shared.progress.as_ref(), || {
                 db.fetch_rows(col, &pks)
             })
             .await?
             .into_iter()
+            .map(|r| (r.pk.clone(), r))
             .collect();
         let mut next = Vec::new();
         for u in pending.drain(..) {
-            match current.get(&u.pk) {
-                Some(Some(v)) if *v == u.new => out.written += 1,
+            match current.remove(&u.pk) {
+                Some(r) if r.problem.is_none() && r.value == u.new => out.written += 1,
                 // Deleted or set to NULL by the application: nothing to do.
-                None | Some(None) => out.skipped += 1,
-                Some(Some(v)) => {
+                None => out.skipped += 1,
+                Some(r) => {
                     out.retried += 1;
-                    match crypto_one(shared.op, plan.ring()?, &plan, &u.pk, v) {
+                    match crypto_one(shared.op, plan.ring()?, &plan, &r) {
                         RowOutcome::Write(new) => next.push(CasUpdate {
                             pk: u.pk,
-                            old: v.clone(),
+                            old: r.value,
                             new,
                         }),
                         RowOutcome::Skip => out.skipped += 1,
@@ -886,14 +908,7 @@ async fn process_column(
         None => non_null,
         // Values under the primary are filtered out by SQL and never seen.
         Some(_) if plan.codec.key_id_location() != KeyIdLocation::None => {
-            let primary = plan.ring()?.primary_id().as_str();
-            let done: u64 = counts
-                .by_key
-                .iter()
-                .filter(|(k, _)| k.as_deref() == Some(primary))
-                .map(|(_, n)| n)
-                .sum();
-            non_null.saturating_sub(done)
+            non_null.saturating_sub(counts.rows_under(plan.ring()?.primary_id().as_str()))
         }
         Some(p) => db.count_without_prefix(col, Some(p)).await?,
     };
@@ -976,7 +991,9 @@ async fn process_column(
             })
             .buffered(shared.opts.workers.max(1))
             .map(|r| {
-                r.unwrap_or_else(|e| Err(EngineError::Usage(format!("batch worker failed: {e}"))))
+                r.unwrap_or_else(|e| {
+                    Err(EngineError::Internal(format!("batch worker failed: {e}")))
+                })
             })
             .boxed();
 
@@ -1133,7 +1150,7 @@ async fn save_checkpoint(
         column: plan.col.column.clone(),
         target_key: plan.ring()?.primary_id().to_string(),
         last_pk: serde_json::to_string(pk)
-            .map_err(|e| EngineError::Usage(format!("checkpoint encoding: {e}")))?,
+            .map_err(|e| EngineError::Internal(format!("checkpoint encoding: {e}")))?,
         rows_done: cs.resumed_rows + cs.written + cs.skipped + cs.failed,
         run_id: shared.run_id.clone(),
         updated_at: now_rfc3339(),

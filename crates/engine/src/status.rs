@@ -1,10 +1,19 @@
-//! `status`: where every configured column stands, counted by the database.
+//! `status`: where every configured column stands, counted by the database
+//! (the census), or with `deep`, by decrypting every value.
+//!
+//! The census counts a value under a key only when it has the codec's shape;
+//! values of the format that name no key (Fernet, Laravel, Lockbox, …) are
+//! counted as such ("key decided by decryption"), never as plaintext, and
+//! everything else as unrecognized. No part of an unrecognized value is
+//! shown.
 
-use crate::EngineError;
-use crate::plan::Plan;
-use keyturn_db::Database;
-use keyturn_format::{KeyIdLocation, KeyState, Keyring};
+use crate::plan::{ColumnPlan, Plan};
+use crate::scan::{Finding, decrypt_all};
+use crate::{EngineError, NoProgress};
+use keyturn_db::{ColumnCounts, Database};
+use keyturn_format::{KeyState, Keyring};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Rows under one key id.
@@ -12,8 +21,20 @@ use std::sync::Arc;
 pub struct KeyRows {
     pub key_id: String,
     pub rows: u64,
-    /// `primary`, `decrypt-only`, `retired`, or `unknown` (not in the keyring).
+    /// `primary` (the key that encrypts), `decrypt-only`, `retired`, or
+    /// `unknown` (not in the keyring).
     pub state: String,
+}
+
+/// How a column's counts were taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CountedBy {
+    /// The database read the key ids (the census); values of the format
+    /// without a key id are counted in `keyless`.
+    Sql,
+    /// Every value was decrypted (`status --deep`).
+    Decryption,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -21,109 +42,187 @@ pub struct ColumnStatus {
     pub table: String,
     pub column: String,
     pub codec: String,
-    /// The key that encrypts this column's values.
+    /// The key that encrypts this column's values (its keyring's primary).
     pub primary_key_id: String,
     pub total: u64,
     pub nulls: u64,
     pub by_key: Vec<KeyRows>,
-    /// Non-NULL values without a recognizable key id: plaintext or another
-    /// format.
+    /// Values of the column's format whose key SQL cannot read: decided by
+    /// decryption (`keyturn status --deep` counts them per key).
+    pub keyless: u64,
+    /// Non-NULL values that are not of the column's format: plaintext,
+    /// garbage, another format, wrong storage class or encoding.
     pub unrecognized: u64,
+    /// Values of the format that do not decrypt with the keyring
+    /// (`--deep` only; without it they are counted where their header says).
+    pub undecryptable: u64,
     pub under_primary: u64,
     /// Values under a key other than the primary.
     pub needs_rotation: u64,
+    pub counted_by: CountedBy,
     pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
     pub backend: String,
+    /// The primary (encrypting) key of each column's keyring, comma-separated.
     pub primary_key_id: String,
+    pub deep: bool,
     pub columns: Vec<ColumnStatus>,
     pub warnings: Vec<String>,
 }
 
 impl StatusReport {
-    /// No value under a non-primary key and nothing unrecognized.
+    /// No value under a non-primary key, nothing unrecognized or
+    /// undecryptable, and nothing left to decide by decryption.
     pub fn fully_rotated(&self) -> bool {
-        self.columns
-            .iter()
-            .all(|c| c.needs_rotation == 0 && c.unrecognized == 0)
+        self.columns.iter().all(|c| {
+            c.needs_rotation == 0 && c.unrecognized == 0 && c.keyless == 0 && c.undecryptable == 0
+        })
     }
+}
+
+/// Options of [`status`].
+#[derive(Clone, Debug, Default)]
+pub struct StatusOptions {
+    /// Decrypt every value instead of counting in SQL.
+    pub deep: bool,
+    /// Rows per read when `deep`.
+    pub batch_size: usize,
 }
 
 /// Random 96-bit nonces: stay well below 2^32 encryptions per key.
 const AES_GCM_WARN_AT: u64 = 1 << 31;
 
-pub async fn status(db: &dyn Database, plan: &Plan) -> Result<StatusReport, EngineError> {
+fn state_of(ring: &Keyring, key: &str) -> &'static str {
+    match ring.state(key) {
+        Some(KeyState::Primary) => "primary",
+        Some(KeyState::DecryptOnly) => "decrypt-only",
+        Some(KeyState::Retired) => "retired",
+        _ => "unknown",
+    }
+}
+
+/// Counts one column in SQL, or with `deep` by decrypting.
+async fn column_status(
+    db: &dyn Database,
+    c: &ColumnPlan,
+    opts: &StatusOptions,
+) -> Result<ColumnStatus, EngineError> {
+    let ring = c.ring()?;
+    let primary = ring.primary_id().as_str().to_owned();
+    let census = c.census();
+    let (counts, counted_by, undecryptable) = if opts.deep {
+        let mut counts = db.count_keys(&c.col, &census).await?;
+        let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut unrecognized, mut bad) = (0u64, 0u64);
+        decrypt_all(db, c, opts.batch_size, &NoProgress, |_, f| match f {
+            Finding::Under(k) | Finding::Unusable(k, _) => *per_key.entry(k).or_default() += 1,
+            Finding::NotThisFormat(_) => unrecognized += 1,
+            Finding::Bad(_) => bad += 1,
+        })
+        .await?;
+        counts.by_key = per_key
+            .into_iter()
+            .map(|(key_id, rows)| keyturn_db::KeyCount {
+                key_id,
+                rows,
+                tokens: Vec::new(),
+            })
+            .collect();
+        counts.keyless = 0;
+        counts.unrecognized = unrecognized;
+        (counts, CountedBy::Decryption, bad)
+    } else {
+        (db.count_keys(&c.col, &census).await?, CountedBy::Sql, 0)
+    };
+    let ColumnCounts {
+        total,
+        nulls,
+        by_key,
+        keyless,
+        unrecognized,
+    } = counts;
+    let mut rows: Vec<KeyRows> = by_key
+        .into_iter()
+        .map(|k| KeyRows {
+            state: state_of(ring, &k.key_id).into(),
+            key_id: k.key_id,
+            rows: k.rows,
+        })
+        .collect();
+    rows.sort_by(|a, b| b.rows.cmp(&a.rows).then(a.key_id.cmp(&b.key_id)));
+    let under_primary = rows
+        .iter()
+        .filter(|k| k.key_id == primary)
+        .map(|k| k.rows)
+        .sum();
+    let needs_rotation = rows
+        .iter()
+        .filter(|k| k.key_id != primary)
+        .map(|k| k.rows)
+        .sum();
+    let codec = c.codec.name().to_owned();
+    let mut notes = Vec::new();
+    if keyless > 0 {
+        notes.push(if census.has_key_ids() {
+            format!(
+                "{keyless} {codec} values name no key: their key is decided by decryption (`keyturn status --deep` counts them per key)"
+            )
+        } else {
+            format!(
+                "{codec} values name no key: the key of each is decided by decryption (`keyturn status --deep` counts them per key; `rotate` and `verify` decrypt them)"
+            )
+        });
+    }
+    if unrecognized > 0 {
+        notes.push(format!(
+            "{unrecognized} values are not {codec} values (plaintext, garbage, another format, or the wrong storage class or encoding); `rotate` leaves them untouched and names them as bad rows"
+        ));
+    }
+    if undecryptable > 0 {
+        notes.push(format!(
+            "{undecryptable} {codec} values do not decrypt with this keyring (damaged, or under a key not in it); `keyturn verify --deep` names them"
+        ));
+    }
+    Ok(ColumnStatus {
+        table: c.col.table.clone(),
+        column: c.col.column.clone(),
+        codec,
+        primary_key_id: primary,
+        total,
+        nulls,
+        by_key: rows,
+        keyless,
+        unrecognized,
+        undecryptable,
+        under_primary,
+        needs_rotation,
+        counted_by,
+        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    })
+}
+
+pub async fn status(
+    db: &dyn Database,
+    plan: &Plan,
+    opts: &StatusOptions,
+) -> Result<StatusReport, EngineError> {
     let mut columns = Vec::new();
     let mut warnings = Vec::new();
     // Values per (codec, key id) across columns, for the nonce-limit warning.
-    let mut per_key_total: std::collections::BTreeMap<(String, String), (u64, Arc<Keyring>)> =
-        Default::default();
+    let mut per_key_total: BTreeMap<(String, String), (u64, Arc<Keyring>)> = Default::default();
     for c in &plan.columns {
+        let s = column_status(db, c, opts).await?;
         let ring = c.ring()?;
-        let primary = ring.primary_id().as_str().to_owned();
-        let loc = c.codec.key_id_location();
-        let counts = db.count_keys(&c.col, &loc).await?;
-        let mut by_key = Vec::new();
-        let mut unrecognized = 0;
-        for (key, n) in &counts.by_key {
-            match key {
-                Some(k) => {
-                    let state = match ring.state(k) {
-                        Some(KeyState::Primary) => "primary",
-                        Some(KeyState::DecryptOnly) => "decrypt-only",
-                        Some(KeyState::Retired) => "retired",
-                        _ => "unknown",
-                    };
-                    per_key_total
-                        .entry((c.codec.name().to_owned(), k.clone()))
-                        .or_insert_with(|| (0, ring.clone()))
-                        .0 += n;
-                    by_key.push(KeyRows {
-                        key_id: k.clone(),
-                        rows: *n,
-                        state: state.into(),
-                    });
-                }
-                None => unrecognized += n,
-            }
+        for k in &s.by_key {
+            per_key_total
+                .entry((s.codec.clone(), k.key_id.clone()))
+                .or_insert_with(|| (0, ring.clone()))
+                .0 += k.rows;
         }
-        by_key.sort_by(|a, b| b.rows.cmp(&a.rows).then(a.key_id.cmp(&b.key_id)));
-        let under_primary = by_key
-            .iter()
-            .filter(|k| k.key_id == primary)
-            .map(|k| k.rows)
-            .sum();
-        let needs_rotation = by_key
-            .iter()
-            .filter(|k| k.key_id != primary)
-            .map(|k| k.rows)
-            .sum();
-        let note = match loc {
-            KeyIdLocation::None => {
-                Some("no key id in this format: rotation state found by trial decryption".into())
-            }
-            _ if unrecognized > 0 => Some(format!(
-                "{unrecognized} values are not {} ciphertexts (plaintext or another format)",
-                c.codec.name()
-            )),
-            _ => None,
-        };
-        columns.push(ColumnStatus {
-            table: c.col.table.clone(),
-            column: c.col.column.clone(),
-            codec: c.codec.name().to_owned(),
-            primary_key_id: primary,
-            total: counts.total,
-            nulls: counts.nulls,
-            by_key,
-            unrecognized,
-            under_primary,
-            needs_rotation,
-            note,
-        });
+        columns.push(s);
     }
     for ((_, k), (n, ring)) in per_key_total {
         if n >= AES_GCM_WARN_AT
@@ -139,6 +238,7 @@ pub async fn status(db: &dyn Database, plan: &Plan) -> Result<StatusReport, Engi
     Ok(StatusReport {
         backend: db.backend().name().to_owned(),
         primary_key_id: plan.primary_key_ids().join(","),
+        deep: opts.deep,
         columns,
         warnings,
     })

@@ -1,15 +1,21 @@
 //! `verify`: proves every value is under the primary key, and with `deep`,
 //! that every value decrypts (with its context).
+//!
+//! Plain `verify` counts in SQL (the census) where the format names its key
+//! in every value; where it does not (Fernet, Laravel, Lockbox, node-gcm, a
+//! Rails value without a key reference), SQL cannot tell, so the column is
+//! decided by decrypting it, and the report says so.
 
-use crate::plan::Plan;
+use crate::plan::{ColumnPlan, Plan};
+use crate::scan::{Finding, decrypt_all, not_this_format};
+use crate::status::CountedBy;
 use crate::{EngineError, ProgressSink};
-use keyturn_db::{Database, pk_display};
+use keyturn_db::{Database, Pk, pk_display};
 use keyturn_format::Inspection;
-use rayon::prelude::*;
 use serde::Serialize;
 
 /// Failing rows listed per column.
-const FIRST_FAILURES: usize = 20;
+pub const LISTED_FAILURES: usize = 1000;
 
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
@@ -29,9 +35,14 @@ pub struct ColumnVerify {
     pub column: String,
     pub checked: u64,
     pub under_primary: u64,
-    /// Under another key, unrecognized or (deep) undecryptable.
+    /// Under another key, unrecognized or undecryptable.
     pub failing: u64,
+    /// The failing rows in primary-key order, up to [`LISTED_FAILURES`].
     pub first_failures: Vec<FailingRow>,
+    /// `sql` (key ids read by the database) or `decryption` (every value
+    /// decrypted: `--deep`, or a format whose key SQL cannot read).
+    pub counted_by: CountedBy,
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -42,6 +53,124 @@ pub struct VerifyReport {
     pub ok: bool,
 }
 
+/// Why a value read without decrypting is not under the primary.
+fn reason_from_header(c: &ColumnPlan, primary: &str, value: &[u8]) -> Option<String> {
+    match c.codec.inspect(value) {
+        Inspection::UnderKey(k) if k == primary => None,
+        Inspection::UnderKeyOwned(k) if k.as_str() == primary => None,
+        Inspection::UnderKey(k) => Some(format!("under key {k:?}, not the primary {primary:?}")),
+        Inspection::UnderKeyOwned(k) => Some(format!(
+            "under key {:?}, not the primary {primary:?}",
+            k.as_str()
+        )),
+        Inspection::Invalid(e) => Some(e.to_string()),
+        Inspection::KeyUnknown => Some(format!(
+            "a {} value that names no key (verify --deep decides it)",
+            c.codec.name()
+        )),
+        _ => Some(not_this_format(c.codec.name())),
+    }
+}
+
+async fn verify_column(
+    db: &dyn Database,
+    c: &ColumnPlan,
+    opts: &VerifyOptions,
+    progress: &dyn ProgressSink,
+) -> Result<ColumnVerify, EngineError> {
+    let ring = c.ring()?.clone();
+    let primary = ring.primary_id().as_str().to_owned();
+    let census = c.census();
+    let mut cv = ColumnVerify {
+        table: c.col.table.clone(),
+        column: c.col.column.clone(),
+        checked: 0,
+        under_primary: 0,
+        failing: 0,
+        first_failures: Vec::new(),
+        counted_by: CountedBy::Sql,
+        note: None,
+    };
+    let counts = if opts.deep {
+        None
+    } else {
+        Some(db.count_keys(&c.col, &census).await?)
+    };
+    match counts {
+        Some(counts) if census.has_key_ids() && counts.keyless == 0 => {
+            // Counting is the database's job; only the failing rows are
+            // read, to name them.
+            cv.checked = counts.values();
+            cv.under_primary = counts.rows_under(&primary);
+            cv.failing = cv.checked - cv.under_primary;
+            if cv.failing > 0 {
+                let prefix = c.codec.primary_prefix(&ring);
+                let mut after: Option<Pk> = None;
+                while cv.first_failures.len() < LISTED_FAILURES {
+                    let rows = db
+                        .fetch_batch(&c.col, after.as_deref(), prefix.as_deref(), opts.batch_size)
+                        .await?;
+                    let Some(last) = rows.last() else { break };
+                    after = Some(last.pk.clone());
+                    for r in rows {
+                        if cv.first_failures.len() == LISTED_FAILURES {
+                            break;
+                        }
+                        let reason = match r.problem {
+                            Some(p) => Some(p.to_string()),
+                            None => reason_from_header(c, &primary, &r.value),
+                        };
+                        if let Some(reason) = reason {
+                            cv.first_failures.push(FailingRow {
+                                pk: pk_display(&r.pk),
+                                reason,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        counts => {
+            cv.counted_by = CountedBy::Decryption;
+            if counts.is_some() {
+                cv.note = Some(format!(
+                    "{} values name no key: SQL cannot tell, so every value was decrypted",
+                    c.codec.name()
+                ));
+            }
+            let mut failures = Vec::new();
+            let (mut under, mut failing) = (0u64, 0u64);
+            let checked = decrypt_all(db, c, opts.batch_size, progress, |pk, f| {
+                let reason = match f {
+                    Finding::Under(k) if k == primary => {
+                        under += 1;
+                        return;
+                    }
+                    Finding::Under(k) => {
+                        format!("decrypts, but under key {k:?}, not the primary")
+                    }
+                    Finding::Unusable(_, why) | Finding::NotThisFormat(why) | Finding::Bad(why) => {
+                        why
+                    }
+                };
+                failing += 1;
+                if failures.len() < LISTED_FAILURES {
+                    failures.push(FailingRow {
+                        pk: pk_display(&pk),
+                        reason,
+                    });
+                }
+            })
+            .await?;
+            cv.checked = checked;
+            cv.under_primary = under;
+            cv.failing = failing;
+            cv.first_failures = failures;
+        }
+    }
+    Ok(cv)
+}
+
 pub async fn verify(
     db: &dyn Database,
     plan: &Plan,
@@ -50,100 +179,7 @@ pub async fn verify(
 ) -> Result<VerifyReport, EngineError> {
     let mut columns = Vec::new();
     for c in &plan.columns {
-        let ring = c.ring()?.clone();
-        let primary = ring.primary_id().as_str().to_owned();
-        let mut cv = ColumnVerify {
-            table: c.col.table.clone(),
-            column: c.col.column.clone(),
-            checked: 0,
-            under_primary: 0,
-            failing: 0,
-            first_failures: Vec::new(),
-        };
-        let prefix = c.codec.primary_prefix(&ring);
-        if !opts.deep && prefix.is_some() {
-            // Counting is the database's job; only the first failing rows
-            // are fetched.
-            let counts = db.count_keys(&c.col, &c.codec.key_id_location()).await?;
-            cv.checked = counts.total - counts.nulls;
-            cv.under_primary = counts
-                .by_key
-                .iter()
-                .filter(|(k, _)| k.as_deref() == Some(primary.as_str()))
-                .map(|(_, n)| n)
-                .sum();
-            cv.failing = cv.checked - cv.under_primary;
-            if cv.failing > 0 {
-                for r in db
-                    .fetch_batch(&c.col, None, prefix.as_deref(), FIRST_FAILURES)
-                    .await?
-                {
-                    let reason = match c.codec.inspect(&r.value) {
-                        Inspection::UnderKey(k) => {
-                            format!("under key {k:?}, not the primary {primary:?}")
-                        }
-                        Inspection::Invalid(e) => e.to_string(),
-                        _ => "not a ciphertext of this column's format (plaintext?)".into(),
-                    };
-                    cv.first_failures.push(FailingRow {
-                        pk: pk_display(&r.pk),
-                        reason,
-                    });
-                }
-            }
-        } else {
-            progress.column_started(
-                &c.col.table,
-                &c.col.column,
-                db.count_without_prefix(&c.col, None).await?,
-                0,
-            );
-            let mut after = None;
-            loop {
-                let rows = db
-                    .fetch_batch(&c.col, after.as_deref(), None, opts.batch_size)
-                    .await?;
-                let Some(last) = rows.last() else { break };
-                after = Some(last.pk.clone());
-                let n = rows.len() as u64;
-                let (ring2, plan2, primary2) = (ring.clone(), c.clone(), primary.clone());
-                let results: Vec<(String, Option<String>)> =
-                    tokio::task::spawn_blocking(move || {
-                        rows.par_iter()
-                            .map(|r| {
-                                let parts = plan2.context_parts(&r.pk);
-                                let ctx: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-                                let why = match plan2.codec.decrypt(&ring2, &r.value, &ctx) {
-                                    Ok(o) if o.key_id.as_str() == primary2 => None,
-                                    Ok(o) => Some(format!(
-                                        "decrypts, but under key {:?}, not the primary",
-                                        o.key_id.as_str()
-                                    )),
-                                    Err(e) => Some(e.to_string()),
-                                };
-                                (pk_display(&r.pk), why)
-                            })
-                            .collect()
-                    })
-                    .await
-                    .map_err(|e| EngineError::Usage(format!("verify worker failed: {e}")))?;
-                for (pk, why) in results {
-                    cv.checked += 1;
-                    match why {
-                        None => cv.under_primary += 1,
-                        Some(reason) => {
-                            cv.failing += 1;
-                            if cv.first_failures.len() < FIRST_FAILURES {
-                                cv.first_failures.push(FailingRow { pk, reason });
-                            }
-                        }
-                    }
-                }
-                progress.advanced(&c.col.table, &c.col.column, n);
-            }
-            progress.column_finished(&c.col.table, &c.col.column);
-        }
-        columns.push(cv);
+        columns.push(verify_column(db, c, opts, progress).await?);
     }
     let ok = columns.iter().all(|c| c.failing == 0);
     Ok(VerifyReport {

@@ -85,23 +85,49 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
     let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, Some(&rings), None, None)
         .await
         .unwrap();
-    let status = keyturn_engine::status::status(db.as_ref(), &plan)
+    let status = keyturn_engine::status::status(db.as_ref(), &plan, &Default::default())
         .await
         .unwrap();
-    assert!(
-        status.columns[0]
-            .note
-            .as_deref()
-            .unwrap_or_default()
-            .contains("no key id"),
+    // Fernet names no key: the census counts the tokens as Fernet values
+    // whose key is decided by decryption, never as plaintext.
+    let c = &status.columns[0];
+    assert_eq!(
+        (c.keyless, c.unrecognized, c.nulls),
+        (300, 0, 1),
         "{status:?}"
     );
+    assert!(
+        c.note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("decided by decryption"),
+        "{status:?}"
+    );
+    // --deep decrypts them: all under "old", none under the primary yet.
+    let deep = keyturn_engine::status::status(
+        db.as_ref(),
+        &plan,
+        &keyturn_engine::StatusOptions {
+            deep: true,
+            batch_size: 50,
+        },
+    )
+    .await
+    .unwrap();
+    let c = &deep.columns[0];
+    assert_eq!(
+        (c.keyless, c.needs_rotation, c.under_primary),
+        (0, 300, 0),
+        "{deep:?}"
+    );
+    assert_eq!(c.by_key[0].key_id, "old");
     let opts = RunOptions {
         batch_size: 64,
         workers: 2,
         max_rows_per_sec: None,
         dry_run: false,
         actor: "t".into(),
+        skip_unknown_keys: false,
     };
     let s = keyturn_engine::run::run(
         db.clone(),
@@ -146,6 +172,25 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
     .await
     .unwrap();
     assert!(v.ok, "{v:?}");
+    // Plain verify cannot read Fernet's key in SQL: it decides by
+    // decrypting, and says so; it never fails a correct rotation.
+    let v = keyturn_engine::verify::verify(
+        db.as_ref(),
+        &plan,
+        &VerifyOptions {
+            deep: false,
+            batch_size: 100,
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(
+        v.columns[0].counted_by,
+        keyturn_engine::CountedBy::Decryption
+    );
+    assert_eq!(v.columns[0].under_primary, 300);
 
     // The values are Fernet tokens the app can read with only the new key.
     let only_new = keyturn_codecs::load_ring(
@@ -160,7 +205,7 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
         .fetch_rows(&col.col, &[vec![PkValue::Int(7)]])
         .await
         .unwrap();
-    let token = rows[0].1.clone().unwrap();
+    let token = rows[0].value.clone();
     assert!(token.starts_with(b"gAAAAA"));
     let opened = col.codec.decrypt(&only_new, &token, &[]).unwrap();
     assert_eq!(&opened.plaintext[..], b"secret 7");

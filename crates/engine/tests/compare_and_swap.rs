@@ -58,7 +58,7 @@ impl BeforeWrite for App {
         for (pk, value) in changes {
             let id = match &pk[0] {
                 PkValue::Int(i) => *i,
-                PkValue::Text(_) => unreachable!(),
+                other => panic!("integer keys only: {other:?}"),
             };
             let sql = match &value {
                 Some(v) => format!(
@@ -134,6 +134,7 @@ async fn rotate(db: Arc<dyn Database>, r: Arc<Keyring>) -> keyturn_engine::RunSu
             max_rows_per_sec: None,
             dry_run: false,
             actor: "test".into(),
+            skip_unknown_keys: false,
         },
         Arc::new(NoProgress),
         Arc::new(AtomicBool::new(false)),
@@ -157,7 +158,10 @@ async fn values(db: &dyn Database) -> Vec<(i64, Option<Vec<u8>>)> {
         .await
         .unwrap()
         .into_iter()
-        .map(|(pk, v)| (if let PkValue::Int(i) = pk[0] { i } else { 0 }, v))
+        .map(|r| {
+            let id = if let PkValue::Int(i) = r.pk[0] { i } else { 0 };
+            (id, Some(r.value))
+        })
         .collect();
     v.sort();
     v

@@ -90,8 +90,19 @@ columns = [{{ name = "ssn", codec = "envelope", keyring = "kms", iv_column = "ss
             .await
             .unwrap()
             .into_iter()
-            .map(|(pk, v)| (if let PkValue::Int(i) = pk[0] { i } else { 0 }, v))
+            .map(|r| {
+                let id = if let PkValue::Int(i) = r.pk[0] { i } else { 0 };
+                (id, Some(r.value))
+            })
             .collect();
+        // Rows that hold NULL are absent from fetch_rows: the tables hold
+        // ids 1..=N, so every id below the highest one read is a row.
+        let top = v.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        for i in 1..top {
+            if !v.iter().any(|(id, _)| *id == i) {
+                v.push((i, None));
+            }
+        }
         v.sort();
         v
     }
@@ -104,6 +115,7 @@ fn opts(batch: usize) -> RunOptions {
         max_rows_per_sec: None,
         dry_run: false,
         actor: "test".into(),
+        skip_unknown_keys: false,
     }
 }
 
@@ -163,7 +175,7 @@ async fn envelope_rows_are_encrypted_rewrapped_and_verified() {
         (108, 0),
         "{s:?}"
     );
-    let st = keyturn_engine::status::status(env.db.as_ref(), &p1)
+    let st = keyturn_engine::status::status(env.db.as_ref(), &p1, &Default::default())
         .await
         .unwrap();
     let c = &st.columns[0];
@@ -279,7 +291,7 @@ async fn envelope_rows_are_encrypted_rewrapped_and_verified() {
         )
         .await
         .unwrap();
-    assert_eq!(n[0].1.as_deref(), Some(&b"n7"[..]));
+    assert_eq!(n[0].value.as_slice(), &b"n7"[..]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -99,6 +99,91 @@ pub enum KeyIdLocation {
     Cell(usize),
 }
 
+/// What a well-formed value of a codec looks like, so that a database can
+/// tell the codec's values from plaintext, garbage and other formats in SQL,
+/// without decrypting: the census behind `status`, the preflight and plain
+/// `verify` counts a value under a key id, or as "this format, key decided by
+/// decryption", only when it has this shape. Every other non-NULL value is
+/// *unrecognized*, and no part of it is ever read out as a key id.
+///
+/// A shape is a plausibility check (the separators, the id's charset and
+/// length, a body of the right alphabet and minimum length), not a proof:
+/// decryption has the last word, and a value that has the shape but does
+/// not decrypt is a bad row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Shape {
+    /// ASCII text matching every one of these regular expressions. They use
+    /// only the syntax PostgreSQL, MariaDB/MySQL and Rust's `regex` crate
+    /// read alike: `^` and `$`, bracket classes of ASCII characters and
+    /// ranges (no `\d`, `\s` or `\w` inside brackets), `{m,n}`, `*`, `+`,
+    /// `?`, `(?:…)`, `|` and `\s` outside brackets; `.` never has to match a
+    /// line break. Case-sensitive.
+    Text(Vec<String>),
+    /// A JSON object (text) whose members at each of `members` are JSON
+    /// strings. A database that can test JSON validity without failing on
+    /// invalid input (MariaDB/MySQL, SQLite) uses its JSON functions; the
+    /// others match the text against `patterns` instead (as
+    /// [`Shape::Text`]).
+    Json {
+        members: Vec<&'static [&'static str]>,
+        patterns: Vec<String>,
+    },
+    /// Bytes, at least `min_len` of them; the [`KeyIdLocation`] checks the
+    /// bytes that name the key.
+    Binary { min_len: usize },
+    /// A multi-column value ([`KeyIdLocation::Cell`]): the key-id cell holds
+    /// a key id (checked against the key-id rules).
+    Cells,
+}
+
+/// The regular expression of a key id (docs/FORMAT.md §2), for [`Shape`]s.
+pub const KEY_ID_PATTERN: &str = "[A-Za-z0-9][A-Za-z0-9._-]{0,31}";
+
+/// A value's key token as the database reads it, turned into a key id:
+/// the rules of the [`KeyIdLocation`] that produced it. `None` when the token
+/// is not a valid key id (the value is then unrecognized).
+///
+/// Tokens: the text between the delimiters for
+/// [`KeyIdLocation::TextDelimited`], the JSON string for
+/// [`KeyIdLocation::JsonPath`], its base64 for
+/// [`KeyIdLocation::JsonPathBase64`], the key-id bytes in hex for
+/// [`KeyIdLocation::BinaryLengthPrefixed`], the selecting byte in hex for
+/// [`KeyIdLocation::BinaryByte`], the cell's text for [`KeyIdLocation::Cell`].
+pub fn key_id_from_token(loc: &KeyIdLocation, token: &[u8]) -> Option<KeyId> {
+    use base64::Engine as _;
+    let hex = |t: &[u8]| -> Option<Vec<u8>> {
+        if t.len() % 2 != 0 {
+            return None;
+        }
+        t.chunks(2)
+            .map(|p| {
+                let s = std::str::from_utf8(p).ok()?;
+                u8::from_str_radix(s, 16).ok()
+            })
+            .collect()
+    };
+    let id_of = |b: &[u8]| KeyId::new(std::str::from_utf8(b).ok()?).ok();
+    match loc {
+        KeyIdLocation::None => None,
+        KeyIdLocation::TextDelimited { .. }
+        | KeyIdLocation::JsonPath(_)
+        | KeyIdLocation::Cell(_) => id_of(token),
+        KeyIdLocation::JsonPathBase64(_) => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(token)
+                .ok()?;
+            id_of(&raw)
+        }
+        KeyIdLocation::BinaryLengthPrefixed { .. } => id_of(&hex(token)?),
+        KeyIdLocation::BinaryByte { ids, .. } => {
+            let b = hex(token)?;
+            let [b] = b.as_slice() else { return None };
+            ids.iter().find(|(v, _)| v == b).map(|(_, id)| id.clone())
+        }
+    }
+}
+
 /// The outcome of re-encrypting one value.
 #[derive(Debug)]
 pub enum Reencryption {
@@ -148,6 +233,10 @@ pub trait Codec: Send + Sync + fmt::Debug {
 
     /// Where the key id sits in stored values.
     fn key_id_location(&self) -> KeyIdLocation;
+
+    /// What a well-formed value looks like, for the database's census
+    /// ([`Shape`]): values without this shape are never counted under a key.
+    fn shape(&self) -> Shape;
 
     /// Re-encrypts under the primary key, skipping values already there
     /// (from the header when the format has a key id, otherwise after the
@@ -278,6 +367,20 @@ impl Codec for NativeCodec {
                 Reencrypted::AlreadyPrimary => Ok(Reencryption::AlreadyPrimary),
                 Reencrypted::Rotated(v) => Ok(Reencryption::Rotated(v)),
             },
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        match self.encoding {
+            // Header (9 + L), a 12-byte nonce at least, the tag.
+            Encoding::Binary => Shape::Binary {
+                min_len: 9 + 1 + 12 + crate::TAG_LEN,
+            },
+            // The body is at least 4 + 12 + 16 bytes: 43 base64url characters.
+            Encoding::Text => Shape::Text(vec![format!(
+                "^{}{KEY_ID_PATTERN}:[ax]:[A-Za-z0-9_-]{{43,}}$",
+                v1::TEXT_MARKER
+            )]),
         }
     }
 

@@ -20,7 +20,10 @@ mod secret;
 pub mod v1;
 
 pub use algorithm::{ALGORITHMS, Algorithm, TAG_LEN};
-pub use codec::{Carry, Codec, Inspection, KeyIdLocation, NativeCodec, Opened, Reencryption};
+pub use codec::{
+    Carry, Codec, Inspection, KEY_ID_PATTERN, KeyIdLocation, NativeCodec, Opened, Reencryption,
+    Shape, key_id_from_token,
+};
 pub use error::{Field, FormatError};
 pub use key_id::{KeyId, MAX_KEY_ID_LEN};
 pub use keyring::{KeyState, Keyring, KeyringBuilder, Reencrypted};

@@ -134,6 +134,7 @@ impl Val {
         match v {
             PkValue::Int(i) => Val::Int(*i),
             PkValue::Text(s) => Val::Text(s.clone()),
+            PkValue::Bytes(b) => Val::Bytes(b.clone()),
         }
     }
 

@@ -35,13 +35,17 @@ pub enum AuditAction {
     KekRotate,
     /// A safety check was overridden (`--force` and the like).
     Override,
+    /// A run's process was found gone while its record still said
+    /// `running` (killed, or lost with its machine); written by the next run
+    /// when it takes the lock, which records the run as `interrupted`.
+    RunInterrupted,
     /// An action this build does not know.
     Other(String),
 }
 
 impl AuditAction {
     /// Every action this build knows, in documentation order.
-    pub const KNOWN: [AuditAction; 12] = [
+    pub const KNOWN: [AuditAction; 13] = [
         AuditAction::KeyAdd,
         AuditAction::KeyPromote,
         AuditAction::KeyRetire,
@@ -54,6 +58,7 @@ impl AuditAction {
         AuditAction::Verify,
         AuditAction::KekRotate,
         AuditAction::Override,
+        AuditAction::RunInterrupted,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -70,6 +75,7 @@ impl AuditAction {
             AuditAction::Verify => "verify",
             AuditAction::KekRotate => "kek.rotate",
             AuditAction::Override => "override",
+            AuditAction::RunInterrupted => "run.interrupted",
             AuditAction::Other(s) => s,
         }
     }
@@ -129,18 +135,22 @@ pub enum Outcome {
     Interrupted,
     /// Stopped by an error (`details.error` says which).
     Failed,
+    /// Stopped at a batch boundary because another run took the rotation
+    /// lock (its checkpoint saved; `details.lock_holder` names the other).
+    LockLost,
     /// `verify`: some values are not under the primary key or do not decrypt.
     Mismatch,
     Other(String),
 }
 
 impl Outcome {
-    const KNOWN: [Outcome; 6] = [
+    const KNOWN: [Outcome; 7] = [
         Outcome::Started,
         Outcome::Ok,
         Outcome::CompletedWithErrors,
         Outcome::Interrupted,
         Outcome::Failed,
+        Outcome::LockLost,
         Outcome::Mismatch,
     ];
 
@@ -151,6 +161,7 @@ impl Outcome {
             Outcome::CompletedWithErrors => "completed_with_errors",
             Outcome::Interrupted => "interrupted",
             Outcome::Failed => "failed",
+            Outcome::LockLost => "lock_lost",
             Outcome::Mismatch => "mismatch",
             Outcome::Other(s) => s,
         }
@@ -168,7 +179,7 @@ impl Outcome {
     pub fn wrote_data(&self) -> bool {
         matches!(
             self,
-            Outcome::Ok | Outcome::CompletedWithErrors | Outcome::Interrupted
+            Outcome::Ok | Outcome::CompletedWithErrors | Outcome::Interrupted | Outcome::LockLost
         )
     }
 }
@@ -397,6 +408,8 @@ mod tests {
         assert!(!AuditAction::RotateEnd.matches("rot"));
         assert!(AuditAction::KeyCompromised.matches("key"));
         assert!(AuditAction::is_known_filter("kek"));
+        assert!(AuditAction::RunInterrupted.matches("run"));
+        assert_eq!(Outcome::parse("lock_lost"), Outcome::LockLost);
         assert!(!AuditAction::is_known_filter("rotat"));
     }
 

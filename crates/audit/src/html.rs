@@ -4,7 +4,7 @@
 
 use crate::due::{DueStatus, SinceSource};
 use crate::event::AuditEvent;
-use crate::report::{ColumnDistribution, EvidenceReport};
+use crate::report::{ColumnDistribution, Compliance, EvidenceReport};
 use std::fmt::Write as _;
 
 /// Escapes text for HTML content and attribute values.
@@ -87,7 +87,7 @@ fn outcome_class(o: &str) -> &'static str {
     match o {
         "ok" => "ok",
         "started" => "neutral",
-        "completed_with_errors" | "interrupted" => "warn",
+        "completed_with_errors" | "interrupted" | "lock_lost" => "warn",
         _ => "bad",
     }
 }
@@ -331,12 +331,16 @@ pub fn render(r: &EvidenceReport) -> String {
     // Summary cards.
     let s = &r.summary;
     let comp = s.compliance;
-    let next = r
-        .due
-        .next_due_at
-        .as_deref()
-        .map(|d| format!("next rotation due {}", &d[..10.min(d.len())]))
-        .unwrap_or_else(|| "no due date known".into());
+    let next = match s.attention.as_slice() {
+        [] => r
+            .due
+            .next_due_at
+            .as_deref()
+            .map(|d| format!("next rotation due {}", &d[..10.min(d.len())]))
+            .unwrap_or_else(|| "no due date known".into()),
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first}; and {} more below", rest.len()),
+    };
     let (verify_cls, verify_big, verify_sub) = match &r.latest_verify {
         None => (
             "neutral",
@@ -360,16 +364,21 @@ pub fn render(r: &EvidenceReport) -> String {
     let _ = write!(
         h,
         "<section id=\"summary\" class=\"cards\">\
-         <div class=\"card {cc}\" id=\"summary-compliance\"><h3>Policy compliance</h3><p class=\"big\">{cb}</p><p>{next}</p></div>\
+         <div class=\"card {cc}\" id=\"summary-compliance\"><h3>Compliance</h3><p class=\"big\">{cb}</p><p>{next}</p></div>\
          <div class=\"card {hc}\" id=\"summary-chain\"><h3>Audit trail</h3><p class=\"big\">{hb}</p><p>{events} events, hash-chained</p></div>\
          <div class=\"card {verify_cls}\" id=\"summary-verify\"><h3>Latest verify</h3><p class=\"big\">{vb}</p><p>{vs}</p></div>\
          <div class=\"card neutral\" id=\"summary-keys\"><h3>Keys holding data</h3><p class=\"big\">{kin}</p><p>primary: {prim}</p></div>\
          </section>",
-        cc = status_class(comp),
+        cc = match comp {
+            Compliance::Ok => "ok",
+            Compliance::DueSoon | Compliance::Attention => "warn",
+            Compliance::Overdue => "bad",
+        },
         cb = esc(match comp {
-            DueStatus::Ok => "compliant",
-            DueStatus::DueSoon => "due soon",
-            DueStatus::Overdue => "overdue",
+            Compliance::Ok => "compliant",
+            Compliance::DueSoon => "due soon",
+            Compliance::Overdue => "overdue",
+            Compliance::Attention => "needs attention",
         }),
         next = esc(&next),
         hc = if s.chain_ok { "ok" } else { "bad" },
@@ -573,6 +582,19 @@ pub fn render(r: &EvidenceReport) -> String {
             format!("All {} events", r.history_total)
         }
     );
+    if !r.flagged_runs.is_empty() {
+        h.push_str("<div class=\"problem\" id=\"flagged-runs\"><b>Runs needing attention</b> (interrupted or failed, and no run of the same operation has finished since; run it again to resume):<ul>");
+        for f in &r.flagged_runs {
+            let _ = write!(
+                h,
+                "<li class=\"flagged-run\" data-outcome=\"{}\"><span class=\"mono\">{}</span> {}</li>",
+                esc(&f.outcome),
+                esc(&human(&f.time)),
+                esc(&f.describe())
+            );
+        }
+        h.push_str("</ul></div>");
+    }
     if r.history.is_empty() {
         h.push_str("<p class=\"problem\">The audit trail is empty: no rotate, encrypt or verify has been recorded in this database.</p>");
     } else {

@@ -9,6 +9,7 @@ use crate::due::{self, ColumnKeys, DueReport, DueStatus, KeyDates, KnownDates, S
 use crate::event::{AuditAction, AuditEvent};
 use crate::{AuditError, ts};
 use keyturn_db::{AuditRow, Database};
+use keyturn_engine::run::OpenRun;
 use keyturn_engine::{Config, Plan};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,9 +71,81 @@ pub struct KeyInventory {
     pub last_event: Option<String>,
 }
 
+/// The report's overall verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compliance {
+    /// Keys within the policy, and nothing below needs attention.
+    Ok,
+    /// A key in use reaches the policy's age limit within the warning window.
+    DueSoon,
+    /// A key in use is older than the policy allows.
+    Overdue,
+    /// Keys within the policy, but something else is wrong (a failed
+    /// verify, an interrupted or failed run, a broken audit trail):
+    /// [`Summary::attention`] says what.
+    Attention,
+}
+
+impl Compliance {
+    pub fn label(self) -> &'static str {
+        match self {
+            Compliance::Ok => "ok",
+            Compliance::DueSoon => "due soon",
+            Compliance::Overdue => "OVERDUE",
+            Compliance::Attention => "NEEDS ATTENTION",
+        }
+    }
+}
+
+/// A run the report flags: interrupted or failed, with no run of the same
+/// operation finished after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlaggedRun {
+    pub run_id: Option<String>,
+    /// `rotate` or `encrypt`.
+    pub operation: String,
+    /// `interrupted`, `lock_lost` or `failed`.
+    pub outcome: String,
+    /// When it was recorded (the event's time), or when it started.
+    pub time: String,
+    /// The audit event that says so; `None` for a run found still
+    /// `running` in `keyturn_runs` with its process gone (the next run
+    /// records it).
+    pub seq: Option<u64>,
+    /// The error, or who took the lock.
+    pub detail: Option<String>,
+}
+
+impl FlaggedRun {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} run {} {}",
+            self.operation,
+            self.run_id.as_deref().unwrap_or("(no run id)"),
+            self.outcome.replace('_', " ")
+        );
+        match self.seq {
+            Some(seq) => s.push_str(&format!(" (event #{seq})")),
+            None => s.push_str(" (still 'running' in keyturn_runs; its process is gone)"),
+        }
+        if let Some(d) = &self.detail {
+            s.push_str(&format!(": {d}"));
+        }
+        s
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
-    pub compliance: DueStatus,
+    /// `ok` only when keys are within the policy and nothing needs
+    /// attention; never `ok` beside a failed latest verify.
+    pub compliance: Compliance,
+    /// The key-age policy alone (what `keyturn due` reports).
+    pub policy: DueStatus,
+    /// Why the report needs attention besides key ages, one line each.
+    pub attention: Vec<String>,
     pub chain_ok: bool,
     pub events: u64,
     /// Outcome of the latest verify, if one was recorded.
@@ -94,6 +167,9 @@ pub struct EvidenceReport {
     pub due: DueReport,
     pub chain: ChainReport,
     pub latest_verify: Option<AuditEvent>,
+    /// Interrupted and failed runs that no later run of their operation
+    /// finished after, oldest first.
+    pub flagged_runs: Vec<FlaggedRun>,
     /// Newest first, at most [`HISTORY_LIMIT`].
     pub history: Vec<AuditEvent>,
     pub history_total: usize,
@@ -194,6 +270,20 @@ pub fn build(
     columns: Vec<ColumnDistribution>,
     rows: &[AuditRow],
     chain: ChainReport,
+) -> Result<EvidenceReport, AuditError> {
+    build_with_runs(now, cfg, database, columns, rows, chain, &[])
+}
+
+/// [`build`], with the runs `keyturn_runs` still says are `running`
+/// ([`keyturn_engine::run::open_runs`]): an interrupted one is flagged.
+pub fn build_with_runs(
+    now: OffsetDateTime,
+    cfg: &Config,
+    database: &str,
+    columns: Vec<ColumnDistribution>,
+    rows: &[AuditRow],
+    chain: ChainReport,
+    open_runs: &[OpenRun],
 ) -> Result<EvidenceReport, AuditError> {
     let events: Vec<AuditEvent> = rows.iter().map(AuditEvent::from_row).collect();
     let due = due_report(now, cfg, &columns, &events)?;
@@ -303,8 +393,35 @@ pub fn build(
         .cloned();
     let history_total = events.len();
     let history: Vec<AuditEvent> = events.iter().rev().take(HISTORY_LIMIT).cloned().collect();
+    let flagged_runs = flagged_runs(&events, open_runs);
+    let mut attention = Vec::new();
+    if let Some(v) = latest_verify
+        .as_ref()
+        .filter(|v| v.outcome != crate::Outcome::Ok)
+    {
+        attention.push(format!(
+            "the latest verify (event #{}) says {}",
+            v.seq,
+            v.outcome.as_str().replace('_', " ")
+        ));
+    }
+    if !chain.ok {
+        attention.push(match &chain.first_bad {
+            Some(p) => format!("the audit trail is broken at event #{}", p.seq),
+            None => "the audit trail is broken".into(),
+        });
+    }
+    attention.extend(flagged_runs.iter().map(FlaggedRun::describe));
+    let compliance = match due.status {
+        DueStatus::Overdue => Compliance::Overdue,
+        DueStatus::DueSoon => Compliance::DueSoon,
+        DueStatus::Ok if !attention.is_empty() => Compliance::Attention,
+        DueStatus::Ok => Compliance::Ok,
+    };
     let summary = Summary {
-        compliance: due.status,
+        compliance,
+        policy: due.status,
+        attention,
         chain_ok: chain.ok,
         events: chain.events,
         latest_verify: latest_verify.as_ref().map(|e| e.outcome.to_string()),
@@ -322,9 +439,76 @@ pub fn build(
         due,
         chain,
         latest_verify,
+        flagged_runs,
         history,
         history_total,
     })
+}
+
+/// Interrupted and failed runs from the audit trail (end events and
+/// `run.interrupted`) and from `keyturn_runs` (a `running` record whose
+/// process is gone), less those a later run of the same operation finished
+/// after. A run refused because another held the lock changed nothing and
+/// is not flagged.
+fn flagged_runs(events: &[AuditEvent], open_runs: &[OpenRun]) -> Vec<FlaggedRun> {
+    use crate::Outcome;
+    let mut flagged: Vec<FlaggedRun> = Vec::new();
+    for e in events {
+        let operation = match &e.action {
+            AuditAction::RotateEnd => "rotate".to_owned(),
+            AuditAction::EncryptEnd => "encrypt".to_owned(),
+            AuditAction::RunInterrupted => {
+                match e.details.get("operation").and_then(|v| v.as_str()) {
+                    Some(op) => op.to_owned(),
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        match &e.outcome {
+            Outcome::Ok | Outcome::CompletedWithErrors => {
+                flagged.retain(|f| f.operation != operation);
+            }
+            Outcome::Failed
+                if e.details.get("error_kind").and_then(|v| v.as_str()) == Some("locked") => {}
+            Outcome::Interrupted | Outcome::LockLost | Outcome::Failed => {
+                let detail = e
+                    .details
+                    .get("error")
+                    .and_then(|v| v.as_str())
+                    .map(|m| m.lines().next().unwrap_or_default().to_owned())
+                    .or_else(|| {
+                        e.details
+                            .get("lock_holder")
+                            .and_then(|v| v.as_str())
+                            .map(|h| format!("the rotation lock went to {h}"))
+                    });
+                // One entry per run: a run.interrupted event and the run's
+                // own later end (it lived on) describe the same run.
+                flagged.retain(|f| f.run_id.is_none() || f.run_id != e.run_id);
+                flagged.push(FlaggedRun {
+                    run_id: e.run_id.clone(),
+                    operation,
+                    outcome: e.outcome.as_str().to_owned(),
+                    time: e.time.clone(),
+                    seq: Some(e.seq),
+                    detail,
+                });
+            }
+            _ => {}
+        }
+    }
+    for r in open_runs.iter().filter(|r| r.state == "interrupted") {
+        flagged.push(FlaggedRun {
+            run_id: Some(r.run_id.clone()),
+            operation: r.operation.clone(),
+            outcome: "interrupted".into(),
+            time: r.started_at.clone(),
+            seq: None,
+            detail: Some(format!("started by {}", r.actor)),
+        });
+    }
+    flagged
 }
 
 /// Reads everything from the database and builds the report.
@@ -337,9 +521,20 @@ pub async fn gather(
 ) -> Result<EvidenceReport, AuditError> {
     let columns = distribution(db, cfg, plan).await?;
     let rows = crate::store::read_rows(db).await?;
+    let open = open_runs(db).await?;
     let mut v = crate::chain::ChainVerifier::new();
     for r in &rows {
         v.push_row(r);
     }
-    build(now, cfg, database, columns, &rows, v.finish())
+    build_with_runs(now, cfg, database, columns, &rows, v.finish(), &open)
+}
+
+/// [`keyturn_engine::run::open_runs`], its errors as audit errors.
+pub async fn open_runs(db: &dyn Database) -> Result<Vec<OpenRun>, AuditError> {
+    keyturn_engine::run::open_runs(db)
+        .await
+        .map_err(|e| match e {
+            keyturn_engine::EngineError::Db(d) => AuditError::Db(d),
+            other => AuditError::Invalid(other.to_string()),
+        })
 }

@@ -31,6 +31,10 @@ fn init_logging() {
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .with_ansi(output::color_enabled())
+                // A closed stderr drops log lines: without this the
+                // subscriber reports the failed write with `eprintln!`,
+                // which panics.
+                .log_internal_errors(false)
                 .try_init();
         }
         Err(_) => {
@@ -38,6 +42,7 @@ fn init_logging() {
                 .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
+                .log_internal_errors(false)
                 .event_format(PlainEvent)
                 .try_init();
         }
@@ -93,9 +98,11 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
                     report = Err(e);
                 }
             }
+            // Runs still recorded as running: live, or interrupted.
+            let runs = keyturn_engine::run::open_runs(ctx.db.as_ref()).await;
             ctx.db.close().await;
             let report = report?;
-            output::print_status(&report, cli.json)?;
+            output::print_status(&report, &runs?, cli.json)?;
             Ok(Exit::Ok)
         }
         Command::Rotate(args) => run_op(&cli, args, Operation::Rotate, actor).await,
@@ -228,12 +235,12 @@ fn install_stop_handler(stop: Arc<AtomicBool>, json: bool) {
             if count == 1 {
                 stop.store(true, Ordering::SeqCst);
                 if !json {
-                    eprintln!(
+                    errln!(
                         "\nstopping: finishing the batches in flight and saving the checkpoint (Ctrl-C again to abort at once)"
                     );
                 }
             } else {
-                eprintln!("aborted; the next run resumes from the last saved checkpoint");
+                errln!("aborted; the next run resumes from the last saved checkpoint");
                 std::process::exit(Exit::Interrupted as i32);
             }
         }
@@ -324,8 +331,13 @@ pub async fn execute_kept(
     execute_audited(ctx, op, opts, json, &Default::default(), Some(keep)).await
 }
 
-/// Runs an operation with progress output and prints the summary, recorded in the audit trail (start and end events; dry
-/// runs are not recorded) and optionally announced to a webhook.
+/// Runs an operation with progress output and prints the summary, recorded
+/// in `keyturn_runs` and the audit trail alike (dry runs are not recorded)
+/// and optionally announced to a webhook. The order makes a killed run
+/// leave a trace from its first moment: the lock and the `running` record,
+/// then runs a gone process left `running` recorded as interrupted, the
+/// census, the start event (with the run id and the counts), the work, the
+/// end event.
 pub async fn execute_audited(
     ctx: &Session,
     op: Operation,
@@ -334,44 +346,73 @@ pub async fn execute_audited(
     audit: &crate::compliance::RunAuditArgs,
     keep: Option<&std::sync::Mutex<Vec<keyturn_engine::RunSummary>>>,
 ) -> Result<Exit> {
+    crate::compliance::check_run_args(audit)?;
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone(), json);
+    let run = match keyturn_engine::Run::begin(ctx.db.clone(), op, opts.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.db.close().await;
+            return Err(e.into());
+        }
+    };
+    let run_id = run.run_id().to_owned();
     // One count per column serves the audit's start event, the preflight
     // and the progress totals.
-    let census = async {
+    let prepared = async {
+        crate::compliance::record_interrupted(ctx, &run, json).await?;
         let census = keyturn_engine::run::census(ctx.db.as_ref(), &ctx.plan).await?;
-        let started = crate::compliance::run_started(ctx, op, &opts, audit, &census).await?;
+        let started =
+            crate::compliance::run_started(ctx, op, &opts, audit, &census, &run_id).await?;
         anyhow::Ok((census, started))
     }
     .await;
-    let (census, started) = match census {
-        Ok(s) => s,
+    let (census, started) = match prepared {
+        Ok(p) => p,
         Err(e) => {
+            // Failed before any value changed: recorded as such in
+            // keyturn_runs and the audit trail.
+            for w in run.abandon().await {
+                errln!("warning: {w}");
+            }
+            if let Err(a) = crate::compliance::run_finished(
+                ctx,
+                op,
+                &opts,
+                audit,
+                &run_id,
+                None,
+                Err(e.as_ref()),
+            )
+            .await
+            {
+                errln!("error: {a:#}");
+            }
             ctx.db.close().await;
             return Err(e);
         }
     };
-    let audit_opts = opts.clone();
     let progress = Arc::new(Progress::new(op.name(), json));
-    let result = keyturn_engine::run::run_counted(
-        ctx.db.clone(),
-        &ctx.plan,
+    let result = run.execute(&ctx.plan, census, progress.clone(), stop).await;
+    progress.finish();
+    let recorded = crate::compliance::run_finished(
+        ctx,
         op,
-        opts,
-        progress.clone(),
-        stop,
-        census,
+        &opts,
+        audit,
+        &run_id,
+        started,
+        result
+            .as_ref()
+            .map_err(|e| e as &(dyn std::error::Error + 'static)),
     )
     .await;
-    progress.finish();
-    let recorded =
-        crate::compliance::run_finished(ctx, op, &audit_opts, audit, started, &result).await;
     ctx.db.close().await;
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
             if let Err(a) = recorded {
-                eprintln!("error: {a:#}");
+                errln!("error: {a:#}");
             }
             return Err(e.into());
         }
@@ -383,8 +424,18 @@ pub async fn execute_audited(
             .push(summary.clone()),
         None => output::print_summary(&summary, json)?,
     }
+    for w in &summary.warnings {
+        errln!("warning: {w}");
+    }
     recorded?;
-    let code = if summary.interrupted {
+    let code = if let Some(lost) = &summary.lock_lost {
+        let e = keyturn_engine::EngineError::LockLost {
+            holder: lost.holder.clone(),
+            since: lost.since.clone(),
+        };
+        errln!("error: {e}");
+        Exit::Locked
+    } else if summary.interrupted {
         Exit::Interrupted
     } else if summary.failed() > 0 {
         Exit::BadRows
@@ -412,7 +463,10 @@ async fn verify(cli: &Cli, args: &VerifyArgs, actor: &str) -> Result<Exit> {
         &VerifyOptions {
             deep: args.deep,
             batch_size: ctx.cfg.rotation.batch_size,
-            ..Default::default()
+            // Odd rows found go to keyturn_bad_rows, records of rows that
+            // verify now are cleared; not with --no-record.
+            record: !args.no_record,
+            run_id: keyturn_engine::run::new_run_id(),
         },
         &progress,
     )
@@ -428,16 +482,19 @@ async fn verify(cli: &Cli, args: &VerifyArgs, actor: &str) -> Result<Exit> {
         Ok(r) => r,
         Err(e) => {
             if let Err(a) = recorded {
-                eprintln!("error: {a:#}");
+                errln!("error: {a:#}");
             }
             return Err(e.into());
         }
     };
     output::print_verify(&report, cli.json)?;
+    for w in &report.warnings {
+        errln!("warning: {w}; the result above stands (pass --no-record to skip recording)");
+    }
     // The result stands without its record (a read-only login cannot
     // append to the audit trail): say so, keep the verdict's exit code.
     if let Err(e) = recorded {
-        eprintln!(
+        errln!(
             "warning: {}; the result above stands (pass --no-record to skip recording)",
             output::error_text(&e)
         );

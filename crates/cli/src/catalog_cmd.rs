@@ -80,7 +80,7 @@ pub async fn run_keys(cli: &Cli, cmd: &KeysCommand) -> Result<Exit> {
                 );
             } else {
                 for p in &st.problems {
-                    eprintln!("self-test failed: {p}");
+                    errln!("self-test failed: {p}");
                 }
             }
             return Ok(if st.ok { Exit::Ok } else { Exit::Error });
@@ -146,7 +146,7 @@ pub async fn rotate_to(
     }
     let say = |m: &str| {
         if !cli.json {
-            eprintln!("{m}");
+            errln!("{m}");
         }
     };
     let (_cfg, cc, db, cat) = open(cli).await?;
@@ -420,7 +420,7 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
     let r = result?;
     audited?;
     for w in &r.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     if cli.json {
         output::print_json(&serde_json::json!({
@@ -450,7 +450,7 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
         ..new_cfg.clone()
     } == cc.kek;
     if same_kek {
-        eprintln!(
+        errln!(
             "the KEK is the one configured in [catalog]: no config change needed{}",
             if r.new_version.is_some() {
                 "; raise the transit key's min_decryption_version to retire the older versions"
@@ -459,7 +459,7 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
             }
         );
     } else {
-        eprintln!(
+        errln!(
             "now update [catalog] in the config to the new KEK (kek = {:?}): the old one no longer unwraps these DEKs",
             args.to
         );
@@ -470,7 +470,7 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
 fn print_outcomes(outcomes: &[Outcome], json: bool) -> Result<()> {
     for o in outcomes {
         for w in &o.warnings {
-            eprintln!("warning: {w}");
+            errln!("warning: {w}");
         }
     }
     if json {
@@ -509,7 +509,7 @@ fn print_instances(
         }));
     }
     for p in pruned {
-        eprintln!("pruned stale instance {}", p.describe());
+        errln!("pruned stale instance {}", p.describe());
     }
     if list.is_empty() {
         outln!(
@@ -692,7 +692,7 @@ pub async fn prioritize(session: &mut Session) -> Result<Vec<String>> {
     cols.sort_by_key(|c| std::cmp::Reverse(c.1));
     for (col, w) in &cols {
         if *w > 0 {
-            eprintln!(
+            errln!(
                 "compromised key: {} rows of {} are rotated first",
                 w,
                 col.label()

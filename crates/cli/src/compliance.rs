@@ -19,6 +19,7 @@ use keyturn_audit::{
 };
 use keyturn_db::{ConnectOptions, Database, redact_url};
 use keyturn_engine::config::config_path;
+use keyturn_engine::run::OpenRun;
 use keyturn_engine::verify::VerifyReport;
 use keyturn_engine::{Config, EngineError, Operation, Plan, RunOptions, RunSummary};
 use std::io::Write;
@@ -205,15 +206,16 @@ pub fn check_run_args(args: &RunAuditArgs) -> Result<()> {
     Ok(())
 }
 
-/// Appends `rotate.start` / `encrypt.start` with the values per key id
-/// before the run. Nothing for a dry run. An error here stops the command
-/// before any value changes: no unrecorded rotation.
+/// Appends `rotate.start` / `encrypt.start` with the run id and the values
+/// per key id before the run. Nothing for a dry run. An error here stops
+/// the command before any value changes: no unrecorded rotation.
 pub async fn run_started(
     ctx: &Session,
     op: Operation,
     opts: &RunOptions,
     args: &RunAuditArgs,
     census: &[keyturn_db::ColumnCounts],
+    run_id: &str,
 ) -> Result<Option<RunStarted>> {
     if opts.dry_run {
         return Ok(None);
@@ -257,6 +259,7 @@ pub async fn run_started(
     };
     let ev = NewEvent::new(action, &opts.actor, Outcome::Started)
         .reason(args.reason.as_deref().map(str::trim))
+        .run_id(Some(run_id))
         .keys(std::iter::once(primary.clone()).chain(from.iter().cloned()))
         .columns(columns)
         .detail("target_key", primary)
@@ -277,16 +280,22 @@ pub async fn run_started(
     }))
 }
 
-/// Appends `rotate.end` / `encrypt.end` with the outcome and counts.
+/// Appends `rotate.end` / `encrypt.end` with the outcome and counts, the
+/// same outcome `keyturn_runs` holds for the run: the summary's, or
+/// `failed` with the error (also for a run that failed before its start
+/// event, `started` then `None`). Nothing for a dry run.
 pub async fn run_finished(
     ctx: &Session,
     op: Operation,
     opts: &RunOptions,
     args: &RunAuditArgs,
+    run_id: &str,
     started: Option<RunStarted>,
-    result: &Result<RunSummary, EngineError>,
+    result: Result<&RunSummary, &(dyn std::error::Error + 'static)>,
 ) -> Result<()> {
-    let Some(st) = started else { return Ok(()) };
+    if opts.dry_run {
+        return Ok(());
+    }
     let action = match op {
         Operation::Rotate => AuditAction::RotateEnd,
         Operation::Encrypt => AuditAction::EncryptEnd,
@@ -296,15 +305,22 @@ pub async fn run_finished(
         Operation::Encrypt => "encrypted",
     };
     let primary = ctx.plan.primary_key_ids().join(",");
+    let from_keys = started
+        .as_ref()
+        .map(|st| st.from_keys.clone())
+        .unwrap_or_default();
     let mut ev = NewEvent::new(action, &opts.actor, Outcome::Failed)
         .reason(args.reason.as_deref().map(str::trim))
-        .keys(std::iter::once(primary.clone()).chain(st.from_keys.iter().cloned()))
-        .duration_ms(st.at.elapsed().as_millis().min(u128::from(u64::MAX)) as u64)
-        .detail("start_seq", st.seq);
+        .run_id(Some(run_id))
+        .keys(std::iter::once(primary.clone()).chain(from_keys));
+    if let Some(st) = &started {
+        ev = ev
+            .duration_ms(st.at.elapsed().as_millis().min(u128::from(u64::MAX)) as u64)
+            .detail("start_seq", st.seq);
+    }
     match result {
         Ok(s) => {
             ev.outcome = Outcome::parse(&s.outcome);
-            ev.run_id = Some(s.run_id.clone());
             ev.columns = s
                 .columns
                 .iter()
@@ -318,25 +334,79 @@ pub async fn run_finished(
                 })
                 .collect();
             ev = ev.detail("rows_per_sec", s.rows_per_sec.round() as u64);
+            if s.lock_retaken > 0 {
+                ev = ev.detail("lock_retaken", u64::from(s.lock_retaken));
+            }
+            if let Some(l) = &s.lock_lost {
+                ev = ev
+                    .detail("lock_holder", l.holder.clone())
+                    .detail("lock_holder_since", l.since.clone());
+            }
+            if !s.warnings.is_empty() {
+                ev = ev.detail("warnings", s.warnings.clone());
+            }
         }
         Err(e) => {
-            let kind = match e {
-                EngineError::Preflight(_) => "preflight",
-                EngineError::LockHeld { .. } => "locked",
-                EngineError::Db(_) => "database",
+            let kind = match e.downcast_ref::<EngineError>() {
+                Some(EngineError::Preflight(_)) => "preflight",
+                Some(EngineError::LockHeld { .. } | EngineError::LockLost { .. }) => "locked",
+                Some(EngineError::Db(_)) => "database",
+                _ if e.downcast_ref::<keyturn_db::DbError>().is_some() => "database",
                 _ => "error",
             };
-            ev = ev.detail("error_kind", kind).detail("error", e.to_string());
+            ev = ev
+                .detail("error_kind", kind)
+                .detail("error", crate::output::error_chain(e));
         }
     }
+    let start = match &started {
+        Some(st) => format!("the start is event #{}", st.seq),
+        None => format!("run {run_id}"),
+    };
     keyturn_audit::append(ctx.db.as_ref(), &ev)
         .await
         .map_err(audit_err)
         .context(format!(
-            "the {} ran, but its end could not be recorded in the audit trail (the start is event #{})",
+            "the {} ran, but its end could not be recorded in the audit trail ({start})",
             op.name(),
-            st.seq
         ))?;
+    Ok(())
+}
+
+/// Records the runs a gone process left `running` (found by `run` when it
+/// took the lock) as interrupted: first a `run.interrupted` event each,
+/// then the run's record, so a failure leaves the two in agreement (the
+/// next run tries again).
+pub async fn record_interrupted(
+    ctx: &Session,
+    run: &keyturn_engine::Run,
+    json: bool,
+) -> Result<()> {
+    for stale in run.stale_runs() {
+        let ev = NewEvent::new(
+            AuditAction::RunInterrupted,
+            &stale.actor,
+            Outcome::Interrupted,
+        )
+        .run_id(Some(&stale.run_id))
+        .detail("operation", stale.operation.clone())
+        .detail("started_at", stale.started_at.clone())
+        .detail("recorded_by_run", run.run_id());
+        keyturn_audit::append(ctx.db.as_ref(), &ev)
+            .await
+            .map_err(audit_err)
+            .context("recording an interrupted run in the audit trail (nothing was changed)")?;
+        run.mark_interrupted(stale).await?;
+        if !json {
+            errln!(
+                "note: {} run {} (started {} by {}) ended without a record of its end (killed, or its machine lost); recorded as interrupted",
+                stale.operation,
+                stale.run_id,
+                stale.started_at,
+                stale.actor
+            );
+        }
+    }
     Ok(())
 }
 
@@ -354,7 +424,7 @@ pub async fn notify_run(
         Ok(()) => None,
         Err(e) => {
             let m = format!("{e}");
-            eprintln!(
+            errln!(
                 "error: {m} (the {} itself finished; see above)",
                 summary.operation.name()
             );
@@ -408,7 +478,7 @@ fn filter(args: &EventFilterArgs) -> Result<EventFilter> {
         if !AuditAction::is_known_filter(a) {
             let names: Vec<&str> = AuditAction::KNOWN.iter().map(|a| a.as_str()).collect();
             return Err(EngineError::Usage(format!(
-                "--action {a:?}: not an action or group (actions: {}; groups: key, rotate, encrypt, kek)",
+                "--action {a:?}: not an action or group (actions: {}; groups: key, rotate, encrypt, kek, run)",
                 names.join(", ")
             ))
             .into());
@@ -432,21 +502,44 @@ pub async fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
         AuditCommand::List(a) => {
             let f = filter(&a.filter)?;
             let s = ReadSession::open(cli).await?;
-            let events = keyturn_audit::read_events(s.db.as_ref()).await;
+            let read = async {
+                let events = keyturn_audit::read_events(s.db.as_ref()).await?;
+                let open = keyturn_audit::report::open_runs(s.db.as_ref()).await?;
+                Ok::<_, keyturn_audit::AuditError>((events, open))
+            }
+            .await;
             s.db.close().await;
-            let mut events: Vec<AuditEvent> = events
-                .map_err(audit_err)?
-                .into_iter()
-                .filter(|e| f.matches(e))
+            let (events, open) = read.map_err(audit_err)?;
+            // Runs killed before their start event (during the census)
+            // have a record and no event at all.
+            let eventless: Vec<&OpenRun> = open
+                .iter()
+                .filter(|r| {
+                    !events
+                        .iter()
+                        .any(|e| e.run_id.as_deref() == Some(&r.run_id))
+                })
                 .collect();
+            let mut events: Vec<AuditEvent> = events.into_iter().filter(|e| f.matches(e)).collect();
             if let Some(n) = a.limit {
                 let skip = events.len().saturating_sub(n);
                 events.drain(..skip);
             }
             if cli.json {
-                print_json(&events)?;
+                // A start event of a run still `running` says how it
+                // stands now: `run_state` running or interrupted.
+                let mut list = serde_json::to_value(&events)?;
+                if let Some(items) = list.as_array_mut() {
+                    for (e, v) in events.iter().zip(items.iter_mut()) {
+                        if let (Some(state), Some(obj)) = (open_state(e, &open), v.as_object_mut())
+                        {
+                            obj.insert("run_state".into(), state.into());
+                        }
+                    }
+                }
+                print_json(&list)?;
             } else {
-                print_events(&events);
+                print_events(&events, &open, &eventless);
             }
             Ok(Exit::Ok)
         }
@@ -466,7 +559,7 @@ pub async fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
             match &a.output {
                 Some(p) => {
                     std::fs::write(p, &out).with_context(|| format!("writing {}", p.display()))?;
-                    eprintln!("wrote {n} audit events to {}", p.display());
+                    errln!("wrote {n} audit events to {}", p.display());
                 }
                 None => {
                     let mut so = std::io::stdout().lock();
@@ -507,7 +600,39 @@ pub async fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
     }
 }
 
-fn print_events(events: &[AuditEvent]) {
+/// How a start event's run stands, when its record still says `running`.
+fn open_state<'a>(e: &AuditEvent, open: &'a [OpenRun]) -> Option<&'a str> {
+    if !matches!(
+        e.action,
+        AuditAction::RotateStart | AuditAction::EncryptStart
+    ) {
+        return None;
+    }
+    let id = e.run_id.as_deref()?;
+    open.iter()
+        .find(|r| r.run_id == id)
+        .map(|r| r.state.as_str())
+}
+
+fn print_events(events: &[AuditEvent], open: &[OpenRun], eventless: &[&OpenRun]) {
+    print_event_list(events, open);
+    for r in eventless {
+        outln!(
+            "note: {} run {} (started {} by {}) is recorded as running but {}",
+            r.operation,
+            r.run_id,
+            r.started_at,
+            r.actor,
+            if r.state == "running" {
+                "has no start event yet (counting the values before it starts)"
+            } else {
+                "its process is gone: interrupted before its start event; the next rotate or encrypt records it"
+            }
+        );
+    }
+}
+
+fn print_event_list(events: &[AuditEvent], open: &[OpenRun]) {
     if events.is_empty() {
         outln!("no audit events");
         return;
@@ -531,6 +656,13 @@ fn print_events(events: &[AuditEvent]) {
         }
         if e.is_dry_run() {
             tail.push_str("  (dry run)");
+        }
+        match open_state(e, open) {
+            Some("interrupted") => tail.push_str(
+                "  (INTERRUPTED: its process is gone and no end was recorded; the next rotate or encrypt records it)",
+            ),
+            Some(_) => tail.push_str("  (running now)"),
+            None => {}
         }
         outln!(
             "{:>5}  {:<24} {:<14} {:<20} {:<22} {:<12} {}",
@@ -635,7 +767,7 @@ pub async fn due(cli: &Cli, args: &DueArgs) -> Result<Exit> {
         }
     }
     if let Some(Err(e)) = &notified {
-        eprintln!(
+        errln!(
             "error: {e}: the reminder was NOT delivered (due status: {})",
             report.status.label()
         );
@@ -726,7 +858,7 @@ pub async fn report(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
         let html = keyturn_audit::html::render(&report);
         std::fs::write(p, html).with_context(|| format!("writing {}", p.display()))?;
         if !cli.json {
-            eprintln!("wrote the evidence report to {}", p.display());
+            errln!("wrote the evidence report to {}", p.display());
         }
     }
     if cli.json {
@@ -734,14 +866,18 @@ pub async fn report(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
     } else {
         let sm = &report.summary;
         outln!(
-            "compliance: {} · audit trail: {} ({} events) · latest verify: {} · keys holding data: {} · primary: {}",
+            "compliance: {} · key ages: {} · audit trail: {} ({} events) · latest verify: {} · keys holding data: {} · primary: {}",
             sm.compliance.label(),
+            sm.policy.label(),
             if sm.chain_ok { "intact" } else { "BROKEN" },
             sm.events,
             sm.latest_verify.as_deref().unwrap_or("none recorded"),
             sm.keys_in_use,
             sm.primary_key_id.as_deref().unwrap_or("unknown")
         );
+        for a in &sm.attention {
+            outln!("  needs attention: {a}");
+        }
         if args.html.is_none() {
             outln!("(--html FILE writes the full report as one page; --json prints its data)");
         }

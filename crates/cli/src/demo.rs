@@ -225,7 +225,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     let before =
         keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &Default::default()).await?;
     if !json {
-        output::print_status(&before, false)?;
+        output::print_status(&before, &[], false)?;
     }
     say(
         "\n4. Rotating every value from k1 to k2 (`keyturn rotate`): keyset batches, parallel crypto, one compare-and-swap UPDATE per batch, checkpoints",

@@ -17,7 +17,8 @@ pub enum Exit {
     VerifyFailed = 4,
     /// Preflight: the data uses keys the keyring cannot decrypt; nothing written.
     Preflight = 5,
-    /// Another run holds the rotation lock.
+    /// Another run holds the rotation lock, or took it from this run (which
+    /// stopped at a batch boundary, its progress saved).
     Locked = 6,
     /// `due`: a rotation is due within the warning window.
     DueSoon = 10,
@@ -38,7 +39,7 @@ impl From<Exit> for std::process::ExitCode {
 pub fn code_for(err: &anyhow::Error) -> Exit {
     match err.downcast_ref::<EngineError>() {
         Some(EngineError::Preflight(_)) => Exit::Preflight,
-        Some(EngineError::LockHeld { .. }) => Exit::Locked,
+        Some(EngineError::LockHeld { .. } | EngineError::LockLost { .. }) => Exit::Locked,
         Some(EngineError::Usage(_)) => Exit::Usage,
         _ => Exit::Error,
     }

@@ -10,19 +10,36 @@ macro_rules! outln {
     };
 }
 
+/// `eprintln!` for messages, progress and errors on stderr, without its
+/// panic when stderr is a closed pipe (`keyturn rotate 2>&1 | head -1`): the
+/// message is dropped and the work goes on.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::write_stderr(format_args!($($arg)*))
+    };
+}
+
 pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n"))
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
-        eprintln!("error: writing to standard output: {e}");
+        errln!("error: writing to standard output: {e}");
     }
+}
+
+/// Writes one line to stderr; any error (a closed pipe, a full disk) drops
+/// it: there is nowhere left to report it.
+pub fn write_stderr(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
 }
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keyturn_engine::ProgressSink;
-use keyturn_engine::run::RunSummary;
+use keyturn_engine::run::{OpenRun, RunSummary};
 use keyturn_engine::status::StatusReport;
 use keyturn_engine::verify::VerifyReport;
 use std::io::IsTerminal;
@@ -114,7 +131,7 @@ impl ProgressSink for Progress {
             } else {
                 String::new()
             };
-            eprintln!("{label}: {todo} values to process{resumed}");
+            errln!("{label}: {todo} values to process{resumed}");
             if let Ok(mut p) = self.plain.lock() {
                 *p = Some(Plain {
                     label,
@@ -149,9 +166,13 @@ impl ProgressSink for Progress {
                 } else {
                     0.0
                 };
-                eprintln!(
+                errln!(
                     "{}: {}/{} rows ({:.0} rows/s, ETA {:.0}s)",
-                    p.label, p.done, p.todo, r, eta
+                    p.label,
+                    p.done,
+                    p.todo,
+                    r,
+                    eta
                 );
             }
         }
@@ -170,7 +191,7 @@ impl ProgressSink for Progress {
         } else if let Ok(mut p) = self.plain.lock()
             && let Some(p) = p.take()
         {
-            eprintln!(
+            errln!(
                 "{}: done, {} rows in {:.1}s ({:.0} rows/s)",
                 p.label,
                 p.done,
@@ -190,7 +211,7 @@ impl ProgressSink for Progress {
             bar.println(message);
             return;
         }
-        eprintln!("{message}");
+        errln!("{message}");
     }
 }
 
@@ -204,9 +225,15 @@ fn bar(fraction: f64, width: usize) -> String {
     format!("{}{}", "█".repeat(full), "░".repeat(width - full))
 }
 
-pub fn print_status(r: &StatusReport, json: bool) -> anyhow::Result<()> {
+/// `status`: the report, and the runs `keyturn_runs` still says are
+/// running (in JSON as `runs`, each with its `state`).
+pub fn print_status(r: &StatusReport, runs: &[OpenRun], json: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(r);
+        let mut v = serde_json::to_value(r)?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert("runs".into(), serde_json::to_value(runs)?);
+        }
+        return print_json(&v);
     }
     let tty = std::io::stdout().is_terminal();
     outln!(
@@ -274,6 +301,27 @@ pub fn print_status(r: &StatusReport, json: bool) -> anyhow::Result<()> {
     }
     for w in &r.warnings {
         outln!("\nwarning: {w}");
+    }
+    for run in runs {
+        if run.state == "running" {
+            outln!(
+                "\n{} run {} is running (started {} by {}; it holds the rotation lock)",
+                run.operation,
+                run.run_id,
+                run.started_at,
+                run.actor
+            );
+        } else {
+            outln!(
+                "\n{} run {} (started {} by {}) was INTERRUPTED: its process is gone without recording its end. \
+                 The next `keyturn {}` records it and resumes from its checkpoint.",
+                run.operation,
+                run.run_id,
+                run.started_at,
+                run.actor,
+                run.operation
+            );
+        }
     }
     Ok(())
 }
@@ -352,7 +400,19 @@ pub fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
             outln!("  … and more: use --json or query keyturn_bad_rows for the full list");
         }
     }
-    if s.interrupted {
+    if s.lock_retaken > 0 {
+        outln!(
+            "\nthe rotation lock's database session ended {} time(s) during the run; the lock was free and the run took it again each time",
+            s.lock_retaken
+        );
+    }
+    if let Some(l) = &s.lock_lost {
+        outln!(
+            "\nlock lost: {} took the rotation lock (since {}); this run stopped after the batches in flight, its progress saved: run the same command again once that run has finished",
+            l.holder,
+            l.since
+        );
+    } else if s.interrupted {
         outln!("\ninterrupted: progress is saved; run the same command again to resume");
     }
     Ok(())
@@ -408,20 +468,27 @@ pub fn print_error(err: &anyhow::Error, json: bool) {
         }
         outln!("{v}");
     }
-    eprintln!("error: {text}");
+    errln!("error: {text}");
 }
 
 /// The error and its causes, each cause once: most of keyturn's errors
 /// already include their source's text (`{what}: {source}`), so `{:#}`
 /// repeated the same driver message up to four times.
 pub(crate) fn error_text(err: &anyhow::Error) -> String {
+    error_chain(err.as_ref())
+}
+
+/// [`error_text`] for any error.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
-    for cause in err.chain().skip(1) {
-        let c = cause.to_string();
-        if !text.contains(&c) {
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
             text.push_str(": ");
-            text.push_str(&c);
+            text.push_str(&t);
         }
+        cause = c.source();
     }
     text
 }

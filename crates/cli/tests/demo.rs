@@ -69,3 +69,58 @@ fn demo_encrypts_rotates_and_verifies() {
     assert_eq!(v["runs"][1]["operation"], "rotate", "{v}");
     assert_eq!(v["verify"]["ok"], true, "{v}");
 }
+
+/// `keyturn demo | head -1` with stderr on the same pipe, and with a pipe
+/// closed at once: no panic (exit 101), the demo runs to the end, and its
+/// database holds every run's record and audit events.
+#[test]
+fn demo_into_a_closed_pipe_runs_to_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (reader, dir) in [("head -n 1", "piped"), ("true", "closed")] {
+        let out = Command::new("bash")
+            .current_dir(tmp.path())
+            .arg("-c")
+            .arg(format!(
+                "\"$0\" \"$@\" 2>&1 | {reader}; exit ${{PIPESTATUS[0]}}"
+            ))
+            .arg(env!("CARGO_BIN_EXE_keyturn"))
+            .args(["demo", "--rows", "3000", "--dir", dir])
+            .env_remove("KEYTURN_KEYS")
+            .env_remove("KEYTURN_CONFIG")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{reader}: {text}");
+        let config = format!("{dir}/keyturn.toml");
+        let (code, listed, err) = keyturn(
+            tmp.path(),
+            &["--config", &config, "--json", "audit", "list"],
+        );
+        assert_eq!(code, 0, "{listed}{err}");
+        let events: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let actions: Vec<(&str, &str)> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap(),
+                    e["outcome"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("encrypt.start", "started"),
+                ("encrypt.end", "ok"),
+                ("rotate.start", "started"),
+                ("rotate.end", "ok"),
+                ("verify", "ok")
+            ],
+            "{reader}"
+        );
+        let (code, out, err) = keyturn(tmp.path(), &["--config", &config, "verify", "--deep"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+}

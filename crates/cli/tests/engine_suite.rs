@@ -568,8 +568,10 @@ async fn bad_rows(t: TestDb) {
     t.keyturn(&cfg, &["verify", "--deep"]).await.expect(4);
 }
 
-/// Values under a key the keyring lacks: rotate stops before writing
-/// anything (not even keyturn's own tables), naming the key; dry runs too.
+/// Values under a key the keyring lacks: rotate stops before writing any
+/// value, naming the key, and records itself as failed (it took the lock
+/// and recorded itself as running before counting, so that a kill during
+/// the count leaves a trace); a dry run stops the same and writes nothing.
 async fn unknown_key_preflight_writes_nothing(t: TestDb) {
     let tb = people(&t, "preflight");
     t.create_table(&tb, &[]).await;
@@ -600,9 +602,28 @@ async fn unknown_key_preflight_writes_nothing(t: TestDb) {
         out.json()["error"].as_str().unwrap().contains("k0"),
         "{out}"
     );
-    t.keyturn(&cfg, &["rotate", "--dry-run"]).await.expect(5);
     assert_eq!(t.read(&tb).await, stored, "preflight changed data");
-    assert_eq!(t.keyturn_tables().await, Vec::<&str>::new());
+    assert_eq!(t.meta_rows("keyturn_checkpoints", &tb.name).await, 0);
+    assert_eq!(t.meta_rows("keyturn_bad_rows", &tb.name).await, 0);
+    assert_eq!(
+        t.strings("SELECT outcome FROM keyturn_runs").await,
+        vec![vec!["failed".to_string()]; 2]
+    );
+    assert_eq!(t.count("SELECT count(*) FROM keyturn_lock").await, 0);
+    let dry = t.sibling("dry").await;
+    dry.create_table(&tb, &[]).await;
+    dry.insert(&tb, &stored).await;
+    let mut dry_cfg = cfg.clone();
+    dry_cfg.url = Some(dry.url.clone());
+    let out = dry.keyturn(&dry_cfg, &["rotate", "--dry-run"]).await;
+    let tables = dry.keyturn_tables().await;
+    dry.finish().await;
+    assert_eq!(out.code, 5, "{out}");
+    assert_eq!(
+        tables,
+        Vec::<&str>::new(),
+        "a dry run wrote keyturn's tables"
+    );
 
     // With k0 supplied it runs.
     let cfg = Cfg::new(&[&tb], &[&k0, &k1, &k2], "k2");
@@ -1085,6 +1106,7 @@ async fn second_rotate_is_refused(t: TestDb) {
             description: "itest-holder@elsewhere pid 1 (rotate)".into(),
             host: "itest-elsewhere".into(),
             pid: 1,
+            token: "itest-elsewhere-1".into(),
         })
         .await
         .expect("try_lock")

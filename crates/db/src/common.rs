@@ -204,6 +204,7 @@ macro_rules! impl_database {
         impl $crate::Database for $ty {
         $($specific)*
         instance_methods!();
+        run_methods!();
 
         async fn count_keys(
             &self,
@@ -311,6 +312,7 @@ macro_rules! impl_database {
             for stmt in $crate::meta::create_tables(d) {
                 create_if_missing!(&self.pool, stmt, "creating keyturn's bookkeeping tables")?;
             }
+            $crate::meta::upgrade_tables(self).await?;
             if self.describe_table($crate::meta::OLD_BAD_ROWS).await?.is_some() {
                 self.import_old_bad_rows().await?;
             }

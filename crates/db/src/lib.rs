@@ -18,6 +18,9 @@ mod audit;
 pub mod cells;
 mod census;
 mod error;
+#[cfg(test)]
+mod lock_tests;
+#[macro_use]
 mod meta;
 mod missing;
 mod mysql;
@@ -361,26 +364,78 @@ pub enum LockOutcome {
     },
 }
 
-/// Holds the one-rotation-per-database lock until released or dropped.
+/// Who holds the rotation lock, as [`Database::lock_status`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LockInfo {
+    /// `user@host pid N (operation)`, or a note that the holder left no
+    /// record.
+    pub holder: String,
+    pub since: String,
+    /// The holder's token (a run's id), when its record names one.
+    pub token: Option<String>,
+}
+
+/// What [`LockGuard::check`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockCheck {
+    /// Still held.
+    Held,
+    /// The lock had gone (its session ended, the server restarted, or the
+    /// lease row vanished) and nobody else had it: it is held again.
+    Retaken,
+    /// Someone else holds it now.
+    Lost { holder: String, since: String },
+}
+
+/// Holds the one-rotation-per-database lock until released or dropped
+/// (dropping closes the lock's session, which frees it, but leaves its
+/// `keyturn_lock` row behind).
 pub struct LockGuard {
-    inner: Box<dyn LockRelease>,
+    token: String,
+    inner: Box<dyn HeldLock>,
 }
 
 impl fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LockGuard")
+        f.debug_struct("LockGuard")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
     }
 }
 
 impl LockGuard {
-    pub async fn release(self) -> Result<(), DbError> {
+    fn new(token: &str, inner: Box<dyn HeldLock>) -> LockGuard {
+        LockGuard {
+            token: token.to_owned(),
+            inner,
+        }
+    }
+
+    /// The holder's token ([`LockHolder::token`]).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Whether the lock is still held; when its session is gone and the lock
+    /// is free, takes it again (and rewrites the holder's record).
+    pub async fn check(&self) -> Result<LockCheck, DbError> {
+        self.inner.check().await
+    }
+
+    /// Frees the lock and deletes the holder's own `keyturn_lock` row (never
+    /// a row another holder wrote after this one lost the lock). An error
+    /// means the row could not be deleted; the lock itself is freed anyway
+    /// (its session is closed). Later calls do nothing.
+    pub async fn release(&self) -> Result<(), DbError> {
         self.inner.release().await
     }
 }
 
+/// A backend's held lock.
 #[async_trait]
-trait LockRelease: Send + Sync {
-    async fn release(self: Box<Self>) -> Result<(), DbError>;
+trait HeldLock: Send + Sync {
+    async fn check(&self) -> Result<LockCheck, DbError>;
+    async fn release(&self) -> Result<(), DbError>;
 }
 
 /// One database, whatever the server.
@@ -442,6 +497,23 @@ pub trait Database: Send + Sync + fmt::Debug {
 
     /// Takes the one-rotation-per-database lock without waiting.
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError>;
+
+    /// Who holds the rotation lock now (`None`: nobody), found without
+    /// taking it, so that reading commands never get in a run's way.
+    async fn lock_status(&self) -> Result<Option<LockInfo>, DbError>;
+
+    /// Runs whose record still says `running`, oldest first (none when
+    /// `keyturn_runs` does not exist). Boxed futures, like the instance
+    /// methods below: the backends get them from one macro (`meta.rs`).
+    fn running_runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, DbError>>;
+
+    /// Records a `running` run as `interrupted`, finished at `finished_at`;
+    /// whether it was still `running`.
+    fn mark_run_interrupted<'a>(
+        &'a self,
+        run_id: &'a str,
+        finished_at: &'a str,
+    ) -> BoxFuture<'a, Result<bool, DbError>>;
 
     async fn load_checkpoint(
         &self,

@@ -6,8 +6,8 @@
 use crate::error::redact_url;
 use crate::sql::Dialect;
 use crate::{
-    ColumnRef, ConnectOptions, DbError, LockGuard, LockHolder, LockOutcome, LockRelease, TableInfo,
-    ValueKind,
+    ColumnRef, ConnectOptions, DbError, HeldLock, LockCheck, LockGuard, LockHolder, LockOutcome,
+    TableInfo, ValueKind,
 };
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
@@ -191,26 +191,128 @@ impl MySqlDb {
     }
 }
 
+/// Records `holder` in `keyturn_lock` (the row of an earlier holder, whose
+/// session is gone since this one has the lock, is replaced).
+async fn record_holder(pool: &MySqlPool, holder: &LockHolder, since: &str) -> Result<(), DbError> {
+    sqlx::query(
+        "REPLACE INTO keyturn_lock (name, holder, host, pid, since, heartbeat, holder_token) \
+         VALUES ('rotation', ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(holder.description.clone())
+    .bind(holder.host.clone())
+    .bind(i64::from(holder.pid))
+    .bind(since.to_owned())
+    .bind(since.to_owned())
+    .bind(holder.token.clone())
+    .execute(pool)
+    .await
+    .map_err(DbError::query("recording the rotation lock"))?;
+    Ok(())
+}
+
+/// A fresh connection out of the pool (reusing an idle one when there is),
+/// never handed back: `GET_LOCK` lives as long as it.
+async fn lock_connection(pool: &MySqlPool) -> Result<MySqlConnection, DbError> {
+    Ok(pool
+        .acquire()
+        .await
+        .map_err(DbError::query("opening the lock connection"))?
+        .detach())
+}
+
+async fn get_lock(conn: &mut MySqlConnection) -> Result<bool, DbError> {
+    let got: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT GET_LOCK({LOCK_NAME_SQL}, 0)"
+    )))
+    .fetch_one(conn)
+    .await
+    .map_err(DbError::query("taking the rotation lock"))?
+    .try_get(0)
+    .map_err(DbError::query("taking the rotation lock"))?;
+    Ok(got == Some(1))
+}
+
+/// Who holds the lock, from its row, for a holder that could not take it.
+async fn holder_row(pool: &MySqlPool, own_token: &str) -> Result<crate::LockInfo, DbError> {
+    let row = sqlx::query(crate::meta::LOCK_ROW_SQL)
+        .fetch_optional(pool)
+        .await
+        .map_err(DbError::query("reading the rotation lock"))?;
+    Ok(crate::meta::other_holder(lock_row!(row), Some(own_token)))
+}
+
 struct MySqlLock {
-    conn: MySqlConnection,
     pool: MySqlPool,
+    holder: LockHolder,
+    /// The lock's session; `None` once released, or while it is lost.
+    conn: tokio::sync::Mutex<Option<MySqlConnection>>,
+    released: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
-impl LockRelease for MySqlLock {
-    async fn release(mut self: Box<Self>) -> Result<(), DbError> {
-        sqlx::query("DELETE FROM keyturn_lock WHERE name = 'rotation'")
-            .execute(&self.pool)
-            .await
-            .map_err(DbError::query("releasing the rotation lock"))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT RELEASE_LOCK({LOCK_NAME_SQL})"
-        )))
-        .execute(&mut self.conn)
-        .await
-        .map_err(DbError::query("releasing the rotation lock"))?;
-        let _ = self.conn.close().await;
-        Ok(())
+impl HeldLock for MySqlLock {
+    async fn check(&self) -> Result<LockCheck, DbError> {
+        let mut slot = self.conn.lock().await;
+        if self.released.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(DbError::Invalid("the rotation lock was released".into()));
+        }
+        if let Some(conn) = slot.as_mut() {
+            let held = tokio::time::timeout(
+                crate::meta::LOCK_CHECK_TIMEOUT,
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT CAST(COALESCE(IS_USED_LOCK({LOCK_NAME_SQL}) = CONNECTION_ID(), 0) AS SIGNED)"
+                )))
+                .fetch_one(&mut *conn),
+            )
+            .await;
+            if let Ok(Ok(1)) = held.map(|r| r.and_then(|r| r.try_get::<i64, _>(0))) {
+                return Ok(LockCheck::Held);
+            }
+        }
+        // The session ended (killed, server restarted) or no longer holds
+        // the lock: take it again on a new one if it is free.
+        if let Some(old) = slot.take() {
+            let _ = old.close().await;
+        }
+        let mut conn = lock_connection(&self.pool).await?;
+        if get_lock(&mut conn).await? {
+            record_holder(&self.pool, &self.holder, &crate::meta::now_rfc3339()).await?;
+            *slot = Some(conn);
+            return Ok(LockCheck::Retaken);
+        }
+        let _ = conn.close().await;
+        let other = holder_row(&self.pool, &self.holder.token).await?;
+        Ok(LockCheck::Lost {
+            holder: other.holder,
+            since: other.since,
+        })
+    }
+
+    async fn release(&self) -> Result<(), DbError> {
+        let mut slot = self.conn.lock().await;
+        if self
+            .released
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        let deleted =
+            sqlx::query("DELETE FROM keyturn_lock WHERE name = 'rotation' AND holder_token = ?")
+                .bind(self.holder.token.clone())
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(DbError::query("deleting the rotation lock's record"));
+        if let Some(mut conn) = slot.take() {
+            // Should the release fail, closing the session frees the lock.
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT RELEASE_LOCK({LOCK_NAME_SQL})"
+            )))
+            .execute(&mut conn)
+            .await;
+            let _ = conn.close().await;
+        }
+        deleted
     }
 }
 
@@ -316,55 +418,48 @@ impl_database!(MySqlDb, {
     }
 
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
-        // GET_LOCK lives as long as its connection: one taken out of the
-        // pool (reusing an idle one when there is), never handed back.
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(DbError::query("opening the lock connection"))?
-            .detach();
-        let got: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT GET_LOCK({LOCK_NAME_SQL}, 0)"
-        )))
-        .fetch_one(&mut conn)
-        .await
-        .map_err(DbError::query("taking the rotation lock"))?
-        .try_get(0)
-        .map_err(DbError::query("taking the rotation lock"))?;
-        if got != Some(1) {
+        let mut conn = lock_connection(&self.pool).await?;
+        if !get_lock(&mut conn).await? {
             let _ = conn.close().await;
-            let row = sqlx::query("SELECT holder, since FROM keyturn_lock WHERE name = 'rotation'")
+            let other = holder_row(&self.pool, &holder.token).await?;
+            return Ok(LockOutcome::Held {
+                holder: other.holder,
+                since: other.since,
+            });
+        }
+        if let Err(e) = record_holder(&self.pool, holder, &crate::meta::now_rfc3339()).await {
+            let _ = conn.close().await;
+            return Err(e);
+        }
+        Ok(LockOutcome::Acquired(LockGuard::new(
+            &holder.token,
+            Box::new(MySqlLock {
+                pool: self.pool.clone(),
+                holder: holder.clone(),
+                conn: tokio::sync::Mutex::new(Some(conn)),
+                released: std::sync::atomic::AtomicBool::new(false),
+            }),
+        )))
+    }
+
+    async fn lock_status(&self) -> Result<Option<crate::LockInfo>, DbError> {
+        let used: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT CAST(IS_USED_LOCK({LOCK_NAME_SQL}) IS NOT NULL AS SIGNED)"
+        )))
+        .fetch_one(&self.pool)
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(DbError::query("reading the rotation lock"))?;
+        if used == 0 {
+            return Ok(None);
+        }
+        let row = match crate::meta::lock_row_sql(self).await? {
+            Some(sql) => sqlx::query(sql)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(DbError::query("reading the rotation lock"))?;
-            let (holder, since) = match row {
-                Some(r) => (
-                    r.try_get(0).unwrap_or_default(),
-                    r.try_get(1).unwrap_or_default(),
-                ),
-                None => (
-                    "another session (no details recorded)".into(),
-                    "unknown".into(),
-                ),
-            };
-            return Ok(LockOutcome::Held { holder, since });
-        }
-        let now = crate::meta::now_rfc3339();
-        sqlx::query("REPLACE INTO keyturn_lock (name, holder, host, pid, since, heartbeat) VALUES ('rotation', ?, ?, ?, ?, ?)")
-            .bind(holder.description.clone())
-            .bind(holder.host.clone())
-            .bind(i64::from(holder.pid))
-            .bind(now.clone())
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(DbError::query("recording the rotation lock"))?;
-        Ok(LockOutcome::Acquired(LockGuard {
-            inner: Box::new(MySqlLock {
-                conn,
-                pool: self.pool.clone(),
-            }),
-        }))
+                .map_err(DbError::query("reading the rotation lock"))?,
+            None => None,
+        };
+        Ok(Some(crate::meta::other_holder(lock_row!(row), None)))
     }
 });

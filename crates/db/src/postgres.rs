@@ -4,8 +4,8 @@
 use crate::error::redact_url;
 use crate::sql::Dialect;
 use crate::{
-    ColumnRef, ConnectOptions, DbError, LockGuard, LockHolder, LockOutcome, LockRelease, PkKind,
-    PkValue, TableInfo, ValueKind,
+    ColumnRef, ConnectOptions, DbError, HeldLock, LockCheck, LockGuard, LockHolder, LockOutcome,
+    PkKind, PkValue, TableInfo, ValueKind,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -190,25 +190,138 @@ pub(crate) fn pk_arrays<'a>(
     Ok(out)
 }
 
+/// The advisory lock's key as `pg_locks` shows it: `classid` the high and
+/// `objid` the low 32 bits (`objsubid` 1 marks a single bigint key).
+const ADVISORY_CLASSID: i64 = ADVISORY_KEY >> 32;
+const ADVISORY_OBJID: i64 = ADVISORY_KEY & 0xffff_ffff;
+
+/// `pg_locks` rows of the rotation lock in this database.
+const ADVISORY_LOCKS: &str = "FROM pg_locks WHERE locktype = 'advisory' AND granted \
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1";
+
+/// Records `holder` in `keyturn_lock` (the row of an earlier holder, whose
+/// session is gone since this one has the lock, is replaced).
+async fn record_holder(pool: &PgPool, holder: &LockHolder, since: &str) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO keyturn_lock (name, holder, host, pid, since, heartbeat, holder_token) \
+         VALUES ('rotation', $1, $2, $3, $4, $4, $5) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, host = excluded.host, pid = excluded.pid, \
+         since = excluded.since, heartbeat = excluded.heartbeat, holder_token = excluded.holder_token",
+    )
+    .bind(holder.description.clone())
+    .bind(holder.host.clone())
+    .bind(i64::from(holder.pid))
+    .bind(since.to_owned())
+    .bind(holder.token.clone())
+    .execute(pool)
+    .await
+    .map_err(DbError::query("recording the rotation lock"))?;
+    Ok(())
+}
+
+/// A fresh connection out of the pool (reusing an idle one when there is),
+/// never handed back: a session-level advisory lock lives as long as it.
+async fn lock_connection(pool: &PgPool) -> Result<PgConnection, DbError> {
+    Ok(pool
+        .acquire()
+        .await
+        .map_err(DbError::query("opening the lock connection"))?
+        .detach())
+}
+
+async fn try_advisory_lock(conn: &mut PgConnection) -> Result<bool, DbError> {
+    sqlx::query("SELECT pg_try_advisory_lock($1)")
+        .bind(ADVISORY_KEY)
+        .fetch_one(conn)
+        .await
+        .map_err(DbError::query("taking the rotation lock"))?
+        .try_get(0)
+        .map_err(DbError::query("taking the rotation lock"))
+}
+
+/// Who holds the lock, from its row, for a holder that could not take it.
+async fn holder_row(pool: &PgPool, own_token: &str) -> Result<crate::LockInfo, DbError> {
+    let row = sqlx::query(crate::meta::LOCK_ROW_SQL)
+        .fetch_optional(pool)
+        .await
+        .map_err(DbError::query("reading the rotation lock"))?;
+    Ok(crate::meta::other_holder(lock_row!(row), Some(own_token)))
+}
+
 struct PgLock {
-    conn: PgConnection,
     pool: PgPool,
+    holder: LockHolder,
+    /// The lock's session; `None` once released, or while it is lost.
+    conn: tokio::sync::Mutex<Option<PgConnection>>,
+    released: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
-impl LockRelease for PgLock {
-    async fn release(mut self: Box<Self>) -> Result<(), DbError> {
-        sqlx::query("DELETE FROM keyturn_lock WHERE name = 'rotation'")
-            .execute(&self.pool)
-            .await
-            .map_err(DbError::query("releasing the rotation lock"))?;
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(ADVISORY_KEY)
-            .execute(&mut self.conn)
-            .await
-            .map_err(DbError::query("releasing the rotation lock"))?;
-        let _ = self.conn.close().await;
-        Ok(())
+impl HeldLock for PgLock {
+    async fn check(&self) -> Result<LockCheck, DbError> {
+        let mut slot = self.conn.lock().await;
+        if self.released.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(DbError::Invalid("the rotation lock was released".into()));
+        }
+        if let Some(conn) = slot.as_mut() {
+            let held = tokio::time::timeout(
+                crate::meta::LOCK_CHECK_TIMEOUT,
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT EXISTS (SELECT 1 {ADVISORY_LOCKS} AND pid = pg_backend_pid())"
+                )))
+                .bind(ADVISORY_CLASSID)
+                .bind(ADVISORY_OBJID)
+                .fetch_one(&mut *conn),
+            )
+            .await;
+            if let Ok(Ok(true)) = held.map(|r| r.and_then(|r| r.try_get::<bool, _>(0))) {
+                return Ok(LockCheck::Held);
+            }
+        }
+        // The session ended (terminated, server restarted) or no longer
+        // holds the lock: take it again on a new one if it is free.
+        if let Some(old) = slot.take() {
+            let _ = old.close().await;
+        }
+        let mut conn = lock_connection(&self.pool).await?;
+        if try_advisory_lock(&mut conn).await? {
+            record_holder(&self.pool, &self.holder, &crate::meta::now_rfc3339()).await?;
+            *slot = Some(conn);
+            return Ok(LockCheck::Retaken);
+        }
+        let _ = conn.close().await;
+        let other = holder_row(&self.pool, &self.holder.token).await?;
+        Ok(LockCheck::Lost {
+            holder: other.holder,
+            since: other.since,
+        })
+    }
+
+    async fn release(&self) -> Result<(), DbError> {
+        let mut slot = self.conn.lock().await;
+        if self
+            .released
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        let deleted =
+            sqlx::query("DELETE FROM keyturn_lock WHERE name = 'rotation' AND holder_token = $1")
+                .bind(self.holder.token.clone())
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(DbError::query("deleting the rotation lock's record"));
+        if let Some(mut conn) = slot.take() {
+            // Should the unlock fail, closing the session frees the lock.
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(ADVISORY_KEY)
+                .execute(&mut conn)
+                .await;
+            let _ = conn.close().await;
+        }
+        deleted
     }
 }
 
@@ -330,58 +443,51 @@ impl_database!(PgDb, {
     }
 
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
-        // A session-level advisory lock lives as long as its connection:
-        // one taken out of the pool (reusing an idle one when there is),
-        // never handed back to it.
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(DbError::query("opening the lock connection"))?
-            .detach();
-        let got: bool = sqlx::query("SELECT pg_try_advisory_lock($1)")
-            .bind(ADVISORY_KEY)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(DbError::query("taking the rotation lock"))?
-            .try_get(0)
-            .map_err(DbError::query("taking the rotation lock"))?;
-        if !got {
+        let mut conn = lock_connection(&self.pool).await?;
+        if !try_advisory_lock(&mut conn).await? {
             let _ = conn.close().await;
-            let row = sqlx::query("SELECT holder, since FROM keyturn_lock WHERE name = 'rotation'")
+            let other = holder_row(&self.pool, &holder.token).await?;
+            return Ok(LockOutcome::Held {
+                holder: other.holder,
+                since: other.since,
+            });
+        }
+        if let Err(e) = record_holder(&self.pool, holder, &crate::meta::now_rfc3339()).await {
+            let _ = conn.close().await;
+            return Err(e);
+        }
+        Ok(LockOutcome::Acquired(LockGuard::new(
+            &holder.token,
+            Box::new(PgLock {
+                pool: self.pool.clone(),
+                holder: holder.clone(),
+                conn: tokio::sync::Mutex::new(Some(conn)),
+                released: std::sync::atomic::AtomicBool::new(false),
+            }),
+        )))
+    }
+
+    async fn lock_status(&self) -> Result<Option<crate::LockInfo>, DbError> {
+        let held: bool = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 {ADVISORY_LOCKS})"
+        )))
+        .bind(ADVISORY_CLASSID)
+        .bind(ADVISORY_OBJID)
+        .fetch_one(&self.pool)
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(DbError::query("reading the rotation lock"))?;
+        if !held {
+            return Ok(None);
+        }
+        let row = match crate::meta::lock_row_sql(self).await? {
+            Some(sql) => sqlx::query(sql)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(DbError::query("reading the rotation lock"))?;
-            let (holder, since) = match row {
-                Some(r) => (
-                    r.try_get(0).unwrap_or_default(),
-                    r.try_get(1).unwrap_or_default(),
-                ),
-                None => (
-                    "another session (no details recorded)".into(),
-                    "unknown".into(),
-                ),
-            };
-            return Ok(LockOutcome::Held { holder, since });
-        }
-        let now = crate::meta::now_rfc3339();
-        sqlx::query(
-            "INSERT INTO keyturn_lock (name, holder, host, pid, since, heartbeat) VALUES ('rotation', $1, $2, $3, $4, $4) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, host = excluded.host, pid = excluded.pid, since = excluded.since, heartbeat = excluded.heartbeat",
-        )
-        .bind(holder.description.clone())
-        .bind(holder.host.clone())
-        .bind(i64::from(holder.pid))
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(DbError::query("recording the rotation lock"))?;
-        Ok(LockOutcome::Acquired(LockGuard {
-            inner: Box::new(PgLock {
-                conn,
-                pool: self.pool.clone(),
-            }),
-        }))
+                .map_err(DbError::query("reading the rotation lock"))?,
+            None => None,
+        };
+        Ok(Some(crate::meta::other_holder(lock_row!(row), None)))
     }
 });
 

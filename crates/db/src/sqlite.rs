@@ -7,8 +7,8 @@ use crate::common::OwnBatchRead;
 use crate::sql::Dialect;
 use crate::sqlite_direct::DirectConnections;
 use crate::{
-    ColumnRef, ConnectOptions, DbError, LockGuard, LockHolder, LockOutcome, LockRelease, PkValue,
-    Row, TableInfo, ValueKind,
+    ColumnRef, ConnectOptions, DbError, HeldLock, LockCheck, LockGuard, LockHolder, LockOutcome,
+    PkValue, Row, TableInfo, ValueKind,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -161,23 +161,144 @@ impl OwnBatchRead for SqliteDb {
     }
 }
 
+/// The lease row: holder, host, pid, since, heartbeat, token.
+type Lease = (String, String, i64, String, String, String);
+
+async fn read_lease<'c, E>(conn: E, with_token: bool) -> Result<Option<Lease>, DbError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    let sql = if with_token {
+        "SELECT holder, host, pid, since, heartbeat, holder_token FROM keyturn_lock WHERE name = 'rotation'"
+    } else {
+        "SELECT holder, host, pid, since, heartbeat, '' FROM keyturn_lock WHERE name = 'rotation'"
+    };
+    let what = "reading the rotation lock";
+    let Some(r) = sqlx::query(sql)
+        .fetch_optional(conn)
+        .await
+        .map_err(DbError::query(what))?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((
+        r.try_get(0).map_err(DbError::query(what))?,
+        r.try_get(1).map_err(DbError::query(what))?,
+        r.try_get(2).map_err(DbError::query(what))?,
+        r.try_get(3).map_err(DbError::query(what))?,
+        r.try_get(4).map_err(DbError::query(what))?,
+        r.try_get(5).map_err(DbError::query(what))?,
+    )))
+}
+
+/// What [`take_lease`] found.
+enum Taking {
+    /// The lease was free or abandoned, and is this holder's now.
+    Taken,
+    /// The lease already names this holder.
+    Ours,
+    /// A live holder has it.
+    Held(crate::LockInfo),
+}
+
+/// Takes the lease in one `BEGIN IMMEDIATE` transaction: unless a live
+/// holder other than `holder` has it.
+async fn take_lease(pool: &SqlitePool, holder: &LockHolder) -> Result<Taking, DbError> {
+    let what = "taking the rotation lock";
+    let mut conn = pool.acquire().await.map_err(DbError::query(what))?;
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(DbError::query(what))?;
+    if let Some((h, host, pid, since, beat, token)) = read_lease(&mut *tx, true).await? {
+        if token == holder.token {
+            tx.rollback().await.map_err(DbError::query(what))?;
+            return Ok(Taking::Ours);
+        }
+        if holder_alive(&host, pid, &beat, holder) {
+            tx.rollback().await.map_err(DbError::query(what))?;
+            return Ok(Taking::Held(crate::LockInfo {
+                holder: h,
+                since,
+                token: Some(token).filter(|t| !t.is_empty()),
+            }));
+        }
+        tracing::warn!("taking over an abandoned rotation lock held by {h} since {since}");
+    }
+    let now = crate::meta::now_rfc3339();
+    sqlx::query(
+        "REPLACE INTO keyturn_lock (name, holder, host, pid, since, heartbeat, holder_token) \
+         VALUES ('rotation', ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(holder.description.clone())
+    .bind(holder.host.clone())
+    .bind(i64::from(holder.pid))
+    .bind(now.clone())
+    .bind(now)
+    .bind(holder.token.clone())
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::query("recording the rotation lock"))?;
+    tx.commit()
+        .await
+        .map_err(DbError::query("recording the rotation lock"))?;
+    Ok(Taking::Taken)
+}
+
 struct SqliteLock {
     pool: SqlitePool,
+    holder: LockHolder,
     heartbeat: tokio::task::JoinHandle<()>,
-    host: String,
-    pid: u32,
+    /// Checks and the release take turns.
+    turn: tokio::sync::Mutex<()>,
+    released: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for SqliteLock {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
 }
 
 #[async_trait]
-impl LockRelease for SqliteLock {
-    async fn release(self: Box<Self>) -> Result<(), DbError> {
+impl HeldLock for SqliteLock {
+    async fn check(&self) -> Result<LockCheck, DbError> {
+        let _turn = self.turn.lock().await;
+        if self.released.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(DbError::Invalid("the rotation lock was released".into()));
+        }
+        // A plain read first: the write lock `take_lease` takes would make
+        // each check wait for the batch being written.
+        if read_lease(&self.pool, true)
+            .await?
+            .is_some_and(|lease| lease.5 == self.holder.token)
+        {
+            return Ok(LockCheck::Held);
+        }
+        Ok(match take_lease(&self.pool, &self.holder).await? {
+            Taking::Ours => LockCheck::Held,
+            Taking::Taken => LockCheck::Retaken,
+            Taking::Held(other) => LockCheck::Lost {
+                holder: other.holder,
+                since: other.since,
+            },
+        })
+    }
+
+    async fn release(&self) -> Result<(), DbError> {
+        let _turn = self.turn.lock().await;
+        if self
+            .released
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
         self.heartbeat.abort();
-        sqlx::query("DELETE FROM keyturn_lock WHERE name = 'rotation' AND host = ? AND pid = ?")
-            .bind(self.host.clone())
-            .bind(i64::from(self.pid))
+        sqlx::query("DELETE FROM keyturn_lock WHERE name = 'rotation' AND holder_token = ?")
+            .bind(self.holder.token.clone())
             .execute(&self.pool)
             .await
-            .map_err(DbError::query("releasing the rotation lock"))?;
+            .map_err(DbError::query("deleting the rotation lock's record"))?;
         Ok(())
     }
 }
@@ -296,79 +417,56 @@ impl_database!(SqliteDb, {
     }
 
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(DbError::query("taking the rotation lock"))?;
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(DbError::query("taking the rotation lock"))?;
-        let row = sqlx::query(
-            "SELECT holder, host, pid, since, heartbeat FROM keyturn_lock WHERE name = 'rotation'",
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(DbError::query("reading the rotation lock"))?;
-        if let Some(r) = row {
-            let h: String = r
-                .try_get(0)
-                .map_err(DbError::query("reading the rotation lock"))?;
-            let host: String = r
-                .try_get(1)
-                .map_err(DbError::query("reading the rotation lock"))?;
-            let pid: i64 = r
-                .try_get(2)
-                .map_err(DbError::query("reading the rotation lock"))?;
-            let since: String = r
-                .try_get(3)
-                .map_err(DbError::query("reading the rotation lock"))?;
-            let beat: String = r
-                .try_get(4)
-                .map_err(DbError::query("reading the rotation lock"))?;
-            if holder_alive(&host, pid, &beat, holder) {
-                tx.rollback()
-                    .await
-                    .map_err(DbError::query("reading the rotation lock"))?;
-                return Ok(LockOutcome::Held { holder: h, since });
-            }
-            tracing::warn!("taking over an abandoned rotation lock held by {h} since {since}");
+        if let Taking::Held(other) = take_lease(&self.pool, holder).await? {
+            return Ok(LockOutcome::Held {
+                holder: other.holder,
+                since: other.since,
+            });
         }
-        let now = crate::meta::now_rfc3339();
-        sqlx::query("REPLACE INTO keyturn_lock (name, holder, host, pid, since, heartbeat) VALUES ('rotation', ?, ?, ?, ?, ?)")
-            .bind(holder.description.clone())
-            .bind(holder.host.clone())
-            .bind(i64::from(holder.pid))
-            .bind(now.clone())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(DbError::query("recording the rotation lock"))?;
-        tx.commit()
-            .await
-            .map_err(DbError::query("recording the rotation lock"))?;
         let pool = self.pool.clone();
-        let (host, pid) = (holder.host.clone(), holder.pid);
+        let token = holder.token.clone();
         let heartbeat = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
-                let _ = sqlx::query("UPDATE keyturn_lock SET heartbeat = ? WHERE name = 'rotation' AND host = ? AND pid = ?")
-                    .bind(crate::meta::now_rfc3339())
-                    .bind(host.clone())
-                    .bind(i64::from(pid))
-                    .execute(&pool)
-                    .await;
+                let _ = sqlx::query(
+                    "UPDATE keyturn_lock SET heartbeat = ? WHERE name = 'rotation' AND holder_token = ?",
+                )
+                .bind(crate::meta::now_rfc3339())
+                .bind(token.clone())
+                .execute(&pool)
+                .await;
             }
         });
-        Ok(LockOutcome::Acquired(LockGuard {
-            inner: Box::new(SqliteLock {
+        Ok(LockOutcome::Acquired(LockGuard::new(
+            &holder.token,
+            Box::new(SqliteLock {
                 pool: self.pool.clone(),
+                holder: holder.clone(),
                 heartbeat,
-                host: holder.host.clone(),
-                pid: holder.pid,
+                turn: tokio::sync::Mutex::new(()),
+                released: std::sync::atomic::AtomicBool::new(false),
             }),
-        }))
+        )))
+    }
+
+    async fn lock_status(&self) -> Result<Option<crate::LockInfo>, DbError> {
+        let Some(info) = self.describe_table("keyturn_lock").await? else {
+            return Ok(None);
+        };
+        let with_token = info.column_type("holder_token").is_some();
+        let Some((holder, host, pid, since, beat, token)) =
+            read_lease(&self.pool, with_token).await?
+        else {
+            return Ok(None);
+        };
+        let me = LockHolder::current("status");
+        Ok(
+            holder_alive(&host, pid, &beat, &me).then(|| crate::LockInfo {
+                holder,
+                since,
+                token: Some(token).filter(|t| !t.is_empty()),
+            }),
+        )
     }
 });
 

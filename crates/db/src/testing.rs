@@ -6,8 +6,8 @@
 use crate::{
     AuditRow, AuditRowBuilder, Backend, BadRow, BadRowAck, BadRowRecord, BoxFuture, CasUpdate,
     CatalogRow, CatalogWrite, Checkpoint, ColumnCounts, ColumnRef, Database, DbError,
-    InstanceHeartbeat, InstanceSnapshot, KeyCensus, LockHolder, LockOutcome, Pk, PkValue, Row,
-    RunRecord, TableInfo,
+    InstanceHeartbeat, InstanceSnapshot, KeyCensus, LockHolder, LockInfo, LockOutcome, Pk, PkValue,
+    Row, RunRecord, TableInfo,
 };
 use async_trait::async_trait;
 use std::fmt;
@@ -117,6 +117,22 @@ impl<H: BeforeWrite> Database for WithWriteHook<H> {
 
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
         self.inner.try_lock(holder).await
+    }
+
+    async fn lock_status(&self) -> Result<Option<LockInfo>, DbError> {
+        self.inner.lock_status().await
+    }
+
+    fn running_runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, DbError>> {
+        self.inner.running_runs()
+    }
+
+    fn mark_run_interrupted<'a>(
+        &'a self,
+        run_id: &'a str,
+        finished_at: &'a str,
+    ) -> BoxFuture<'a, Result<bool, DbError>> {
+        self.inner.mark_run_interrupted(run_id, finished_at)
     }
 
     async fn load_checkpoint(

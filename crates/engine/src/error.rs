@@ -64,6 +64,12 @@ pub enum EngineError {
     Preflight(Vec<UnusableKey>),
     #[error("another keyturn run holds the rotation lock: {holder}, since {since}")]
     LockHeld { holder: String, since: String },
+    /// A run lost the rotation lock to another holder and stopped at a
+    /// batch boundary, its checkpoint saved.
+    #[error(
+        "rotation lock lost: {holder} has held it since {since}; this run stopped after the batches in flight, its progress saved: run it again once that run has finished"
+    )]
+    LockLost { holder: String, since: String },
     /// The user's mistake in flags or arguments (exit 2).
     #[error("{0}")]
     Usage(String),

@@ -23,6 +23,6 @@ pub use config::Config;
 pub use error::{EngineError, UnusableKey};
 pub use plan::{ColumnPlan, Plan};
 pub use progress::{NoProgress, ProgressSink};
-pub use run::{BadRowReport, ColumnSummary, Operation, RunOptions, RunSummary};
+pub use run::{BadRowReport, ColumnSummary, LockLost, Operation, Run, RunOptions, RunSummary};
 pub use status::{ColumnStatus, CountedBy, StatusOptions, StatusReport};
 pub use verify::{VerifyOptions, VerifyReport};

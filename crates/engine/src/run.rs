@@ -18,15 +18,15 @@ use crate::retry::with_retry;
 use crate::{EngineError, ProgressSink, UnusableKey};
 use futures::StreamExt;
 use keyturn_db::{
-    Backend, BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, Database, LockHolder,
-    LockOutcome, Pk, Row, RunRecord, Skip, now_rfc3339, pk_display,
+    Backend, BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, Database, LockCheck,
+    LockGuard, LockHolder, LockOutcome, Pk, Row, RunRecord, Skip, now_rfc3339, pk_display,
 };
 use keyturn_format::{Codec, FormatError, Inspection, KeyIdLocation, Keyring, Reencryption};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Compare-and-swap rounds for one batch before a row that keeps changing
@@ -113,11 +113,20 @@ pub struct RunSummary {
     /// Keys the keyring cannot decrypt whose rows were left alone
     /// (`--skip-unknown-keys`); each of those rows is among the bad rows.
     pub unusable_keys: Vec<UnusableKey>,
+    /// Stopped before the end (Ctrl-C, or the lock lost): resumable.
     pub interrupted: bool,
     pub seconds: f64,
     pub rows_per_sec: f64,
-    /// `ok`, `completed_with_errors` or `interrupted`.
+    /// `ok`, `completed_with_errors`, `interrupted` or `lock_lost`.
     pub outcome: String,
+    /// Times the lock's session was found gone and the lock taken again.
+    pub lock_retaken: u32,
+    /// Who took the rotation lock, when that stopped this run (outcome
+    /// `lock_lost`).
+    pub lock_lost: Option<LockLost>,
+    /// What went wrong without changing the outcome (e.g. the lock's record
+    /// could not be deleted).
+    pub warnings: Vec<String>,
 }
 
 impl RunSummary {
@@ -137,6 +146,15 @@ struct Shared {
     progress: Arc<dyn ProgressSink>,
     stop: Arc<AtomicBool>,
     run_id: String,
+    lock: LockWatch,
+}
+
+impl Shared {
+    /// Whether the run should stop at the next batch boundary: Ctrl-C, or
+    /// the lock lost to another holder.
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.lock.gone()
+    }
 }
 
 /// Per-column counts taken once before a run, in the plan's column order:
@@ -202,7 +220,10 @@ pub async fn check_preflight(
     }
 }
 
-/// Runs `rotate` or `encrypt` over every column of the plan.
+/// Runs `rotate` or `encrypt` over every column of the plan: [`Run::begin`]
+/// (lock and run record), runs left `running` by a process that is gone
+/// recorded as interrupted, [`census`], [`Run::execute`]. The CLI takes
+/// these steps one by one to write its audit events between them.
 pub async fn run(
     db: Arc<dyn Database>,
     plan: &Plan,
@@ -211,21 +232,274 @@ pub async fn run(
     progress: Arc<dyn ProgressSink>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, EngineError> {
-    let counts = census(db.as_ref(), plan).await?;
-    run_counted(db, plan, op, opts, progress, stop, counts).await
+    let run = Run::begin(db.clone(), op, opts).await?;
+    let counted = async {
+        for stale in run.stale_runs() {
+            run.mark_interrupted(stale).await?;
+        }
+        census(db.as_ref(), plan).await
+    }
+    .await;
+    match counted {
+        Ok(counts) => run.execute(plan, counts, progress, stop).await,
+        Err(e) => {
+            run.abandon().await;
+            Err(e)
+        }
+    }
 }
 
-/// [`run`] with the counts of [`census`] already taken (by a caller that
-/// also records them), one entry per plan column.
-pub async fn run_counted(
+/// A run of `rotate` or `encrypt` that has begun: it holds the rotation
+/// lock and its `keyturn_runs` record says `running` (a dry run holds and
+/// writes nothing), so a process killed from here on leaves a record that
+/// the next run, `status` and the reports recognize as interrupted.
+pub struct Run {
     db: Arc<dyn Database>,
-    plan: &Plan,
     op: Operation,
     opts: RunOptions,
-    progress: Arc<dyn ProgressSink>,
-    stop: Arc<AtomicBool>,
-    census: Vec<ColumnCounts>,
-) -> Result<RunSummary, EngineError> {
+    run_id: String,
+    lock: Option<Arc<LockGuard>>,
+    record: RunRecord,
+    stale: Vec<RunRecord>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("run_id", &self.run_id)
+            .field("operation", &self.op)
+            .field("dry_run", &self.opts.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Run {
+    /// Takes the rotation lock (refused: [`EngineError::LockHeld`]), finds
+    /// the runs a gone process left `running`, and records this run as
+    /// `running`. A dry run only gets its run id.
+    pub async fn begin(
+        db: Arc<dyn Database>,
+        op: Operation,
+        opts: RunOptions,
+    ) -> Result<Run, EngineError> {
+        let run_id = new_run_id();
+        let record = RunRecord {
+            run_id: run_id.clone(),
+            operation: op.name().to_owned(),
+            actor: opts.actor.clone(),
+            started_at: now_rfc3339(),
+            finished_at: None,
+            outcome: "running".into(),
+            summary: "{}".into(),
+        };
+        let mut run = Run {
+            db: db.clone(),
+            op,
+            opts,
+            run_id,
+            lock: None,
+            record,
+            stale: Vec::new(),
+            started: Instant::now(),
+        };
+        // A dry run touches nothing: no bookkeeping tables, no lock, no record.
+        if run.opts.dry_run {
+            return Ok(run);
+        }
+        db.ensure_meta().await?;
+        let holder = LockHolder::current(op.name()).with_token(&run.run_id);
+        match db.try_lock(&holder).await? {
+            LockOutcome::Acquired(g) => run.lock = Some(Arc::new(g)),
+            LockOutcome::Held { holder, since } => {
+                return Err(EngineError::LockHeld { holder, since });
+            }
+        }
+        let recorded = async {
+            // This run holds the lock, so no other run can be live: one
+            // still `running` was left so by a process that is gone.
+            run.stale = db.running_runs().await?;
+            run.stale.retain(|r| r.run_id != run.run_id);
+            db.save_run(&run.record).await
+        }
+        .await;
+        if let Err(e) = recorded {
+            if let Some(lock) = &run.lock {
+                let _ = lock.release().await;
+            }
+            return Err(e.into());
+        }
+        Ok(run)
+    }
+
+    /// The run id, in `keyturn_runs`, `keyturn_bad_rows`, checkpoints and
+    /// the audit trail.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Runs a process that is gone left `running` (killed, or stopped by a
+    /// crash), found when this one took the lock; oldest first.
+    pub fn stale_runs(&self) -> &[RunRecord] {
+        &self.stale
+    }
+
+    /// Records one of [`Run::stale_runs`] as `interrupted`; whether it was
+    /// still `running` (a run that lost its lock's session but lives on
+    /// records its own outcome when it notices, later).
+    pub async fn mark_interrupted(&self, stale: &RunRecord) -> Result<bool, EngineError> {
+        Ok(self
+            .db
+            .mark_run_interrupted(&stale.run_id, &now_rfc3339())
+            .await?)
+    }
+
+    /// Gives up before [`Run::execute`] (the census or the caller's audit
+    /// record failed): the run is recorded as failed and the lock released.
+    /// Returns what could not be cleaned up, as warnings.
+    pub async fn abandon(mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.opts.dry_run {
+            return warnings;
+        }
+        self.record.finished_at = Some(now_rfc3339());
+        self.record.outcome = "failed".into();
+        self.record.summary = "[]".into();
+        if let Err(e) = self.db.save_run(&self.record).await {
+            warnings.push(format!("could not record the run as failed: {e}"));
+        }
+        if let Some(w) = release(self.lock.as_deref()).await {
+            warnings.push(w);
+        }
+        warnings
+    }
+
+    /// Rotates or encrypts every column of the plan, with the counts of
+    /// [`census`] (one entry per plan column), then records the outcome and
+    /// releases the lock. While it runs, the lock is checked every
+    /// [`LOCK_CHECK_EVERY`] and before each checkpoint: taken again if its
+    /// session ended and it is free; if another holder has it, the run stops
+    /// at a batch boundary, outcome `lock_lost` ([`RunSummary::lock_lost`]).
+    pub async fn execute(
+        self,
+        plan: &Plan,
+        census: Vec<ColumnCounts>,
+        progress: Arc<dyn ProgressSink>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<RunSummary, EngineError> {
+        let Run {
+            db,
+            op,
+            opts,
+            run_id,
+            lock,
+            mut record,
+            started,
+            ..
+        } = self;
+        let shared = Arc::new(Shared {
+            db: db.clone(),
+            op,
+            opts: opts.clone(),
+            progress: progress.clone(),
+            stop,
+            run_id: run_id.clone(),
+            lock: LockWatch::new(lock.clone()),
+        });
+        let watcher = lock
+            .is_some()
+            .then(|| Spawned(tokio::spawn(watch_lock(shared.clone()))));
+        let mut summary = RunSummary {
+            operation: op,
+            run_id,
+            dry_run: opts.dry_run,
+            primary_key_id: plan.primary_key_ids().join(","),
+            columns: Vec::new(),
+            bad_rows: Vec::new(),
+            bad_rows_truncated: false,
+            unusable_keys: Vec::new(),
+            interrupted: false,
+            seconds: 0.0,
+            rows_per_sec: 0.0,
+            outcome: String::new(),
+            lock_retaken: 0,
+            lock_lost: None,
+            warnings: Vec::new(),
+        };
+        let result = process_plan(&shared, plan, &census, &mut summary).await;
+        drop(watcher);
+        summary.seconds = started.elapsed().as_secs_f64();
+        let processed: u64 = summary
+            .columns
+            .iter()
+            .map(|c| c.written + c.skipped + c.failed)
+            .sum();
+        summary.rows_per_sec = if summary.seconds > 0.0 {
+            processed as f64 / summary.seconds
+        } else {
+            0.0
+        };
+        summary.lock_retaken = shared.lock.retaken.load(Ordering::SeqCst);
+        let lost = shared.lock.lost();
+        summary.outcome = if result.is_err() {
+            "failed".into()
+        } else if summary.interrupted && lost.is_some() {
+            summary.lock_lost = lost;
+            "lock_lost".into()
+        } else if summary.interrupted {
+            "interrupted".into()
+        } else if summary.failed() > 0 {
+            "completed_with_errors".into()
+        } else {
+            "ok".into()
+        };
+        if let (Some(l), None) = (shared.lock.lost(), &summary.lock_lost) {
+            // Lost after the last batch: the work is done all the same.
+            summary.warnings.push(format!(
+                "the rotation lock went to {} (since {}) as the run finished",
+                l.holder, l.since
+            ));
+        }
+        if !opts.dry_run {
+            record.finished_at = Some(now_rfc3339());
+            record.outcome = summary.outcome.clone();
+            record.summary =
+                serde_json::to_string(&summary.columns).unwrap_or_else(|_| "[]".into());
+            let saved = with_retry("recording the run", progress.as_ref(), || {
+                db.save_run(&record)
+            })
+            .await;
+            if let Some(w) = release(lock.as_deref()).await {
+                // The run's own outcome stands: the lock is freed anyway
+                // when its session closes with this process.
+                match &result {
+                    Ok(_) => summary.warnings.push(w),
+                    Err(_) => progress.note(&format!("warning: {w}")),
+                }
+            }
+            if result.is_ok() {
+                saved?;
+            }
+        }
+        result.map(|()| summary)
+    }
+}
+
+/// Releases the lock; what went wrong, as a warning.
+async fn release(lock: Option<&LockGuard>) -> Option<String> {
+    let lock = lock?;
+    lock.release().await.err().map(|e| {
+        format!("could not release the rotation lock cleanly ({e}); the next run takes it over")
+    })
+}
+
+/// Every column of the plan in turn, until done, stopped or failed.
+async fn process_plan(
+    shared: &Arc<Shared>,
+    plan: &Plan,
+    census: &[ColumnCounts],
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
     if census.len() != plan.columns.len() {
         return Err(EngineError::Internal(format!(
             "counts for {} columns given for a plan of {}",
@@ -233,131 +507,172 @@ pub async fn run_counted(
             plan.columns.len()
         )));
     }
-    let unusable_keys = if op == Operation::Rotate {
-        let unusable = check_preflight(db.as_ref(), plan, &census, opts.skip_unknown_keys).await?;
-        for k in &unusable {
-            progress.note(&format!(
+    if shared.op == Operation::Rotate {
+        let db = shared.db.as_ref();
+        summary.unusable_keys =
+            check_preflight(db, plan, census, shared.opts.skip_unknown_keys).await?;
+        for k in &summary.unusable_keys {
+            shared.progress.note(&format!(
                 "--skip-unknown-keys: the rows under key {:?} in {}.{} ({}) are left as they are and recorded as bad rows",
                 k.key_id, k.table, k.column, k.rows
             ));
         }
-        unusable
-    } else {
-        Vec::new()
-    };
-    let started = Instant::now();
-    let run_id = new_run_id();
-    let shared = Arc::new(Shared {
-        db: db.clone(),
-        op,
-        opts: opts.clone(),
-        progress: progress.clone(),
-        stop,
-        run_id: run_id.clone(),
-    });
-    // A dry run touches nothing: no bookkeeping tables, no lock, no record.
-    let lock = if opts.dry_run {
-        None
-    } else {
-        db.ensure_meta().await?;
-        match db.try_lock(&LockHolder::current(op.name())).await? {
-            LockOutcome::Acquired(g) => Some(g),
-            LockOutcome::Held { holder, since } => {
-                return Err(EngineError::LockHeld { holder, since });
-            }
-        }
-    };
-    let mut record = RunRecord {
-        run_id: run_id.clone(),
-        operation: op.name().to_owned(),
-        actor: opts.actor.clone(),
-        started_at: now_rfc3339(),
-        finished_at: None,
-        outcome: "running".into(),
-        summary: "{}".into(),
-    };
-    if !opts.dry_run {
-        db.save_run(&record).await?;
     }
-    let mut summary = RunSummary {
-        operation: op,
-        run_id,
-        dry_run: opts.dry_run,
-        primary_key_id: plan.primary_key_ids().join(","),
-        columns: Vec::new(),
-        bad_rows: Vec::new(),
-        bad_rows_truncated: false,
-        unusable_keys,
-        interrupted: false,
-        seconds: 0.0,
-        rows_per_sec: 0.0,
-        outcome: String::new(),
-    };
-    let mut result = Ok(());
-    for (column, counts) in plan.columns.iter().zip(&census) {
-        if shared.stop.load(Ordering::SeqCst) {
+    // The census may have taken long, unwatched: nothing is written before
+    // the lock is known to be still this run's.
+    shared.lock.check(shared.progress.as_ref()).await;
+    for (column, counts) in plan.columns.iter().zip(census) {
+        if shared.stopping() {
             summary.interrupted = true;
             break;
         }
-        match process_column(&shared, column, counts, &mut summary).await {
-            Ok(interrupted) => {
-                if interrupted {
-                    summary.interrupted = true;
-                    break;
-                }
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
+        if process_column(shared, column, counts, summary).await? {
+            summary.interrupted = true;
+            break;
         }
     }
-    summary.seconds = started.elapsed().as_secs_f64();
-    let processed: u64 = summary
-        .columns
-        .iter()
-        .map(|c| c.written + c.skipped + c.failed)
-        .sum();
-    summary.rows_per_sec = if summary.seconds > 0.0 {
-        processed as f64 / summary.seconds
-    } else {
-        0.0
-    };
-    summary.outcome = if result.is_err() {
-        "failed".into()
-    } else if summary.interrupted {
-        "interrupted".into()
-    } else if summary.failed() > 0 {
-        "completed_with_errors".into()
-    } else {
-        "ok".into()
-    };
-    if !opts.dry_run {
-        record.finished_at = Some(now_rfc3339());
-        record.outcome = summary.outcome.clone();
-        record.summary = serde_json::to_string(&summary.columns).unwrap_or_else(|_| "[]".into());
-        let saved = with_retry("recording the run", progress.as_ref(), || {
-            db.save_run(&record)
-        })
-        .await;
-        if let Some(lock) = lock {
-            let released = lock.release().await;
-            if result.is_ok() {
-                released?;
-            }
-        }
-        if result.is_ok() {
-            saved?;
-        }
-    }
-    result.map(|()| summary)
+    Ok(())
 }
 
-/// A run id: start time and process id, unique per database in practice
-/// (one run holds the lock at a time).
-fn new_run_id() -> String {
-    let t = now_rfc3339().replace([':', '-'], "");
-    format!("{t}-{}", std::process::id())
+/// How often a run checks that it still holds the rotation lock (and
+/// before each checkpoint).
+pub const LOCK_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Another holder took the rotation lock from a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LockLost {
+    pub holder: String,
+    pub since: String,
+}
+
+/// A run's lock and what its checks found.
+struct LockWatch {
+    guard: Option<Arc<LockGuard>>,
+    /// Set when another holder has the lock: the run stops.
+    gone: AtomicBool,
+    lost: std::sync::Mutex<Option<LockLost>>,
+    retaken: AtomicU32,
+    /// The last check failed (said once, not at every check).
+    failing: AtomicBool,
+}
+
+impl LockWatch {
+    fn new(guard: Option<Arc<LockGuard>>) -> LockWatch {
+        LockWatch {
+            guard,
+            gone: AtomicBool::new(false),
+            lost: std::sync::Mutex::new(None),
+            retaken: AtomicU32::new(0),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
+    fn lost(&self) -> Option<LockLost> {
+        self.lost
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Checks the lock once and acts on the answer: a re-take is noted, a
+    /// loss stops the run, a failed check is noted and the run goes on (its
+    /// writes retry or fail on their own).
+    async fn check(&self, progress: &dyn ProgressSink) {
+        let Some(guard) = &self.guard else { return };
+        if self.gone() {
+            return;
+        }
+        match guard.check().await {
+            Ok(LockCheck::Held) => {
+                if self.failing.swap(false, Ordering::SeqCst) {
+                    progress.note("rotation lock: checked again, still held");
+                }
+            }
+            Ok(LockCheck::Retaken) => {
+                self.failing.store(false, Ordering::SeqCst);
+                self.retaken.fetch_add(1, Ordering::SeqCst);
+                progress.note(
+                    "rotation lock: its database session had ended; the lock was free and this run took it again",
+                );
+            }
+            Ok(LockCheck::Lost { holder, since }) => {
+                progress.note(&format!(
+                    "rotation lock lost to {holder} (since {since}): stopping after the batches in flight"
+                ));
+                let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+                *lost = Some(LockLost { holder, since });
+                self.gone.store(true, Ordering::SeqCst);
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::SeqCst) {
+                    progress.note(&format!(
+                        "rotation lock: could not check it ({e}); the run goes on and checks again"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Checks the lock every [`LOCK_CHECK_EVERY`] until it is lost (or the
+/// task is dropped with the run).
+async fn watch_lock(shared: Arc<Shared>) {
+    while !shared.lock.gone() {
+        tokio::time::sleep(LOCK_CHECK_EVERY).await;
+        shared.lock.check(shared.progress.as_ref()).await;
+    }
+}
+
+/// A run whose record says `running`, as it stands now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OpenRun {
+    pub run_id: String,
+    pub operation: String,
+    pub actor: String,
+    pub started_at: String,
+    /// `running` (it holds the rotation lock) or `interrupted` (nobody
+    /// holds the lock, or another run does: its process is gone, and the
+    /// next `rotate` or `encrypt` records it so).
+    pub state: String,
+}
+
+/// The runs whose record says `running`, each found running or
+/// interrupted by who holds the rotation lock now. Reads only: the lock is
+/// not taken and nothing is written.
+pub async fn open_runs(db: &dyn Database) -> Result<Vec<OpenRun>, EngineError> {
+    let runs = db.running_runs().await?;
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lock = db.lock_status().await?;
+    Ok(runs
+        .into_iter()
+        .map(|r| {
+            let live = match &lock {
+                // A holder without a token (an older keyturn) cannot be
+                // told apart from the run: assume it is that run.
+                Some(l) => l.token.as_ref().is_none_or(|t| *t == r.run_id),
+                None => false,
+            };
+            OpenRun {
+                state: if live { "running" } else { "interrupted" }.into(),
+                run_id: r.run_id,
+                operation: r.operation,
+                actor: r.actor,
+                started_at: r.started_at,
+            }
+        })
+        .collect())
+}
+
+/// A run id: a UUID v7 (its first 48 bits are the start time in
+/// milliseconds, so ids sort by start), unique across hosts.
+pub fn new_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// What the crypto stage decided for one row.
@@ -655,7 +970,7 @@ async fn process_column(
     };
     let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (pass, start) in starts.into_iter().enumerate() {
-        if failure.is_some() || shared.stop.load(Ordering::SeqCst) {
+        if failure.is_some() || shared.stopping() {
             break;
         }
         if pass > 0 {
@@ -768,7 +1083,7 @@ async fn process_column(
         drop(results);
         drop(reader);
     }
-    let interrupted = shared.stop.load(Ordering::SeqCst);
+    let interrupted = shared.stopping();
     if !shared.opts.dry_run {
         if failure.is_some() || interrupted {
             // Save where we stopped; the error (if any) is reported after.
@@ -938,7 +1253,7 @@ async fn read_batches(
     // Start small: the first batch tells how large values are.
     let mut limit = batch_cap.min(32);
     let mut emitted = 0u64;
-    while !shared.stop.load(Ordering::SeqCst) {
+    while !shared.stopping() {
         if let Some(rate) = shared.opts.max_rows_per_sec.filter(|r| *r > 0) {
             let due = Duration::from_secs_f64(emitted as f64 / rate as f64);
             let elapsed = started.elapsed();
@@ -977,6 +1292,12 @@ async fn save_checkpoint(
     cs: &ColumnSummary,
 ) -> Result<(), EngineError> {
     let Some(pk) = pk else { return Ok(()) };
+    // Only the lock's holder writes checkpoints: a run that lost the lock
+    // leaves its last one (and the new holder's) as they are.
+    shared.lock.check(shared.progress.as_ref()).await;
+    if shared.lock.gone() {
+        return Ok(());
+    }
     let cp = Checkpoint {
         operation: shared.op.name().to_owned(),
         table: plan.col.table.clone(),

@@ -844,9 +844,40 @@ impl TestDb {
         self.spawn(cfg, args).wait(Duration::from_secs(300)).await
     }
 
+    /// Runs `keyturn <args> 2>&1 | <reader>` through bash: keyturn's stdout
+    /// and stderr are one real pipe, whose read end closes when `reader`
+    /// exits (`head -n 1`: after the first line; `true`: at once). The exit
+    /// code is keyturn's; stdout is what `reader` let through.
+    pub async fn keyturn_into_pipe(&self, cfg: &Cfg, args: &[&str], reader: &str) -> Out {
+        let inner = self.command(cfg, args);
+        let mut c = Command::new("bash");
+        c.arg("-c")
+            .arg(format!(
+                "\"$0\" \"$@\" 2>&1 | {reader}; exit ${{PIPESTATUS[0]}}"
+            ))
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        self.spawn_command(c, &format!("keyturn {} | {reader}", args.join(" ")))
+            .wait(Duration::from_secs(300))
+            .await
+    }
+
     /// Starts `keyturn` in the background.
     pub fn spawn(&self, cfg: &Cfg, args: &[&str]) -> Proc {
-        let mut cmd = self.command(cfg, args);
+        let cmd = self.command(cfg, args);
+        self.spawn_command(cmd, &format!("keyturn {}", args.join(" ")))
+    }
+
+    fn spawn_command(&self, mut cmd: Command, label: &str) -> Proc {
         let mut child = cmd.spawn().expect("starting keyturn");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -854,7 +885,7 @@ impl TestDb {
         let t_err = pump(child.stderr.take().expect("stderr"), stderr.clone());
         Proc {
             t: self.clone(),
-            label: format!("keyturn {}", args.join(" ")),
+            label: label.to_owned(),
             child,
             stdout,
             stderr,
@@ -927,6 +958,26 @@ impl Proc {
             .expect("running kill")
             .success();
         assert!(ok, "kill -INT {} failed", self.pid());
+    }
+
+    /// SIGSTOP: the process freezes (its connections stay open, silent).
+    pub fn sigstop(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: a stopped process goes on.
+    pub fn sigcont(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill")
+            .success();
+        assert!(ok, "kill {sig} {} failed", self.pid());
     }
 
     /// SIGKILL (`Child::kill`), then reaps the process so its pid is gone.

@@ -39,13 +39,15 @@ pub enum AuditAction {
     /// `running` (killed, or lost with its machine); written by the next run
     /// when it takes the lock, which records the run as `interrupted`.
     RunInterrupted,
+    /// Bad rows were acknowledged as they are (`keyturn bad-rows ack`).
+    BadRowsAck,
     /// An action this build does not know.
     Other(String),
 }
 
 impl AuditAction {
     /// Every action this build knows, in documentation order.
-    pub const KNOWN: [AuditAction; 13] = [
+    pub const KNOWN: [AuditAction; 14] = [
         AuditAction::KeyAdd,
         AuditAction::KeyPromote,
         AuditAction::KeyRetire,
@@ -59,6 +61,7 @@ impl AuditAction {
         AuditAction::KekRotate,
         AuditAction::Override,
         AuditAction::RunInterrupted,
+        AuditAction::BadRowsAck,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -76,6 +79,7 @@ impl AuditAction {
             AuditAction::KekRotate => "kek.rotate",
             AuditAction::Override => "override",
             AuditAction::RunInterrupted => "run.interrupted",
+            AuditAction::BadRowsAck => "bad_rows.ack",
             AuditAction::Other(s) => s,
         }
     }

@@ -72,6 +72,9 @@ pub enum Command {
     /// The key-encryption key of the key catalog
     #[command(subcommand)]
     Kek(KekCommand),
+    /// Rows keyturn could not process (garbage, plaintext, wrong encoding, unknown key): list them, acknowledge them
+    #[command(subcommand, name = "bad-rows")]
+    BadRows(crate::bad_rows_cmd::BadRowsCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -5,6 +5,7 @@
 #[macro_use]
 mod output;
 mod app;
+mod bad_rows_cmd;
 mod catalog_cmd;
 mod cli;
 mod compliance;

@@ -541,10 +541,30 @@ async fn bad_rows(t: TestDb) {
     for b in j["bad_rows"].as_array().unwrap() {
         assert!(!b["reason"].as_str().unwrap().is_empty());
     }
-    // Human output lists them too, and exits 3 again: they are still there.
+    // Human output lists them too, and exits 3 again: they are still there,
+    // one record per row, seen twice.
     let out = t.keyturn(&cfg, &["rotate"]).await.expect(3);
     assert!(out.stdout.contains("could not be processed"), "{out}");
-    assert_eq!(t.meta_rows("keyturn_bad_rows", &tb.name).await, 8);
+    assert_eq!(t.meta_rows("keyturn_bad_rows", &tb.name).await, 4);
+    let listed = t
+        .keyturn(&cfg, &["--json", "bad-rows", "list"])
+        .await
+        .expect(0)
+        .json();
+    let records = listed["bad_rows"].as_array().unwrap();
+    let mut named: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            assert_eq!(r["times_seen"], 2, "{r}");
+            assert_eq!(r["acknowledged"], false, "{r}");
+            (
+                r["column"].as_str().unwrap().to_owned(),
+                r["pk"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    named.sort();
+    assert_eq!(named, expected);
 
     let after = t.read(&tb).await;
     let mut want = plain.clone();
@@ -565,7 +585,103 @@ async fn bad_rows(t: TestDb) {
         .expect(0)
         .json();
     assert_eq!(u(&col(&st, &tb.name, "phone")["unrecognized"]), 1, "{st:#}");
-    t.keyturn(&cfg, &["verify", "--deep"]).await.expect(4);
+    // verify --deep names exactly the bad rows.
+    let v = t
+        .keyturn(&cfg, &["--json", "verify", "--deep"])
+        .await
+        .expect(4)
+        .json();
+    let failing = |v: &Value, key: &str| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = v["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| {
+                let column = c["column"].as_str().unwrap().to_owned();
+                c[key]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |f| (column.clone(), f["pk"].as_str().unwrap().to_owned()))
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(failing(&v, "first_failures"), expected, "{v:#}");
+    // Acknowledged as they are, they are listed, not failing: exit 0.
+    t.keyturn(&cfg, &["bad-rows", "ack", "--all"])
+        .await
+        .expect(2);
+    let acked = t
+        .keyturn(
+            &cfg,
+            &[
+                "--json",
+                "bad-rows",
+                "ack",
+                "--all",
+                "--reason",
+                "legacy garbage, kept",
+            ],
+        )
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(acked["acknowledged"], 4, "{acked:#}");
+    let v = t
+        .keyturn(&cfg, &["--json", "verify", "--deep"])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(failing(&v, "acknowledged"), expected, "{v:#}");
+    assert!(failing(&v, "first_failures").is_empty(), "{v:#}");
+    // Plain verify agrees.
+    t.keyturn(&cfg, &["verify"]).await.expect(0);
+    let events = t
+        .keyturn(&cfg, &["--json", "audit", "list", "--action", "bad_rows"])
+        .await
+        .expect(0)
+        .json();
+    assert!(
+        events.to_string().contains("legacy garbage, kept"),
+        "{events:#}"
+    );
+    // A value that changes after its acknowledgement is no longer
+    // acknowledged.
+    let (id, c) = (p[0], phone);
+    t.set(&tb, &int_pk(id), c, Some(b"07700 900999")).await;
+    let v = t
+        .keyturn(&cfg, &["--json", "verify", "--deep"])
+        .await
+        .expect(4)
+        .json();
+    assert_eq!(
+        failing(&v, "first_failures"),
+        vec![("phone".to_string(), id.to_string())],
+        "{v:#}"
+    );
+    // A row the application mends is cleared by the next rotation.
+    let fixed = encrypt_one(
+        &tb,
+        phone,
+        &int_pk(id),
+        b"07700 900999",
+        &ring(&[&k2], "k2"),
+    );
+    t.set(&tb, &int_pk(id), c, Some(&fixed)).await;
+    t.keyturn(&cfg, &["rotate"]).await.expect(3);
+    assert_eq!(t.meta_rows("keyturn_bad_rows", &tb.name).await, 3);
+    // No odd value reaches any output, record or report.
+    let report = t
+        .keyturn(&cfg, &["--json", "report"])
+        .await
+        .expect(0)
+        .stdout;
+    let trail = t.keyturn(&cfg, &["audit", "export"]).await.expect(0).stdout;
+    for text in [report, trail, listed.to_string()] {
+        assert!(!text.contains("07700 900"), "plaintext leaked");
+    }
 }
 
 /// Values under a key the keyring lacks: rotate stops before writing any

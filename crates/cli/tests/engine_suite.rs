@@ -48,6 +48,8 @@ scenarios!(
     library_api,
     census_counts_only_well_formed_values,
     resume_sweeps_rows_before_the_checkpoint,
+    primary_key_types,
+    unsupported_primary_key_types_are_refused,
 );
 
 // ---------------------------------------------------------------------------
@@ -2009,4 +2011,333 @@ mod base64_lite {
         }
         s
     }
+}
+
+// ---------------------------------------------------------------------------
+// Primary-key types
+// ---------------------------------------------------------------------------
+
+/// One key type under test: its SQL type per database, literals for its
+/// values, and the text form bound as associated data (docs/FORMAT.md §9).
+struct KeyType {
+    name: &'static str,
+    sql: &'static str,
+    /// (SQL literal, context text) per row, in the order the table sorts
+    /// them or any order: keyturn sorts.
+    values: Vec<(String, String)>,
+}
+
+fn key_types(kind: Kind) -> Vec<KeyType> {
+    let hex = |b: &[u8]| -> String { b.iter().map(|x| format!("{x:02x}")).collect() };
+    let bytes_lit = |b: &[u8]| match kind {
+        Kind::Postgres => format!("'\\x{}'::bytea", hex(b)),
+        _ => format!("X'{}'", hex(b)),
+    };
+    // Bytes that are not UTF-8, sort differently as text, include NUL.
+    let blobs: Vec<Vec<u8>> = vec![
+        b"ab".to_vec(),
+        vec![0xff, 0x00],
+        vec![0x00],
+        vec![0x80, 0x41],
+        b"a".to_vec(),
+        vec![0xfe; 9],
+        b"\x27quote".to_vec(),
+    ];
+    let mut blob_values: Vec<(String, String)> =
+        blobs.iter().map(|b| (bytes_lit(b), hex(b))).collect();
+    for i in 0..40u8 {
+        let b = vec![i, 0xc3, 0x28, i.wrapping_mul(7)];
+        blob_values.push((bytes_lit(&b), hex(&b)));
+    }
+    let uuids: Vec<String> = (0..47u32)
+        .map(|i| {
+            format!(
+                "{:08x}-1d2c-4e5f-8a9b-{:012x}",
+                i.wrapping_mul(2_654_435_761),
+                u64::from(i) * 977
+            )
+        })
+        .collect();
+    let numerics: Vec<(String, String)> = (0..47i32)
+        .map(|i| {
+            let cents = (i64::from(i) - 20) * 1234 + 5;
+            let v = format!(
+                "{}{}.{:02}",
+                if cents < 0 { "-" } else { "" },
+                cents.abs() / 100,
+                cents.abs() % 100
+            );
+            // SQLite keeps NUMERIC values as REAL or INTEGER: its text form
+            // drops trailing zeros of the fraction.
+            let text = match kind {
+                Kind::Sqlite => {
+                    let f: f64 = v.parse().expect("number");
+                    if f.fract() == 0.0 {
+                        format!("{f:.1}")
+                    } else {
+                        format!("{f}")
+                    }
+                }
+                _ => v.clone(),
+            };
+            (v, text)
+        })
+        .collect();
+    let texts: Vec<(String, String)> = (0..47)
+        .map(|i| {
+            let v = match i % 4 {
+                0 => format!("user-{i:03}"),
+                1 => format!("Ü-{i} é"),
+                2 => format!("a b'c {i}"),
+                _ => format!("{i}"),
+            };
+            (format!("'{}'", v.replace('\'', "''")), v)
+        })
+        .collect();
+    let (text_t, blob_t, uuid_t, num_t) = match kind {
+        Kind::Postgres => ("VARCHAR(64)", "BYTEA", "UUID", "NUMERIC(12,2)"),
+        Kind::MariaDb => ("VARCHAR(64)", "VARBINARY(32)", "UUID", "DECIMAL(12,2)"),
+        Kind::Sqlite => ("TEXT", "BLOB", "UUID", "NUMERIC"),
+    };
+    vec![
+        KeyType {
+            name: "text",
+            sql: text_t,
+            values: texts,
+        },
+        KeyType {
+            name: "blob",
+            sql: blob_t,
+            values: blob_values,
+        },
+        KeyType {
+            name: "uuid",
+            sql: uuid_t,
+            values: uuids
+                .iter()
+                .map(|u| (format!("'{u}'"), u.clone()))
+                .collect(),
+        },
+        KeyType {
+            name: "numeric",
+            sql: num_t,
+            values: numerics,
+        },
+    ]
+}
+
+/// Text, binary, uuid and numeric keys, alone and as a composite key:
+/// rotate (in several batches), verify --deep, and an interrupted rotation
+/// that resumes, with each value bound to its key's text form as
+/// associated data.
+async fn primary_key_types(t: TestDb) {
+    let (k1, k2) = (t.key("k1"), t.key("k2"));
+    let r1 = ring(&[&k1], "k1");
+    let types = key_types(t.kind);
+    let col_t = t.col_type(ColKind::Text);
+    let mut tables = Vec::new();
+    // One table per type, and one with a composite key of all four.
+    for (i, kt) in types.iter().enumerate() {
+        let name = t.table_name(&format!("pk_{}", kt.name));
+        t.exec(&format!(
+            "CREATE TABLE {name} (k {} NOT NULL, secret {col_t}, PRIMARY KEY (k))",
+            kt.sql
+        ))
+        .await;
+        for (j, (lit, text)) in kt.values.iter().enumerate() {
+            let ctx: [&[u8]; 3] = [name.as_bytes(), b"secret", text.as_bytes()];
+            let v = r1
+                .encrypt(
+                    format!("value {i}/{j}").as_bytes(),
+                    &ctx,
+                    keyturn_format::Encoding::Text,
+                )
+                .expect("encrypt");
+            t.exec(&format!(
+                "INSERT INTO {name} (k, secret) VALUES ({lit}, '{}')",
+                String::from_utf8(v).expect("ascii")
+            ))
+            .await;
+        }
+        tables.push(Table::new(
+            &name,
+            &[("k", PkKind::Text)],
+            &[("secret", ColKind::Text, true)],
+        ));
+    }
+    let name = t.table_name("pk_all");
+    t.exec(&format!(
+        "CREATE TABLE {name} (a {}, b {}, c {}, d {}, secret {col_t}, PRIMARY KEY (a, b, c, d))",
+        types[0].sql, types[1].sql, types[2].sql, types[3].sql
+    ))
+    .await;
+    for j in 0..40 {
+        // Few distinct values in the leading columns: pagination must
+        // compare every key column.
+        let (a, b, c, d) = (
+            &types[0].values[j % 3],
+            &types[1].values[j % 5],
+            &types[2].values[j % 7],
+            &types[3].values[j],
+        );
+        let ctx: [&[u8]; 6] = [
+            name.as_bytes(),
+            b"secret",
+            a.1.as_bytes(),
+            b.1.as_bytes(),
+            c.1.as_bytes(),
+            d.1.as_bytes(),
+        ];
+        let v = r1
+            .encrypt(
+                format!("composite {j}").as_bytes(),
+                &ctx,
+                keyturn_format::Encoding::Text,
+            )
+            .expect("encrypt");
+        t.exec(&format!(
+            "INSERT INTO {name} (a, b, c, d, secret) VALUES ({}, {}, {}, {}, '{}')",
+            a.0,
+            b.0,
+            c.0,
+            d.0,
+            String::from_utf8(v).expect("ascii")
+        ))
+        .await;
+    }
+    tables.push(Table::new(
+        &name,
+        &[
+            ("a", PkKind::Text),
+            ("b", PkKind::Text),
+            ("c", PkKind::Text),
+            ("d", PkKind::Text),
+        ],
+        &[("secret", ColKind::Text, true)],
+    ));
+    let refs: Vec<&Table> = tables.iter().collect();
+    let mut cfg = Cfg::new(&refs, &[&k1, &k2], "k2");
+    cfg.batch_size = 4;
+    // Interrupted half-way, then resumed.
+    let mut p = t.spawn(&cfg, &["rotate", "--max-rows-per-sec", "40"]);
+    sleep_ms(1500).await;
+    if !p.finished() {
+        p.sigint();
+    }
+    let out = p.wait(Duration::from_secs(60)).await;
+    assert!(out.code == 130 || out.code == 0, "{out}");
+    let out = t.keyturn(&cfg, &["--json", "rotate"]).await.expect(0);
+    let j = out.json();
+    for c in j["columns"].as_array().unwrap() {
+        assert_eq!(c["failed"], 0, "{j:#}");
+    }
+    // Everything is under k2 and decrypts with its key as context.
+    let v = t
+        .keyturn(&cfg, &["--json", "verify", "--deep"])
+        .await
+        .expect(0)
+        .json();
+    let checked: u64 = v["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["checked"].as_u64().unwrap())
+        .sum();
+    let expected: usize = types.iter().map(|k| k.values.len()).sum::<usize>() + 40;
+    assert_eq!(checked, expected as u64, "{v:#}");
+    t.keyturn(&cfg, &["verify"]).await.expect(0);
+    let st = t
+        .keyturn(&cfg, &["--json", "status"])
+        .await
+        .expect(0)
+        .json();
+    for c in st["columns"].as_array().unwrap() {
+        assert_eq!(c["needs_rotation"], 0, "{st:#}");
+        assert_eq!(c["unrecognized"], 0, "{st:#}");
+    }
+    // A one-row binary key and a binary key that is not UTF-8 (verify
+    // --deep once looped forever on the first and failed on the second).
+    for (what, lit) in [("one", "X'6162'"), ("bin", "X'ff00'")] {
+        let name = t.table_name(&format!("pk_{what}"));
+        let blob = match t.kind {
+            Kind::Postgres => "BYTEA",
+            Kind::MariaDb => "VARBINARY(8)",
+            Kind::Sqlite => "BLOB",
+        };
+        let lit = match t.kind {
+            Kind::Postgres => format!("'\\x{}'::bytea", &lit[2..lit.len() - 1]),
+            _ => lit.to_string(),
+        };
+        t.exec(&format!(
+            "CREATE TABLE {name} (k {blob} NOT NULL PRIMARY KEY, secret {col_t})"
+        ))
+        .await;
+        let hex = lit.trim_start_matches("'\\x").trim_start_matches("X'");
+        let hex: String = hex.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+        let v = r1
+            .encrypt(
+                b"x",
+                &[name.as_bytes(), b"secret", hex.to_lowercase().as_bytes()],
+                keyturn_format::Encoding::Text,
+            )
+            .expect("encrypt");
+        t.exec(&format!(
+            "INSERT INTO {name} VALUES ({lit}, '{}')",
+            String::from_utf8(v).expect("ascii")
+        ))
+        .await;
+        let tb = Table::new(
+            &name,
+            &[("k", PkKind::Text)],
+            &[("secret", ColKind::Text, true)],
+        );
+        let c1 = Cfg::new(&[&tb], &[&k1, &k2], "k1");
+        let p = t.spawn(&c1, &["verify", "--deep"]);
+        p.wait(Duration::from_secs(30)).await.expect(0);
+        let c2 = Cfg::new(&[&tb], &[&k1, &k2], "k2");
+        t.keyturn(&c2, &["rotate"]).await.expect(0);
+        t.keyturn(&c2, &["verify", "--deep"]).await.expect(0);
+    }
+}
+
+/// A key type keyturn cannot paginate exactly is refused by the plan,
+/// before any run, naming the table and column.
+async fn unsupported_primary_key_types_are_refused(t: TestDb) {
+    let k1 = t.key("k1");
+    let name = t.table_name("pk_ts");
+    let ty = match t.kind {
+        Kind::Postgres => "TIMESTAMP",
+        Kind::MariaDb => "DATETIME",
+        Kind::Sqlite => "REAL",
+    };
+    let val = match t.kind {
+        Kind::Sqlite => "1.5",
+        _ => "'2024-01-02 03:04:05'",
+    };
+    t.exec(&format!(
+        "CREATE TABLE {name} (k {ty} NOT NULL PRIMARY KEY, secret {})",
+        t.col_type(ColKind::Text)
+    ))
+    .await;
+    t.exec(&format!("INSERT INTO {name} VALUES ({val}, 'plain')"))
+        .await;
+    let tb = Table::new(
+        &name,
+        &[("k", PkKind::Text)],
+        &[("secret", ColKind::Text, true)],
+    );
+    let cfg = Cfg::new(&[&tb], &[&k1], "k1");
+    for args in [&["encrypt"][..], &["rotate"], &["verify"], &["status"]] {
+        let out = t.keyturn(&cfg, args).await.expect(1);
+        assert!(
+            out.stderr
+                .contains(&format!("{name}: primary key column k"))
+                && out.stderr.contains("not supported"),
+            "{args:?}: {out}"
+        );
+    }
+    assert_eq!(
+        t.strings(&format!("SELECT secret FROM {name}")).await,
+        vec![vec!["plain".to_string()]]
+    );
 }

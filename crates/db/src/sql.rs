@@ -66,15 +66,22 @@ impl Dialect {
     }
 
     /// Reads a primary-key column as i64, text (text and numeric keys, in
-    /// the database's exact text form) or bytes.
+    /// the database's exact text form) or bytes. Aliased: PostgreSQL names
+    /// `CAST(k AS TEXT)` after `k`, and an `ORDER BY k` would then sort by
+    /// the text rather than by the key.
     pub(crate) fn pk_select(self, pk: &PkColumn) -> String {
         let c = self.quote(&pk.name);
-        match (self, pk.kind) {
+        let read = match (self, pk.kind) {
             (Dialect::Postgres, PkKind::Int) => format!("CAST({c} AS BIGINT)"),
             (Dialect::MySql, PkKind::Int) => format!("CAST({c} AS SIGNED)"),
-            (Dialect::Sqlite, PkKind::Int) | (_, PkKind::Bytes) => c,
+            (Dialect::Sqlite, PkKind::Int) | (_, PkKind::Bytes) => c.clone(),
             (Dialect::MySql, PkKind::Text | PkKind::Decimal) => format!("CAST({c} AS CHAR)"),
             (_, PkKind::Text | PkKind::Decimal) => format!("CAST({c} AS TEXT)"),
+        };
+        if read == c {
+            read
+        } else {
+            format!("{read} AS {}", self.quote(&format!("keyturn_{}", pk.name)))
         }
     }
 
@@ -310,7 +317,7 @@ mod tests {
         let (sql, _) = Dialect::MySql.fetch_batch(&c, None, None, 5);
         assert!(
             sql.starts_with(
-                "SELECT CAST(`a` AS SIGNED), CAST(`b` AS CHAR), `phone` FROM `patients`"
+                "SELECT CAST(`a` AS SIGNED) AS `keyturn_a`, CAST(`b` AS CHAR) AS `keyturn_b`, `phone` FROM `patients`"
             ),
             "{sql}"
         );

@@ -27,8 +27,8 @@
 //! checked the value is printable ASCII so the function never sees invalid
 //! UTF-8), JSON functions where the database can test JSON validity without
 //! failing on invalid input (MariaDB/MySQL `JSON_VALID`, SQLite
-//! `json_valid`; PostgreSQL before 16 cannot, so it matches the shape's
-//! patterns), and byte checks in `CASE` chains for binary formats (a `CASE`
+//! `json_valid`; on PostgreSQL a cast of one invalid value to `jsonb` fails
+//! the whole statement, so it matches the shape's patterns), and byte checks in `CASE` chains for binary formats (a `CASE`
 //! evaluates its branches in order, so no function meets a value too short
 //! for it).
 

@@ -29,7 +29,10 @@ impl Algorithm {
         match b {
             0x01 => Ok(Algorithm::Aes256Gcm),
             0x02 => Ok(Algorithm::XChaCha20Poly1305),
-            other => Err(FormatError::UnknownAlgorithm(format!("0x{other:02x}"))),
+            // Not the byte itself: part of a stored value.
+            _ => Err(FormatError::UnknownAlgorithm(
+                "the byte is not 0x01 (aes256gcm) or 0x02 (xchacha20poly1305)".into(),
+            )),
         }
     }
 
@@ -45,9 +48,11 @@ impl Algorithm {
         match t {
             b"a" => Ok(Algorithm::Aes256Gcm),
             b"x" => Ok(Algorithm::XChaCha20Poly1305),
-            other => Err(FormatError::UnknownAlgorithm(
-                String::from_utf8_lossy(&other[..other.len().min(16)]).into_owned(),
-            )),
+            // Never the token itself: it is a fragment of a stored value.
+            other => Err(FormatError::UnknownAlgorithm(format!(
+                "a text token of {} bytes, not a (aes256gcm) or x (xchacha20poly1305)",
+                other.len()
+            ))),
         }
     }
 
@@ -65,7 +70,10 @@ impl Algorithm {
             "xchacha20poly1305" | "xchacha20-poly1305" | "xchacha" => {
                 Ok(Algorithm::XChaCha20Poly1305)
             }
-            _ => Err(FormatError::UnknownAlgorithm(s.chars().take(32).collect())),
+            // Not echoed: a misplaced field of a key spec may be key material.
+            _ => Err(FormatError::UnknownAlgorithm(
+                "use aes256gcm or xchacha20poly1305".into(),
+            )),
         }
     }
 

@@ -55,7 +55,7 @@ pub enum FormatError {
         "ciphertext format version {0} is not supported by this keyturn (written by a newer keyturn?)"
     )]
     UnknownVersion(u32),
-    #[error("unknown algorithm {0:?}")]
+    #[error("unknown algorithm: {0}")]
     UnknownAlgorithm(String),
     #[error("ciphertext truncated in the {0} field")]
     Truncated(Field),

@@ -17,8 +17,8 @@
 //! with values but no known start is overdue: compliance cannot be shown.
 
 use crate::event::{AuditAction, AuditEvent};
+use crate::policy::PolicyConfig;
 use crate::ts;
-use keyturn_engine::policy::PolicyConfig;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime};
@@ -618,7 +618,7 @@ mod tests {
         assert_eq!(r.status, DueStatus::Overdue);
         assert_eq!(r.columns[0].keys[0].rows, 0);
         let mut p = PolicyConfig::default();
-        p.columns.push(keyturn_engine::policy::ColumnPolicy {
+        p.columns.push(crate::policy::ColumnPolicy {
             table: "patients".into(),
             column: "phone".into(),
             max_key_age_days: Some(365),

@@ -1,9 +1,11 @@
 //! keyturn's compliance layer: the tamper-evident audit trail, the rotation
 //! schedule (`due`), webhook reminders and the evidence report.
 //!
-//! Sits between the engine and the CLI. Everything here is pure logic
-//! except [`store`] (the audit table, through [`keyturn_db::Database`]),
-//! [`report::gather`] (reads counts and events) and [`notify::post`] (HTTP).
+//! Sits beside the engine, under the operations layer (`keyturn-ops`, which
+//! gathers what the report needs). Everything here is pure logic except
+//! [`store`] (the audit table, through [`keyturn_db::Database`]) and
+//! [`notify::post`] (HTTP). It owns the config's `[policy]` section
+//! ([`policy`]).
 //!
 //! Any command that changes state records it with one call:
 //!
@@ -23,6 +25,7 @@ pub mod due;
 mod event;
 pub mod html;
 pub mod notify;
+pub mod policy;
 pub mod report;
 pub mod store;
 pub mod ts;

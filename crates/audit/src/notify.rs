@@ -48,6 +48,33 @@ pub struct Message {
     pub data: Value,
 }
 
+/// What a run's end message says: filled by the caller from the run's
+/// summary.
+#[derive(Clone, Debug)]
+pub struct RunNotice {
+    /// `rotate` or `encrypt`.
+    pub operation: String,
+    /// `rotated` or `encrypted`.
+    pub verb: String,
+    pub primary_key_id: String,
+    /// The run's outcome (`ok`, `completed_with_errors`, …).
+    pub outcome: String,
+    pub seconds: f64,
+    pub columns: Vec<ColumnNotice>,
+    /// The whole summary, as JSON (for the `json` format's `data`).
+    pub data: Value,
+}
+
+/// One column of a [`RunNotice`].
+#[derive(Clone, Debug)]
+pub struct ColumnNotice {
+    /// `table.column`.
+    pub label: String,
+    pub written: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
 impl Message {
     /// The reminder for a `due` report.
     pub fn from_due(r: &DueReport, database: &str, host: &str) -> Message {
@@ -114,18 +141,14 @@ impl Message {
     }
 
     /// The message at the end of a rotate / encrypt run.
-    pub fn from_run(s: &keyturn_engine::RunSummary, database: &str, host: &str) -> Message {
-        let op = s.operation.name();
-        let verb = match s.operation {
-            keyturn_engine::Operation::Rotate => "rotated",
-            keyturn_engine::Operation::Encrypt => "encrypted",
-        };
+    pub fn from_run(s: &RunNotice, database: &str, host: &str) -> Message {
+        let (op, verb) = (s.operation.as_str(), s.verb.as_str());
+        let written: u64 = s.columns.iter().map(|c| c.written).sum();
+        let failed: u64 = s.columns.iter().map(|c| c.failed).sum();
         let title = format!(
-            "keyturn {op} to key {}: {} ({} values {verb}, {} failed, {:.0}s)",
+            "keyturn {op} to key {}: {} ({written} values {verb}, {failed} failed, {:.0}s)",
             s.primary_key_id,
             s.outcome.replace('_', " "),
-            s.written(),
-            s.failed(),
             s.seconds
         );
         let lines = s
@@ -133,8 +156,8 @@ impl Message {
             .iter()
             .map(|c| {
                 format!(
-                    "{}.{}: {} {verb}, {} skipped, {} failed",
-                    c.table, c.column, c.written, c.skipped, c.failed
+                    "{}: {} {verb}, {} skipped, {} failed",
+                    c.label, c.written, c.skipped, c.failed
                 )
             })
             .collect();
@@ -146,7 +169,7 @@ impl Message {
             database: database.into(),
             host: host.into(),
             data: {
-                let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+                let mut v = s.data.clone();
                 // The full list is in keyturn_bad_rows; a message keeps 20.
                 if let Some(Value::Array(b)) = v.get_mut("bad_rows") {
                     b.truncate(20);

@@ -7,10 +7,10 @@
 use crate::chain::ChainReport;
 use crate::due::{self, ColumnKeys, DueReport, DueStatus, KeyDates, KnownDates, SinceSource};
 use crate::event::{AuditAction, AuditEvent};
+use crate::policy::PolicyConfig;
 use crate::{AuditError, ts};
-use keyturn_db::{AuditRow, Database};
-use keyturn_engine::run::OpenRun;
-use keyturn_engine::{Config, Plan};
+use keyturn_db::AuditRow;
+use keyturn_db::OpenRun;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
@@ -175,69 +175,31 @@ pub struct EvidenceReport {
     pub history_total: usize,
 }
 
-/// Counts every planned column's values per key id (the census: the same
-/// counts `status` shows).
-pub async fn distribution(
-    db: &dyn Database,
-    cfg: &Config,
-    plan: &Plan,
-) -> Result<Vec<ColumnDistribution>, AuditError> {
-    let mut out = Vec::new();
-    for c in &plan.columns {
-        let counts = db.count_keys(&c.col, &c.census()).await?;
-        let mut by_key: Vec<KeyCount> = counts
-            .by_key
-            .into_iter()
-            .map(|k| KeyCount {
-                key_id: k.key_id,
-                rows: k.rows,
-            })
-            .collect();
-        by_key.sort_by(|a, b| b.rows.cmp(&a.rows).then(a.key_id.cmp(&b.key_id)));
-        out.push(ColumnDistribution {
-            table: c.col.table.clone(),
-            column: c.col.column.clone(),
-            total: counts.total,
-            nulls: counts.nulls,
-            by_key,
-            keyless: counts.keyless,
-            unrecognized: counts.unrecognized,
-            candidates: declared_keys(cfg, &c.col.table, &c.col.column),
-        });
-    }
-    Ok(out)
-}
-
-/// Keys declared for a column: `[[policy.key]]` ids and the primary and
-/// retired keys its keyring's config names.
-fn declared_keys(cfg: &Config, table: &str, column: &str) -> Vec<String> {
-    let mut ids: Vec<String> = cfg.policy.keys.iter().map(|k| k.id.clone()).collect();
-    if let Some(k) = cfg.keyring_config_for(table, column) {
-        ids.extend(k.primary.iter().cloned());
-        ids.extend(k.retired.iter().cloned());
-    }
-    ids.sort();
-    ids.dedup();
-    ids
+/// What the report needs of the config: the `[keys]` section's primary and
+/// retired key ids, and the rotation policy.
+#[derive(Clone, Debug, Default)]
+pub struct ReportConfig {
+    pub primary: Option<String>,
+    pub retired: Vec<String>,
+    pub policy: PolicyConfig,
 }
 
 /// The current primary: the config's, else the audit trail's.
-pub fn current_primary(cfg: &Config, events: &[AuditEvent]) -> Option<String> {
-    cfg.keys
-        .primary
+pub fn current_primary(cfg: &ReportConfig, events: &[AuditEvent]) -> Option<String> {
+    cfg.primary
         .clone()
         .or_else(|| due::primary_from_events(events))
 }
 
 /// Key start dates from the trail and the config.
-pub fn known_dates(cfg: &Config, events: &[AuditEvent]) -> Result<KnownDates, AuditError> {
+pub fn known_dates(cfg: &ReportConfig, events: &[AuditEvent]) -> Result<KnownDates, AuditError> {
     KnownDates::from_events(events).with_config(&cfg.policy)
 }
 
 /// `due` over the given distribution.
 pub fn due_report(
     now: OffsetDateTime,
-    cfg: &Config,
+    cfg: &ReportConfig,
     columns: &[ColumnDistribution],
     events: &[AuditEvent],
 ) -> Result<DueReport, AuditError> {
@@ -265,7 +227,7 @@ pub fn due_report(
 /// Builds the report from what was read (pure: used by tests as is).
 pub fn build(
     now: OffsetDateTime,
-    cfg: &Config,
+    cfg: &ReportConfig,
     database: &str,
     columns: Vec<ColumnDistribution>,
     rows: &[AuditRow],
@@ -275,10 +237,10 @@ pub fn build(
 }
 
 /// [`build`], with the runs `keyturn_runs` still says are `running`
-/// ([`keyturn_engine::run::open_runs`]): an interrupted one is flagged.
+/// ([`keyturn_db::open_runs`]): an interrupted one is flagged.
 pub fn build_with_runs(
     now: OffsetDateTime,
-    cfg: &Config,
+    cfg: &ReportConfig,
     database: &str,
     columns: Vec<ColumnDistribution>,
     rows: &[AuditRow],
@@ -292,8 +254,8 @@ pub fn build_with_runs(
 
     // Every key id anyone mentions.
     let mut ids: BTreeSet<String> = BTreeSet::new();
-    ids.extend(cfg.keys.primary.iter().cloned());
-    ids.extend(cfg.keys.retired.iter().cloned());
+    ids.extend(cfg.primary.iter().cloned());
+    ids.extend(cfg.retired.iter().cloned());
     ids.extend(cfg.policy.keys.iter().map(|k| k.id.clone()));
     ids.extend(primary.iter().cloned());
     for c in &columns {
@@ -340,7 +302,7 @@ pub fn build_with_runs(
             "primary"
         } else if lifecycle.get(id.as_str()) == Some(&&AuditAction::KeyDestroy) {
             "destroyed"
-        } else if cfg.keys.retired.contains(id)
+        } else if cfg.retired.contains(id)
             || lifecycle.get(id.as_str()) == Some(&&AuditAction::KeyRetire)
         {
             "retired"
@@ -509,32 +471,4 @@ fn flagged_runs(events: &[AuditEvent], open_runs: &[OpenRun]) -> Vec<FlaggedRun>
         });
     }
     flagged
-}
-
-/// Reads everything from the database and builds the report.
-pub async fn gather(
-    db: &dyn Database,
-    cfg: &Config,
-    plan: &Plan,
-    database: &str,
-    now: OffsetDateTime,
-) -> Result<EvidenceReport, AuditError> {
-    let columns = distribution(db, cfg, plan).await?;
-    let rows = crate::store::read_rows(db).await?;
-    let open = open_runs(db).await?;
-    let mut v = crate::chain::ChainVerifier::new();
-    for r in &rows {
-        v.push_row(r);
-    }
-    build_with_runs(now, cfg, database, columns, &rows, v.finish(), &open)
-}
-
-/// [`keyturn_engine::run::open_runs`], its errors as audit errors.
-pub async fn open_runs(db: &dyn Database) -> Result<Vec<OpenRun>, AuditError> {
-    keyturn_engine::run::open_runs(db)
-        .await
-        .map_err(|e| match e {
-            keyturn_engine::EngineError::Db(d) => AuditError::Db(d),
-            other => AuditError::Invalid(other.to_string()),
-        })
 }

@@ -12,7 +12,7 @@ mod common;
 
 use keyturn_audit::report::{self, ColumnDistribution, EvidenceReport, KeyCount};
 use keyturn_audit::{AuditAction, ColumnCounts, NewEvent, Outcome, append, store};
-use keyturn_engine::Config;
+use keyturn_ops::Config;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -158,7 +158,15 @@ async fn clinic(dir: &Path, tamper: bool) -> EvidenceReport {
     // interrupted rotate) is overdue, k1 (since 2024) far overdue.
     let now = keyturn_audit::ts::now() + time::Duration::days(100);
     db.close().await;
-    report::build(now, &cfg, "sqlite://clinic.db", columns, &rows, v.finish()).unwrap()
+    report::build(
+        now,
+        &keyturn_ops::report::report_config(&cfg),
+        "sqlite://clinic.db",
+        columns,
+        &rows,
+        v.finish(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]

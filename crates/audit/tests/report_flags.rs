@@ -6,8 +6,8 @@ mod common;
 
 use keyturn_audit::report::{self, Compliance, EvidenceReport};
 use keyturn_audit::{AuditAction, NewEvent, Outcome, append, store};
-use keyturn_engine::Config;
-use keyturn_engine::run::OpenRun;
+use keyturn_db::OpenRun;
+use keyturn_ops::Config;
 
 const CONFIG: &str = r#"
 [database]
@@ -37,7 +37,7 @@ async fn report_of(events: &[NewEvent], open: &[OpenRun]) -> EvidenceReport {
     let cfg = Config::parse(CONFIG).unwrap();
     report::build_with_runs(
         keyturn_audit::ts::now(),
-        &cfg,
+        &keyturn_ops::report::report_config(&cfg),
         "sqlite://flags.db",
         Vec::new(),
         &rows,

@@ -3,7 +3,7 @@
 
 use keyturn_audit::due::{self, ColumnKeys, KnownDates, SinceSource};
 use keyturn_audit::notify::{self, Message, NotifyFormat};
-use keyturn_engine::policy::PolicyConfig;
+use keyturn_audit::policy::PolicyConfig;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpListener;

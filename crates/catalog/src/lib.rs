@@ -27,7 +27,8 @@ pub mod lifecycle;
 
 pub use app::{AppKeyring, RefreshError, RefreshHandle};
 pub use catalog::{Catalog, CatalogEntry, KekRotation, Outcome, SelfTest, parse_algorithm};
-pub use config::{CatalogConfig, KekConfig};
+pub use config::CatalogConfig;
 pub use error::CatalogError;
 pub use instances::{InstanceStatus, MAX_LABEL_LEN};
+pub use keyturn_kms::KekConfig;
 pub use lifecycle::{LifecycleState, Policy, Refusal};

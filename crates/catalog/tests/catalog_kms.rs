@@ -10,7 +10,7 @@ use keyturn_catalog::{Catalog, Policy};
 use keyturn_db::{CatalogWrite, ConnectOptions, Database};
 use keyturn_format::{Algorithm, SecretKey};
 use keyturn_kms::{
-    AwsCredentials, AwsKmsConfig, AwsKmsKek, DekCache, KekProvider, KeyId, LocalKek, TokenSource,
+    AwsCredentials, AwsKmsConfig, AwsKmsKek, DekCache, KekProvider, KeyId, LocalKek, SecretSource,
     TransitConfig, TransitKek,
 };
 use std::sync::Arc;
@@ -54,7 +54,7 @@ fn transit(addr: &str, mount: &str, key: &str, token: &str) -> Arc<dyn KekProvid
     if !mount.is_empty() {
         c.mount = mount.to_owned();
     }
-    c.token = TokenSource::Value(token.into());
+    c.token = Some(SecretSource::Value(token.into()));
     c.connect_timeout = Duration::from_secs(2);
     Arc::new(TransitKek::new(c).unwrap())
 }
@@ -429,7 +429,7 @@ async fn transit_aad_blobs_fall_back_and_check_the_context() {
     let db = sqlite(&dir).await;
     let mut c = TransitConfig::new(&b.addr, &key);
     c.mount = b.mount.clone();
-    c.token = TokenSource::Value(b.root_token.as_str().into());
+    c.token = Some(SecretSource::Value(b.root_token.as_str().into()));
     c.binding = keyturn_kms::ContextBinding::Aad;
     let aad: Arc<dyn KekProvider> = Arc::new(TransitKek::new(c).unwrap());
     let embedded = transit(&b.addr, &b.mount, &key, &b.root_token);

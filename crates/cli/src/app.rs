@@ -5,10 +5,10 @@ use crate::exit::Exit;
 use crate::output::{self, Progress};
 use anyhow::{Context, Result};
 use keyturn_db::{ConnectOptions, Database};
-use keyturn_engine::config::config_path;
-use keyturn_engine::plan::Rings;
-use keyturn_engine::{Config, Operation, Plan, RunOptions, VerifyOptions};
+use keyturn_engine::{Operation, Plan, RunOptions, VerifyOptions};
 use keyturn_format::{Algorithm, KeyId, KeySpec};
+use keyturn_ops::Config;
+use keyturn_ops::config_path;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,10 +159,11 @@ impl Session {
     ) -> Result<Session> {
         // Without a catalog, keys are checked before connecting.
         let rings = if cfg.catalog.is_none() {
-            Some(Rings::load(
+            Some(keyturn_ops::load_rings(
                 &cfg,
                 target.table.as_deref(),
                 target.column.as_deref(),
+                None,
             )?)
         } else {
             None
@@ -179,7 +180,7 @@ impl Session {
             Some(r) => r,
             None => {
                 let ring = crate::catalog_cmd::load_ring(&cfg, &db).await?;
-                Rings::load_with_default(
+                keyturn_ops::load_rings(
                     &cfg,
                     target.table.as_deref(),
                     target.column.as_deref(),
@@ -189,7 +190,7 @@ impl Session {
         };
         let plan = match keyturn_engine::plan::resolve(
             db.as_ref(),
-            &cfg,
+            &cfg.targets,
             Some(&rings),
             target.table.as_deref(),
             target.column.as_deref(),

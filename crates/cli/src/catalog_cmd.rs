@@ -10,10 +10,11 @@ use keyturn_catalog::{
     Catalog, CatalogConfig, CatalogEntry, CatalogError, InstanceStatus, KekConfig, Outcome,
 };
 use keyturn_db::{ConnectOptions, Database};
-use keyturn_engine::config::config_path;
-use keyturn_engine::{Config, EngineError};
+use keyturn_engine::EngineError;
 use keyturn_format::{KeyId, Keyring, SecretKey};
 use keyturn_kms::DekCache;
+use keyturn_ops::Config;
+use keyturn_ops::config_path;
 use std::sync::Arc;
 
 fn catalog_config(cfg: &Config) -> Result<CatalogConfig> {
@@ -374,20 +375,7 @@ async fn retire(cli: &Cli, id: &str, force: bool) -> Result<Exit> {
 
 pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
     let (_cfg, cc, db, cat) = open(cli).await?;
-    let new_cfg = KekConfig {
-        kek: args.to.clone(),
-        master_key: args.master_key.clone(),
-        key_id: args.key_id.clone(),
-        region: args.region.clone(),
-        endpoint_url: args.endpoint_url.clone(),
-        profile: args.profile.clone(),
-        address: args.address.clone(),
-        mount: args.mount.clone(),
-        key: args.key.clone(),
-        token: args.token.clone(),
-        namespace: args.namespace.clone(),
-        binding: args.binding.clone(),
-    };
+    let new_cfg = kek_config_of(args)?;
     let result = async {
         let old = cc.kek.provider().await?;
         let new = new_cfg.provider().await?;
@@ -444,11 +432,7 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
         }
     }
     // The same KEK (a new transit version, say) needs no config change.
-    let same_kek = KekConfig {
-        token: cc.kek.token.clone(),
-        binding: cc.kek.binding.clone(),
-        ..new_cfg.clone()
-    } == cc.kek;
+    let same_kek = new_cfg.same_key(&cc.kek);
     if same_kek {
         errln!(
             "the KEK is the one configured in [catalog]: no config change needed{}",
@@ -465,6 +449,72 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
         );
     }
     Ok(Exit::Ok)
+}
+
+/// The new KEK's settings from `kek rotate`'s flags: the fields of one
+/// kind only.
+fn kek_config_of(args: &KekRotateArgs) -> Result<KekConfig> {
+    let usage = |m: String| anyhow::Error::from(EngineError::Usage(m));
+    let only = |kind: &str, given: &[(&str, bool)]| -> Result<()> {
+        match given.iter().find(|(_, set)| *set) {
+            Some((flag, _)) => Err(usage(format!("--{flag} does not apply to --to {kind}"))),
+            None => Ok(()),
+        }
+    };
+    let need = |v: &Option<String>, flag: &str| -> Result<String> {
+        v.clone()
+            .ok_or_else(|| usage(format!("--to {} needs --{flag}", args.to)))
+    };
+    let aws = [
+        ("key-id", args.key_id.is_some()),
+        ("region", args.region.is_some()),
+        ("endpoint-url", args.endpoint_url.is_some()),
+        ("profile", args.profile.is_some()),
+    ];
+    let transit = [
+        ("address", args.address.is_some()),
+        ("mount", args.mount.is_some()),
+        ("key", args.key.is_some()),
+        ("token", args.token.is_some()),
+        ("namespace", args.namespace.is_some()),
+        ("binding", args.binding.is_some()),
+    ];
+    let local = [("master-key", args.master_key.is_some())];
+    let cfg = match args.to.as_str() {
+        "local" => {
+            only("local", &aws)?;
+            only("local", &transit)?;
+            KekConfig::Local {
+                master_key: args.master_key.clone(),
+            }
+        }
+        "aws-kms" => {
+            only("aws-kms", &local)?;
+            only("aws-kms", &transit)?;
+            KekConfig::AwsKms {
+                key_id: need(&args.key_id, "key-id")?,
+                region: args.region.clone(),
+                endpoint_url: args.endpoint_url.clone(),
+                profile: args.profile.clone(),
+            }
+        }
+        "vault-transit" | "transit" => {
+            only("vault-transit", &local)?;
+            only("vault-transit", &aws)?;
+            KekConfig::VaultTransit {
+                address: need(&args.address, "address")?,
+                mount: args.mount.clone(),
+                key: need(&args.key, "key")?,
+                token: args.token.clone(),
+                namespace: args.namespace.clone(),
+                binding: args.binding.clone(),
+            }
+        }
+        _ => {
+            return Err(usage("--to: use local, aws-kms or vault-transit".into()));
+        }
+    };
+    Ok(cfg)
 }
 
 fn print_outcomes(outcomes: &[Outcome], json: bool) -> Result<()> {

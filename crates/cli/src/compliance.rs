@@ -18,10 +18,11 @@ use keyturn_audit::{
     AuditAction, AuditEvent, ChainReport, ColumnCounts, EventFilter, NewEvent, Outcome, ts,
 };
 use keyturn_db::{ConnectOptions, Database, redact_url};
-use keyturn_engine::config::config_path;
 use keyturn_engine::run::OpenRun;
 use keyturn_engine::verify::VerifyReport;
-use keyturn_engine::{Config, EngineError, Operation, Plan, RunOptions, RunSummary};
+use keyturn_engine::{EngineError, Operation, Plan, RunOptions, RunSummary};
+use keyturn_ops::Config;
+use keyturn_ops::config_path;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -175,7 +176,7 @@ impl ReadSession {
     async fn plan(&self, target: &TargetArgs) -> Result<Plan> {
         Ok(keyturn_engine::plan::resolve(
             self.db.as_ref(),
-            &self.cfg,
+            &self.cfg.targets,
             None,
             target.table.as_deref(),
             target.column.as_deref(),
@@ -419,7 +420,11 @@ pub async fn notify_run(
 ) -> Option<String> {
     let url = args.notify.as_deref().filter(|u| !u.is_empty())?;
     let format = NotifyFormat::parse(&args.notify_format).unwrap_or(NotifyFormat::Slack);
-    let msg = Message::from_run(summary, &redact_url(&ctx.cfg.database.url), &host());
+    let msg = Message::from_run(
+        &keyturn_ops::notify::run_notice(summary),
+        &redact_url(&ctx.cfg.database.url),
+        &host(),
+    );
     match notify::post(url, &msg.payload(format)).await {
         Ok(()) => None,
         Err(e) => {
@@ -506,7 +511,7 @@ pub async fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
                 let events = keyturn_audit::read_events(s.db.as_ref()).await?;
                 // The trail is readable without keyturn_runs: a login that
                 // may not read it still gets the list.
-                let open = keyturn_audit::report::open_runs(s.db.as_ref())
+                let open = keyturn_db::open_runs(s.db.as_ref())
                     .await
                     .unwrap_or_else(|e| {
                         errln!("warning: the runs recorded in keyturn_runs could not be read: {e}");
@@ -730,13 +735,19 @@ pub async fn due(cli: &Cli, args: &DueArgs) -> Result<Exit> {
     let s = ReadSession::open(cli).await?;
     let report = async {
         let plan = s.plan(&args.target).await?;
-        let columns = keyturn_audit::report::distribution(s.db.as_ref(), &s.cfg, &plan)
+        let columns = keyturn_ops::report::distribution(s.db.as_ref(), &s.cfg, &plan)
             .await
             .map_err(audit_err)?;
         let events = keyturn_audit::read_events(s.db.as_ref())
             .await
             .map_err(audit_err)?;
-        keyturn_audit::report::due_report(now, &s.cfg, &columns, &events).map_err(audit_err)
+        keyturn_audit::report::due_report(
+            now,
+            &keyturn_ops::report::report_config(&s.cfg),
+            &columns,
+            &events,
+        )
+        .map_err(audit_err)
     }
     .await;
     s.db.close().await;
@@ -854,7 +865,7 @@ pub async fn report(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
     let s = ReadSession::open(cli).await?;
     let report = async {
         let plan = s.plan(&args.target).await?;
-        keyturn_audit::report::gather(s.db.as_ref(), &s.cfg, &plan, &s.label, ts::now())
+        keyturn_ops::report::gather(s.db.as_ref(), &s.cfg, &plan, &s.label, ts::now())
             .await
             .map_err(audit_err)
     }

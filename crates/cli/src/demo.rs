@@ -6,8 +6,9 @@ use crate::exit::Exit;
 use crate::output;
 use anyhow::{Context, Result};
 use keyturn_db::ConnectOptions;
-use keyturn_engine::{Config, Operation, RunOptions, VerifyOptions};
+use keyturn_engine::{Operation, RunOptions, VerifyOptions};
 use keyturn_format::{Algorithm, KeyId, KeySpec};
+use keyturn_ops::Config;
 use std::io::Write;
 use std::path::Path;
 

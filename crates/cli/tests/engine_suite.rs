@@ -1669,7 +1669,7 @@ async fn library_api(t: TestDb) {
         toml_str(&t.url),
         tb.target_toml()
     );
-    let cfg = keyturn_engine::Config::parse(&text).expect("config");
+    let cfg = keyturn_ops::Config::parse(&text).expect("config");
     let db = keyturn_db::connect(&t.url, &keyturn_db::ConnectOptions::default())
         .await
         .expect("connect");
@@ -1678,7 +1678,7 @@ async fn library_api(t: TestDb) {
         default: Some(ring.clone()),
         named: Default::default(),
     };
-    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, Some(&rings), None, None)
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg.targets, Some(&rings), None, None)
         .await
         .expect("plan");
     assert_eq!(plan.columns.len(), 2);
@@ -1794,7 +1794,7 @@ async fn census_counts_only_well_formed_values(t: TestDb) {
         tb.name
     ))
     .await;
-    let cfg = keyturn_engine::Config::parse(&format!(
+    let cfg = keyturn_ops::Config::parse(&format!(
         "[database]\nurl = {}\n\n{}",
         toml_str(&t.url),
         tb.target_toml()
@@ -1803,7 +1803,7 @@ async fn census_counts_only_well_formed_values(t: TestDb) {
     let db = keyturn_db::connect(&t.url, &keyturn_db::ConnectOptions::default())
         .await
         .expect("connect");
-    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, None, None, None)
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg.targets, None, None, None)
         .await
         .expect("plan");
     let data = t.read(&tb).await;
@@ -1882,7 +1882,7 @@ async fn resume_sweeps_rows_before_the_checkpoint(t: TestDb) {
     // half and again in the sweep.
     let bad_pk = int_pk(990);
     t.set(&tb, &bad_pk, phone, Some(b"kt1:k1:a:AAAA")).await;
-    let cfg = keyturn_engine::Config::parse(&format!(
+    let cfg = keyturn_ops::Config::parse(&format!(
         "[database]\nurl = {}\n\n{}",
         toml_str(&t.url),
         tb.target_toml()
@@ -1896,9 +1896,10 @@ async fn resume_sweeps_rows_before_the_checkpoint(t: TestDb) {
         default: Some(both.clone()),
         named: Default::default(),
     };
-    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, Some(&rings), None, Some("phone"))
-        .await
-        .expect("plan");
+    let plan =
+        keyturn_engine::plan::resolve(db.as_ref(), &cfg.targets, Some(&rings), None, Some("phone"))
+            .await
+            .expect("plan");
     let opts = RunOptions {
         batch_size: 50,
         workers: 1,

@@ -593,7 +593,7 @@ async fn envelope_cas_miss_is_retried(t: TestDb) {
         toml_str(&tb.name),
         entry("")
     );
-    let cfg = keyturn_engine::Config::parse(&text).expect("config");
+    let cfg = keyturn_ops::Config::parse(&text).expect("config");
     let inner = keyturn_db::connect(&t.url, &keyturn_db::ConnectOptions::default())
         .await
         .expect("connect");
@@ -609,7 +609,7 @@ async fn envelope_cas_miss_is_retried(t: TestDb) {
         default: None,
         named: [("kms".to_string(), Arc::new(ring(&[&k1, &k2], "kek-2")))].into(),
     };
-    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, Some(&rings), None, None)
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg.targets, Some(&rings), None, None)
         .await
         .expect("plan");
     let s = keyturn_engine::run::run(

@@ -17,6 +17,7 @@ mod audit;
 #[macro_use]
 pub mod cells;
 mod census;
+mod config;
 mod error;
 #[cfg(test)]
 mod lock_tests;
@@ -25,6 +26,7 @@ mod meta;
 mod missing;
 mod mysql;
 mod postgres;
+mod runs;
 mod sql;
 mod sqlite;
 mod sqlite_direct;
@@ -33,12 +35,14 @@ pub mod testing;
 pub use audit::{AuditRow, AuditRowBuilder, AuditTip};
 pub use catalog::{CatalogRow, CatalogWrite};
 pub use census::KeyCensus;
+pub use config::DatabaseConfig;
 pub use error::{DbError, redact_url};
 pub use instances::{BoxFuture, InstanceHeartbeat, InstanceRow, InstanceSnapshot};
 pub use meta::{
     BadRow, BadRowAck, BadRowRecord, Checkpoint, LockHolder, RunRecord, now_rfc3339,
     value_fingerprint,
 };
+pub use runs::{OpenRun, open_runs};
 
 use async_trait::async_trait;
 use serde::Serialize;

@@ -11,7 +11,6 @@ pub mod config;
 mod error;
 pub mod multi;
 pub mod plan;
-pub mod policy;
 mod progress;
 mod retry;
 pub mod run;
@@ -19,7 +18,6 @@ mod scan;
 pub mod status;
 pub mod verify;
 
-pub use config::Config;
 pub use error::{EngineError, UnusableKey};
 pub use plan::{ColumnPlan, Plan};
 pub use progress::{NoProgress, ProgressSink};

@@ -2,9 +2,11 @@
 //! every configured table, key column and encrypted column must exist and
 //! have a type that can hold ciphertext.
 
-use crate::{Config, EngineError};
+use crate::EngineError;
+use crate::config::TargetConfig;
 use keyturn_db::{ColumnRef, Database, PkColumn, PkValue, ValueKind, pk_kind_of, value_kind_of};
 use keyturn_format::{Codec, Encoding, Keyring, NativeCodec};
+use keyturn_keys::KeysConfig;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -20,17 +22,21 @@ impl Rings {
     /// Loads only the rings the selected columns use, so a run on one table
     /// does not need every other table's keys.
     pub fn load(
-        cfg: &Config,
+        targets: &[TargetConfig],
+        keys: &KeysConfig,
+        keyrings: &BTreeMap<String, KeysConfig>,
         table: Option<&str>,
         column: Option<&str>,
     ) -> Result<Rings, EngineError> {
-        Rings::load_with_default(cfg, table, column, None)
+        Rings::load_with_default(targets, keys, keyrings, table, column, None)
     }
 
     /// Like [`load`](Self::load), with the `[keys]` ring given by the caller
     /// (loaded from the key catalog) instead of read from key sources.
     pub fn load_with_default(
-        cfg: &Config,
+        targets: &[TargetConfig],
+        keys: &KeysConfig,
+        keyrings: &BTreeMap<String, KeysConfig>,
         table: Option<&str>,
         column: Option<&str>,
         default: Option<Arc<Keyring>>,
@@ -39,8 +45,7 @@ impl Rings {
             default,
             ..Rings::default()
         };
-        for t in cfg
-            .targets
+        for t in targets
             .iter()
             .filter(|t| table.is_none_or(|x| x == t.table))
         {
@@ -53,13 +58,13 @@ impl Rings {
                     None => {
                         if rings.default.is_none() {
                             rings.default = Some(Arc::new(keyturn_keys::load_keyring(
-                                &cfg.key_sources(),
-                                &cfg.ring_policy(),
+                                &keys.sources(),
+                                &keys.policy(),
                             )?));
                         }
                     }
                     Some(name) if !rings.named.contains_key(name) => {
-                        let k = cfg.keyrings.get(name).ok_or_else(|| {
+                        let k = keyrings.get(name).ok_or_else(|| {
                             EngineError::Config(format!("no [keyrings.{name}] section"))
                         })?;
                         let codec = c.codec_config(&t.table).map_err(EngineError::Config)?;
@@ -167,17 +172,17 @@ impl Plan {
 /// together.
 pub async fn resolve(
     db: &dyn Database,
-    cfg: &Config,
+    targets: &[TargetConfig],
     rings: Option<&Rings>,
     table: Option<&str>,
     column: Option<&str>,
 ) -> Result<Plan, EngineError> {
     if let Some(t) = table
-        && !cfg.targets.iter().any(|x| x.table == t)
+        && !targets.iter().any(|x| x.table == t)
     {
         return Err(EngineError::Usage(format!(
             "--table {t}: not a configured table (configured: {})",
-            cfg.targets
+            targets
                 .iter()
                 .map(|x| x.table.as_str())
                 .collect::<Vec<_>>()
@@ -185,8 +190,7 @@ pub async fn resolve(
         )));
     }
     if let Some(c) = column {
-        let found = cfg
-            .targets
+        let found = targets
             .iter()
             .filter(|x| table.is_none_or(|t| x.table == t))
             .any(|x| x.columns.iter().any(|y| y.name == c));
@@ -198,7 +202,7 @@ pub async fn resolve(
     }
     let mut problems = Vec::new();
     let mut columns = Vec::new();
-    for t in &cfg.targets {
+    for t in targets {
         if table.is_some_and(|x| x != t.table) {
             continue;
         }

@@ -627,46 +627,12 @@ async fn watch_lock(shared: Arc<Shared>) {
     }
 }
 
-/// A run whose record says `running`, as it stands now.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OpenRun {
-    pub run_id: String,
-    pub operation: String,
-    pub actor: String,
-    pub started_at: String,
-    /// `running` (it holds the rotation lock) or `interrupted` (nobody
-    /// holds the lock, or another run does: its process is gone, and the
-    /// next `rotate` or `encrypt` records it so).
-    pub state: String,
-}
+pub use keyturn_db::OpenRun;
 
 /// The runs whose record says `running`, each found running or
-/// interrupted by who holds the rotation lock now. Reads only: the lock is
-/// not taken and nothing is written.
+/// interrupted by who holds the rotation lock now ([`keyturn_db::open_runs`]).
 pub async fn open_runs(db: &dyn Database) -> Result<Vec<OpenRun>, EngineError> {
-    let runs = db.running_runs().await?;
-    if runs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let lock = db.lock_status().await?;
-    Ok(runs
-        .into_iter()
-        .map(|r| {
-            let live = match &lock {
-                // A holder without a token (an older keyturn) cannot be
-                // told apart from the run: assume it is that run.
-                Some(l) => l.token.as_ref().is_none_or(|t| *t == r.run_id),
-                None => false,
-            };
-            OpenRun {
-                state: if live { "running" } else { "interrupted" }.into(),
-                run_id: r.run_id,
-                operation: r.operation,
-                actor: r.actor,
-                started_at: r.started_at,
-            }
-        })
-        .collect())
+    Ok(keyturn_db::open_runs(db).await?)
 }
 
 /// A run id: a UUID v7 (its first 48 bits are the start time in

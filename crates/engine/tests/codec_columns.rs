@@ -3,8 +3,8 @@
 
 use base64::Engine as _;
 use keyturn_db::{ConnectOptions, Database, PkValue};
-use keyturn_engine::plan::Rings;
-use keyturn_engine::{Config, NoProgress, Operation, RunOptions, VerifyOptions};
+use keyturn_engine::{NoProgress, Operation, RunOptions, VerifyOptions};
+use keyturn_ops::Config;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -58,8 +58,8 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
 
     // The application wrote Fernet tokens under "old".
     let cfg = Config::parse(&cfg_text("old")).unwrap();
-    let rings = Rings::load(&cfg, None, None).unwrap();
-    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, Some(&rings), None, None)
+    let rings = keyturn_ops::load_rings(&cfg, None, None, None).unwrap();
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg.targets, Some(&rings), None, None)
         .await
         .unwrap();
     let col = &plan.columns[0];
@@ -81,8 +81,8 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
 
     // Rotate to "new".
     let cfg = Config::parse(&cfg_text("new")).unwrap();
-    let rings = Rings::load(&cfg, None, None).unwrap();
-    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, Some(&rings), None, None)
+    let rings = keyturn_ops::load_rings(&cfg, None, None, None).unwrap();
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg.targets, Some(&rings), None, None)
         .await
         .unwrap();
     let status = keyturn_engine::status::status(db.as_ref(), &plan, &Default::default())
@@ -234,6 +234,8 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
         keys.display()
     ))
     .unwrap();
-    let e = Rings::load(&cfg, None, None).unwrap_err().to_string();
+    let e = keyturn_ops::load_rings(&cfg, None, None, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("old") && !e.contains(&material[..12]), "{e}");
 }

@@ -5,8 +5,9 @@
 use async_trait::async_trait;
 use keyturn_db::testing::{BeforeWrite, WithWriteHook};
 use keyturn_db::{CasUpdate, ColumnRef, ConnectOptions, Database, DbError, Pk, PkValue};
-use keyturn_engine::{Config, NoProgress, Operation, RunOptions};
+use keyturn_engine::{NoProgress, Operation, RunOptions};
 use keyturn_format::{Algorithm, Encoding, KeyId, KeyState, Keyring, SecretKey};
+use keyturn_ops::Config;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -121,7 +122,7 @@ async fn rotate(db: Arc<dyn Database>, r: Arc<Keyring>) -> keyturn_engine::RunSu
         default: Some(r),
         named: Default::default(),
     };
-    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg, Some(&rings), None, None)
+    let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg.targets, Some(&rings), None, None)
         .await
         .unwrap();
     keyturn_engine::run::run(
@@ -149,7 +150,7 @@ async fn values(db: &dyn Database) -> Vec<(i64, Option<Vec<u8>>)> {
         default: Some(Arc::new(ring("k2"))),
         named: Default::default(),
     };
-    let plan = keyturn_engine::plan::resolve(db, &cfg, Some(&rings), None, None)
+    let plan = keyturn_engine::plan::resolve(db, &cfg.targets, Some(&rings), None, None)
         .await
         .unwrap();
     let pks: Vec<Pk> = (1..=40).map(|i| vec![PkValue::Int(i)]).collect();

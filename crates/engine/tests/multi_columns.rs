@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use keyturn_db::testing::{BeforeWrite, WithWriteHook};
 use keyturn_db::{CasUpdate, ColumnRef, ConnectOptions, Database, DbError, Pk, PkValue};
-use keyturn_engine::plan::{Plan, Rings};
-use keyturn_engine::{Config, NoProgress, Operation, RunOptions, VerifyOptions};
+use keyturn_engine::plan::Plan;
+use keyturn_engine::{NoProgress, Operation, RunOptions, VerifyOptions};
+use keyturn_ops::Config;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -74,8 +75,8 @@ columns = [{{ name = "ssn", codec = "envelope", keyring = "kms", iv_column = "ss
 
     async fn plan(&self, db: &dyn Database, primary: &str) -> Plan {
         let cfg = self.config(primary, "");
-        let rings = Rings::load(&cfg, None, None).unwrap();
-        keyturn_engine::plan::resolve(db, &cfg, Some(&rings), None, None)
+        let rings = keyturn_ops::load_rings(&cfg, None, None, None).unwrap();
+        keyturn_engine::plan::resolve(db, &cfg.targets, Some(&rings), None, None)
             .await
             .unwrap()
     }
@@ -311,8 +312,8 @@ async fn missing_and_mistyped_role_columns_are_reported_before_anything_runs() {
     let mut bad = cfg.clone();
     bad.targets[0].columns[0].wrapped_key_column = Some("ssn_wrapped".into());
     bad.targets[0].columns[0].iv_column = Some("ssn_iv_text".into());
-    let rings = Rings::load(&bad, None, None).unwrap();
-    let e = keyturn_engine::plan::resolve(env.db.as_ref(), &bad, Some(&rings), None, None)
+    let rings = keyturn_ops::load_rings(&bad, None, None, None).unwrap();
+    let e = keyturn_engine::plan::resolve(env.db.as_ref(), &bad.targets, Some(&rings), None, None)
         .await
         .unwrap_err()
         .to_string();

@@ -153,7 +153,7 @@ pub const KEY_ID_PATTERN: &str = "[A-Za-z0-9][A-Za-z0-9._-]{0,31}";
 pub fn key_id_from_token(loc: &KeyIdLocation, token: &[u8]) -> Option<KeyId> {
     use base64::Engine as _;
     let hex = |t: &[u8]| -> Option<Vec<u8>> {
-        if t.len() % 2 != 0 {
+        if !t.len().is_multiple_of(2) {
             return None;
         }
         t.chunks(2)

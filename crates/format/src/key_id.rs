@@ -102,6 +102,74 @@ impl std::str::FromStr for KeyId {
     }
 }
 
+/// A deserializer's message without the values it quotes: serde's
+/// `invalid type: string "…", expected …` loses the value, and any other
+/// quoted (`` `…` `` or `"…"`) text that is not a plain name (field names,
+/// enum variants, punctuation the parser expected) is replaced by
+/// `(value not shown)`. Several lines become one.
+pub fn scrub_message(msg: &str) -> String {
+    let msg = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg.as_str();
+    for lead in ["invalid type: ", "invalid value: "] {
+        if let Some(after) = rest.strip_prefix(lead) {
+            // `string "…"`, `integer `5``, `map`: keep the kind only.
+            let end = after.find(", expected").unwrap_or(after.len());
+            let kind = after[..end]
+                .split(['"', '`'])
+                .next()
+                .unwrap_or_default()
+                .trim();
+            out.push_str(lead);
+            out.push_str(kind);
+            if after[..end].contains(['"', '`']) {
+                out.push_str(" (value not shown)");
+            }
+            rest = &after[end..];
+            break;
+        }
+    }
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = rest.as_bytes()[open] as char;
+        out.push_str(&rest[..open]);
+        let body = &rest[open + 1..];
+        // The closing quote; `\"` inside a Debug-quoted string is escaped.
+        let mut close = None;
+        let mut escaped = false;
+        for (i, c) in body.char_indices() {
+            match c {
+                '\\' if quote == '"' => escaped = !escaped,
+                c if c == quote && !escaped => {
+                    close = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let Some(close) = close else {
+            // Unbalanced: whatever follows may be a value.
+            out.push_str("(value not shown)");
+            return out;
+        };
+        let inner = &body[..close];
+        if is_showable(inner) || inner.chars().count() <= 3 {
+            out.push(quote);
+            out.push_str(inner);
+            out.push(quote);
+        } else {
+            out.push_str("(value not shown)");
+        }
+        rest = &body[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ pub use codec::{
     Shape, key_id_from_token,
 };
 pub use error::{Field, FormatError};
-pub use key_id::{KeyId, MAX_KEY_ID_LEN, is_showable, shown};
+pub use key_id::{KeyId, MAX_KEY_ID_LEN, is_showable, scrub_message, shown};
 pub use keyring::{KeyState, Keyring, KeyringBuilder, Reencrypted};
 pub use keyspec::KeySpec;
 pub use secret::{CodecKeyKind, KeyKind, SecretKey};

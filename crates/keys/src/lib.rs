@@ -18,23 +18,37 @@ use zeroize::Zeroizing;
 /// Environment variable read when no source is configured.
 pub const DEFAULT_ENV: &str = "KEYTURN_KEYS";
 
-/// Where to read key specs from.
+mod config;
+mod secret;
+
+pub use config::KeysConfig;
+pub use secret::SecretString;
+
+/// Where a secret comes from: key specs, a KEK's master key, a Vault token.
+/// One parser and one reader for all of them; never the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum KeySource {
+pub enum SecretSource {
     /// `env:NAME`: the environment variable NAME.
     Env(String),
-    /// `file:PATH`: a file, one or more specs, `#` comments allowed.
+    /// `file:PATH`: a file (for key specs: one or more, `#` comments
+    /// allowed).
     File(PathBuf),
     /// `stdin`: standard input, read once.
     Stdin,
+    /// The secret itself, from a program that embeds keyturn (its own
+    /// secret manager): never parsed from a config file or an argument.
+    Value(SecretString),
 }
 
-impl KeySource {
+/// Where key specs come from.
+pub type KeySource = SecretSource;
+
+impl SecretSource {
     /// Parses `env:NAME`, `file:PATH` or `stdin`.
-    pub fn parse(s: &str) -> Result<KeySource, KeyError> {
+    pub fn parse(s: &str) -> Result<SecretSource, KeyError> {
         if s == "stdin" || s == "-" {
-            return Ok(KeySource::Stdin);
+            return Ok(SecretSource::Stdin);
         }
         if let Some(name) = s.strip_prefix("env:") {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -43,27 +57,83 @@ impl KeySource {
                     "env:NAME: env var names are A-Z, 0-9 and _ (the value is not shown)".into(),
                 ));
             }
-            return Ok(KeySource::Env(name.to_owned()));
+            return Ok(SecretSource::Env(name.to_owned()));
         }
         if let Some(path) = s.strip_prefix("file:") {
             if path.is_empty() {
                 return Err(KeyError::BadSource("\"file:\" needs a path".into()));
             }
-            return Ok(KeySource::File(PathBuf::from(path)));
+            return Ok(SecretSource::File(PathBuf::from(path)));
         }
         // Never echo the value: a user may have pasted a key here by mistake.
         Err(KeyError::BadSource(
-            "a key source is env:NAME, file:PATH or stdin (key material itself is never accepted here)".into(),
+            "a secret source is env:NAME, file:PATH or stdin (key material itself is never accepted here)".into(),
         ))
+    }
+
+    /// A `file:` source's relative path taken against `base` (the config
+    /// file's folder).
+    pub fn relative_to(self, base: &Path) -> SecretSource {
+        match self {
+            SecretSource::File(p) if p.is_relative() => SecretSource::File(base.join(p)),
+            other => other,
+        }
+    }
+
+    /// The whole text of the source, zeroized on drop; `what` names the
+    /// secret in warnings ("key file", "master key file", "token file").
+    pub fn read_text(&self, what: &str) -> Result<Zeroizing<String>, KeyError> {
+        match self {
+            SecretSource::Env(name) => match std::env::var(name) {
+                Ok(v) => Ok(Zeroizing::new(v)),
+                Err(std::env::VarError::NotPresent) => Err(KeyError::EnvMissing(name.clone())),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    Err(KeyError::EnvNotUnicode(name.clone()))
+                }
+            },
+            SecretSource::File(path) => {
+                let bytes =
+                    Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::File {
+                        path: path.clone(),
+                        source,
+                    })?);
+                warn_if_exposed(path, what);
+                let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::File {
+                    path: path.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+                })?;
+                Ok(Zeroizing::new(text.to_owned()))
+            }
+            SecretSource::Stdin => {
+                let mut s = Zeroizing::new(String::new());
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .map_err(KeyError::Stdin)?;
+                Ok(s)
+            }
+            SecretSource::Value(v) => Ok(Zeroizing::new(v.expose().to_owned())),
+        }
+    }
+
+    /// One secret (a master key, a token): the source's text with
+    /// surrounding whitespace trimmed, not empty.
+    pub fn read_secret(&self, what: &str) -> Result<SecretString, KeyError> {
+        let text = self.read_text(what)?;
+        let t = text.trim();
+        if t.is_empty() {
+            return Err(KeyError::Empty(self.to_string()));
+        }
+        Ok(SecretString::new(t.to_owned()))
     }
 }
 
-impl fmt::Display for KeySource {
+impl fmt::Display for SecretSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeySource::Env(n) => write!(f, "env:{n}"),
-            KeySource::File(p) => write!(f, "file:{}", p.display()),
-            KeySource::Stdin => f.write_str("stdin"),
+            SecretSource::Env(n) => write!(f, "env:{n}"),
+            SecretSource::File(p) => write!(f, "file:{}", p.display()),
+            SecretSource::Stdin => f.write_str("stdin"),
+            SecretSource::Value(_) => f.write_str("a value given by the program"),
         }
     }
 }
@@ -74,6 +144,10 @@ impl fmt::Display for KeySource {
 pub enum KeyError {
     #[error("bad key source: {0}")]
     BadSource(String),
+    /// A `[keys]` / `[keyrings.NAME]` setting that is wrong (the message
+    /// names it, never a value that may be key material).
+    #[error("{0}")]
+    Config(String),
     #[error("environment variable {0} is not set (it should hold key specs <id>:<alg>:<base64>)")]
     EnvMissing(String),
     #[error("environment variable {0} is not valid UTF-8")]
@@ -89,7 +163,7 @@ pub enum KeyError {
     /// (`env:NAME`, `file:PATH`, `stdin`; line or position), never its text.
     #[error("{origin}: {source}")]
     Spec { origin: String, source: FormatError },
-    #[error("no keys found in {0}")]
+    #[error("nothing found in {0}")]
     Empty(String),
     #[error("key {id:?} is defined twice ({first} and {second})")]
     Duplicate {
@@ -153,32 +227,7 @@ pub fn load_keyring(sources: &[KeySource], policy: &RingPolicy) -> Result<Keyrin
 /// Reads the raw text of one source (for key strings in other frameworks'
 /// forms). Zeroized on drop.
 pub fn read_source(source: &KeySource) -> Result<Zeroizing<String>, KeyError> {
-    match source {
-        KeySource::Env(name) => match std::env::var(name) {
-            Ok(v) => Ok(Zeroizing::new(v)),
-            Err(std::env::VarError::NotPresent) => Err(KeyError::EnvMissing(name.clone())),
-            Err(std::env::VarError::NotUnicode(_)) => Err(KeyError::EnvNotUnicode(name.clone())),
-        },
-        KeySource::File(path) => {
-            let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::File {
-                path: path.clone(),
-                source,
-            })?);
-            warn_if_exposed(path, "key file");
-            let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::File {
-                path: path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
-            })?;
-            Ok(Zeroizing::new(text.to_owned()))
-        }
-        KeySource::Stdin => {
-            let mut s = Zeroizing::new(String::new());
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(KeyError::Stdin)?;
-            Ok(s)
-        }
-    }
+    source.read_text("key file")
 }
 
 /// Files already warned about, so each is named once per process.

@@ -24,22 +24,23 @@
 mod aws;
 mod blob;
 mod cache;
+mod config;
 mod context;
 mod error;
 mod local;
 mod rewrap;
-mod secret;
 mod transit;
 
 pub use aws::{AwsCredentials, AwsKmsConfig, AwsKmsKek};
 pub use blob::{ContextBinding, KekRef, WrappedDek};
 pub use cache::DekCache;
+pub use config::KekConfig;
 pub use context::{MAX_CATALOG_LEN, WrapContext};
 pub use error::{KmsError, ProviderKind};
+pub use keyturn_keys::{SecretSource, SecretString};
 pub use local::{LocalKek, MasterKeySource};
 pub use rewrap::{RewrapPath, rewrap_all, rewrap_all_in_kms, rotate_blobs, same_kms};
-pub use secret::SecretString;
-pub use transit::{TokenSource, TransitConfig, TransitKek};
+pub use transit::{TransitConfig, TransitKek};
 
 pub use keyturn_format::{Algorithm, KeyId, SecretKey};
 

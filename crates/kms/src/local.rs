@@ -5,38 +5,23 @@ use crate::KekProvider;
 use crate::blob::{ContextBinding, KekRef, WrappedDek};
 use crate::context::WrapContext;
 use crate::error::{KmsError, ProviderKind};
-use crate::secret::{SecretString, read_secret_env, read_secret_file};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyturn_format::{Algorithm, KeyId, KeySpec, SecretKey};
+use keyturn_keys::{SecretSource, SecretString};
 use std::fmt;
-use std::path::PathBuf;
 use zeroize::Zeroizing;
 
 const P: ProviderKind = ProviderKind::Local;
 const TAG: usize = 16;
 const DEK_LEN: usize = 32;
 
-/// Where the master key comes from. The text is either a key spec
-/// `<name>:aes256gcm:<base64>` (the name becomes the KEK's name) or the
-/// standard base64 of 32 bytes (name `local`).
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum MasterKeySource {
-    /// An environment variable ([`LocalKek::DEFAULT_ENV`] by default).
-    Env(String),
-    /// A file holding the text (surrounding whitespace ignored).
-    File(PathBuf),
-    /// The text itself.
-    Value(SecretString),
-}
-
-impl Default for MasterKeySource {
-    fn default() -> Self {
-        MasterKeySource::Env(LocalKek::DEFAULT_ENV.to_owned())
-    }
-}
+/// Where the master key comes from: `env:NAME`, `file:PATH` or the value
+/// itself from a program ([`keyturn_keys::SecretSource`]). The text is
+/// either a key spec `<name>:aes256gcm:<base64>` (the name becomes the KEK's
+/// name) or the standard base64 of 32 bytes (name `local`).
+pub type MasterKeySource = SecretSource;
 
 /// AES-256-GCM under a local master key, for development and small
 /// deployments. The master key's fingerprint is recorded as the KEK version,
@@ -51,24 +36,22 @@ impl LocalKek {
     /// The environment variable read by default.
     pub const DEFAULT_ENV: &'static str = "KEYTURN_MASTER_KEY";
 
+    /// The default master key source: `env:KEYTURN_MASTER_KEY`.
+    pub fn default_source() -> MasterKeySource {
+        SecretSource::Env(Self::DEFAULT_ENV.to_owned())
+    }
+
     /// Loads the master key from `source`.
     pub fn load(source: &MasterKeySource) -> Result<LocalKek, KmsError> {
-        let text = match source {
-            MasterKeySource::Env(var) => read_secret_env(var)
-                .map_err(|m| KmsError::config(P, m))?
-                .ok_or_else(|| {
-                    KmsError::config(
-                        P,
-                        format!(
-                            "environment variable {var} is not set; set it to a master key (`<name>:aes256gcm:<base64>` or the base64 of 32 random bytes)"
-                        ),
-                    )
-                })?,
-            MasterKeySource::File(path) => {
-                read_secret_file(path).map_err(|m| KmsError::config(P, format!("master key file: {m}")))?
-            }
-            MasterKeySource::Value(v) => v.clone(),
-        };
+        let text = source.read_secret("master key file").map_err(|e| match e {
+            keyturn_keys::KeyError::EnvMissing(var) => KmsError::config(
+                P,
+                format!(
+                    "environment variable {var} is not set; set it to a master key (`<name>:aes256gcm:<base64>` or the base64 of 32 random bytes)"
+                ),
+            ),
+            other => KmsError::config(P, format!("master key: {other}")),
+        })?;
         LocalKek::from_text(text.expose())
     }
 

@@ -4,15 +4,14 @@ use crate::KekProvider;
 use crate::blob::{ContextBinding, KekRef, WrappedDek};
 use crate::context::WrapContext;
 use crate::error::{KmsError, ProviderKind, clip};
-use crate::secret::{SecretString, read_secret_env, read_secret_file};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyturn_format::SecretKey;
+use keyturn_keys::{SecretSource, SecretString};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
@@ -20,45 +19,30 @@ use zeroize::Zeroizing;
 const P: ProviderKind = ProviderKind::Transit;
 const DEK_LEN: usize = 32;
 
-/// Where the transit token comes from. Never from the command line.
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub enum TokenSource {
-    /// `VAULT_TOKEN`, else `BAO_TOKEN`.
-    #[default]
-    Env,
-    /// A named environment variable.
-    EnvVar(String),
-    /// A file holding the token (surrounding whitespace ignored).
-    File(PathBuf),
-    /// The token itself (from a secret manager, say).
-    Value(SecretString),
-}
-
-impl TokenSource {
-    fn load(&self) -> Result<SecretString, KmsError> {
-        let cfg = |m: String| KmsError::config(P, m);
-        match self {
-            TokenSource::Env => {
-                for var in ["VAULT_TOKEN", "BAO_TOKEN"] {
-                    if let Some(t) = read_secret_env(var).map_err(cfg)? {
-                        return Ok(t);
-                    }
-                }
-                Err(cfg(
-                    "no token: set VAULT_TOKEN or BAO_TOKEN, or configure a token file".into(),
-                ))
+/// Reads the transit token: from `source`, else `VAULT_TOKEN`, then
+/// `BAO_TOKEN`. Never from the command line.
+fn load_token(source: Option<&SecretSource>) -> Result<SecretString, KmsError> {
+    let cfg = |m: String| KmsError::config(P, m);
+    let read = |s: &SecretSource| {
+        s.read_secret("token file").map_err(|e| match e {
+            keyturn_keys::KeyError::EnvMissing(var) => {
+                cfg(format!("no token: environment variable {var} is not set"))
             }
-            TokenSource::EnvVar(var) => read_secret_env(var)
-                .map_err(cfg)?
-                .ok_or_else(|| cfg(format!("no token: environment variable {var} is not set"))),
-            TokenSource::File(path) => {
-                read_secret_file(path).map_err(|m| cfg(format!("token file: {m}")))
-            }
-            TokenSource::Value(v) if v.is_empty() => Err(cfg("the token is empty".into())),
-            TokenSource::Value(v) => Ok(v.clone()),
+            keyturn_keys::KeyError::Empty(_) => cfg("the token is empty".into()),
+            other => cfg(format!("token: {other}")),
+        })
+    };
+    if let Some(s) = source {
+        return read(s);
+    }
+    for var in ["VAULT_TOKEN", "BAO_TOKEN"] {
+        if std::env::var_os(var).is_some() {
+            return read(&SecretSource::Env(var.into()));
         }
     }
+    Err(cfg(
+        "no token: set VAULT_TOKEN or BAO_TOKEN, or configure a token file".into(),
+    ))
 }
 
 /// Configuration of a [`TransitKek`].
@@ -71,7 +55,8 @@ pub struct TransitConfig {
     pub mount: String,
     /// Name of the transit key (type aes256-gcm96 or chacha20-poly1305).
     pub key_name: String,
-    pub token: TokenSource,
+    /// Where the token comes from; `None`: `VAULT_TOKEN`, then `BAO_TOKEN`.
+    pub token: Option<SecretSource>,
     /// Enterprise/OpenBao namespace (`X-Vault-Namespace`), if any.
     pub namespace: Option<String>,
     /// How new wraps bind their context. Existing blobs keep theirs.
@@ -92,7 +77,7 @@ impl TransitConfig {
             address: address.to_owned(),
             mount: "transit".to_owned(),
             key_name: key_name.to_owned(),
-            token: TokenSource::Env,
+            token: None,
             namespace: None,
             binding: ContextBinding::Embedded,
             connect_timeout: Duration::from_secs(3),
@@ -218,7 +203,7 @@ impl TransitKek {
                 ),
             ));
         }
-        let token = cfg.token.load()?;
+        let token = load_token(cfg.token.as_ref())?;
         let mut headers = HeaderMap::new();
         let mut tok = HeaderValue::from_str(token.expose()).map_err(|_| {
             KmsError::config(P, "the token has characters not allowed in an HTTP header")
@@ -672,7 +657,7 @@ mod tests {
     #[test]
     fn config_checks() {
         let tok = |mut c: TransitConfig| {
-            c.token = TokenSource::Value("s.secret-token-value".into());
+            c.token = Some(SecretSource::Value("s.secret-token-value".into()));
             c
         };
         for (addr, mount, name) in [
@@ -698,7 +683,7 @@ mod tests {
         assert!(!format!("{k:?}").contains("secret-token-value"));
 
         let mut c = TransitConfig::new("http://127.0.0.1:8200", "app");
-        c.token = TokenSource::EnvVar("KEYTURN_TEST_SURELY_UNSET_TOKEN".into());
+        c.token = Some(SecretSource::Env("KEYTURN_TEST_SURELY_UNSET_TOKEN".into()));
         let e = TransitKek::new(c).unwrap_err();
         assert!(
             e.to_string().contains("KEYTURN_TEST_SURELY_UNSET_TOKEN"),

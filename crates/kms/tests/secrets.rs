@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use keyturn_kms::{
     Algorithm, AwsCredentials, AwsKmsConfig, AwsKmsKek, DekCache, KekProvider, KeyId, KmsError,
-    LocalKek, MasterKeySource, SecretKey, SecretString, TokenSource, TransitConfig, TransitKek,
+    LocalKek, MasterKeySource, SecretKey, SecretSource, SecretString, TransitConfig, TransitKek,
     WrapContext, WrappedDek,
 };
 use std::sync::Arc;
@@ -54,7 +54,7 @@ async fn nothing_secret_in_debug_display_or_errors() {
 
     // Providers.
     let mut tc = TransitConfig::new(&format!("http://127.0.0.1:{}", common::free_port()), "app");
-    tc.token = TokenSource::Value(TOKEN.into());
+    tc.token = Some(SecretSource::Value(TOKEN.into()));
     tc.connect_timeout = Duration::from_secs(2);
     assert_clean("TransitConfig Debug", &format!("{tc:?}"), &secrets);
     let transit = TransitKek::new(tc).unwrap();
@@ -116,7 +116,8 @@ async fn nothing_secret_in_debug_display_or_errors() {
     errors.push(LocalKek::from_text(&format!("k1:aes256gcm:{}x", master_b64)).unwrap_err());
     errors.push(LocalKek::from_text(&master_b64[..20]).unwrap_err());
     let mut bad = TransitConfig::new("http://127.0.0.1:1", "app");
-    bad.token = TokenSource::Value(format!("{TOKEN}\n").into());
+    // A line break inside the token cannot go into a header.
+    bad.token = Some(SecretSource::Value(format!("{TOKEN}\nx").into()));
     errors.push(TransitKek::new(bad).unwrap_err());
 
     assert!(errors.len() >= 7, "{errors:?}");

@@ -3,7 +3,7 @@
 mod common;
 
 use keyturn_kms::{
-    Algorithm, ContextBinding, DekCache, KekProvider, KeyId, LocalKek, SecretKey, TokenSource,
+    Algorithm, ContextBinding, DekCache, KekProvider, KeyId, LocalKek, SecretKey, SecretSource,
     TransitConfig, TransitKek, WrapContext, WrappedDek, rewrap_all, rewrap_all_in_kms,
 };
 use std::sync::Arc;
@@ -16,7 +16,7 @@ fn ctx(catalog: &str, key_id: &str) -> WrapContext {
 fn provider(b: &common::Bao, key: &str, token: &str, binding: ContextBinding) -> TransitKek {
     let mut c = TransitConfig::new(&b.addr, key);
     c.mount = b.mount.clone();
-    c.token = TokenSource::Value(token.into());
+    c.token = Some(SecretSource::Value(token.into()));
     c.binding = binding;
     TransitKek::new(c).unwrap()
 }
@@ -217,7 +217,7 @@ async fn missing_key_and_mount() {
     assert_eq!(p.resolve().await.unwrap_err().kind(), "key_not_found");
     let mut c = TransitConfig::new(&b.addr, "k");
     c.mount = "no-such-mount".into();
-    c.token = TokenSource::Value(b.root_token.as_str().into());
+    c.token = Some(SecretSource::Value(b.root_token.as_str().into()));
     let e = TransitKek::new(c)
         .unwrap()
         .wrap(&dek, &ctx("cat", "k1"))
@@ -250,7 +250,7 @@ async fn unreachable_fails_fast() {
     let port = common::free_port();
     let addr = format!("http://127.0.0.1:{port}");
     let mut c = TransitConfig::new(&addr, "k");
-    c.token = TokenSource::Value("s.not-a-real-token".into());
+    c.token = Some(SecretSource::Value("s.not-a-real-token".into()));
     c.connect_timeout = Duration::from_secs(2);
     let p = TransitKek::new(c).unwrap();
     let t = Instant::now();

@@ -1,6 +1,6 @@
 //! The `[policy]` section: how old a key may get before its data must be
 //! rotated. Read by `keyturn due` and `keyturn report` (crate
-//! `keyturn-audit`); optional, with defaults.
+//! this crate); optional, with defaults.
 //!
 //! ```toml
 //! [policy]
@@ -17,8 +17,7 @@
 //! since = "2025-01-15"       # date (UTC) or RFC 3339 time
 //! ```
 
-use crate::EngineError;
-use crate::config::TargetConfig;
+use crate::AuditError;
 use serde::Deserialize;
 
 pub const DEFAULT_MAX_KEY_AGE_DAYS: u32 = 90;
@@ -101,8 +100,10 @@ impl PolicyConfig {
         }
     }
 
-    pub(crate) fn validate(&self, targets: &[TargetConfig]) -> Result<(), EngineError> {
-        let bad = |key: String, why: String| Err(EngineError::Config(format!("{key}: {why}")));
+    /// Checks the section; `configured(table, column)` says whether a
+    /// column is one of the config's targets.
+    pub fn validate(&self, configured: impl Fn(&str, &str) -> bool) -> Result<(), AuditError> {
+        let bad = |key: String, why: String| Err(AuditError::Invalid(format!("{key}: {why}")));
         let days = |key: String, v: u32| {
             if (1..=MAX_DAYS).contains(&v) {
                 Ok(())
@@ -122,10 +123,7 @@ impl PolicyConfig {
         }
         for (i, c) in self.columns.iter().enumerate() {
             let key = format!("policy.column[{i}]");
-            let configured = targets
-                .iter()
-                .any(|t| t.table == c.table && t.columns.iter().any(|x| x.name == c.column));
-            if !configured {
+            if !configured(&c.table, &c.column) {
                 return bad(
                     key,
                     if keyturn_format::is_showable(&c.table)
@@ -196,39 +194,46 @@ fn looks_like_date(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::Config;
+    use super::*;
 
-    const BASE: &str = r#"
-[database]
-url = "sqlite://x.db"
-[[target]]
-table = "patients"
-primary_key = "id"
-columns = [{ name = "phone" }, { name = "cjis" }]
-"#;
+    /// The policy of a config that targets patients.phone and patients.cjis.
+    fn parse(text: &str) -> Result<PolicyConfig, String> {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            policy: PolicyConfig,
+        }
+        let doc: Doc = toml::from_str(text).map_err(|e| e.to_string())?;
+        doc.policy
+            .validate(|t, c| t == "patients" && (c == "phone" || c == "cjis"))
+            .map_err(|e| e.to_string())?;
+        Ok(doc.policy)
+    }
+
+    const BASE: &str = "";
 
     #[test]
     fn defaults_without_a_policy_section() {
-        let c = Config::parse(BASE).unwrap();
-        assert_eq!(c.policy.max_key_age_days, 90);
-        assert_eq!(c.policy.warn_days, 14);
-        let l = c.policy.limits_for("patients", "phone");
+        let c = parse(BASE).unwrap();
+        assert_eq!(c.max_key_age_days, 90);
+        assert_eq!(c.warn_days, 14);
+        let l = c.limits_for("patients", "phone");
         assert_eq!((l.max_key_age_days, l.warn_days), (90, 14));
     }
 
     #[test]
     fn column_overrides_and_key_dates() {
-        let c = Config::parse(&format!(
+        let c = parse(&format!(
             "{BASE}\n[policy]\nmax_key_age_days = 30\nwarn_days = 7\n\
              [[policy.column]]\ntable = \"patients\"\ncolumn = \"cjis\"\nmax_key_age_days = 365\n\
              [[policy.key]]\nid = \"k1\"\nsince = \"2024-02-29\"\n"
         ))
         .unwrap();
-        let l = c.policy.limits_for("patients", "cjis");
+        let l = c.limits_for("patients", "cjis");
         assert_eq!((l.max_key_age_days, l.warn_days), (365, 7));
-        let l = c.policy.limits_for("patients", "phone");
+        let l = c.limits_for("patients", "phone");
         assert_eq!((l.max_key_age_days, l.warn_days), (30, 7));
-        assert_eq!(c.policy.keys[0].since, "2024-02-29");
+        assert_eq!(c.keys[0].since, "2024-02-29");
     }
 
     #[test]
@@ -254,9 +259,7 @@ columns = [{ name = "phone" }, { name = "cjis" }]
             ("[policy]\nmax_age = 5\n", "max_age"),
         ];
         for (extra, want) in cases {
-            let e = Config::parse(&format!("{BASE}\n{extra}"))
-                .unwrap_err()
-                .to_string();
+            let e = parse(&format!("{BASE}\n{extra}")).unwrap_err().to_string();
             assert!(e.contains(want), "{extra:?}: {e}");
         }
     }

@@ -1,6 +1,6 @@
 //! The optional `[catalog]` section of the config.
 
-use keyturn_engine::Config;
+use keyturn_ops::Config;
 
 const BASE: &str = r#"
 [database]
@@ -27,7 +27,7 @@ fn catalog_section_is_optional_with_defaults() {
         "{BASE}\n[catalog]\nname = \"prod\"\nkek = \"vault-transit\"\naddress = \"http://127.0.0.1:8200\"\nkey = \"keyturn\"\ntoken = \"env:BAO_TOKEN\"\nsafety_period_hours = 1\nretention_days = 2\n"
     ))
     .unwrap();
-    assert_eq!(cfg.catalog.unwrap().kek.kek, "vault-transit");
+    assert_eq!(cfg.catalog.unwrap().kek.kind(), "vault-transit");
 }
 
 #[test]
@@ -37,7 +37,7 @@ fn catalog_section_errors_name_the_section() {
         ("kek = \"aws-kms\"", "key_id"),
         (
             "kek = \"local\"\nmaster_key = \"bWFzdGVy\"",
-            "env:NAME or file:PATH",
+            "env:NAME, file:PATH",
         ),
         ("kek = \"local\"\nbogus = 1", "bogus"),
     ] {

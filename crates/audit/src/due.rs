@@ -75,6 +75,13 @@ pub enum SinceSource {
 /// When a key came into use, as far as anyone knows.
 pub trait KeyDates {
     fn since(&self, key_id: &str) -> Option<(OffsetDateTime, SinceSource)>;
+
+    /// The key the last completed rotation of a column (every value it
+    /// could decrypt rewritten; bad rows named) moved it to. Its values
+    /// that name no key are then under that key.
+    fn rotated_to(&self, _table: &str, _column: &str) -> Option<&str> {
+        None
+    }
 }
 
 /// Key start dates gathered from the audit trail and the config; the
@@ -83,6 +90,8 @@ pub trait KeyDates {
 #[derive(Clone, Debug, Default)]
 pub struct KnownDates {
     dates: BTreeMap<String, (OffsetDateTime, SinceSource)>,
+    /// `(table, column)` → the target key of its last completed rotation.
+    rotated: BTreeMap<(String, String), String>,
 }
 
 impl KnownDates {
@@ -101,20 +110,43 @@ impl KnownDates {
         for e in events {
             let Ok(t) = ts::parse(&e.time) else { continue };
             let Some(key) = e.key() else { continue };
-            match e.action {
-                AuditAction::RotateEnd | AuditAction::EncryptEnd
-                    if e.outcome.wrote_data() && !e.is_dry_run() =>
-                {
-                    // The run's start: the key encrypted from then on.
-                    let ms = i64::try_from(e.duration_ms.unwrap_or(0)).unwrap_or(i64::MAX);
-                    d.add(key, t - Duration::milliseconds(ms), SinceSource::AuditTrail);
+            if matches!(e.action, AuditAction::RotateEnd | AuditAction::EncryptEnd)
+                && !e.is_dry_run()
+            {
+                for c in &e.columns {
+                    let at = (c.table.clone(), c.column.clone());
+                    if matches!(
+                        e.outcome,
+                        crate::Outcome::Ok | crate::Outcome::CompletedWithErrors
+                    ) && e.action == AuditAction::RotateEnd
+                    {
+                        d.rotated.insert(at, key.to_owned());
+                    } else if e.outcome.wrote_data() {
+                        // Interrupted, or an encrypt: values under other
+                        // keys may remain.
+                        d.rotated.remove(&at);
+                    }
                 }
-                AuditAction::KeyAdd | AuditAction::KeyPromote
-                    if e.outcome == crate::Outcome::Ok =>
-                {
-                    d.add(key, t, SinceSource::AuditTrail);
+            }
+            // A run over several keyrings targets one primary per ring:
+            // its first key id lists them, comma-separated (key ids hold
+            // no comma).
+            for key in key.split(',').filter(|k| !k.is_empty()) {
+                match e.action {
+                    AuditAction::RotateEnd | AuditAction::EncryptEnd
+                        if e.outcome.wrote_data() && !e.is_dry_run() =>
+                    {
+                        // The run's start: the key encrypted from then on.
+                        let ms = i64::try_from(e.duration_ms.unwrap_or(0)).unwrap_or(i64::MAX);
+                        d.add(key, t - Duration::milliseconds(ms), SinceSource::AuditTrail);
+                    }
+                    AuditAction::KeyAdd | AuditAction::KeyPromote
+                        if e.outcome == crate::Outcome::Ok =>
+                    {
+                        d.add(key, t, SinceSource::AuditTrail);
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         d
@@ -134,6 +166,12 @@ impl KnownDates {
 impl KeyDates for KnownDates {
     fn since(&self, key_id: &str) -> Option<(OffsetDateTime, SinceSource)> {
         self.dates.get(key_id).copied()
+    }
+
+    fn rotated_to(&self, table: &str, column: &str) -> Option<&str> {
+        self.rotated
+            .get(&(table.to_owned(), column.to_owned()))
+            .map(String::as_str)
     }
 }
 
@@ -167,6 +205,9 @@ pub struct ColumnKeys {
     /// Each one with a known start date counts as in use while
     /// `keyless > 0`.
     pub candidates: Vec<String>,
+    /// The primary key of the column's keyring, when it has its own
+    /// (`[keyrings.NAME]`); `None`: the report's primary.
+    pub primary: Option<String>,
 }
 
 /// One key in one column.
@@ -253,7 +294,9 @@ pub fn evaluate(
     dates: &dyn KeyDates,
 ) -> DueReport {
     let mut out = Vec::new();
+    let global_primary = primary;
     for c in columns {
+        let primary = c.primary.as_deref().or(global_primary);
         let limits = policy.limits_for(&c.table, &c.column);
         let max = Duration::days(i64::from(limits.max_key_age_days));
         let warn = Duration::days(i64::from(limits.warn_days));
@@ -270,7 +313,17 @@ pub fn evaluate(
         {
             ids.push((p.to_owned(), 0, false));
         }
-        if c.keyless > 0 {
+        // The last completed rotation of this column went to the current
+        // primary: the values that name no key are under it (those it could
+        // not decrypt are bad rows, named by `bad-rows list`).
+        let rotated_to_primary = c.keyless > 0
+            && primary.is_some_and(|p| {
+                dates
+                    .rotated_to(&c.table, &c.column)
+                    .is_some_and(|r| r.split(',').any(|k| k == p))
+                    && dates.since(p).is_some()
+            });
+        if c.keyless > 0 && !rotated_to_primary {
             // SQL cannot rule any declared key out: each one whose start is
             // known counts as holding some of these values.
             for k in &c.candidates {
@@ -279,7 +332,8 @@ pub fn evaluate(
                 }
             }
         }
-        let undetermined_without_date = c.keyless > 0 && !ids.iter().any(|(_, _, u)| *u);
+        let undetermined_without_date =
+            c.keyless > 0 && !rotated_to_primary && !ids.iter().any(|(_, _, u)| *u);
         for (key, rows, undetermined) in ids {
             let since = dates.since(&key);
             let (status, due_at) = match since {
@@ -660,5 +714,47 @@ mod tests {
             d.since("k1"),
             Some((datetime!(2025-01-01 0:00 UTC), SinceSource::Config))
         );
+    }
+
+    #[test]
+    fn a_run_over_several_keyrings_dates_each_primary_and_columns_use_their_own() {
+        let end = AuditEvent {
+            seq: 1,
+            v: 1,
+            time: "2025-05-01T00:00:00.000Z".into(),
+            action: AuditAction::RotateEnd,
+            actor: "ops".into(),
+            outcome: crate::Outcome::CompletedWithErrors,
+            reason: None,
+            run_id: Some("r1".into()),
+            key_ids: vec!["k2,fernet-new".into(), "k1".into()],
+            columns: vec![crate::event::ColumnCounts::new("patients", "phone")],
+            duration_ms: Some(1000),
+            details: Default::default(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let d = KnownDates::from_events(&[end]);
+        let start = datetime!(2025-04-30 23:59:59 UTC);
+        assert_eq!(d.since("k2").map(|s| s.0), Some(start));
+        assert_eq!(d.since("fernet-new").map(|s| s.0), Some(start));
+        assert_eq!(d.since("k2,fernet-new"), None);
+        // A keyless column of the fernet ring: its own primary is in use,
+        // not the [keys] one.
+        let mut cols = col(&[]);
+        cols[0].keyless = 10;
+        cols[0].primary = Some("fernet-new".into());
+        let now = datetime!(2025-06-01 0:00 UTC);
+        let r = evaluate(now, &PolicyConfig::default(), Some("k2"), &cols, &d);
+        assert_eq!(r.columns[0].keys.len(), 1, "{:?}", r.columns[0]);
+        assert_eq!(r.columns[0].keys[0].key_id, "fernet-new");
+        assert!(r.columns[0].keys[0].primary);
+        assert_eq!(r.status, DueStatus::Ok);
+        // Without a completed rotation of the column, SQL cannot tell which
+        // key holds its values: overdue until the keys are declared.
+        let mut other = cols.clone();
+        other[0].column = "nino".into();
+        let r = evaluate(now, &PolicyConfig::default(), Some("k2"), &other, &d);
+        assert_eq!(r.status, DueStatus::Overdue, "{:?}", r.columns[0]);
     }
 }

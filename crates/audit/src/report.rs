@@ -43,6 +43,10 @@ pub struct ColumnDistribution {
     /// [`crate::due::ColumnKeys::candidates`]).
     #[serde(skip)]
     pub candidates: Vec<String>,
+    /// The primary key of the column's own keyring (`[keyrings.NAME]`);
+    /// `None`: the `[keys]` primary.
+    #[serde(skip)]
+    pub primary: Option<String>,
 }
 
 impl ColumnDistribution {
@@ -217,6 +221,7 @@ pub fn due_report(
                 .collect(),
             keyless: c.keyless,
             candidates: c.candidates.clone(),
+            primary: c.primary.clone(),
         })
         .collect();
     let mut r = due::evaluate(now, &cfg.policy, primary.as_deref(), &keys, &dates);

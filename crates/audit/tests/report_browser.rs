@@ -70,6 +70,7 @@ fn dist(
         keyless: 0,
         unrecognized: plain,
         candidates: Vec::new(),
+        primary: None,
     }
 }
 

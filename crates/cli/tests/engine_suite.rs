@@ -1448,7 +1448,7 @@ async fn key_material_never_printed(t: TestDb) {
         ),
         (
             format!("\n[catalog]\nkek = {}\n", toml_str(&spec_secret("pasted3"))),
-            "kek = (value not shown)",
+            "unknown variant (value not shown), expected one of `local`",
         ),
         (
             format!(

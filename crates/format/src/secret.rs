@@ -322,6 +322,25 @@ impl fmt::Debug for SecretKey {
 mod tests {
     use super::*;
 
+    /// draft-irtf-cfrg-xchacha-03 §2.2.1, the vector docs/FORMAT.md §1 quotes.
+    #[test]
+    fn hchacha20_vector() {
+        let key: Vec<u8> = (0u8..32).collect();
+        let nonce = [
+            0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x4a, 0x00, 0x00, 0x00, 0x00, 0x31, 0x41,
+            0x59, 0x27,
+        ];
+        let sub = chacha20::hchacha::<U10>(
+            GenericArray::from_slice(&key),
+            GenericArray::from_slice(&nonce),
+        );
+        let hex: String = sub.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"
+        );
+    }
+
     #[test]
     fn codec_keys_are_redacted_and_refuse_v1() {
         let k = SecretKey::codec(CodecKeyKind::Fernet, &[0x42; 32]).unwrap();

@@ -756,6 +756,18 @@ fn cases() -> BTreeMap<String, Vector> {
             "unknown_format",
         ),
     );
+    {
+        let mut b = body.clone();
+        b[..4].copy_from_slice(&((64u32 << 20) + 1).to_be_bytes());
+        add(
+            "err-text-too-long",
+            t.err(
+                "Text body whose ciphertext length field says 64 MiB + 1: over the limit, refused before reading further (§7 step 6).",
+                &t.with_body(&b),
+                "too_long",
+            ),
+        );
+    }
     add(
         "err-text-key-id-too-long",
         t.err(

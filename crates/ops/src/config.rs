@@ -229,7 +229,24 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {msg}")
+            // The section the error is in: the last table header before it.
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let this_line = text[line_start..].lines().next().unwrap_or_default();
+            let section = std::iter::once(this_line)
+                .chain(text[..line_start].lines().rev())
+                .map(str::trim)
+                .find(|l| l.starts_with('['))
+                .and_then(|l| l.split(']').next())
+                .map(|h| h.trim_start_matches('[').trim())
+                .filter(|h| {
+                    !h.is_empty()
+                        && h.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-\" ".contains(&b))
+                });
+            match section {
+                Some(h) => format!("line {line}, column {column}: {msg} (in [{h}])"),
+                None => format!("line {line}, column {column}: {msg}"),
+            }
         }
         None => msg,
     }
@@ -558,9 +575,19 @@ primary_key = "id"
             "{e}"
         );
         let e = clean_error(&cat(&format!("kek = \"{SPEC}\"")));
-        assert!(e.contains("kek = (value not shown): use"), "{e}");
+        assert!(
+            e.contains(
+                "line 11, column 1: unknown variant (value not shown), expected one of `local`"
+            ),
+            "{e}"
+        );
         let e = clean_error(&cat(&format!("kek = \"local\"\nmaster_key = \"{SPEC}\"")));
-        assert!(e.contains("master_key is env:NAME or file:PATH"), "{e}");
+        assert!(
+            e.contains(
+                "master_key: bad key source: a secret source is env:NAME, file:PATH or stdin"
+            ),
+            "{e}"
+        );
         let e = clean_error(&cat(&format!(
             "kek = \"local\"\nretention_days = \"{SPEC}\""
         )));

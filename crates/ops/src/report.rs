@@ -45,6 +45,10 @@ pub async fn distribution(
             keyless: counts.keyless,
             unrecognized: counts.unrecognized,
             candidates: declared_keys(cfg, &c.col.table, &c.col.column),
+            primary: cfg
+                .keyring_config_for(&c.col.table, &c.col.column)
+                .and(c.ring().ok())
+                .map(|r| r.primary_id().to_string()),
         });
     }
     Ok(out)

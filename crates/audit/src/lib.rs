@@ -40,9 +40,16 @@ pub use store::{EventFilter, append, read_events, read_rows, verify, verify_expo
 #[non_exhaustive]
 pub enum AuditError {
     #[error("audit: {0}")]
-    Db(#[from] keyturn_db::DbError),
+    Db(keyturn_db::DbError),
     #[error("{0}")]
     Invalid(String),
     #[error("notify: {0}")]
     Notify(String),
+}
+
+// Not `#[from]`: the message already holds the database error's text.
+impl From<keyturn_db::DbError> for AuditError {
+    fn from(e: keyturn_db::DbError) -> Self {
+        AuditError::Db(e)
+    }
 }

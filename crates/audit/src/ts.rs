@@ -5,19 +5,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, Duration, OffsetDateTime, UtcOffset};
 
-/// The current time in UTC.
-pub fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
-/// `2025-03-01T10:00:00.000Z`: fixed width, so text order is time order.
-pub fn format(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
-    let fmt =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    t.format(&fmt)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
-}
+pub use keyturn_db::ts::{format, now};
 
 /// `2025-03-01` (the UTC date).
 pub fn format_date(t: OffsetDateTime) -> String {

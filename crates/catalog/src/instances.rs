@@ -4,10 +4,10 @@
 
 use crate::lifecycle::InstanceFacts;
 use crate::{Catalog, CatalogError};
+use aws_lc_rs::digest::{Context, SHA256};
 use keyturn_db::{InstanceHeartbeat, InstanceRow};
 use keyturn_format::Keyring;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -145,13 +145,13 @@ pub(crate) fn keyring_fingerprint(ring: &Keyring) -> String {
         .map(|(id, s, k)| format!("{}:{}:{}", id.as_str(), s.name(), k.fingerprint()))
         .collect();
     entries.sort();
-    let mut h = Sha256::new();
+    let mut h = Context::new(&SHA256);
     h.update(b"keyturn keyring fingerprint v1\0");
     for e in &entries {
         h.update(e.as_bytes());
         h.update(b"\n");
     }
-    hex::encode(&h.finalize()[..8])
+    hex::encode(&h.finish().as_ref()[..8])
 }
 
 /// A new instance id: 16 hex digits, unique per handle (host, process,
@@ -163,12 +163,12 @@ pub(crate) fn new_instance_id(host: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let mut h = Sha256::new();
+    let mut h = Context::new(&SHA256);
     h.update(host.as_bytes());
-    h.update(std::process::id().to_le_bytes());
-    h.update(nanos.to_le_bytes());
-    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    hex::encode(&h.finalize()[..8])
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&nanos.to_le_bytes());
+    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    hex::encode(&h.finish().as_ref()[..8])
 }
 
 /// The host name for instance rows.

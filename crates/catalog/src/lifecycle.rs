@@ -218,8 +218,7 @@ fn find<'a>(keys: &'a [KeyFacts], id: &str) -> Result<&'a KeyFacts, Refusal> {
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
+    keyturn_db::ts::format(t)
 }
 
 /// `promote ID`: the key becomes primary and the current primary becomes
@@ -585,7 +584,7 @@ mod tests {
         assert!(!e.to_string().contains("t.b"), "{e}");
         let e = retire(&keys, "k1", &[], NOW, &p, false).unwrap_err();
         assert_eq!(e.kind(), "safety_period");
-        assert!(e.to_string().contains("2026-01-11T10:00:00Z"), "{e}");
+        assert!(e.to_string().contains("2026-01-11T10:00:00.000Z"), "{e}");
         // After the safety period, with no rows: retired.
         let later = NOW + time::Duration::hours(23);
         let d = retire(&keys, "k1", &rows[1..], later, &p, false).unwrap();

@@ -128,14 +128,19 @@ pub fn default_actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    if host.is_empty() {
-        user
-    } else {
-        format!("{user}@{host}")
+    match host_name() {
+        Some(host) => format!("{user}@{host}"),
+        None => user,
     }
+}
+
+/// This machine's host name (any OS), if it has a readable one.
+pub fn host_name() -> Option<String> {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 /// Config, database and plan (with each column's keyring) for one command.

@@ -173,7 +173,10 @@ pub async fn rotate_to(
     let old = match steps {
         Ok(old) => old,
         Err(e) => {
-            if e.kind() == "instances_missing_key" {
+            if matches!(
+                &e,
+                CatalogError::Refused(keyturn_catalog::Refusal::InstancesMissingKey { .. })
+            ) {
                 say(&format!(
                     "key {new:?} is in the catalog (pending) but not promoted: run `keyturn rotate --to {new}` again once the application instances named below have refreshed their keyring"
                 ));

@@ -140,14 +140,7 @@ fn audit_err(e: keyturn_audit::AuditError) -> anyhow::Error {
 
 /// The host name for messages.
 fn host() -> String {
-    let h = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    if h.is_empty() {
-        "unknown-host".into()
-    } else {
-        h
-    }
+    crate::app::host_name().unwrap_or_else(|| "unknown-host".into())
 }
 
 /// Config and database, without keys: audit, due and report never need
@@ -321,7 +314,7 @@ pub async fn run_finished(
     }
     match result {
         Ok(s) => {
-            ev.outcome = Outcome::parse(&s.outcome);
+            ev.outcome = Outcome::parse(s.outcome.as_str());
             ev.columns = s
                 .columns
                 .iter()

@@ -471,9 +471,10 @@ pub fn print_error(err: &anyhow::Error, json: bool) {
     errln!("error: {text}");
 }
 
-/// The error and its causes, each cause once: most of keyturn's errors
-/// already include their source's text (`{what}: {source}`), so `{:#}`
-/// repeated the same driver message up to four times.
+/// The error and its causes. keyturn's own errors hold their cause's text
+/// in their message and expose no `source` (each layer's error type says
+/// so), so each cause is printed once without any de-duplication here;
+/// `anyhow` context adds one line of its own before its cause.
 pub(crate) fn error_text(err: &anyhow::Error) -> String {
     error_chain(err.as_ref())
 }
@@ -483,11 +484,8 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {
-        let t = c.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
+        text.push_str(": ");
+        text.push_str(&c.to_string());
         cause = c.source();
     }
     text
@@ -498,28 +496,19 @@ mod tests {
     use super::*;
     use anyhow::Context;
 
-    /// Like keyturn's own errors: the message already includes the source.
-    #[derive(Debug)]
-    struct Wrapping(std::io::Error);
-
-    impl std::fmt::Display for Wrapping {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "reading a batch: {}", self.0)
-        }
-    }
-
-    impl std::error::Error for Wrapping {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.0)
-        }
-    }
-
     #[test]
     fn each_cause_once() {
         let io = || std::io::Error::other("connection reset");
-        let e = anyhow::Error::new(Wrapping(io()));
-        assert_eq!(error_text(&e), "reading a batch: connection reset");
         let e = Err::<(), _>(io()).context("saving").unwrap_err();
         assert_eq!(error_text(&e), "saving: connection reset");
+        // keyturn's layered errors: the message holds the cause, and no
+        // layer exposes it again as a source.
+        let db = keyturn_db::DbError::Invalid("reading a batch: connection reset".into());
+        let engine = keyturn_engine::EngineError::from(db);
+        let e = anyhow::Error::new(engine).context("rotating");
+        assert_eq!(
+            error_text(&e),
+            "rotating: database: reading a batch: connection reset"
+        );
     }
 }

@@ -1713,7 +1713,7 @@ async fn library_api(t: TestDb) {
     .await
     .expect("first run");
     assert!(
-        first.interrupted && first.outcome == "interrupted",
+        first.interrupted && first.outcome == keyturn_engine::RunOutcome::Interrupted,
         "{first:?}"
     );
     assert_eq!(first.columns.len(), 1, "{first:?}");
@@ -1734,7 +1734,7 @@ async fn library_api(t: TestDb) {
     )
     .await
     .expect("second run");
-    assert_eq!(second.outcome, "ok", "{second:?}");
+    assert_eq!(second.outcome, keyturn_engine::RunOutcome::Ok, "{second:?}");
     assert!(second.columns[0].resumed_rows > 0, "{second:?}");
     assert_eq!(
         first.written() + second.written(),
@@ -1958,7 +1958,11 @@ async fn resume_sweeps_rows_before_the_checkpoint(t: TestDb) {
     )
     .await
     .expect("second run");
-    assert_eq!(second.outcome, "completed_with_errors", "{second:?}");
+    assert_eq!(
+        second.outcome,
+        keyturn_engine::RunOutcome::CompletedWithErrors,
+        "{second:?}"
+    );
     assert_eq!(second.columns[0].failed, 1, "{second:?}");
     assert_eq!(second.bad_rows.len(), 1, "{second:?}");
     assert_eq!(second.bad_rows[0].pk, "990");

@@ -129,7 +129,7 @@ macro_rules! decode_audit_row {
 
 /// Whether another appender already inserted this `seq`.
 pub(crate) fn is_unique_violation(e: &crate::DbError) -> bool {
-    matches!(e, crate::DbError::Query { source: sqlx::Error::Database(db), .. } if db.is_unique_violation())
+    e.is_unique_violation()
 }
 
 /// A short, jittered pause before the next append attempt.

@@ -1,57 +1,83 @@
 //! Errors of the database layer.
 
 /// Why a database operation failed.
+///
+/// Each variant's message includes its cause's text, and no variant exposes
+/// the cause as [`std::error::Error::source`]: printing the chain never says
+/// the same thing twice. No driver type (sqlx, rusqlite) appears here.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DbError {
     #[error("{0}")]
     Config(String),
-    #[error("cannot connect to {target}: {source}")]
+    #[error("cannot connect to {target}: {cause}")]
     Connect {
         /// The URL with any password removed.
         target: String,
-        source: sqlx::Error,
+        cause: DriverError,
     },
-    #[error("{what}: {source}")]
-    Query { what: String, source: sqlx::Error },
-    /// A failure on SQLite's direct connections (batch reads and writes).
-    #[error("{what}: {source}")]
-    Sqlite {
-        what: String,
-        source: rusqlite::Error,
-    },
+    /// A statement failed (`what` says which).
+    #[error("{what}: {cause}")]
+    Query { what: String, cause: DriverError },
     #[error("{0}")]
     Invalid(String),
 }
 
-impl DbError {
-    pub(crate) fn query(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DbError {
-        let what = what.into();
-        move |source| DbError::Query { what, source }
+/// A database driver's error, reduced to what keyturn needs: its message and
+/// how to treat it.
+#[derive(Debug, Clone)]
+pub struct DriverError {
+    message: String,
+    kind: DriverErrorKind,
+}
+
+/// How keyturn treats a driver error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DriverErrorKind {
+    /// Retrying after a pause may succeed: a dropped connection, a pool
+    /// time-out, a serialization failure, a deadlock, a lock time-out, a
+    /// busy SQLite database.
+    Transient,
+    /// A unique constraint was violated.
+    UniqueViolation,
+    /// A `CREATE … IF NOT EXISTS` lost a race with another session creating
+    /// the same object (see [`DbError::is_concurrent_create`]).
+    ConcurrentCreate,
+    /// Anything else.
+    Other,
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+impl DriverError {
+    /// How keyturn treats it.
+    pub fn kind(&self) -> DriverErrorKind {
+        self.kind
     }
 
-    /// Whether retrying after a pause may succeed: dropped connections,
-    /// pool time-outs, serialization failures, deadlocks, lock time-outs and
-    /// a busy SQLite database.
-    pub fn is_transient(&self) -> bool {
-        let source = match self {
-            DbError::Query { source, .. } | DbError::Connect { source, .. } => source,
-            DbError::Sqlite { source, .. } => {
-                return matches!(
-                    source.sqlite_error_code(),
-                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                );
-            }
-            _ => return false,
-        };
-        match source {
+    pub(crate) fn from_sqlx(e: &sqlx::Error) -> DriverError {
+        let kind = match e {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::Protocol(_) => true,
+            | sqlx::Error::Protocol(_) => DriverErrorKind::Transient,
             sqlx::Error::Database(db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                matches!(
+                if matches!(code.as_str(), "42P07" | "42710" | "1050") {
+                    DriverErrorKind::ConcurrentCreate
+                } else if db.is_unique_violation() {
+                    // PostgreSQL's concurrent CREATE TABLE IF NOT EXISTS can
+                    // also end in a unique violation on pg_type (23505):
+                    // callers that create tables check for both.
+                    DriverErrorKind::UniqueViolation
+                } else if matches!(
                     code.as_str(),
                     // PostgreSQL: serialization failure, deadlock, admin shutdown, crash shutdown, cannot connect now
                     "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006"
@@ -60,13 +86,80 @@ impl DbError {
                 ) || db.message().contains("database is locked")
                     || db.message().contains("Lock wait timeout")
                     || db.message().contains("Deadlock found")
+                {
+                    DriverErrorKind::Transient
+                } else {
+                    DriverErrorKind::Other
+                }
             }
-            _ => false,
+            _ => DriverErrorKind::Other,
+        };
+        DriverError {
+            message: e.to_string(),
+            kind,
+        }
+    }
+
+    pub(crate) fn from_rusqlite(e: &rusqlite::Error) -> DriverError {
+        let kind = match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                DriverErrorKind::Transient
+            }
+            Some(rusqlite::ErrorCode::ConstraintViolation) => DriverErrorKind::UniqueViolation,
+            _ => DriverErrorKind::Other,
+        };
+        DriverError {
+            message: e.to_string(),
+            kind,
         }
     }
 }
 
 impl DbError {
+    pub(crate) fn query(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DbError {
+        let what = what.into();
+        move |e| DbError::Query {
+            what,
+            cause: DriverError::from_sqlx(&e),
+        }
+    }
+
+    pub(crate) fn sqlite(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> DbError {
+        let what = what.into();
+        move |e| DbError::Query {
+            what,
+            cause: DriverError::from_rusqlite(&e),
+        }
+    }
+
+    pub(crate) fn connect(target: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DbError {
+        let target = target.into();
+        move |e| DbError::Connect {
+            target,
+            cause: DriverError::from_sqlx(&e),
+        }
+    }
+
+    fn driver_kind(&self) -> Option<DriverErrorKind> {
+        match self {
+            DbError::Query { cause, .. } | DbError::Connect { cause, .. } => Some(cause.kind),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying after a pause may succeed: dropped connections,
+    /// pool time-outs, serialization failures, deadlocks, lock time-outs and
+    /// a busy SQLite database.
+    pub fn is_transient(&self) -> bool {
+        self.driver_kind() == Some(DriverErrorKind::Transient)
+    }
+
+    /// Whether a unique constraint was violated (another appender took the
+    /// same audit `seq`).
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        self.driver_kind() == Some(DriverErrorKind::UniqueViolation)
+    }
+
     /// Whether a `CREATE TABLE IF NOT EXISTS` lost a race with another
     /// session creating the same table. PostgreSQL checks "not exists"
     /// before taking the catalog lock, so two concurrent creates can end in
@@ -74,16 +167,11 @@ impl DbError {
     /// `duplicate_object` (42710);
     /// running the statement again then sees the table and does nothing.
     pub(crate) fn is_concurrent_create(&self) -> bool {
-        match self {
-            DbError::Query {
-                source: sqlx::Error::Database(db),
-                ..
-            } => matches!(
-                db.code().as_deref(),
-                Some("23505" | "42P07" | "42710" | "1050")
-            ),
-            _ => false,
-        }
+        matches!(self, DbError::Query { .. })
+            && matches!(
+                self.driver_kind(),
+                Some(DriverErrorKind::ConcurrentCreate | DriverErrorKind::UniqueViolation)
+            )
     }
 }
 
@@ -309,5 +397,27 @@ mod tests {
         ] {
             assert!(!is_secret_param(n), "{n}");
         }
+    }
+}
+
+#[cfg(test)]
+mod driver_error_tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn driver_errors_are_in_the_message_never_a_source() {
+        let e = DbError::query("reading a batch")(sqlx::Error::PoolTimedOut);
+        assert!(e.source().is_none());
+        assert!(e.is_transient());
+        assert!(e.to_string().starts_with("reading a batch: "), "{e}");
+        let e = DbError::sqlite("writing")(rusqlite::Error::InvalidQuery);
+        assert!(e.source().is_none());
+        assert!(!e.is_transient());
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert!(DbError::sqlite("writing")(busy).is_transient());
     }
 }

@@ -21,6 +21,7 @@ mod config;
 mod error;
 #[cfg(test)]
 mod lock_tests;
+pub mod ts;
 #[macro_use]
 mod meta;
 mod missing;
@@ -36,7 +37,7 @@ pub use audit::{AuditRow, AuditRowBuilder, AuditTip};
 pub use catalog::{CatalogRow, CatalogWrite};
 pub use census::KeyCensus;
 pub use config::DatabaseConfig;
-pub use error::{DbError, redact_url};
+pub use error::{DbError, DriverError, DriverErrorKind, redact_url};
 pub use instances::{BoxFuture, InstanceHeartbeat, InstanceRow, InstanceSnapshot};
 pub use meta::{
     BadRow, BadRowAck, BadRowRecord, Checkpoint, LockHolder, RunRecord, now_rfc3339,

@@ -213,16 +213,9 @@ macro_rules! lock_row {
     }};
 }
 
-/// The current time as RFC 3339 UTC text.
+/// The current time in keyturn's one timestamp format ([`crate::ts`]).
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+    crate::ts::now_text()
 }
 
 pub(crate) fn create_tables(d: Dialect) -> Vec<String> {

@@ -39,20 +39,15 @@ impl MySqlDb {
             .strip_prefix("mariadb://")
             .map(|r| format!("mysql://{r}"))
             .unwrap_or_else(|| url.to_owned());
-        let options = MySqlConnectOptions::from_str(&url).map_err(|source| DbError::Connect {
-            target: target.clone(),
-            source,
-        })?;
+        let options =
+            MySqlConnectOptions::from_str(&url).map_err(DbError::connect(target.clone()))?;
         // One plain connection first: the pool retries a refused
         // connection until its acquire timeout (30 s) and then reports only
         // "pool timed out"; this fails at once with the real cause
         // (refused, authentication, unknown database).
         let mut probe = MySqlConnection::connect_with(&options)
             .await
-            .map_err(|source| DbError::Connect {
-                target: target.clone(),
-                source,
-            })?;
+            .map_err(DbError::connect(target.clone()))?;
         let max_packet: i64 = sqlx::query("SELECT CAST(@@max_allowed_packet AS SIGNED)")
             .fetch_one(&mut probe)
             .await

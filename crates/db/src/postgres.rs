@@ -27,20 +27,14 @@ impl PgDb {
     pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<PgDb, DbError> {
         let target = redact_url(url);
         let url = known_params_only(url);
-        let options = PgConnectOptions::from_str(&url).map_err(|source| DbError::Connect {
-            target: target.clone(),
-            source,
-        })?;
+        let options = PgConnectOptions::from_str(&url).map_err(DbError::connect(target.clone()))?;
         // One plain connection first: the pool retries a refused
         // connection until its acquire timeout (30 s) and then reports only
         // "pool timed out"; this fails at once with the real cause
         // (refused, authentication, unknown database).
         let probe = PgConnection::connect_with(&options)
             .await
-            .map_err(|source| DbError::Connect {
-                target: target.clone(),
-                source,
-            })?;
+            .map_err(DbError::connect(target.clone()))?;
         let _ = probe.close().await;
         // Lazy: the probe proved the server answers, and each connection
         // costs a server process; the pool opens them as work needs them.

@@ -110,10 +110,7 @@ impl SqliteDb {
         let target = crate::error::redact_url(url);
         let busy_timeout = Duration::from_secs(30);
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|source| DbError::Connect {
-                target: target.clone(),
-                source,
-            })?
+            .map_err(DbError::connect(target.clone()))?
             .create_if_missing(opts.create_if_missing)
             .busy_timeout(busy_timeout)
             // sqlx hands rows from its SQLite thread to the async side
@@ -130,7 +127,7 @@ impl SqliteDb {
             .after_connect(|conn, _| Box::pin(async move { relax_wal_sync(conn).await }))
             .connect_with(options)
             .await
-            .map_err(|source| DbError::Connect { target, source })?;
+            .map_err(DbError::connect(target))?;
         // After the pool: connecting has created the file if asked to.
         let direct = DirectConnections::for_file(&file, busy_timeout);
         Ok(SqliteDb {

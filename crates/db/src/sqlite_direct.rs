@@ -100,7 +100,7 @@ impl DirectConnections {
         })
         .await;
         match joined {
-            Ok(result) => result.map_err(|source| DbError::Sqlite { what, source }),
+            Ok(result) => result.map_err(DbError::sqlite(what)),
             Err(e) => Err(DbError::Invalid(format!(
                 "{what}: SQLite worker failed: {e}"
             ))),

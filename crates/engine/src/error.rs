@@ -50,11 +50,11 @@ pub enum EngineError {
     #[error("config: {0}")]
     Config(String),
     #[error("keys: {0}")]
-    Keys(#[from] KeyError),
+    Keys(KeyError),
     #[error("keyring: {0}")]
-    Format(#[from] FormatError),
+    Format(FormatError),
     #[error("database: {0}")]
-    Db(#[from] DbError),
+    Db(DbError),
     #[error("schema: {0}")]
     Schema(String),
     #[error(
@@ -77,4 +77,24 @@ pub enum EngineError {
     /// cancelled), not the user's doing.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+// Not `#[from]`: that would make the inner error the `source` as well as
+// part of the message, and a printed chain would say everything twice.
+impl From<KeyError> for EngineError {
+    fn from(e: KeyError) -> Self {
+        EngineError::Keys(e)
+    }
+}
+
+impl From<FormatError> for EngineError {
+    fn from(e: FormatError) -> Self {
+        EngineError::Format(e)
+    }
+}
+
+impl From<DbError> for EngineError {
+    fn from(e: DbError) -> Self {
+        EngineError::Db(e)
+    }
 }

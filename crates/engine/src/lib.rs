@@ -21,6 +21,8 @@ pub mod verify;
 pub use error::{EngineError, UnusableKey};
 pub use plan::{ColumnPlan, Plan};
 pub use progress::{NoProgress, ProgressSink};
-pub use run::{BadRowReport, ColumnSummary, LockLost, Operation, Run, RunOptions, RunSummary};
+pub use run::{
+    BadRowReport, ColumnSummary, LockLost, Operation, Run, RunOptions, RunOutcome, RunSummary,
+};
 pub use status::{ColumnStatus, CountedBy, StatusOptions, StatusReport};
 pub use verify::{VerifyOptions, VerifyReport};

@@ -117,8 +117,8 @@ pub struct RunSummary {
     pub interrupted: bool,
     pub seconds: f64,
     pub rows_per_sec: f64,
-    /// `ok`, `completed_with_errors`, `interrupted` or `lock_lost`.
-    pub outcome: String,
+    /// How the run ended.
+    pub outcome: RunOutcome,
     /// Times the lock's session was found gone and the lock taken again.
     pub lock_retaken: u32,
     /// Who took the rotation lock, when that stopped this run (outcome
@@ -127,6 +127,46 @@ pub struct RunSummary {
     /// What went wrong without changing the outcome (e.g. the lock's record
     /// could not be deleted).
     pub warnings: Vec<String>,
+}
+
+/// How a run ended; `keyturn_runs.outcome` and the audit trail's end event
+/// hold the same word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunOutcome {
+    /// Still running (a summary is never returned in this state).
+    Running,
+    /// Every value done.
+    Ok,
+    /// Done, with bad rows named.
+    CompletedWithErrors,
+    /// Stopped before the end (Ctrl-C, a closed pipe): resumable.
+    Interrupted,
+    /// Stopped because another run took the rotation lock: resumable.
+    LockLost,
+    /// Stopped by an error.
+    Failed,
+}
+
+impl RunOutcome {
+    /// The word stored in `keyturn_runs` and the audit trail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Running => "running",
+            RunOutcome::Ok => "ok",
+            RunOutcome::CompletedWithErrors => "completed_with_errors",
+            RunOutcome::Interrupted => "interrupted",
+            RunOutcome::LockLost => "lock_lost",
+            RunOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl RunSummary {
@@ -290,7 +330,7 @@ impl Run {
             actor: opts.actor.clone(),
             started_at: now_rfc3339(),
             finished_at: None,
-            outcome: "running".into(),
+            outcome: RunOutcome::Running.as_str().into(),
             summary: "{}".into(),
         };
         let mut run = Run {
@@ -363,7 +403,7 @@ impl Run {
             return warnings;
         }
         self.record.finished_at = Some(now_rfc3339());
-        self.record.outcome = "failed".into();
+        self.record.outcome = RunOutcome::Failed.as_str().into();
         self.record.summary = "[]".into();
         if let Err(e) = self.db.save_run(&self.record).await {
             warnings.push(format!("could not record the run as failed: {e}"));
@@ -421,7 +461,7 @@ impl Run {
             interrupted: false,
             seconds: 0.0,
             rows_per_sec: 0.0,
-            outcome: String::new(),
+            outcome: RunOutcome::Running,
             lock_retaken: 0,
             lock_lost: None,
             warnings: Vec::new(),
@@ -442,16 +482,16 @@ impl Run {
         summary.lock_retaken = shared.lock.retaken.load(Ordering::SeqCst);
         let lost = shared.lock.lost();
         summary.outcome = if result.is_err() {
-            "failed".into()
+            RunOutcome::Failed
         } else if summary.interrupted && lost.is_some() {
             summary.lock_lost = lost;
-            "lock_lost".into()
+            RunOutcome::LockLost
         } else if summary.interrupted {
-            "interrupted".into()
+            RunOutcome::Interrupted
         } else if summary.failed() > 0 {
-            "completed_with_errors".into()
+            RunOutcome::CompletedWithErrors
         } else {
-            "ok".into()
+            RunOutcome::Ok
         };
         if let (Some(l), None) = (shared.lock.lost(), &summary.lock_lost) {
             // Lost after the last batch: the work is done all the same.
@@ -462,7 +502,7 @@ impl Run {
         }
         if !opts.dry_run {
             record.finished_at = Some(now_rfc3339());
-            record.outcome = summary.outcome.clone();
+            record.outcome = summary.outcome.as_str().to_owned();
             record.summary =
                 serde_json::to_string(&summary.columns).unwrap_or_else(|_| "[]".into());
             let saved = with_retry("recording the run", progress.as_ref(), || {

@@ -93,14 +93,14 @@ impl SecretSource {
             },
             SecretSource::File(path) => {
                 let bytes =
-                    Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::File {
+                    Zeroizing::new(std::fs::read(path).map_err(|cause| KeyError::File {
                         path: path.clone(),
-                        source,
+                        cause,
                     })?);
                 warn_if_exposed(path, what);
                 let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::File {
                     path: path.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+                    cause: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
                 })?;
                 Ok(Zeroizing::new(text.to_owned()))
             }
@@ -152,17 +152,17 @@ pub enum KeyError {
     EnvMissing(String),
     #[error("environment variable {0} is not valid UTF-8")]
     EnvNotUnicode(String),
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}: {cause}")]
     File {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot read keys from standard input: {0}")]
     Stdin(std::io::Error),
     /// A malformed key: `origin` names the source and the entry in it
     /// (`env:NAME`, `file:PATH`, `stdin`; line or position), never its text.
-    #[error("{origin}: {source}")]
-    Spec { origin: String, source: FormatError },
+    #[error("{origin}: {cause}")]
+    Spec { origin: String, cause: FormatError },
     #[error("nothing found in {0}")]
     Empty(String),
     #[error("key {id:?} is defined twice ({first} and {second})")]
@@ -180,7 +180,7 @@ pub fn load_source(source: &KeySource) -> Result<Vec<KeySpec>, KeyError> {
     let text = read_source(source)?;
     let specs = KeySpec::parse_many(&text).map_err(|e| KeyError::Spec {
         origin: source.to_string(),
-        source: e,
+        cause: e,
     })?;
     if specs.is_empty() {
         return Err(KeyError::Empty(source.to_string()));
@@ -309,7 +309,7 @@ pub fn load_foreign_keyring(
         for (i, (id, key)) in entries.iter().enumerate() {
             let (id, key) = parse(id, key).map_err(|source_err| KeyError::Spec {
                 origin: format!("{source}, key #{}", i + 1),
-                source: source_err,
+                cause: source_err,
             })?;
             if let Some((_, _, first)) = keys.iter().find(|(k, _, _)| *k == id) {
                 return Err(KeyError::Duplicate {

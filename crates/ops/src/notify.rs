@@ -13,7 +13,7 @@ pub fn run_notice(s: &RunSummary) -> RunNotice {
         }
         .into(),
         primary_key_id: s.primary_key_id.clone(),
-        outcome: s.outcome.clone(),
+        outcome: s.outcome.as_str().to_owned(),
         seconds: s.seconds,
         columns: s
             .columns

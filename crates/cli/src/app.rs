@@ -4,11 +4,9 @@ use crate::cli::{Cli, Command, KekCommand, KeysCommand, RunArgs, TargetArgs, Ver
 use crate::exit::Exit;
 use crate::output::{self, Progress};
 use anyhow::{Context, Result};
-use keyturn_db::{ConnectOptions, Database};
-use keyturn_engine::{Operation, Plan, RunOptions, VerifyOptions};
+use keyturn_engine::{Operation, RunOptions};
 use keyturn_format::{Algorithm, KeyId, KeySpec};
-use keyturn_ops::Config;
-use keyturn_ops::config_path;
+use keyturn_ops::{Config, RunAudit, RunReport, Selection, Session, Verdict, config_path};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,34 +82,17 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Kek(KekCommand::Rotate(args)) => crate::catalog_cmd::kek_rotate(&cli, args).await,
         Command::Demo(args) => crate::demo::run(args, cli.json).await,
         Command::Status(args) => {
-            let ctx = Session::open(&cli, &args.target, 2).await?;
-            let opts = keyturn_engine::StatusOptions {
-                deep: args.deep,
-                batch_size: ctx.cfg.rotation.batch_size,
-            };
-            let mut report = keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &opts)
-                .await
-                .map_err(anyhow::Error::from);
-            if let Ok(r) = report.as_mut() {
-                // Compromised catalog keys are flagged per column.
-                if let Err(e) = crate::catalog_cmd::flag_status(&ctx.cfg, &ctx.db, r).await {
-                    report = Err(e);
-                }
-            }
-            // Runs still recorded as running: live, or interrupted.
-            let runs = keyturn_engine::run::open_runs(ctx.db.as_ref()).await;
-            ctx.db.close().await;
-            let report = report?;
+            let session = open_session(&cli, &args.target, 2).await?;
+            let status = keyturn_ops::verify::status(&session, args.deep).await;
+            session.close().await;
+            let status = status?;
             // A login that may read the data but not keyturn's tables still
             // gets the counts.
-            let runs = runs.unwrap_or_else(|e| {
-                errln!(
-                    "warning: the runs recorded in keyturn_runs could not be read: {}",
-                    output::error_chain(&e)
-                );
+            let runs = status.runs.unwrap_or_else(|e| {
+                errln!("warning: the runs recorded in keyturn_runs could not be read: {e}");
                 Vec::new()
             });
-            output::print_status(&report, &runs, cli.json)?;
+            output::print_status(&status.report, &runs, cli.json)?;
             Ok(Exit::Ok)
         }
         Command::Rotate(args) => run_op(&cli, args, Operation::Rotate, actor).await,
@@ -128,90 +109,21 @@ pub fn default_actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into());
-    match host_name() {
-        Some(host) => format!("{user}@{host}"),
-        None => user,
+    format!("{user}@{}", keyturn_ops::host_name())
+}
+
+/// The columns `--table` / `--column` select.
+pub fn selection(target: &TargetArgs) -> Selection {
+    Selection {
+        table: target.table.clone(),
+        column: target.column.clone(),
     }
 }
 
-/// This machine's host name (any OS), if it has a readable one.
-pub fn host_name() -> Option<String> {
-    hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-}
-
-/// Config, database and plan (with each column's keyring) for one command.
-pub struct Session {
-    pub cfg: Config,
-    pub db: Arc<dyn Database>,
-    pub plan: Plan,
-}
-
-impl Session {
-    pub async fn open(cli: &Cli, target: &TargetArgs, connections: u32) -> Result<Session> {
-        let path = config_path(cli.config.as_deref());
-        let cfg = Config::load(&path)?;
-        Session::from_config(cfg, target, connections).await
-    }
-
-    pub async fn from_config(
-        cfg: Config,
-        target: &TargetArgs,
-        connections: u32,
-    ) -> Result<Session> {
-        // Without a catalog, keys are checked before connecting.
-        let rings = if cfg.catalog.is_none() {
-            Some(keyturn_ops::load_rings(
-                &cfg,
-                target.table.as_deref(),
-                target.column.as_deref(),
-                None,
-            )?)
-        } else {
-            None
-        };
-        let db = keyturn_db::connect(
-            &cfg.database.url,
-            &ConnectOptions {
-                max_connections: connections,
-                create_if_missing: false,
-            },
-        )
-        .await?;
-        let rings = match rings {
-            Some(r) => r,
-            None => {
-                let ring = crate::catalog_cmd::load_ring(&cfg, &db).await?;
-                keyturn_ops::load_rings(
-                    &cfg,
-                    target.table.as_deref(),
-                    target.column.as_deref(),
-                    ring,
-                )?
-            }
-        };
-        let plan = match keyturn_engine::plan::resolve(
-            db.as_ref(),
-            &cfg.targets,
-            Some(&rings),
-            target.table.as_deref(),
-            target.column.as_deref(),
-        )
-        .await
-        {
-            Ok(plan) => plan,
-            Err(e) => {
-                // Close the connections properly (no "aborted connection"
-                // in the server's log).
-                db.close().await;
-                return Err(e.into());
-            }
-        };
-        Ok(Session { cfg, db, plan })
-    }
+/// Loads the config named by `--config` and opens a session on it.
+pub async fn open_session(cli: &Cli, target: &TargetArgs, connections: u32) -> Result<Session> {
+    let cfg = Config::load(&config_path(cli.config.as_deref()))?;
+    Ok(Session::open(cfg, &selection(target), connections).await?)
 }
 
 fn keys_generate(id: Option<&str>, alg: &str) -> Result<Exit> {
@@ -315,205 +227,102 @@ pub async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> 
         // Boxed: rotate_to runs an ordinary rotate through this function.
         return Box::pin(crate::catalog_cmd::rotate_to(cli, args, actor, new)).await;
     }
-    crate::compliance::check_run_args(&args.audit)?;
-    let path = config_path(cli.config.as_deref());
-    let cfg = Config::load(&path)?;
+    let audit = crate::compliance::run_audit(&args.audit)?;
+    let cfg = Config::load(&config_path(cli.config.as_deref()))?;
     let workers = u32::try_from(run_workers(&cfg, args)).unwrap_or(u32::MAX);
-    let mut ctx = Session::from_config(cfg, &args.target, workers.saturating_add(2)).await?;
-    let opts = run_options(&ctx.cfg, args, actor);
-    // Compromised catalog keys: their rows first, and none may remain.
-    let compromised = if op == Operation::Rotate {
-        crate::catalog_cmd::prioritize(&mut ctx).await?
-    } else {
-        Vec::new()
-    };
-    let dry_run = opts.dry_run;
-    let exit = execute_audited(&ctx, op, opts, cli.json, &args.audit, None).await?;
-    if !compromised.is_empty() && !dry_run {
-        crate::catalog_cmd::check_no_compromised_rows(&ctx.cfg, &ctx.plan, &compromised).await?;
-    }
-    Ok(exit)
+    let mut session =
+        Session::open(cfg, &selection(&args.target), workers.saturating_add(2)).await?;
+    let opts = run_options(&session.cfg, args, actor);
+    let report = execute(&mut session, op, opts, cli.json, &audit).await;
+    session.close().await;
+    conclude(report?, cli.json, true)
 }
 
-/// Runs an operation like `rotate` does, handing the summary to `keep`
-/// instead of printing it (the demo prints one JSON document at the end).
-pub async fn execute_kept(
-    ctx: &Session,
+/// Runs an operation with progress output and a Ctrl-C handler (the
+/// operation itself, audit and all, is `keyturn_ops::run::run`).
+pub async fn execute(
+    session: &mut Session,
     op: Operation,
     opts: RunOptions,
     json: bool,
-    keep: &std::sync::Mutex<Vec<keyturn_engine::RunSummary>>,
-) -> Result<Exit> {
-    execute_audited(ctx, op, opts, json, &Default::default(), Some(keep)).await
-}
-
-/// Runs an operation with progress output and prints the summary, recorded
-/// in `keyturn_runs` and the audit trail alike (dry runs are not recorded)
-/// and optionally announced to a webhook. The order makes a killed run
-/// leave a trace from its first moment: the lock and the `running` record,
-/// then runs a gone process left `running` recorded as interrupted, the
-/// census, the start event (with the run id and the counts), the work, the
-/// end event.
-pub async fn execute_audited(
-    ctx: &Session,
-    op: Operation,
-    opts: RunOptions,
-    json: bool,
-    audit: &crate::compliance::RunAuditArgs,
-    keep: Option<&std::sync::Mutex<Vec<keyturn_engine::RunSummary>>>,
-) -> Result<Exit> {
-    crate::compliance::check_run_args(audit)?;
+    audit: &RunAudit,
+) -> Result<RunReport> {
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone(), json);
-    let run = match keyturn_engine::Run::begin(ctx.db.clone(), op, opts.clone()).await {
-        Ok(r) => r,
-        Err(e) => {
-            ctx.db.close().await;
-            return Err(e.into());
-        }
-    };
-    let run_id = run.run_id().to_owned();
-    // One count per column serves the audit's start event, the preflight
-    // and the progress totals.
-    let prepared = async {
-        crate::compliance::record_interrupted(ctx, &run, json).await?;
-        let census = keyturn_engine::run::census(ctx.db.as_ref(), &ctx.plan).await?;
-        let started =
-            crate::compliance::run_started(ctx, op, &opts, audit, &census, &run_id).await?;
-        anyhow::Ok((census, started))
-    }
-    .await;
-    let (census, started) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            // Failed before any value changed: recorded as such in
-            // keyturn_runs and the audit trail.
-            for w in run.abandon().await {
-                errln!("warning: {w}");
-            }
-            if let Err(a) = crate::compliance::run_finished(
-                ctx,
-                op,
-                &opts,
-                audit,
-                &run_id,
-                None,
-                Err(e.as_ref()),
-            )
-            .await
-            {
-                errln!("error: {a:#}");
-            }
-            ctx.db.close().await;
-            return Err(e);
-        }
-    };
     let progress = Arc::new(Progress::new(op.name(), json));
-    let result = run.execute(&ctx.plan, census, progress.clone(), stop).await;
+    let report = keyturn_ops::run::run(session, op, opts, audit, progress.clone(), stop).await;
     progress.finish();
-    let recorded = crate::compliance::run_finished(
-        ctx,
-        op,
-        &opts,
-        audit,
-        &run_id,
-        started,
-        result
-            .as_ref()
-            .map_err(|e| e as &(dyn std::error::Error + 'static)),
-    )
-    .await;
-    ctx.db.close().await;
-    let summary = match result {
-        Ok(s) => s,
-        Err(e) => {
-            if let Err(a) = recorded {
-                errln!("error: {a:#}");
-            }
-            return Err(e.into());
-        }
-    };
-    match keep {
-        Some(k) => k
-            .lock()
-            .map_err(|_| anyhow::anyhow!("summary lock poisoned"))?
-            .push(summary.clone()),
-        None => output::print_summary(&summary, json)?,
+    Ok(report?)
+}
+
+/// Prints a finished run (its summary when `print`; the demo prints one
+/// JSON document of its own) and maps it to the exit code.
+pub fn conclude(report: RunReport, json: bool, print: bool) -> Result<Exit> {
+    // The notes were shown as they happened (the progress sink's `note`).
+    if print {
+        output::print_summary(&report.summary, json)?;
     }
-    for w in &summary.warnings {
+    for w in &report.summary.warnings {
         errln!("warning: {w}");
     }
-    recorded?;
-    let code = if let Some(lost) = &summary.lock_lost {
-        let e = keyturn_engine::EngineError::LockLost {
-            holder: lost.holder.clone(),
-            since: lost.since.clone(),
-        };
-        errln!("error: {e}");
-        Exit::Locked
-    } else if summary.interrupted {
-        Exit::Interrupted
-    } else if summary.failed() > 0 {
-        Exit::BadRows
-    } else {
-        Exit::Ok
+    if let Some(e) = report.record_error {
+        return Err(e.into());
+    }
+    let code = match report.verdict() {
+        Verdict::LockLost => {
+            if let Some(lost) = &report.summary.lock_lost {
+                let e = keyturn_engine::EngineError::LockLost {
+                    holder: lost.holder.clone(),
+                    since: lost.since.clone(),
+                };
+                errln!("error: {e}");
+            }
+            Exit::Locked
+        }
+        Verdict::Interrupted => Exit::Interrupted,
+        Verdict::BadRows => Exit::BadRows,
+        _ => Exit::Ok,
     };
-    if !summary.dry_run
-        && crate::compliance::notify_run(ctx, audit, &summary)
-            .await
-            .is_some()
-    {
-        // Not delivered (already printed): never silent, never exit 0.
+    if let Some(m) = &report.notify_error {
+        errln!(
+            "error: {m} (the {} itself finished; see above)",
+            report.summary.operation.name()
+        );
+        // Not delivered: never silent, never exit 0.
         return Ok(if code == Exit::Ok { Exit::Error } else { code });
+    }
+    if !report.compromised_left.is_empty() {
+        return Err(keyturn_engine::EngineError::Config(format!(
+            "rows may still be under compromised keys: {}; fix the rows reported above and run `keyturn rotate` again",
+            report
+                .compromised_left
+                .iter()
+                .map(|(c, k, n)| format!("{c}: {n} under {k:?} before the run"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into());
     }
     Ok(code)
 }
 
 async fn verify(cli: &Cli, args: &VerifyArgs, actor: &str) -> Result<Exit> {
-    let ctx = Session::open(cli, &args.target, 2).await?;
-    let verify_started = std::time::Instant::now();
+    let session = open_session(cli, &args.target, 2).await?;
     let progress = Progress::new("verify", cli.json);
-    let report = keyturn_engine::verify::verify(
-        ctx.db.as_ref(),
-        &ctx.plan,
-        &VerifyOptions {
-            deep: args.deep,
-            batch_size: ctx.cfg.rotation.batch_size,
-            // Odd rows found go to keyturn_bad_rows, records of rows that
-            // verify now are cleared; not with --no-record.
-            record: !args.no_record,
-            run_id: keyturn_engine::run::new_run_id(),
-        },
-        &progress,
-    )
-    .await;
+    let verified =
+        keyturn_ops::verify::verify(&session, actor, args.deep, !args.no_record, &progress).await;
     progress.finish();
-    let recorded = if args.no_record {
-        Ok(())
-    } else {
-        crate::compliance::record_verify(&ctx, actor, args.deep, verify_started, &report).await
-    };
-    ctx.db.close().await;
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            if let Err(a) = recorded {
-                errln!("error: {a:#}");
-            }
-            return Err(e.into());
-        }
-    };
-    output::print_verify(&report, cli.json)?;
+    session.close().await;
+    let verified = verified?;
+    let report = &verified.report;
+    output::print_verify(report, cli.json)?;
     for w in &report.warnings {
         errln!("warning: {w}; the result above stands (pass --no-record to skip recording)");
     }
     // The result stands without its record (a read-only login cannot
     // append to the audit trail): say so, keep the verdict's exit code.
-    if let Err(e) = recorded {
-        errln!(
-            "warning: {}; the result above stands (pass --no-record to skip recording)",
-            output::error_text(&e)
-        );
+    if let Some(e) = &verified.record_error {
+        errln!("warning: {e}; the result above stands (pass --no-record to skip recording)");
     }
     Ok(if report.ok {
         Exit::Ok

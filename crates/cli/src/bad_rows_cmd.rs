@@ -2,14 +2,12 @@
 //! list an operator works through. Needs no key material.
 
 use crate::cli::Cli;
-use crate::compliance::ReadSession;
 use crate::exit::Exit;
 use crate::output::print_json;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use keyturn_audit::{AuditAction, NewEvent, Outcome};
-use keyturn_db::{BadRowAck, BadRowRecord, now_rfc3339};
-use keyturn_engine::EngineError;
+use keyturn_ops::ReadSession;
+use keyturn_ops::bad_rows::AckRequest;
 
 #[derive(Subcommand, Debug)]
 pub enum BadRowsCommand {
@@ -45,7 +43,7 @@ pub struct BadRowsAckArgs {
 }
 
 pub async fn run(cli: &Cli, cmd: &BadRowsCommand, actor: &str) -> Result<Exit> {
-    let s = ReadSession::open(cli).await?;
+    let s = crate::compliance::read_session(cli).await?;
     let out = match cmd {
         BadRowsCommand::List(f) => list(&s, f, cli.json).await,
         BadRowsCommand::Ack(a) => ack(&s, a, actor, cli.json).await,
@@ -55,9 +53,7 @@ pub async fn run(cli: &Cli, cmd: &BadRowsCommand, actor: &str) -> Result<Exit> {
 }
 
 async fn list(s: &ReadSession, f: &BadRowsFilter, json: bool) -> Result<Exit> {
-    let records =
-        s.db.load_bad_rows(f.table.as_deref(), f.column.as_deref())
-            .await?;
+    let records = keyturn_ops::bad_rows::list(s, f.table.as_deref(), f.column.as_deref()).await?;
     if json {
         print_json(&serde_json::json!({
             "count": records.len(),
@@ -102,73 +98,14 @@ async fn list(s: &ReadSession, f: &BadRowsFilter, json: bool) -> Result<Exit> {
 }
 
 async fn ack(s: &ReadSession, a: &BadRowsAckArgs, actor: &str, json: bool) -> Result<Exit> {
-    let reason = a.reason.trim();
-    if reason.is_empty() {
-        return Err(EngineError::Usage("--reason must not be empty".into()).into());
-    }
-    if !a.all && a.pk.is_empty() {
-        return Err(EngineError::Usage(
-            "name the rows: --table T --column C --pk PK (repeatable), or --all".into(),
-        )
-        .into());
-    }
-    if !a.pk.is_empty() && (a.filter.table.is_none() || a.filter.column.is_none()) {
-        return Err(EngineError::Usage("--pk needs --table and --column".into()).into());
-    }
-    let records =
-        s.db.load_bad_rows(a.filter.table.as_deref(), a.filter.column.as_deref())
-            .await?;
-    let chosen: Vec<&BadRowRecord> = if a.all {
-        records.iter().collect()
-    } else {
-        let missing: Vec<&String> =
-            a.pk.iter()
-                .filter(|pk| !records.iter().any(|r| &r.pk == *pk))
-                .collect();
-        if !missing.is_empty() {
-            return Err(EngineError::Config(format!(
-                "no bad row recorded for key{} {} in {}.{} (see `keyturn bad-rows list`); nothing was acknowledged",
-                if missing.len() == 1 { "" } else { "s" },
-                missing
-                    .iter()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                a.filter.table.as_deref().unwrap_or(""),
-                a.filter.column.as_deref().unwrap_or("")
-            ))
-            .into());
-        }
-        records.iter().filter(|r| a.pk.contains(&r.pk)).collect()
+    let req = AckRequest {
+        all: a.all,
+        pks: a.pk.clone(),
+        table: a.filter.table.clone(),
+        column: a.filter.column.clone(),
+        reason: a.reason.clone(),
     };
-    let rows: Vec<(String, String, String)> = chosen
-        .iter()
-        .map(|r| (r.table.clone(), r.column.clone(), r.pk.clone()))
-        .collect();
-    if !rows.is_empty() {
-        let ack = BadRowAck {
-            by: actor.to_owned(),
-            at: now_rfc3339(),
-            reason: reason.to_owned(),
-        };
-        // Recorded first: no acknowledgement without its audit event.
-        let listed: Vec<serde_json::Value> = rows
-            .iter()
-            .take(1000)
-            .map(|(t, c, pk)| serde_json::json!({ "table": t, "column": c, "pk": pk }))
-            .collect();
-        let ev = NewEvent::new(AuditAction::BadRowsAck, actor, Outcome::Ok)
-            .reason(Some(reason))
-            .detail("rows", rows.len() as u64)
-            .detail("acknowledged", serde_json::Value::Array(listed));
-        keyturn_audit::append(s.db.as_ref(), &ev)
-            .await
-            .map_err(anyhow::Error::new)
-            .context(
-                "recording the acknowledgement in the audit trail (nothing was acknowledged)",
-            )?;
-        s.db.ack_bad_rows(&rows, &ack).await?;
-    }
+    let rows = keyturn_ops::bad_rows::ack(s, &req, actor).await?;
     if json {
         print_json(&serde_json::json!({
             "acknowledged": rows.len(),

@@ -6,7 +6,6 @@
 //! Dry runs are not recorded: `--dry-run` writes nothing at all, not even
 //! an audit event (README, docs/AUDIT.md).
 
-use crate::app::Session;
 use crate::cli::{Cli, TargetArgs};
 use crate::exit::Exit;
 use crate::output::print_json;
@@ -14,19 +13,12 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use keyturn_audit::due::DueStatus;
 use keyturn_audit::notify::{self, Message, NotifyFormat};
-use keyturn_audit::{
-    AuditAction, AuditEvent, ChainReport, ColumnCounts, EventFilter, NewEvent, Outcome, ts,
-};
-use keyturn_db::{ConnectOptions, Database, redact_url};
+use keyturn_audit::{AuditAction, AuditEvent, ChainReport, EventFilter, ts};
+use keyturn_engine::EngineError;
 use keyturn_engine::run::OpenRun;
-use keyturn_engine::verify::VerifyReport;
-use keyturn_engine::{EngineError, Operation, Plan, RunOptions, RunSummary};
-use keyturn_ops::Config;
-use keyturn_ops::config_path;
+use keyturn_ops::{Config, ReadSession, RunAudit, config_path};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
 
 // ---------------------------------------------------------------- arguments
 
@@ -138,44 +130,10 @@ fn audit_err(e: keyturn_audit::AuditError) -> anyhow::Error {
     }
 }
 
-/// The host name for messages.
-fn host() -> String {
-    crate::app::host_name().unwrap_or_else(|| "unknown-host".into())
-}
-
-/// Config and database, without keys: audit, due and report never need
-/// key material (a cron job or an auditor should not hold keys).
-pub(crate) struct ReadSession {
-    pub(crate) cfg: Config,
-    pub(crate) db: Arc<dyn Database>,
-    pub(crate) label: String,
-}
-
-impl ReadSession {
-    pub(crate) async fn open(cli: &Cli) -> Result<ReadSession> {
-        let cfg = Config::load(&config_path(cli.config.as_deref()))?;
-        let db = keyturn_db::connect(
-            &cfg.database.url,
-            &ConnectOptions {
-                max_connections: 2,
-                create_if_missing: false,
-            },
-        )
-        .await?;
-        let label = redact_url(&cfg.database.url);
-        Ok(ReadSession { cfg, db, label })
-    }
-
-    async fn plan(&self, target: &TargetArgs) -> Result<Plan> {
-        Ok(keyturn_engine::plan::resolve(
-            self.db.as_ref(),
-            &self.cfg.targets,
-            None,
-            target.table.as_deref(),
-            target.column.as_deref(),
-        )
-        .await?)
-    }
+/// Config and database, without keys (see [`ReadSession`]).
+pub(crate) async fn read_session(cli: &Cli) -> Result<ReadSession> {
+    let cfg = Config::load(&config_path(cli.config.as_deref()))?;
+    Ok(ReadSession::open(cfg).await?)
 }
 
 fn notify_format(s: &str) -> Result<NotifyFormat> {
@@ -184,289 +142,15 @@ fn notify_format(s: &str) -> Result<NotifyFormat> {
 
 // ------------------------------------------------- rotate / encrypt hooks
 
-/// What the start event recorded, for the end event.
-pub struct RunStarted {
-    seq: u64,
-    at: Instant,
-    from_keys: Vec<String>,
-}
-
-/// Checks the audit / notify options before anything runs.
-pub fn check_run_args(args: &RunAuditArgs) -> Result<()> {
-    notify_format(&args.notify_format)?;
-    if args.reason.as_ref().is_some_and(|r| r.trim().is_empty()) {
-        return Err(EngineError::Usage("--reason must not be empty".into()).into());
-    }
-    Ok(())
-}
-
-/// Appends `rotate.start` / `encrypt.start` with the run id and the values
-/// per key id before the run. Nothing for a dry run. An error here stops
-/// the command before any value changes: no unrecorded rotation.
-pub async fn run_started(
-    ctx: &Session,
-    op: Operation,
-    opts: &RunOptions,
-    args: &RunAuditArgs,
-    census: &[keyturn_db::ColumnCounts],
-    run_id: &str,
-) -> Result<Option<RunStarted>> {
-    if opts.dry_run {
-        return Ok(None);
-    }
-    check_run_args(args)?;
-    let at = Instant::now();
-    let primary = ctx.plan.primary_key_ids().join(",");
-    let mut columns = Vec::new();
-    let mut from: Vec<String> = Vec::new();
-    let mut keyring: Vec<String> = Vec::new();
-    for (c, counts) in ctx.plan.columns.iter().zip(census) {
-        let ring = c.ring()?;
-        let col_primary = ring.primary_id().to_string();
-        for (id, _, _) in ring.keys() {
-            if !keyring.contains(&id.to_string()) {
-                keyring.push(id.to_string());
-            }
-        }
-        let mut cc = ColumnCounts::new(&c.col.table, &c.col.column)
-            .count("values", counts.total - counts.nulls);
-        for k in &counts.by_key {
-            if k.key_id != col_primary && !from.contains(&k.key_id) {
-                from.push(k.key_id.clone());
-            }
-            cc.by_key.insert(k.key_id.clone(), k.rows);
-        }
-        // Values of the format without a key id (decided by decryption),
-        // and values that are not of the format at all.
-        if counts.keyless > 0 {
-            cc.counts.insert("keyless".into(), counts.keyless);
-        }
-        if counts.unrecognized > 0 {
-            cc.counts.insert("unrecognized".into(), counts.unrecognized);
-        }
-        columns.push(cc);
-    }
-    from.sort();
-    let action = match op {
-        Operation::Rotate => AuditAction::RotateStart,
-        Operation::Encrypt => AuditAction::EncryptStart,
+/// The audit and notify options of `rotate` / `encrypt`, checked.
+pub fn run_audit(args: &RunAuditArgs) -> Result<RunAudit> {
+    let audit = RunAudit {
+        reason: args.reason.clone(),
+        notify: args.notify.clone(),
+        notify_format: notify_format(&args.notify_format)?,
     };
-    let ev = NewEvent::new(action, &opts.actor, Outcome::Started)
-        .reason(args.reason.as_deref().map(str::trim))
-        .run_id(Some(run_id))
-        .keys(std::iter::once(primary.clone()).chain(from.iter().cloned()))
-        .columns(columns)
-        .detail("target_key", primary)
-        .detail("keyring", keyring)
-        .detail("batch_size", opts.batch_size as u64)
-        .detail("workers", opts.workers as u64)
-        .detail("host", host())
-        .detail("pid", u64::from(std::process::id()))
-        .detail("keyturn_version", env!("CARGO_PKG_VERSION"));
-    let stored = keyturn_audit::append(ctx.db.as_ref(), &ev)
-        .await
-        .map_err(audit_err)
-        .context("recording the start of the run in the audit trail (nothing was changed)")?;
-    Ok(Some(RunStarted {
-        seq: stored.seq,
-        at,
-        from_keys: from,
-    }))
-}
-
-/// Appends `rotate.end` / `encrypt.end` with the outcome and counts, the
-/// same outcome `keyturn_runs` holds for the run: the summary's, or
-/// `failed` with the error (also for a run that failed before its start
-/// event, `started` then `None`). Nothing for a dry run.
-pub async fn run_finished(
-    ctx: &Session,
-    op: Operation,
-    opts: &RunOptions,
-    args: &RunAuditArgs,
-    run_id: &str,
-    started: Option<RunStarted>,
-    result: Result<&RunSummary, &(dyn std::error::Error + 'static)>,
-) -> Result<()> {
-    if opts.dry_run {
-        return Ok(());
-    }
-    let action = match op {
-        Operation::Rotate => AuditAction::RotateEnd,
-        Operation::Encrypt => AuditAction::EncryptEnd,
-    };
-    let written = match op {
-        Operation::Rotate => "rotated",
-        Operation::Encrypt => "encrypted",
-    };
-    let primary = ctx.plan.primary_key_ids().join(",");
-    let from_keys = started
-        .as_ref()
-        .map(|st| st.from_keys.clone())
-        .unwrap_or_default();
-    let mut ev = NewEvent::new(action, &opts.actor, Outcome::Failed)
-        .reason(args.reason.as_deref().map(str::trim))
-        .run_id(Some(run_id))
-        .keys(std::iter::once(primary.clone()).chain(from_keys));
-    if let Some(st) = &started {
-        ev = ev
-            .duration_ms(st.at.elapsed().as_millis().min(u128::from(u64::MAX)) as u64)
-            .detail("start_seq", st.seq);
-    }
-    match result {
-        Ok(s) => {
-            ev.outcome = Outcome::parse(s.outcome.as_str());
-            ev.columns = s
-                .columns
-                .iter()
-                .map(|c| {
-                    ColumnCounts::new(&c.table, &c.column)
-                        .count(written, c.written)
-                        .count("skipped", c.skipped)
-                        .count("retried", c.retried)
-                        .count("failed", c.failed)
-                        .count("resumed", c.resumed_rows)
-                })
-                .collect();
-            ev = ev.detail("rows_per_sec", s.rows_per_sec.round() as u64);
-            if s.lock_retaken > 0 {
-                ev = ev.detail("lock_retaken", u64::from(s.lock_retaken));
-            }
-            if let Some(l) = &s.lock_lost {
-                ev = ev
-                    .detail("lock_holder", l.holder.clone())
-                    .detail("lock_holder_since", l.since.clone());
-            }
-            if !s.warnings.is_empty() {
-                ev = ev.detail("warnings", s.warnings.clone());
-            }
-        }
-        Err(e) => {
-            let kind = match e.downcast_ref::<EngineError>() {
-                Some(EngineError::Preflight(_)) => "preflight",
-                Some(EngineError::LockHeld { .. } | EngineError::LockLost { .. }) => "locked",
-                Some(EngineError::Db(_)) => "database",
-                _ if e.downcast_ref::<keyturn_db::DbError>().is_some() => "database",
-                _ => "error",
-            };
-            ev = ev
-                .detail("error_kind", kind)
-                .detail("error", crate::output::error_chain(e));
-        }
-    }
-    let start = match &started {
-        Some(st) => format!("the start is event #{}", st.seq),
-        None => format!("run {run_id}"),
-    };
-    keyturn_audit::append(ctx.db.as_ref(), &ev)
-        .await
-        .map_err(audit_err)
-        .context(format!(
-            "the {} ran, but its end could not be recorded in the audit trail ({start})",
-            op.name(),
-        ))?;
-    Ok(())
-}
-
-/// Records the runs a gone process left `running` (found by `run` when it
-/// took the lock) as interrupted: first a `run.interrupted` event each,
-/// then the run's record, so a failure leaves the two in agreement (the
-/// next run tries again).
-pub async fn record_interrupted(
-    ctx: &Session,
-    run: &keyturn_engine::Run,
-    json: bool,
-) -> Result<()> {
-    for stale in run.stale_runs() {
-        let ev = NewEvent::new(
-            AuditAction::RunInterrupted,
-            &stale.actor,
-            Outcome::Interrupted,
-        )
-        .run_id(Some(&stale.run_id))
-        .detail("operation", stale.operation.clone())
-        .detail("started_at", stale.started_at.clone())
-        .detail("recorded_by_run", run.run_id());
-        keyturn_audit::append(ctx.db.as_ref(), &ev)
-            .await
-            .map_err(audit_err)
-            .context("recording an interrupted run in the audit trail (nothing was changed)")?;
-        run.mark_interrupted(stale).await?;
-        if !json {
-            errln!(
-                "note: {} run {} (started {} by {}) ended without a record of its end (killed, or its machine lost); recorded as interrupted",
-                stale.operation,
-                stale.run_id,
-                stale.started_at,
-                stale.actor
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Posts the run summary if `--notify` was given. Returns an error message
-/// (already printed) if delivery failed.
-pub async fn notify_run(
-    ctx: &Session,
-    args: &RunAuditArgs,
-    summary: &RunSummary,
-) -> Option<String> {
-    let url = args.notify.as_deref().filter(|u| !u.is_empty())?;
-    let format = NotifyFormat::parse(&args.notify_format).unwrap_or(NotifyFormat::Slack);
-    let msg = Message::from_run(
-        &keyturn_ops::notify::run_notice(summary),
-        &redact_url(&ctx.cfg.database.url),
-        &host(),
-    );
-    match notify::post(url, &msg.payload(format)).await {
-        Ok(()) => None,
-        Err(e) => {
-            let m = format!("{e}");
-            errln!(
-                "error: {m} (the {} itself finished; see above)",
-                summary.operation.name()
-            );
-            Some(m)
-        }
-    }
-}
-
-// ----------------------------------------------------------------- verify
-
-/// Appends a `verify` event (outcome ok / mismatch, or failed on an error).
-pub async fn record_verify(
-    ctx: &Session,
-    actor: &str,
-    deep: bool,
-    at: Instant,
-    report: &Result<VerifyReport, EngineError>,
-) -> Result<()> {
-    let primary = ctx.plan.primary_key_ids().join(",");
-    let mut ev = NewEvent::new(AuditAction::Verify, actor, Outcome::Failed)
-        .keys([primary])
-        .duration_ms(at.elapsed().as_millis().min(u128::from(u64::MAX)) as u64)
-        .detail("deep", deep);
-    match report {
-        Ok(r) => {
-            ev.outcome = if r.ok { Outcome::Ok } else { Outcome::Mismatch };
-            ev.columns = r
-                .columns
-                .iter()
-                .map(|c| {
-                    ColumnCounts::new(&c.table, &c.column)
-                        .count("checked", c.checked)
-                        .count("under_primary", c.under_primary)
-                        .count("failing", c.failing)
-                })
-                .collect();
-        }
-        Err(e) => ev = ev.detail("error", e.to_string()),
-    }
-    keyturn_audit::append(ctx.db.as_ref(), &ev)
-        .await
-        .map_err(audit_err)
-        .context("verify ran, but its result could not be recorded in the audit trail")?;
-    Ok(())
+    audit.check()?;
+    Ok(audit)
 }
 
 // ------------------------------------------------------------------ audit
@@ -499,12 +183,12 @@ pub async fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
     match cmd {
         AuditCommand::List(a) => {
             let f = filter(&a.filter)?;
-            let s = ReadSession::open(cli).await?;
+            let s = read_session(cli).await?;
             let read = async {
                 let events = keyturn_audit::read_events(s.db.as_ref()).await?;
                 // The trail is readable without keyturn_runs: a login that
                 // may not read it still gets the list.
-                let open = keyturn_db::open_runs(s.db.as_ref())
+                let open = keyturn_engine::run::open_runs(s.db.as_ref())
                     .await
                     .unwrap_or_else(|e| {
                         errln!("warning: the runs recorded in keyturn_runs could not be read: {e}");
@@ -550,7 +234,7 @@ pub async fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
         }
         AuditCommand::Export(a) => {
             let f = filter(&a.filter)?;
-            let s = ReadSession::open(cli).await?;
+            let s = read_session(cli).await?;
             let rows = keyturn_audit::read_rows(s.db.as_ref()).await;
             s.db.close().await;
             let rows = rows.map_err(audit_err)?;
@@ -585,7 +269,7 @@ pub async fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
                     keyturn_audit::verify_export(&text, anchor)
                 }
                 None => {
-                    let s = ReadSession::open(cli).await?;
+                    let s = read_session(cli).await?;
                     let r = keyturn_audit::verify(s.db.as_ref(), anchor).await;
                     s.db.close().await;
                     r.map_err(audit_err)?
@@ -725,9 +409,9 @@ pub async fn due(cli: &Cli, args: &DueArgs) -> Result<Exit> {
         Some(s) => ts::parse(s).map_err(|e| EngineError::Usage(format!("--at: {e}")))?,
         None => ts::now(),
     };
-    let s = ReadSession::open(cli).await?;
+    let s = read_session(cli).await?;
     let report = async {
-        let plan = s.plan(&args.target).await?;
+        let plan = s.plan(&crate::app::selection(&args.target)).await?;
         let columns = keyturn_ops::report::distribution(s.db.as_ref(), &s.cfg, &plan)
             .await
             .map_err(audit_err)?;
@@ -748,7 +432,7 @@ pub async fn due(cli: &Cli, args: &DueArgs) -> Result<Exit> {
     let mut notified: Option<Result<(), String>> = None;
     let wanted = report.status != DueStatus::Ok || args.notify_always;
     if let Some(url) = args.notify.as_deref().filter(|u| !u.is_empty() && wanted) {
-        let msg = Message::from_due(&report, &s.label, &host());
+        let msg = Message::from_due(&report, &s.label, &keyturn_ops::host_name());
         notified = Some(
             notify::post(url, &msg.payload(format))
                 .await
@@ -855,9 +539,9 @@ fn print_due(r: &keyturn_audit::DueReport) {
 // ----------------------------------------------------------------- report
 
 pub async fn report(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
-    let s = ReadSession::open(cli).await?;
+    let s = read_session(cli).await?;
     let report = async {
-        let plan = s.plan(&args.target).await?;
+        let plan = s.plan(&crate::app::selection(&args.target)).await?;
         keyturn_ops::report::gather(s.db.as_ref(), &s.cfg, &plan, &s.label, ts::now())
             .await
             .map_err(audit_err)

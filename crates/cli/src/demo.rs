@@ -1,14 +1,13 @@
 //! `keyturn demo`: the whole job on a SQLite file, start to finish.
 
-use crate::app::{Session, default_actor, execute_kept};
-use crate::cli::{DemoArgs, TargetArgs};
+use crate::app::{conclude, default_actor, execute};
+use crate::cli::DemoArgs;
 use crate::exit::Exit;
 use crate::output;
 use anyhow::{Context, Result};
-use keyturn_db::ConnectOptions;
-use keyturn_engine::{Operation, RunOptions, VerifyOptions};
+use keyturn_engine::{Operation, RunOptions, RunSummary};
 use keyturn_format::{Algorithm, KeyId, KeySpec};
-use keyturn_ops::Config;
+use keyturn_ops::{Config, RunAudit, Selection, Session};
 use std::io::Write;
 use std::path::Path;
 
@@ -129,14 +128,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
         dir.join(DB_FILE).display()
     ));
     let url = format!("sqlite://{}", dir.join(DB_FILE).display());
-    let db = keyturn_db::connect(
-        &url,
-        &ConnectOptions {
-            max_connections: 2,
-            create_if_missing: true,
-        },
-    )
-    .await?;
+    let db = keyturn_ops::session::connect_creating(&url).await?;
     db.execute_script(
         "CREATE TABLE patients (id INTEGER PRIMARY KEY, name TEXT NOT NULL, phone TEXT, nino BLOB)",
     )
@@ -180,18 +172,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
         config_path.display()
     ));
     // Run summaries: printed as they come, or gathered into one JSON document.
-    let runs = std::sync::Mutex::new(Vec::new());
-    let show_last = |runs: &std::sync::Mutex<Vec<keyturn_engine::RunSummary>>| -> Result<()> {
-        if !json
-            && let Some(s) = runs
-                .lock()
-                .map_err(|_| anyhow::anyhow!("summary lock poisoned"))?
-                .last()
-        {
-            output::print_summary(s, false)?;
-        }
-        Ok(())
-    };
+    let mut runs: Vec<RunSummary> = Vec::new();
     let opts = |dry| RunOptions {
         batch_size: 5000,
         // SQLite's default (engine config `workers_for`): one writer.
@@ -201,10 +182,18 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
         actor: default_actor(),
         skip_unknown_keys: false,
     };
-    let all = TargetArgs::default();
-    let ctx = Session::from_config(Config::load(&config_path)?, &all, 4).await?;
-    let code = execute_kept(&ctx, Operation::Encrypt, opts(false), json, &runs).await?;
-    show_last(&runs)?;
+    let all = Selection::default();
+    let audit = RunAudit::default();
+    let code = run_step(
+        &config_path,
+        &all,
+        Operation::Encrypt,
+        opts(false),
+        json,
+        &audit,
+        &mut runs,
+    )
+    .await?;
     if code != Exit::Ok {
         return Ok(code);
     }
@@ -222,44 +211,54 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     say(
         "\n3. Time to rotate: generated k2, added it to the key file and made it primary (k1 stays, decrypt-only). Where we stand (`keyturn status`):\n",
     );
-    let ctx = Session::from_config(Config::load(&config_path)?, &all, 4).await?;
-    let before =
-        keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &Default::default()).await?;
+    let session = Session::open(Config::load(&config_path)?, &all, 4).await?;
+    let before = keyturn_ops::verify::status(&session, false).await;
+    session.close().await;
+    let before = before?.report;
     if !json {
         output::print_status(&before, &[], false)?;
     }
     say(
         "\n4. Rotating every value from k1 to k2 (`keyturn rotate`): keyset batches, parallel crypto, one compare-and-swap UPDATE per batch, checkpoints",
     );
-    let code = execute_kept(&ctx, Operation::Rotate, opts(false), json, &runs).await?;
-    show_last(&runs)?;
+    let code = run_step(
+        &config_path,
+        &all,
+        Operation::Rotate,
+        opts(false),
+        json,
+        &audit,
+        &mut runs,
+    )
+    .await?;
     if code != Exit::Ok {
         return Ok(code);
     }
     say(
         "\n5. Proving it (`keyturn verify --deep`: every value decrypts under k2, with its row's context):",
     );
-    let ctx = Session::from_config(Config::load(&config_path)?, &all, 4).await?;
-    let verify_started = std::time::Instant::now();
-    let report = keyturn_engine::verify::verify(
-        ctx.db.as_ref(),
-        &ctx.plan,
-        &VerifyOptions {
-            deep: true,
-            batch_size: 5000,
-            ..Default::default()
-        },
-        &keyturn_engine::NoProgress,
-    )
+    let session = Session::open(Config::load(&config_path)?, &all, 4).await?;
+    let checked = async {
+        let v = keyturn_ops::verify::verify(
+            &session,
+            &default_actor(),
+            true,
+            true,
+            &keyturn_engine::NoProgress,
+        )
+        .await?;
+        if let Some(e) = v.record_error {
+            return Err(e);
+        }
+        let after = keyturn_ops::verify::status(&session, false).await?;
+        Ok((v.report, after.report))
+    }
     .await;
-    crate::compliance::record_verify(&ctx, &default_actor(), true, verify_started, &report).await?;
-    let report = report?;
-    let after =
-        keyturn_engine::status::status(ctx.db.as_ref(), &ctx.plan, &Default::default()).await?;
-    ctx.db.close().await;
+    session.close().await;
+    let (report, after) = checked?;
     if json {
         output::print_json(&serde_json::json!({
-            "runs": *runs.lock().map_err(|_| anyhow::anyhow!("summary lock poisoned"))?,
+            "runs": runs,
             "status_before_rotation": before,
             "status_after": after,
             "verify": report,
@@ -294,6 +293,27 @@ On your own database:
     } else {
         Exit::VerifyFailed
     })
+}
+
+/// One audited run of the demo: its summary printed at once, or kept for
+/// the demo's one JSON document.
+async fn run_step(
+    config_path: &Path,
+    all: &Selection,
+    op: Operation,
+    opts: RunOptions,
+    json: bool,
+    audit: &RunAudit,
+    runs: &mut Vec<RunSummary>,
+) -> Result<Exit> {
+    let mut session = Session::open(Config::load(config_path)?, all, 4).await?;
+    let report = execute(&mut session, op, opts, json, audit).await;
+    session.close().await;
+    let report = report?;
+    let summary = report.summary.clone();
+    let code = conclude(report, json, !json)?;
+    runs.push(summary);
+    Ok(code)
 }
 
 #[cfg(test)]

@@ -37,7 +37,10 @@ impl From<Exit> for std::process::ExitCode {
 }
 
 pub fn code_for(err: &anyhow::Error) -> Exit {
-    match err.downcast_ref::<EngineError>() {
+    let engine = err
+        .downcast_ref::<EngineError>()
+        .or_else(|| err.downcast_ref::<keyturn_ops::OpsError>()?.engine());
+    match engine {
         Some(EngineError::Preflight(_)) => Exit::Preflight,
         Some(EngineError::LockHeld { .. } | EngineError::LockLost { .. }) => Exit::Locked,
         Some(EngineError::Usage(_)) => Exit::Usage,

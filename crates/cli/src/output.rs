@@ -463,7 +463,10 @@ pub fn print_error(err: &anyhow::Error, json: bool) {
     let text = error_text(err);
     if json {
         let mut v = serde_json::json!({ "error": text });
-        if let Some(c) = err.downcast_ref::<keyturn_catalog::CatalogError>() {
+        let catalog = err
+            .downcast_ref::<keyturn_catalog::CatalogError>()
+            .or_else(|| err.downcast_ref::<keyturn_ops::OpsError>()?.catalog());
+        if let Some(c) = catalog {
             v["kind"] = c.kind().into();
         }
         outln!("{v}");
@@ -503,12 +506,12 @@ mod tests {
         assert_eq!(error_text(&e), "saving: connection reset");
         // keyturn's layered errors: the message holds the cause, and no
         // layer exposes it again as a source.
-        let db = keyturn_db::DbError::Invalid("reading a batch: connection reset".into());
-        let engine = keyturn_engine::EngineError::from(db);
-        let e = anyhow::Error::new(engine).context("rotating");
+        let engine =
+            keyturn_engine::EngineError::Schema("reading a batch: connection reset".into());
+        let e = anyhow::Error::new(keyturn_ops::OpsError::step("rotating", engine));
         assert_eq!(
             error_text(&e),
-            "rotating: database: reading a batch: connection reset"
+            "rotating: schema: reading a batch: connection reset"
         );
     }
 }

@@ -497,11 +497,10 @@ async fn odd_rows_every_codec(t: TestDb) {
             data.insert(id_pk(id), vec![None]);
         }
         let sample = data[&id_pk(1)][0].clone().expect("sample");
-        let mut id = ODD_FROM;
         let mut sql_odd = Vec::new();
         let odd_set = odd_ids.entry(c.table.name.clone()).or_default();
         odd_set.extend(FOREIGN);
-        for (_, odd) in odd_values(&t, c, &sample) {
+        for (id, (_, odd)) in (ODD_FROM..).zip(odd_values(&t, c, &sample)) {
             match odd {
                 Odd::Bound(v) => {
                     odd_texts.push(v.clone());
@@ -510,7 +509,6 @@ async fn odd_rows_every_codec(t: TestDb) {
                 Odd::Sql(expr) => sql_odd.push((id, expr)),
             }
             odd_set.insert(id);
-            id += 1;
         }
         t.insert(&c.table, &data).await;
         for (id, expr) in sql_odd {

@@ -4,11 +4,21 @@
 //! application embedding keyturn.
 #![forbid(unsafe_code)]
 
+pub mod bad_rows;
 pub mod config;
+mod error;
+pub mod keys;
+pub mod notify;
 pub mod report;
+pub mod run;
+pub mod session;
+pub mod verify;
 
 pub use config::{CONFIG_ENV, Config, DEFAULT_CONFIG, config_path};
-pub mod notify;
+pub use error::OpsError;
+pub use run::{RunAudit, RunReport, Verdict};
+pub use session::{ReadSession, Selection, Session};
+pub use verify::{Status, Verified};
 
 use keyturn_engine::EngineError;
 use keyturn_engine::plan::Rings;
@@ -32,4 +42,14 @@ pub fn load_rings(
         column,
         default,
     )
+}
+
+/// This machine's host name (any OS), or `unknown-host`.
+pub fn host_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
 }

@@ -4,10 +4,11 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use keyturn_format::{Encoding, Keyring, Reencrypted};
+use keyturn_test_support::{Pool, on_pool};
 use rayon::prelude::*;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolCopyExt, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolCopyExt, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row as _};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -36,24 +37,6 @@ impl Kind {
             Kind::MySql => "MariaDB",
         }
     }
-}
-
-enum Pool {
-    Pg(PgPool),
-    My(MySqlPool),
-    Lite(SqlitePool),
-}
-
-/// Runs `$body` with `$p` bound to whichever pool this is (the drivers'
-/// types share method names, not a usable common bound).
-macro_rules! on_pool {
-    ($db:expr, $p:ident => $body:expr) => {
-        match &$db.pool {
-            Pool::Pg($p) => $body,
-            Pool::My($p) => $body,
-            Pool::Lite($p) => $body,
-        }
-    };
 }
 
 pub struct BenchDb {
@@ -127,7 +110,7 @@ impl BenchDb {
                     .await
                     .with_context(|| format!("connecting to {url}"))?,
             ),
-            Kind::Sqlite => Pool::Lite(
+            Kind::Sqlite => Pool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(1)
                     .connect_with(
@@ -147,12 +130,12 @@ impl BenchDb {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, p => p.close().await)
+        on_pool!(&self.pool, p => p.close().await)
     }
 
     /// One statement through the simple (text) protocol; rows affected.
     async fn exec(&self, sql: &str) -> Result<u64> {
-        on_pool!(self, p => sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        on_pool!(&self.pool, p => sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
             .execute(p)
             .await
             .map(|r| r.rows_affected()))
@@ -160,7 +143,7 @@ impl BenchDb {
     }
 
     async fn scalar(&self, sql: &str) -> Result<i64> {
-        on_pool!(self, p => sqlx::query(AssertSqlSafe(sql.to_owned()))
+        on_pool!(&self.pool, p => sqlx::query(AssertSqlSafe(sql.to_owned()))
             .fetch_one(p)
             .await
             .and_then(|r| r.try_get::<i64, _>(0)))
@@ -173,7 +156,7 @@ impl BenchDb {
             Kind::MySql => "SELECT CONCAT('MariaDB/MySQL ', VERSION())",
             Kind::Sqlite => "SELECT 'SQLite ' || sqlite_version()",
         };
-        on_pool!(self, p => sqlx::query(sql)
+        on_pool!(&self.pool, p => sqlx::query(sql)
             .fetch_one(p)
             .await
             .and_then(|r| r.try_get::<String, _>(0)))
@@ -264,7 +247,7 @@ impl BenchDb {
                 }
                 stmts.push("COMMIT".into());
                 // One connection for the whole transaction.
-                on_pool!(self, p => {
+                on_pool!(&self.pool, p => {
                     let mut conn = p.acquire().await.context("acquiring a connection")?;
                     for s in &stmts {
                         sqlx::raw_sql(AssertSqlSafe(s.clone()))
@@ -400,7 +383,7 @@ impl BenchDb {
         let mut done: u64 = 0;
         let (mut select_s, mut update_s) = (Vec::new(), Vec::new());
         let (mut sel, mut upd) = (0.0, 0.0);
-        on_pool!(self, p => {
+        on_pool!(&self.pool, p => {
             let mut conn = p.acquire().await.context("acquiring a connection")?;
             let mut offset: i64 = 0;
             loop {

@@ -17,13 +17,14 @@
 //! 5. the table and the catalog's rows are dropped (unless `--keep`).
 
 use anyhow::{Context, Result, bail, ensure};
+use aws_lc_rs::digest::{Context as Digest, SHA256};
 use clap::{Parser, ValueEnum};
 use keyturn_format::{Algorithm, Encoding, KeyId, KeySpec, v1};
+use keyturn_test_support::{Pool, on_pool};
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
@@ -83,25 +84,12 @@ struct Args {
     mysql_url: String,
 }
 
-enum Pool {
-    Pg(PgPool),
-    My(MySqlPool),
-    Lite(SqlitePool),
-}
+/// The benchmark's own connection to the database under test.
+struct KekDb(Pool);
 
-macro_rules! on_pool {
-    ($pool:expr, $p:ident => $body:expr) => {
-        match $pool {
-            Pool::Pg($p) => $body,
-            Pool::My($p) => $body,
-            Pool::Lite($p) => $body,
-        }
-    };
-}
-
-impl Pool {
-    async fn connect(url: &str) -> Result<Pool> {
-        Ok(if url.starts_with("postgres") {
+impl KekDb {
+    async fn connect(url: &str) -> Result<KekDb> {
+        Ok(KekDb(if url.starts_with("postgres") {
             Pool::Pg(PgPoolOptions::new().max_connections(2).connect(url).await?)
         } else if url.starts_with("mysql") {
             Pool::My(
@@ -112,24 +100,24 @@ impl Pool {
             )
         } else {
             let o = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
-            Pool::Lite(
+            Pool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(1)
                     .connect_with(o)
                     .await?,
             )
-        })
+        }))
     }
 
     fn ph(&self, n: usize) -> String {
-        match self {
+        match &self.0 {
             Pool::Pg(_) => format!("${n}"),
             _ => "?".into(),
         }
     }
 
     async fn exec(&self, sql: &str) -> Result<()> {
-        on_pool!(self, p => {
+        on_pool!(&self.0, p => {
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(p).await
                 .with_context(|| format!("running {sql}"))?;
         });
@@ -138,7 +126,7 @@ impl Pool {
 
     async fn insert(&self, rows: &[(i64, String)]) -> Result<()> {
         let mut values = Vec::with_capacity(INSERT_ROWS);
-        on_pool!(self, p => {
+        on_pool!(&self.0, p => {
             let mut tx = p.begin().await?;
             for batch in rows.chunks(INSERT_ROWS) {
                 values.clear();
@@ -159,7 +147,7 @@ impl Pool {
 
     /// SHA-256 over every `id ‖ 0 ‖ value ‖ \n`, in primary-key order.
     async fn checksum(&self) -> Result<(String, u64)> {
-        let mut h = Sha256::new();
+        let mut h = Digest::new(&SHA256);
         let mut n = 0u64;
         let mut last = 0i64;
         let sql = format!(
@@ -167,7 +155,7 @@ impl Pool {
             self.ph(1)
         );
         loop {
-            let page: Vec<(i64, String)> = on_pool!(self, p => {
+            let page: Vec<(i64, String)> = on_pool!(&self.0, p => {
                 sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(last).fetch_all(p).await?
             });
             let Some((l, _)) = page.last() else {
@@ -176,17 +164,17 @@ impl Pool {
             last = *l;
             n += page.len() as u64;
             for (id, v) in &page {
-                h.update(id.to_le_bytes());
-                h.update([0]);
+                h.update(&id.to_le_bytes());
+                h.update(&[0]);
                 h.update(v.as_bytes());
                 h.update(b"\n");
             }
         }
-        Ok((hex::encode(h.finalize()), n))
+        Ok((hex::encode(h.finish().as_ref()), n))
     }
 
     async fn close(&self) {
-        on_pool!(self, p => p.close().await)
+        on_pool!(&self.0, p => p.close().await)
     }
 }
 
@@ -291,7 +279,7 @@ async fn one(
 ) -> Result<Row> {
     let started = Instant::now();
     let say = |m: &str| eprintln!("[{:7.1}s] {backend}: {m}", started.elapsed().as_secs_f64());
-    let pool = Pool::connect(&url)
+    let pool = KekDb::connect(&url)
         .await
         .with_context(|| format!("connecting to {backend}"))?;
     let catalog = format!("bench-kek-{}", std::process::id());
@@ -322,7 +310,7 @@ async fn one(
     };
 
     pool.exec(&format!("DROP TABLE IF EXISTS {TABLE}")).await?;
-    let id_type = if matches!(pool, Pool::Lite(_)) {
+    let id_type = if matches!(pool.0, Pool::Sqlite(_)) {
         "INTEGER"
     } else {
         "BIGINT"

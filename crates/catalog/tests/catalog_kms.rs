@@ -1,10 +1,9 @@
 //! The catalog with remote KEKs: OpenBao transit and AWS KMS (moto), found
-//! or launched by the kms crate's test harness (skipped loudly without
+//! or launched by the test harness (keyturn-test-support) (skipped loudly without
 //! them, unless `KEYTURN_REQUIRE_KMS=1`). Unreachable KMS needs no server.
 //! Every failure must leave the catalog exactly as it was.
 
-#[path = "../../kms/tests/common/mod.rs"]
-mod common;
+use keyturn_test_support::kms as common;
 
 use keyturn_catalog::{Catalog, Policy};
 use keyturn_db::{CatalogWrite, ConnectOptions, Database};

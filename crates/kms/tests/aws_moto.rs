@@ -1,6 +1,6 @@
 //! AwsKmsKek against a real moto server on 127.0.0.1.
 
-mod common;
+use keyturn_test_support::kms as common;
 
 use keyturn_kms::{
     Algorithm, AwsCredentials, AwsKmsConfig, AwsKmsKek, DekCache, KekProvider, KeyId, SecretKey,

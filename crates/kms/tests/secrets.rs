@@ -1,7 +1,7 @@
 //! No Debug or Display output of providers, blobs, caches or errors contains
 //! DEK bytes (hex or base64), master key material or tokens. Needs no server.
 
-mod common;
+use keyturn_test_support::kms as common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};

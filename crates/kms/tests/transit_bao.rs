@@ -1,6 +1,6 @@
 //! TransitKek against a real OpenBao dev server on 127.0.0.1.
 
-mod common;
+use keyturn_test_support::kms as common;
 
 use keyturn_kms::{
     Algorithm, ContextBinding, DekCache, KekProvider, KeyId, LocalKek, SecretKey, SecretSource,

@@ -12,27 +12,11 @@
 //!   the next run;
 //! - stdout and stderr a closed pipe: no panic, the run completes.
 //!
-//! Run one backend: `cargo test -p keyturn --test lock_suite postgres::`.
+//! Run one backend: `cargo test -p keyturn --test e2e lock::postgres::`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Sqlite, stringify!($name), super::$name) } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Postgres, stringify!($name), super::$name) } )*
-        }
-        mod mariadb {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::MariaDb, stringify!($name), super::$name) } )*
-        }
-    };
-}
 
 scenarios!(
     lock_session_ended_is_taken_again,

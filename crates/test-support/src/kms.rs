@@ -1,4 +1,4 @@
-//! Test harness: finds or launches moto and OpenBao on 127.0.0.1.
+//! Finds or launches moto and OpenBao on 127.0.0.1 for the KMS tests.
 //!
 //! - `KEYTURN_MOTO_URL` names an already running moto server; otherwise
 //!   `moto_server` from PATH is started on a free port.
@@ -8,11 +8,10 @@
 //! - Without the tool, a test prints `SKIPPED: ...` to stderr and returns,
 //!   unless `KEYTURN_REQUIRE_KMS=1`, which turns that into a failure.
 //!
-//! One server per test binary, shared by its tests (each test uses its own
+//! One server per test process, shared by its tests (each test uses its own
 //! keys). A launched server runs under a small `sh` watchdog that kills it
 //! when the test process's end of a pipe closes: at drop, or when the test
 //! process exits or dies in any way.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

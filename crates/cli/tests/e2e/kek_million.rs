@@ -8,11 +8,11 @@
 //! the new master key only and decrypts every row (in parallel) back to its
 //! expected plaintext.
 
+use aws_lc_rs::digest::{Context as Sha256, SHA256};
 use keyturn_catalog::Catalog;
 use keyturn_format::{Algorithm, Encoding, KeyId, KeySpec, v1};
 use keyturn_kms::{DekCache, KekProvider, LocalKek, MasterKeySource, SecretString};
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use std::path::Path;
 use std::process::Command;
@@ -91,8 +91,8 @@ async fn pages(p: &SqlitePool, mut each: impl FnMut(&[(i64, String)])) -> u64 {
 /// Adds `id ‖ 0 ‖ value ‖ \n` of each row to the checksum.
 fn hash_page(h: &mut Sha256, page: &[(i64, String)]) {
     for (id, v) in page {
-        h.update(id.to_le_bytes());
-        h.update([0]);
+        h.update(&id.to_le_bytes());
+        h.update(&[0]);
         h.update(v.as_bytes());
         h.update(b"\n");
     }
@@ -195,9 +195,9 @@ columns = [{{ name = "secret", encoding = "text" }}]
 
     // SHA-256 over every (id, value) in primary-key order, as stored.
     let t = Instant::now();
-    let mut h = Sha256::new();
+    let mut h = Sha256::new(&SHA256);
     let n = pages(&p, |page| hash_page(&mut h, page)).await;
-    let before = hex::encode(h.finalize());
+    let before = hex::encode(h.finish().as_ref());
     let checksum_s = t.elapsed().as_secs_f64();
     assert_eq!(n, rows as u64);
     p.close().await;
@@ -249,7 +249,7 @@ columns = [{{ name = "secret", encoding = "text" }}]
     db_handle.close().await;
     // One pass: the checksum again, and every row decrypted (in parallel)
     // to its expected plaintext.
-    let mut h = Sha256::new();
+    let mut h = Sha256::new(&SHA256);
     let checked = pages(&p, |page| {
         hash_page(&mut h, page);
         page.par_iter().for_each(|(id, v)| {
@@ -261,7 +261,7 @@ columns = [{{ name = "secret", encoding = "text" }}]
     })
     .await;
     assert_eq!(checked, rows as u64);
-    let after = hex::encode(h.finalize());
+    let after = hex::encode(h.finish().as_ref());
     assert_eq!(before, after, "a data row changed during kek rotate");
     p.close().await;
     eprintln!(

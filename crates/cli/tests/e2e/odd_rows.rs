@@ -13,31 +13,15 @@
 //!   exactly them, and exits 0 once they are acknowledged;
 //! - no odd value appears in any output, audit event or report.
 //!
-//! Run one backend: `cargo test -p keyturn --test odd_rows_suite sqlite::`.
+//! Run one backend: `cargo test -p keyturn --test e2e odd_rows::sqlite::`.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use keyturn_codecs::CodecConfig;
 use keyturn_db::PkValue;
 use keyturn_format::{Codec, Keyring};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Sqlite, stringify!($name), super::$name) } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Postgres, stringify!($name), super::$name) } )*
-        }
-        mod mariadb {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::MariaDb, stringify!($name), super::$name) } )*
-        }
-    };
-}
 
 scenarios!(odd_rows_every_codec);
 

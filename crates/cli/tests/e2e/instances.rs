@@ -5,31 +5,15 @@
 //! instance lacks the key and names it, allowed once it refreshed; stale
 //! instances are ignored and listed as stale; `--force` is audited.
 //!
-//! Run one backend: `cargo test -p keyturn --test instances_cli postgres::`.
+//! Run one backend: `cargo test -p keyturn --test e2e instances::postgres::`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyturn_catalog::AppKeyring;
 use keyturn_kms::{KekProvider, LocalKek, MasterKeySource, SecretString};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Sqlite, stringify!($name), super::$name) } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Postgres, stringify!($name), super::$name) } )*
-        }
-        mod mariadb {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::MariaDb, stringify!($name), super::$name) } )*
-        }
-    };
-}
 
 scenarios!(promote_checks_tracked_instances);
 

@@ -1,27 +1,11 @@
 //! Config, flags and logins behave as a user expects (issue #13, section 9):
 //! every scenario runs against SQLite, PostgreSQL and MariaDB through the
-//! real `keyturn` binary, as in `engine_suite.rs`.
+//! real `keyturn` binary, as in `engine.rs`.
 //!
-//! Run one backend: `cargo test -p keyturn --test config_suite postgres::`.
+//! Run one backend: `cargo test -p keyturn --test e2e config::postgres::`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sqlx::Connection as _;
-
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Sqlite, stringify!($name), super::$name) } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Postgres, stringify!($name), super::$name) } )*
-        }
-        mod mariadb {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::MariaDb, stringify!($name), super::$name) } )*
-        }
-    };
-}
 
 scenarios!(
     flags_are_range_checked,

@@ -9,14 +9,15 @@
 //!   skipping it
 //! - `KEYTURN_TEST_SEED=N`: replay the random choices of a failed run
 //! - `KEYTURN_TEST_KEEP=1`: keep the test databases and files for inspection
-#![allow(dead_code)]
 
+use crate::Pool;
+use crate::on_pool;
 use keyturn_db::PkValue;
 use keyturn_format::{KeySpec, Keyring, v1};
 use sqlx::Row as _;
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
@@ -28,6 +29,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const KEYS_ENV: &str = "KT_TEST_KEYS";
+
+static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Names the `keyturn` binary the scenarios run (a test binary of the
+/// `keyturn` package passes `env!("CARGO_BIN_EXE_keyturn")`). The first
+/// call wins.
+pub fn use_binary(path: &str) {
+    let _ = BINARY.set(PathBuf::from(path));
+}
+
+/// The `keyturn` binary given to [`use_binary`].
+pub fn binary() -> &'static std::path::Path {
+    BINARY
+        .get()
+        .expect("keyturn_test_support::use_binary was not called")
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -89,32 +106,16 @@ where
 // Databases
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Debug)]
-pub enum Pool {
-    Sqlite(SqlitePool),
-    Pg(PgPool),
-    My(MySqlPool),
-}
-
-/// Runs the same code against whichever driver's pool.
-macro_rules! on_pool {
-    ($pool:expr, $p:ident => $body:expr) => {
-        match $pool {
-            Pool::Sqlite($p) => $body,
-            Pool::Pg($p) => $body,
-            Pool::My($p) => $body,
-        }
-    };
-}
-
+/// Binds one [`Val`] to a sqlx query.
+#[macro_export]
 macro_rules! bind_val {
     ($q:expr, $v:expr) => {
         match $v {
-            Val::Int(i) => $q.bind(*i),
-            Val::Text(s) => $q.bind(s.clone()),
-            Val::Bytes(b) => $q.bind(b.clone()),
-            Val::NullText => $q.bind(None::<String>),
-            Val::NullBytes => $q.bind(None::<Vec<u8>>),
+            $crate::Val::Int(i) => $q.bind(*i),
+            $crate::Val::Text(s) => $q.bind(s.clone()),
+            $crate::Val::Bytes(b) => $q.bind(b.clone()),
+            $crate::Val::NullText => $q.bind(None::<String>),
+            $crate::Val::NullBytes => $q.bind(None::<Vec<u8>>),
         }
     };
 }
@@ -821,7 +822,7 @@ impl TestDb {
 
     fn command(&self, cfg: &Cfg, args: &[&str]) -> Command {
         let path = self.write_config(cfg);
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keyturn"));
+        let mut c = Command::new(binary());
         c.arg("--config")
             .arg(path)
             .args(args)

@@ -3,29 +3,13 @@
 //! the real `keyturn` binary, with values checked by decrypting them in the
 //! test process. Each test gets its own database (see `common`).
 //!
-//! Run one backend: `cargo test -p keyturn --test engine_suite postgres::`.
+//! Run one backend: `cargo test -p keyturn --test e2e engine::postgres::`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyturn_db::PkValue;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Sqlite, stringify!($name), super::$name) } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Postgres, stringify!($name), super::$name) } )*
-        }
-        mod mariadb {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::MariaDb, stringify!($name), super::$name) } )*
-        }
-    };
-}
 
 scenarios!(
     round_trip,

@@ -6,32 +6,15 @@
 //! `common`). Rows are seeded and checked with the test's own envelope code
 //! (AES-256-GCM data and wrap), independent of keyturn's codec.
 //!
-//! Run one backend: `cargo test -p keyturn --test envelope_suite postgres::`.
+//! Run one backend: `cargo test -p keyturn --test e2e envelope::postgres::`.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::common::*;
 use keyturn_db::PkValue;
 use keyturn_format::{Algorithm, KeyId, Keyring, SecretKey};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Sqlite, stringify!($name), super::$name) } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::Postgres, stringify!($name), super::$name) } )*
-        }
-        mod mariadb {
-            $( #[test] fn $name() { crate::common::run(crate::common::Kind::MariaDb, stringify!($name), super::$name) } )*
-        }
-    };
-}
 
 scenarios!(
     envelope_round_trip,

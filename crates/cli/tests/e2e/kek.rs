@@ -4,8 +4,7 @@
 //! revoked token changes nothing. OpenBao is found or launched by the kms
 //! crate's harness (skipped loudly without it unless `KEYTURN_REQUIRE_KMS=1`).
 
-#[path = "../../kms/tests/common/mod.rs"]
-mod common;
+use keyturn_test_support::kms as common;
 
 use serde_json::Value;
 use std::path::Path;

@@ -60,6 +60,37 @@ fn rotate_real_library_values() {
             values.push(v);
         }
         assert!(!values.is_empty(), "{}: nothing rotated", path.display());
+        // The odd values a real table holds next to these: each is refused
+        // (a bad row), never rotated, and its error quotes none of it.
+        if let Some(good) = vf.cases.iter().find(|c| c.error.is_none()) {
+            let good = good.stored_bytes();
+            let mut wrong_prefix = b"#".to_vec();
+            wrong_prefix.extend_from_slice(&good);
+            let odd: Vec<(&str, Vec<u8>)> = vec![
+                ("empty", Vec::new()),
+                ("truncated", good[..good.len() / 2].to_vec()),
+                ("wrong prefix", wrong_prefix),
+                ("plaintext", b"SSN 078-05-1120".to_vec()),
+                ("plaintext a:b", b"user:admin".to_vec()),
+                (
+                    "JSON, not an envelope",
+                    br#"{"key_id":"kek-v1","note":"x"}"#.to_vec(),
+                ),
+            ];
+            for (what, v) in odd {
+                match codec.reencrypt(&ring, &v, &[]) {
+                    Err(e) => {
+                        let msg = e.to_string();
+                        assert!(
+                            !msg.contains("078-05") && !msg.contains("admin"),
+                            "{}: {what}: the error quotes the value: {msg}",
+                            path.display()
+                        );
+                    }
+                    Ok(_) => panic!("{}: {what} value was not refused", path.display()),
+                }
+            }
+        }
         rotated_total += values.len();
         let mut doc = json!({
             "codec": vf.codec,

@@ -179,24 +179,29 @@ pub fn export_object(r: &AuditRow) -> Value {
 /// The first problem found, named by the event's sequence number.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChainProblem {
+    /// The sequence number of the event with the problem.
     pub seq: u64,
     /// `edited`, `missing`, `out_of_order`, `broken_link`, `unreadable`,
     /// `anchor`.
     pub kind: String,
+    /// What is wrong, for people.
     pub message: String,
 }
 
 /// The result of checking a chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChainReport {
+    /// True when no problem was found.
     pub ok: bool,
     /// Events checked.
     pub events: u64,
+    /// The sequence number of the first event checked; `None` if there were none.
     pub first_seq: Option<u64>,
     /// The last event: record `seq` and `hash` somewhere else (a ticket, a
     /// chat message) and pass them to `audit verify --anchor` later to
     /// detect events removed from the end.
     pub tip_seq: Option<u64>,
+    /// The stored hash of the last event (see `tip_seq`).
     pub tip_hash: Option<String>,
     /// The first bad event, if any.
     pub first_bad: Option<ChainProblem>,
@@ -406,6 +411,7 @@ impl ChainVerifier {
         self.prev = Some((seq, stored.to_ascii_lowercase()));
     }
 
+    /// Ends the check (including the `--anchor` check) and reports what was found.
     pub fn finish(mut self) -> ChainReport {
         let mut anchor_text = None;
         if let Some((seq, hash)) = self.anchor.clone() {

@@ -27,8 +27,11 @@ use time::{Duration, OffsetDateTime};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DueStatus {
+    /// Every key in use is younger than the due-soon threshold.
     Ok,
+    /// A key in use reaches its limit within `warn_days`.
     DueSoon,
+    /// A key in use has reached its limit, or its start is unknown.
     Overdue,
 }
 
@@ -42,6 +45,8 @@ impl DueStatus {
         }
     }
 
+    /// The status as a machine word (`ok`, `due_soon`, `overdue`), as in JSON output and
+    /// notifications.
     pub fn as_str(self) -> &'static str {
         match self {
             DueStatus::Ok => "ok",
@@ -50,6 +55,7 @@ impl DueStatus {
         }
     }
 
+    /// The status for people (`ok`, `due soon`, `OVERDUE`).
     pub fn label(self) -> &'static str {
         match self {
             DueStatus::Ok => "ok",
@@ -74,6 +80,7 @@ pub enum SinceSource {
 
 /// When a key came into use, as far as anyone knows.
 pub trait KeyDates {
+    /// When the key came into use and who says so; `None` if nobody knows.
     fn since(&self, key_id: &str) -> Option<(OffsetDateTime, SinceSource)>;
 
     /// The key the last completed rotation of a column (every value it
@@ -194,8 +201,11 @@ pub fn primary_from_events(events: &[AuditEvent]) -> Option<String> {
 /// What `due` needs to know about one column: values per key id.
 #[derive(Clone, Debug, Default)]
 pub struct ColumnKeys {
+    /// The column's table.
     pub table: String,
+    /// The column's name.
     pub column: String,
+    /// Values per key id, as counted by SQL.
     pub by_key: Vec<(String, u64)>,
     /// Values of the column's format that name no key (Fernet, Laravel,
     /// …): SQL cannot tell which key holds them.
@@ -213,6 +223,7 @@ pub struct ColumnKeys {
 /// One key in one column.
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyInColumn {
+    /// The key id.
     pub key_id: String,
     /// Values counted under it by SQL (0 for a key that only may hold
     /// values, see `undetermined`).
@@ -220,53 +231,82 @@ pub struct KeyInColumn {
     /// The column holds values whose key SQL cannot read, and this declared
     /// key may be one of them: it counts as in use.
     pub undetermined: bool,
+    /// Whether it is the primary key of the column's keyring.
     pub primary: bool,
+    /// When it came into use (RFC 3339 UTC); `None` if unknown, which makes it overdue.
     pub since: Option<String>,
+    /// Where `since` comes from.
     pub since_source: Option<SinceSource>,
+    /// Whole days in use as of the report; `None` if the start is unknown.
     pub age_days: Option<i64>,
+    /// When it reaches the column's limit (RFC 3339 UTC); `None` if the start is unknown.
     pub due_at: Option<String>,
+    /// How it stands against the column's limit.
     pub status: DueStatus,
 }
 
+/// The policy verdict for one column.
 #[derive(Clone, Debug, Serialize)]
 pub struct ColumnDue {
+    /// The column's table.
     pub table: String,
+    /// The column's name.
     pub column: String,
+    /// The limit that applies to the column (its override or the section's).
     pub max_key_age_days: u32,
+    /// The warning window that applies to the column.
     pub warn_days: u32,
+    /// Every key in use in the column, overdue and undated first.
     pub keys: Vec<KeyInColumn>,
     /// When the oldest key in use reaches the limit (`None`: unknown, or no
     /// key in use).
     pub due_at: Option<String>,
     /// From when `due` says "due soon".
     pub warn_from: Option<String>,
+    /// The worst status of its keys (overdue too when values name no key and no candidate key is
+    /// dated).
     pub status: DueStatus,
+    /// One line for people: what is due when, or what is unknown and how to fix it.
     pub message: String,
 }
 
 /// One key over all columns.
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyDue {
+    /// The key id.
     pub key_id: String,
+    /// Whether it is the primary key of a column's keyring.
     pub primary: bool,
+    /// Values counted under it by SQL, over all columns.
     pub rows: u64,
+    /// The columns it is in use in, as `table.column`.
     pub columns: Vec<String>,
+    /// When it came into use (RFC 3339 UTC); `None` if unknown.
     pub since: Option<String>,
+    /// Where `since` comes from.
     pub since_source: Option<SinceSource>,
+    /// Whole days in use as of the report; `None` if the start is unknown.
     pub age_days: Option<i64>,
     /// The earliest due date over the columns it is in.
     pub due_at: Option<String>,
+    /// The worst status over its columns.
     pub status: DueStatus,
 }
 
+/// What `keyturn due` reports: the policy verdict per column and per key.
 #[derive(Clone, Debug, Serialize)]
 pub struct DueReport {
     /// The instant the policy was evaluated at.
     pub now: String,
+    /// The `[policy]` section's default limit, in days.
     pub max_key_age_days: u32,
+    /// The `[policy]` section's default warning window, in days.
     pub warn_days: u32,
+    /// The primary key id of the default keyring, if known.
     pub primary_key_id: Option<String>,
+    /// Per column, in the order given.
     pub columns: Vec<ColumnDue>,
+    /// Per key, primary first, then by id.
     pub keys: Vec<KeyDue>,
     /// The worst column.
     pub status: DueStatus,
@@ -280,6 +320,7 @@ pub struct DueReport {
 }
 
 impl DueReport {
+    /// How many columns have status `s`.
     pub fn count(&self, s: DueStatus) -> usize {
         self.columns.iter().filter(|c| c.status == s).count()
     }

@@ -64,6 +64,8 @@ impl AuditAction {
         AuditAction::BadRowsAck,
     ];
 
+    /// The action's name as stored (`key.add`, `rotate.end`, ...), or the stored text for an
+    /// unknown action.
     pub fn as_str(&self) -> &str {
         match self {
             AuditAction::KeyAdd => "key.add",
@@ -84,6 +86,8 @@ impl AuditAction {
         }
     }
 
+    /// Parses a stored action name; a name this version does not know becomes
+    /// [`AuditAction::Other`].
     pub fn parse(s: &str) -> AuditAction {
         AuditAction::KNOWN
             .iter()
@@ -132,6 +136,7 @@ impl<'de> Deserialize<'de> for AuditAction {
 pub enum Outcome {
     /// A start event: the action is under way.
     Started,
+    /// Finished: every value done, or the action succeeded.
     Ok,
     /// Finished, but some rows could not be processed (bad rows).
     CompletedWithErrors,
@@ -144,6 +149,7 @@ pub enum Outcome {
     LockLost,
     /// `verify`: some values are not under the primary key or do not decrypt.
     Mismatch,
+    /// An outcome this version does not know, kept as stored.
     Other(String),
 }
 
@@ -158,6 +164,8 @@ impl Outcome {
         Outcome::Mismatch,
     ];
 
+    /// The outcome's name as stored (`started`, `ok`, `lock_lost`, ...), or the stored text for an
+    /// unknown one.
     pub fn as_str(&self) -> &str {
         match self {
             Outcome::Started => "started",
@@ -171,6 +179,7 @@ impl Outcome {
         }
     }
 
+    /// Parses a stored outcome name; a name this version does not know becomes [`Outcome::Other`].
     pub fn parse(s: &str) -> Outcome {
         Outcome::KNOWN
             .iter()
@@ -212,15 +221,20 @@ impl<'de> Deserialize<'de> for Outcome {
 /// events have `by_key` (values per key id before the run).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnCounts {
+    /// The column's table.
     pub table: String,
+    /// The column's name.
     pub column: String,
+    /// Named counts for the action (e.g. `rotated`, `failed`, `checked`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counts: BTreeMap<String, u64>,
+    /// Values per key id, on start events.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_key: BTreeMap<String, u64>,
 }
 
 impl ColumnCounts {
+    /// Counts for `table.column`, none set yet.
     pub fn new(table: &str, column: &str) -> ColumnCounts {
         ColumnCounts {
             table: table.to_owned(),
@@ -229,15 +243,18 @@ impl ColumnCounts {
         }
     }
 
+    /// Sets the count `name` to `n`.
     pub fn count(mut self, name: &str, n: u64) -> ColumnCounts {
         self.counts.insert(name.to_owned(), n);
         self
     }
 
+    /// The count `name`, or 0 if it was not recorded.
     pub fn get(&self, name: &str) -> u64 {
         self.counts.get(name).copied().unwrap_or(0)
     }
 
+    /// The column as `table.column`.
     pub fn label(&self) -> String {
         format!("{}.{}", self.table, self.column)
     }
@@ -247,9 +264,11 @@ impl ColumnCounts {
 /// number, time and hashes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {
+    /// What happened.
     pub action: AuditAction,
     /// Who: `--actor`, else `user@host`.
     pub actor: String,
+    /// How it ended.
     pub outcome: Outcome,
     /// Why: `scheduled`, `compromise`, `staff-change`, … (free text).
     pub reason: Option<String>,
@@ -258,13 +277,16 @@ pub struct NewEvent {
     /// The keys concerned; for rotate / encrypt the first is the target
     /// (primary) key.
     pub key_ids: Vec<String>,
+    /// Counts per column the action touched.
     pub columns: Vec<ColumnCounts>,
+    /// How long the action took, in milliseconds (end events).
     pub duration_ms: Option<u64>,
     /// Anything else, as a JSON object (integers only, no fractions).
     pub details: Map<String, Value>,
 }
 
 impl NewEvent {
+    /// An event with no reason, run id, keys, columns, duration or details.
     pub fn new(action: AuditAction, actor: &str, outcome: Outcome) -> NewEvent {
         NewEvent {
             action,
@@ -279,31 +301,37 @@ impl NewEvent {
         }
     }
 
+    /// Sets the reason (why the action was taken).
     pub fn reason(mut self, reason: Option<&str>) -> NewEvent {
         self.reason = reason.map(str::to_owned);
         self
     }
 
+    /// Sets the engine's run id.
     pub fn run_id(mut self, run_id: Option<&str>) -> NewEvent {
         self.run_id = run_id.map(str::to_owned);
         self
     }
 
+    /// Sets the keys concerned; for rotate / encrypt the target (primary) key first.
     pub fn keys<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> NewEvent {
         self.key_ids = ids.into_iter().map(Into::into).collect();
         self
     }
 
+    /// Sets the per-column counts.
     pub fn columns(mut self, columns: Vec<ColumnCounts>) -> NewEvent {
         self.columns = columns;
         self
     }
 
+    /// Sets how long the action took, in milliseconds.
     pub fn duration_ms(mut self, ms: u64) -> NewEvent {
         self.duration_ms = Some(ms);
         self
     }
 
+    /// Adds a detail member (`name` = `value`); integers only, no fractions.
     pub fn detail(mut self, name: &str, value: impl Into<Value>) -> NewEvent {
         self.details.insert(name.to_owned(), value.into());
         self
@@ -313,21 +341,33 @@ impl NewEvent {
 /// A stored event, read back from the audit table.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AuditEvent {
+    /// Position in the chain, from 1.
     pub seq: u64,
     /// Canonical-form version (1).
     pub v: u32,
     /// RFC 3339 UTC with milliseconds.
     pub time: String,
+    /// What happened.
     pub action: AuditAction,
+    /// Who: `--actor`, else `user@host`.
     pub actor: String,
+    /// How it ended.
     pub outcome: Outcome,
+    /// Why, if given (free text).
     pub reason: Option<String>,
+    /// The engine's run id, for rotate / encrypt.
     pub run_id: Option<String>,
+    /// The keys concerned; for rotate / encrypt the first is the target (primary) key.
     pub key_ids: Vec<String>,
+    /// Counts per column.
     pub columns: Vec<ColumnCounts>,
+    /// How long the action took, in milliseconds.
     pub duration_ms: Option<u64>,
+    /// Anything else, as a JSON object.
     pub details: Map<String, Value>,
+    /// The previous event's `hash` ([`crate::chain::GENESIS`] for the first event).
     pub prev_hash: String,
+    /// SHA-256 (hex) of the event's canonical JSON, `prev_hash` included and `hash` excluded.
     pub hash: String,
 }
 
@@ -358,6 +398,7 @@ impl AuditEvent {
         self.key_ids.first().map(String::as_str)
     }
 
+    /// Whether the event records a dry run (`details.dry_run` is true).
     pub fn is_dry_run(&self) -> bool {
         self.details
             .get("dry_run")

@@ -39,10 +39,14 @@ pub use store::{EventFilter, append, read_events, read_rows, verify, verify_expo
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditError {
+    /// Reading or writing the audit trail in the database failed.
     #[error("audit: {0}")]
     Db(keyturn_db::DbError),
+    /// An input that does not make sense: a bad policy setting, an unreadable stored event, a bad
+    /// option value; the message says which.
     #[error("{0}")]
     Invalid(String),
+    /// A webhook notification could not be sent (bad URL, HTTP client, request failed or refused).
     #[error("notify: {0}")]
     Notify(String),
 }

@@ -11,14 +11,18 @@ use std::time::Duration;
 /// Seconds before a webhook request is abandoned.
 const TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The body a webhook receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NotifyFormat {
+    /// A Slack incoming-webhook message.
     Slack,
+    /// keyturn's own JSON object: the message's fields and the full data.
     Json,
 }
 
 impl NotifyFormat {
+    /// Parses `--notify-format` (`slack` or `json`); anything else is [`AuditError::Invalid`].
     pub fn parse(s: &str) -> Result<NotifyFormat, AuditError> {
         match s {
             "slack" => Ok(NotifyFormat::Slack),
@@ -43,6 +47,7 @@ pub struct Message {
     pub lines: Vec<String>,
     /// Where: the database (no password) and the host keyturn ran on.
     pub database: String,
+    /// The host keyturn ran on.
     pub host: String,
     /// The full data (the due report, the run summary).
     pub data: Value,
@@ -56,10 +61,13 @@ pub struct RunNotice {
     pub operation: String,
     /// `rotated` or `encrypted`.
     pub verb: String,
+    /// The key the run wrote under.
     pub primary_key_id: String,
     /// The run's outcome (`ok`, `completed_with_errors`, …).
     pub outcome: String,
+    /// Wall-clock duration of the run, in seconds.
     pub seconds: f64,
+    /// Per column, in run order.
     pub columns: Vec<ColumnNotice>,
     /// The whole summary, as JSON (for the `json` format's `data`).
     pub data: Value,
@@ -70,8 +78,11 @@ pub struct RunNotice {
 pub struct ColumnNotice {
     /// `table.column`.
     pub label: String,
+    /// Values written.
     pub written: u64,
+    /// Values left alone (already done, or changed by the application).
     pub skipped: u64,
+    /// Values that failed (bad rows).
     pub failed: u64,
 }
 

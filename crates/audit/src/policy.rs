@@ -20,16 +20,22 @@
 use crate::AuditError;
 use serde::Deserialize;
 
+/// Default `max_key_age_days`: 90.
 pub const DEFAULT_MAX_KEY_AGE_DAYS: u32 = 90;
+/// Default `warn_days`: 14.
 pub const DEFAULT_WARN_DAYS: u32 = 14;
 /// Ten years: anything longer is a typo.
 const MAX_DAYS: u32 = 3660;
 
+/// The `[policy]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
+    /// How many days a key may be in use in a column before its data is overdue for rotation
+    /// (default 90).
     #[serde(default = "default_max_age")]
     pub max_key_age_days: u32,
+    /// How many days before that the column is "due soon" (default 14).
     #[serde(default = "default_warn")]
     pub warn_days: u32,
     /// Per-column overrides.
@@ -58,18 +64,25 @@ fn default_warn() -> u32 {
     DEFAULT_WARN_DAYS
 }
 
+/// A `[[policy.column]]` override of the limits for one column.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnPolicy {
+    /// The column's table.
     pub table: String,
+    /// The column's name.
     pub column: String,
+    /// Its `max_key_age_days`; `None` uses the section's.
     pub max_key_age_days: Option<u32>,
+    /// Its `warn_days`; `None` uses the section's.
     pub warn_days: Option<u32>,
 }
 
+/// A `[[policy.key]]` entry: when a key came into use, for keys older than the audit trail.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySince {
+    /// The key id.
     pub id: String,
     /// `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time.
     pub since: String,
@@ -78,7 +91,9 @@ pub struct KeySince {
 /// The limits that apply to one column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ColumnLimits {
+    /// How many days a key may be in use before the data is overdue.
     pub max_key_age_days: u32,
+    /// How many days before that it is due soon.
     pub warn_days: u32,
 }
 

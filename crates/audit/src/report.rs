@@ -19,19 +19,27 @@ use time::OffsetDateTime;
 /// how many more exist.
 pub const HISTORY_LIMIT: usize = 500;
 
+/// Values under one key id in a column.
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyCount {
+    /// The key id.
     pub key_id: String,
+    /// Values counted under it.
     pub rows: u64,
 }
 
 /// Values per key in one column, counted by the database.
 #[derive(Clone, Debug, Serialize)]
 pub struct ColumnDistribution {
+    /// The column's table.
     pub table: String,
+    /// The column's name.
     pub column: String,
+    /// Rows in the table, NULLs included.
     pub total: u64,
+    /// Rows whose column is NULL.
     pub nulls: u64,
+    /// Values per key id that SQL could read.
     pub by_key: Vec<KeyCount>,
     /// Values of the column's format that name no key: decided by
     /// decryption, not by SQL.
@@ -50,6 +58,7 @@ pub struct ColumnDistribution {
 }
 
 impl ColumnDistribution {
+    /// The column as `table.column`.
     pub fn label(&self) -> String {
         format!("{}.{}", self.table, self.column)
     }
@@ -58,16 +67,25 @@ impl ColumnDistribution {
 /// One key, as far as the config, the data and the audit trail know it.
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyInventory {
+    /// The key id.
     pub key_id: String,
     /// `primary`, `decrypt-only`, `retired`, `destroyed`, or `unused` (seen
     /// in the audit trail only, no values left).
     pub state: String,
+    /// Whether the audit trail marks it compromised.
     pub compromised: bool,
+    /// Values under it, over all columns.
     pub rows: u64,
+    /// The columns holding values under it, as `table.column`.
     pub columns: Vec<String>,
+    /// When it came into use (RFC 3339 UTC); `None` if unknown.
     pub since: Option<String>,
+    /// Where `since` comes from.
     pub since_source: Option<SinceSource>,
+    /// Whole days in use as of the report; `None` if the start is unknown.
     pub age_days: Option<i64>,
+    /// When it reaches its policy limit (RFC 3339 UTC), the earliest over its columns; `None` if
+    /// unknown or not in use.
     pub due_at: Option<String>,
     /// Policy status where the key holds data (or is the primary).
     pub status: Option<DueStatus>,
@@ -92,6 +110,7 @@ pub enum Compliance {
 }
 
 impl Compliance {
+    /// The verdict for people (`ok`, `due soon`, `OVERDUE`, `NEEDS ATTENTION`).
     pub fn label(self) -> &'static str {
         match self {
             Compliance::Ok => "ok",
@@ -106,6 +125,7 @@ impl Compliance {
 /// operation finished after it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FlaggedRun {
+    /// The run's id; `None` if the audit event did not record one.
     pub run_id: Option<String>,
     /// `rotate` or `encrypt`.
     pub operation: String,
@@ -141,6 +161,7 @@ impl FlaggedRun {
     }
 }
 
+/// The report's verdict and headline numbers.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     /// `ok` only when keys are within the policy and nothing needs
@@ -150,32 +171,48 @@ pub struct Summary {
     pub policy: DueStatus,
     /// Why the report needs attention besides key ages, one line each.
     pub attention: Vec<String>,
+    /// Whether the audit chain verified without problems.
     pub chain_ok: bool,
+    /// Audit events in the trail.
     pub events: u64,
     /// Outcome of the latest verify, if one was recorded.
     pub latest_verify: Option<String>,
+    /// Keys that hold values in some column.
     pub keys_in_use: usize,
+    /// Columns covered by the report.
     pub columns: usize,
+    /// The current primary key id: the config's, else the audit trail's; `None` if neither names
+    /// one.
     pub primary_key_id: Option<String>,
 }
 
+/// The whole `keyturn report` document, rendered as JSON or HTML.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvidenceReport {
+    /// When the report was made (RFC 3339 UTC).
     pub generated_at: String,
+    /// The keyturn version that made it.
     pub keyturn_version: String,
     /// Backend and URL without password.
     pub database: String,
+    /// The verdict and headline numbers.
     pub summary: Summary,
+    /// Every key known to the config, the data or the audit trail.
     pub keys: Vec<KeyInventory>,
+    /// Values per key per column.
     pub columns: Vec<ColumnDistribution>,
+    /// The key-age policy verdict (as `keyturn due`).
     pub due: DueReport,
+    /// The audit chain's check.
     pub chain: ChainReport,
+    /// The latest `verify` event, if any.
     pub latest_verify: Option<AuditEvent>,
     /// Interrupted and failed runs that no later run of their operation
     /// finished after, oldest first.
     pub flagged_runs: Vec<FlaggedRun>,
     /// Newest first, at most [`HISTORY_LIMIT`].
     pub history: Vec<AuditEvent>,
+    /// Events in the trail, of which `history` lists the newest.
     pub history_total: usize,
 }
 
@@ -183,8 +220,11 @@ pub struct EvidenceReport {
 /// retired key ids, and the rotation policy.
 #[derive(Clone, Debug, Default)]
 pub struct ReportConfig {
+    /// The `[keys]` section's primary key id, if set.
     pub primary: Option<String>,
+    /// The `[keys]` section's retired key ids.
     pub retired: Vec<String>,
+    /// The `[policy]` section.
     pub policy: PolicyConfig,
 }
 

@@ -174,6 +174,8 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
+    /// Whether an event passes the filter: at or after `since`, and of one of `actions` (any action
+    /// when empty).
     pub fn matches(&self, ev: &AuditEvent) -> bool {
         self.since
             .as_ref()
@@ -181,6 +183,7 @@ impl EventFilter {
             && (self.actions.is_empty() || self.actions.iter().any(|a| ev.action.matches(a)))
     }
 
+    /// [`EventFilter::matches`] for a stored row.
     pub fn matches_row(&self, r: &AuditRow) -> bool {
         self.matches(&AuditEvent::from_row(r))
     }

@@ -12,29 +12,29 @@ use time::macros::datetime;
 
 /// One recorded request.
 #[derive(Clone, Debug)]
-pub struct Recorded {
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+struct Recorded {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
 impl Recorded {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn json(&self) -> Value {
+    fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("the body is JSON")
     }
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 answering every request with `status`
 /// and `body`, recording what it got. Serves until the test ends.
-pub fn recorder(status: u16, answer: &'static str) -> (String, Arc<Mutex<Vec<Recorded>>>) {
+fn recorder(status: u16, answer: &'static str) -> (String, Arc<Mutex<Vec<Recorded>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));

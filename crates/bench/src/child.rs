@@ -95,13 +95,11 @@ pub fn run_rotate(
             .stdout(stdout)
             .stderr(stderr);
         let started = Instant::now();
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", keyturn.display()))?;
-        let (code, peak_rss, cpu) = wait_with_rusage(child.id())?;
+        let (code, peak_rss, cpu) = wait_with_rusage(&mut child)?;
         let wall = started.elapsed();
-        // The child is reaped; std's handle has nothing left to do.
-        drop(child);
         let out = std::fs::read_to_string(&out_path).unwrap_or_default();
         let err = std::fs::read_to_string(&err_path).unwrap_or_default();
         if code == EXIT_LOCKED && waited.elapsed() < LOCK_PATIENCE {
@@ -130,8 +128,12 @@ pub fn run_rotate(
 /// How often the child's memory high-water mark is sampled.
 const POLL_EVERY: Duration = Duration::from_millis(5);
 
-/// Waits for our child `pid`; returns its exit code (128 + signal when
-/// killed), peak RSS in bytes and CPU time (user + system).
+/// Clock ticks per second of the CPU times in /proc/PID/stat (Linux's
+/// USER_HZ, 100 on every architecture keyturn is built for).
+const USER_HZ: u64 = 100;
+
+/// Waits for our child; returns its exit code (128 + signal when killed),
+/// peak RSS in bytes and CPU time (user + system).
 ///
 /// Peak RSS is the `VmHWM` of /proc/PID/status, sampled every 5 ms until
 /// the child exits. Not wait4's `ru_maxrss`: Linux carries the spawning
@@ -141,14 +143,18 @@ const POLL_EVERY: Duration = Duration::from_millis(5);
 /// holds tens of MB after generating a table. VmHWM belongs to the address
 /// space keyturn's exec created and only ever grows; the last sample misses
 /// at most the final 5 ms, when keyturn is printing its summary.
-fn wait_with_rusage(pid: u32) -> Result<(i32, u64, Duration)> {
+///
+/// CPU time is read from /proc/PID/stat once the child has exited and
+/// before it is reaped (a zombie keeps its final `utime` and `stime`), so
+/// no `unsafe` wait4 is needed.
+fn wait_with_rusage(child: &mut std::process::Child) -> Result<(i32, u64, Duration)> {
+    let pid = child.id();
     let status_path = format!("/proc/{pid}/status");
-    let pid = libc::pid_t::try_from(pid).context("child pid out of range")?;
+    let stat_path = format!("/proc/{pid}/stat");
     let mut hwm_kb: u64 = 0;
-    let mut status: libc::c_int = 0;
     loop {
-        // Read before reaping: until wait4 below reaps it, the pid is ours
-        // and cannot be reused by another process.
+        // Until the child is reaped below, the pid is ours and cannot be
+        // reused by another process.
         let text = std::fs::read_to_string(&status_path).unwrap_or_default();
         if let Some(kb) = text
             .lines()
@@ -157,37 +163,33 @@ fn wait_with_rusage(pid: u32) -> Result<(i32, u64, Duration)> {
         {
             hwm_kb = hwm_kb.max(kb);
         }
-        // SAFETY: `rusage` is a plain C struct for which all-zero bytes is a
-        // valid value; wait4 only writes through the two pointers, which
-        // point at live locals of the right types. `pid` is our own child,
-        // not yet reaped (std's Child is never waited on), so no other
-        // process can be reaped by mistake.
-        let (r, ru) = unsafe {
-            let mut ru: libc::rusage = std::mem::zeroed();
-            let r = libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru);
-            (r, ru)
-        };
-        if r == pid {
-            let code = if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else if libc::WIFSIGNALED(status) {
-                128 + libc::WTERMSIG(status)
-            } else {
-                -1
+        let stat = std::fs::read_to_string(&stat_path).unwrap_or_default();
+        // After the command name in parentheses: state, then fields 4…;
+        // utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        if fields.first().is_some_and(|st| *st == "Z" || *st == "X") || stat.is_empty() {
+            let ticks = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
             };
-            let tv = |t: libc::timeval| {
-                Duration::from_secs(t.tv_sec.max(0) as u64)
-                    + Duration::from_micros(t.tv_usec.max(0) as u64)
+            // fields[0] is field 3 (state): utime is fields[11], stime fields[12].
+            let cpu = Duration::from_millis((ticks(11) + ticks(12)) * 1000 / USER_HZ);
+            let status = child.wait().context("waiting for keyturn")?;
+            let code = match (
+                status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&status),
+            ) {
+                (Some(c), _) => c,
+                (None, Some(sig)) => 128 + sig,
+                _ => -1,
             };
-            return Ok((code, hwm_kb * 1024, tv(ru.ru_utime) + tv(ru.ru_stime)));
+            return Ok((code, hwm_kb * 1024, cpu));
         }
-        if r == 0 {
-            std::thread::sleep(POLL_EVERY);
-            continue;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e).context("waiting for keyturn");
-        }
+        std::thread::sleep(POLL_EVERY);
     }
 }

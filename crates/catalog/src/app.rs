@@ -20,6 +20,7 @@ pub struct RefreshError {
     /// `heartbeat` when only the instance heartbeat failed; otherwise the
     /// error's kind (`unreachable`, `wrong_kek`, `database`, …).
     pub kind: String,
+    /// The error's message (never key material).
     pub message: String,
 }
 
@@ -275,6 +276,7 @@ impl AppKeyring {
         self.cache.kms_calls()
     }
 
+    /// The catalog this handle loads its keyring from.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }

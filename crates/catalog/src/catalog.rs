@@ -14,19 +14,29 @@ use time::format_description::well_known::Rfc3339;
 /// One key of the catalog. Holds no key material: the DEK is wrapped.
 #[derive(Clone, Debug, Serialize)]
 pub struct CatalogEntry {
+    /// The key id.
     pub id: String,
+    /// The DEK's algorithm name (e.g. `aes256gcm`).
     pub algorithm: String,
+    /// Where the key is in its lifecycle.
     pub state: LifecycleState,
+    /// Marked compromised: it is never promoted again, and rotation moves its rows first.
     pub compromised: bool,
     /// Reveals nothing about the key (a truncated, domain-separated SHA-256).
     pub fingerprint: String,
     /// Where the material lives: the KEK wrapping it, or `destroyed`.
     pub kek: String,
+    /// When the key was added (RFC 3339 UTC).
     pub created_at: String,
+    /// When it last became primary; `None` if it never was.
     pub promoted_at: Option<String>,
+    /// When it last stopped being primary; `None` if it never did.
     pub demoted_at: Option<String>,
+    /// When it was retired; `None` unless retired (or destroyed after).
     pub retired_at: Option<String>,
+    /// When its material was erased; `None` unless destroyed.
     pub destroyed_at: Option<String>,
+    /// When it was marked compromised; `None` if it is not.
     pub compromised_at: Option<String>,
     #[serde(skip)]
     row: CatalogRow,
@@ -83,7 +93,9 @@ fn parse_time(s: Option<&str>) -> Option<OffsetDateTime> {
 /// The result of a lifecycle command.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
+    /// The command: `add`, `promote`, `retire`, `destroy`, `restore` or `compromised`.
     pub action: String,
+    /// The key the command was about.
     pub key_id: String,
     /// The entries as written.
     pub changed: Vec<CatalogEntry>,
@@ -94,9 +106,14 @@ pub struct Outcome {
 /// Result of [`Catalog::self_test`].
 #[derive(Clone, Debug, Serialize)]
 pub struct SelfTest {
+    /// True when the keyring loaded, the probe round-tripped under the primary key and that key is
+    /// not compromised.
     pub ok: bool,
+    /// The primary key id; empty if the keyring could not be loaded.
     pub primary: String,
+    /// Keys in the loaded keyring (0 if it could not be loaded).
     pub keys_loaded: usize,
+    /// What failed, one line each; empty when `ok`.
     pub problems: Vec<String>,
 }
 
@@ -125,14 +142,17 @@ impl Catalog {
         })
     }
 
+    /// The catalog's name, bound into every wrapped DEK.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The lifecycle timing rules applied to commands.
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
 
+    /// The database that holds the catalog.
     pub fn db(&self) -> &Arc<dyn Database> {
         &self.db
     }
@@ -586,6 +606,7 @@ pub struct KekRotation {
     pub unwrap_wrap: usize,
     /// The KEK's new version, when one was created.
     pub new_version: Option<String>,
+    /// What the operator must know about the rotation.
     pub warnings: Vec<String>,
 }
 

@@ -22,13 +22,16 @@ use serde::Deserialize;
 /// The `[catalog]` section.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct CatalogConfig {
+    /// The catalog's name, bound into every wrapped DEK (default `default`).
     #[serde(default = "default_name")]
     pub name: String,
     /// The KEK, tagged by `kek` (its unknown fields are refused there).
     #[serde(flatten)]
     pub kek: KekConfig,
+    /// How long after a key stops being primary `retire` waits, in hours (default 24).
     #[serde(default = "default_safety")]
     pub safety_period_hours: u64,
+    /// How long after `retire` `destroy` waits, in days (default 30).
     #[serde(default = "default_retention")]
     pub retention_days: u64,
     /// A tracked application instance without a heartbeat for this long is
@@ -51,6 +54,7 @@ fn default_instance_ttl() -> u64 {
 }
 
 impl CatalogConfig {
+    /// The lifecycle timing rules these settings make.
     pub fn policy(&self) -> Policy {
         Policy {
             safety_period: time::Duration::hours(self.safety_period_hours.min(1 << 20) as i64),

@@ -4,6 +4,7 @@ use crate::lifecycle::Refusal;
 use keyturn_db::DbError;
 use keyturn_kms::KmsError;
 
+/// Why a catalog operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CatalogError {
@@ -14,11 +15,13 @@ pub enum CatalogError {
     /// context…); nothing was written.
     #[error("KEK: {0}")]
     Kms(KmsError),
+    /// A database operation failed.
     #[error("database: {0}")]
     Db(DbError),
     /// A stored row or an input that does not make sense.
     #[error("{0}")]
     Invalid(String),
+    /// The `[catalog]` section or the KEK configuration is invalid.
     #[error("configuration: {0}")]
     Config(String),
     /// `kek rotate --new-version` created a new version of the KEK, then
@@ -27,7 +30,9 @@ pub enum CatalogError {
         "{failure} (nothing was written to the catalog, but the KMS now has a new KEK version {version}: older versions still decrypt; rerun without --new-version to move the DEKs to it)"
     )]
     AfterNewKekVersion {
+        /// The KEK version that was created.
         version: String,
+        /// The error that stopped the rotation after it.
         failure: Box<CatalogError>,
     },
 }
@@ -46,6 +51,7 @@ impl CatalogError {
         }
     }
 
+    /// Whether a lifecycle rule refused the command (nothing was written).
     pub fn is_refusal(&self) -> bool {
         matches!(self, CatalogError::Refused(_))
     }

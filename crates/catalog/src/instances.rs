@@ -18,16 +18,24 @@ pub const MAX_LABEL_LEN: usize = 200;
 /// Holds key ids, never keys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InstanceStatus {
+    /// The id the instance registered under: 16 hex digits, unique per handle.
     pub instance_id: String,
+    /// The label the application gave itself.
     pub label: String,
+    /// The host name it runs on.
     pub host: String,
+    /// Its process id on that host.
     pub pid: i64,
     /// Key ids its keyring decrypts with.
     pub key_ids: Vec<String>,
     /// The key id it encrypts with.
     pub primary: String,
+    /// 16 hex digits identifying the keyring's ids, states and keys; equal fingerprints mean equal
+    /// keyrings. Reveals nothing about the keys.
     pub keyring_fingerprint: String,
+    /// When it was first seen (RFC 3339 UTC).
     pub first_seen: String,
+    /// Its last heartbeat (RFC 3339 UTC).
     pub last_seen: String,
     /// Seconds since the last heartbeat, by the database's clock.
     pub seconds_since_seen: i64,

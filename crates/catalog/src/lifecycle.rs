@@ -36,6 +36,8 @@ pub enum LifecycleState {
 }
 
 impl LifecycleState {
+    /// The state's name as stored and shown (`pending`, `primary`, `decrypt-only`, `retired`,
+    /// `destroyed`).
     pub fn name(self) -> &'static str {
         match self {
             LifecycleState::Pending => "pending",
@@ -46,6 +48,7 @@ impl LifecycleState {
         }
     }
 
+    /// Parses a state's name; `None` for anything else.
     pub fn from_name(s: &str) -> Option<LifecycleState> {
         Some(match s {
             "pending" => LifecycleState::Pending,
@@ -106,11 +109,15 @@ pub struct InstanceFacts {
 /// What the state machine needs to know about one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyFacts {
+    /// The key id.
     pub id: String,
+    /// Its lifecycle state.
     pub state: LifecycleState,
+    /// Whether it is marked compromised.
     pub compromised: bool,
     /// When it stopped being primary.
     pub demoted_at: Option<OffsetDateTime>,
+    /// When it was retired; `None` unless retired.
     pub retired_at: Option<OffsetDateTime>,
 }
 
@@ -118,66 +125,136 @@ pub struct KeyFacts {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
-    /// The id as given (a command-line argument), shown only if it looks
-    /// like a key id: a key spec pasted there is never echoed.
+    /// No key of the catalog has this id.
     #[error("key {} is not in the catalog", keyturn_format::shown(.id))]
-    UnknownKey { id: String },
+    UnknownKey {
+        /// The id as given (a command-line argument), shown only if it looks
+        /// like a key id: a key spec pasted there is never echoed.
+        id: String,
+    },
+    /// `keys add` was given an id that the catalog already has.
     #[error("key {id:?} is already in the catalog")]
-    AlreadyExists { id: String },
+    AlreadyExists {
+        /// The id already in use.
+        id: String,
+    },
+    /// `promote` was asked for the key that is already primary.
     #[error("key {id:?} is already the primary key")]
-    AlreadyPrimary { id: String },
+    AlreadyPrimary {
+        /// The primary key's id.
+        id: String,
+    },
+    /// `promote` was asked for a key that is neither pending nor decrypt-only.
     #[error(
         "key {id:?} is {state}: only a pending or decrypt-only key can be promoted{hint}",
         hint = if *.state == LifecycleState::Retired { " (run `keyturn keys restore` first)" } else { "" }
     )]
-    NotPromotable { id: String, state: LifecycleState },
+    NotPromotable {
+        /// The key's id.
+        id: String,
+        /// Its current state.
+        state: LifecycleState,
+    },
+    /// The command would promote or restore a key marked compromised.
     #[error(
         "key {id:?} is marked compromised: it is never {action} again; add and promote a new key"
     )]
-    Compromised { id: String, action: &'static str },
+    Compromised {
+        /// The compromised key's id.
+        id: String,
+        /// What was refused, as a past participle (`promoted`, `restored without --force`).
+        action: &'static str,
+    },
+    /// `retire` was asked for the primary key.
     #[error(
         "key {id:?} is the primary key: promote another key first, rotate, then retire this one"
     )]
-    IsPrimary { id: String },
+    IsPrimary {
+        /// The primary key's id.
+        id: String,
+    },
+    /// `retire` without `--force` while the key still encrypts rows.
     #[error(
         "key {id:?} still encrypts {total} rows ({}): run `keyturn rotate` first; --force retires it anyway and those rows become unreadable",
         .rows.iter().map(|(c, n)| format!("{c}: {n}")).collect::<Vec<_>>().join(", ")
     )]
     RowsRemain {
+        /// The key's id.
         id: String,
+        /// Rows under it, over all columns.
         total: u64,
+        /// Rows under it per column, columns with none left out.
         rows: Vec<(String, u64)>,
     },
+    /// `retire` without `--force` before the safety period after the key
+    /// stopped being primary has passed.
     #[error(
         "key {id:?} stopped being primary at {since}; the safety period runs until {until} (readers with an old keyring may still encrypt under it); --force retires it now"
     )]
     SafetyPeriod {
+        /// The key's id.
         id: String,
+        /// When it stopped being primary (RFC 3339 UTC).
         since: String,
+        /// When the safety period ends (RFC 3339 UTC).
         until: String,
     },
+    /// `destroy` was asked for a key that is not retired.
     #[error("key {id:?} is {state}: retire it first (only retired keys can be destroyed)")]
-    NotRetired { id: String, state: LifecycleState },
+    NotRetired {
+        /// The key's id.
+        id: String,
+        /// Its current state.
+        state: LifecycleState,
+    },
+    /// `destroy` without `--force` before the retention period after
+    /// `retire` has passed.
     #[error(
         "key {id:?} was retired at {retired_at}; the retention period runs until {until}; --force destroys it now, and it can never be restored"
     )]
     RetentionPeriod {
+        /// The key's id.
         id: String,
+        /// When it was retired (RFC 3339 UTC).
         retired_at: String,
+        /// When the retention period ends (RFC 3339 UTC).
         until: String,
     },
+    /// `restore` was asked for a key that is not retired.
     #[error("key {id:?} is {state}: only a retired key can be restored")]
-    NotRestorable { id: String, state: LifecycleState },
+    NotRestorable {
+        /// The key's id.
+        id: String,
+        /// Its current state.
+        state: LifecycleState,
+    },
+    /// `restore` was asked for a destroyed key, whose material is gone.
     #[error("key {id:?} was destroyed: its material is erased and cannot be restored")]
-    Destroyed { id: String },
+    Destroyed {
+        /// The destroyed key's id.
+        id: String,
+    },
+    /// The key is already in the state the command would move it to.
     #[error("key {id:?} is already {state}")]
-    AlreadyInState { id: String, state: LifecycleState },
+    AlreadyInState {
+        /// The key's id.
+        id: String,
+        /// The state it is already in.
+        state: LifecycleState,
+    },
+    /// `promote` without `--force` while live tracked application instances do not hold the key
+    /// yet.
     #[error(
         "key {id:?} is not loaded by {} live application instance(s): {}; they could not decrypt values encrypted under it. Wait for them to refresh their keyring (AppKeyring::refresh, spawn_refresh, or a restart) and promote again (`keyturn keys instances` shows what each holds); --force promotes anyway",
         .instances.len(),
         .instances.join("; ")
     )]
-    InstancesMissingKey { id: String, instances: Vec<String> },
+    InstancesMissingKey {
+        /// The key to be promoted.
+        id: String,
+        /// The live instances missing it, one description each (label, host, pid, last heartbeat).
+        instances: Vec<String>,
+    },
 }
 
 impl Refusal {
@@ -208,6 +285,8 @@ impl Refusal {
 pub struct Decision {
     /// (key id, new state), in the order to apply.
     pub changes: Vec<(String, LifecycleState)>,
+    /// What the operator must know about the change (e.g. what `--force`
+    /// overrode).
     pub warnings: Vec<String>,
 }
 

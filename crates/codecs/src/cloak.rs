@@ -13,8 +13,10 @@ use keyturn_format::{
     TAG_LEN,
 };
 
+/// The text every cloak value starts with, before the key fingerprint.
 pub const PREFIX: &str = "v1.aesgcm256.";
 
+/// The @47ng/cloak codec: text values `v1.aesgcm256.<fingerprint>.<iv>.<ct>`, keyed by fingerprint.
 #[derive(Debug, Clone, Copy)]
 pub struct CloakCodec;
 

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub enum CodecConfig {
     /// keyturn's own format v1.
     Native {
+        /// Whether values are written as binary bytes or as text (default text).
         #[serde(default)]
         encoding: NativeEncoding,
     },
@@ -28,11 +29,14 @@ pub enum CodecConfig {
     /// django-fernet-fields: Fernet tokens in a binary column, keys from
     /// `FERNET_KEYS` passed through HKDF-SHA256 unless `use_hkdf` is false.
     DjangoFernetFields {
+        /// Whether keys from `FERNET_KEYS` are passed through HKDF-SHA256 as django-fernet-fields
+        /// does (default true); false uses them as plain Fernet keys.
         #[serde(default = "yes")]
         use_hkdf: bool,
     },
     /// Laravel's Encrypter.
     Laravel {
+        /// The cipher of the stored values (default AES-256-CBC, Laravel's default).
         #[serde(default)]
         cipher: LaravelCipher,
     },
@@ -40,6 +44,7 @@ pub enum CodecConfig {
     Rails {
         /// `active_record.encryption.key_derivation_salt`.
         key_derivation_salt: String,
+        /// The PBKDF2 digest used to derive the key (default SHA1).
         #[serde(default)]
         kdf: RailsKdf,
         /// Write the `i` key reference on re-encryption. Unset: write it
@@ -49,6 +54,7 @@ pub enum CodecConfig {
     },
     /// Lockbox per-field keys derived from a master key.
     Lockbox {
+        /// The table whose column is encrypted; part of the field key derivation (HKDF salt).
         table: String,
         /// The ciphertext column, e.g. `email_ciphertext`.
         column: String,
@@ -60,16 +66,19 @@ pub enum CodecConfig {
     Cloak {},
     /// Node.js ad hoc `hex(iv):hex(tag):hex(ct)` AES-256-GCM.
     NodeGcm {
+        /// The IV length in bytes: 12 (default) or 16.
         #[serde(default = "twelve")]
         iv_len: usize,
     },
     /// One version byte selecting the key, then `nonce(12) ‖ ct ‖ tag`
     /// AES-256-GCM. `versions` maps the byte (decimal or `0x..`) to a key id.
     VersionByte {
+        /// Version byte (decimal or `0x..`) to key id.
         versions: std::collections::BTreeMap<String, String>,
     },
     /// `<key id>:` + base64(nonce(24) ‖ libsodium box).
     SodiumPrefix {
+        /// Which libsodium construction seals the values (default `crypto_secretbox_easy`).
         #[serde(default)]
         algorithm: SodiumAlgorithm,
     },
@@ -80,8 +89,10 @@ pub enum CodecConfig {
     /// (ciphertext, IV, key id, wrapped data key); see
     /// [`envelope`](crate::envelope). Built with [`build_multi`].
     Envelope {
+        /// How each row's data key is wrapped (default AES-256-GCM).
         #[serde(default)]
         wrap: EnvelopeWrap,
+        /// What rotation does to a row under an old key (default rewrap).
         #[serde(default)]
         rotation: EnvelopeRotation,
     },
@@ -126,21 +137,27 @@ fn twelve() -> usize {
     12
 }
 
+/// How the native codec stores values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum NativeEncoding {
+    /// Raw bytes, for binary columns.
     Binary,
+    /// ASCII text, for text columns (the default).
     #[default]
     Text,
 }
 
+/// The cipher of Laravel's Encrypter (its `cipher` config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum LaravelCipher {
+    /// AES-256-CBC with an HMAC-SHA256 `mac` (Laravel's default).
     #[default]
     #[serde(rename = "aes-256-cbc", alias = "AES-256-CBC")]
     Aes256Cbc,
+    /// AES-256-GCM with a `tag`.
     #[serde(rename = "aes-256-gcm", alias = "AES-256-GCM")]
     Aes256Gcm,
 }
@@ -151,11 +168,14 @@ pub enum LaravelCipher {
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum RailsKdf {
+    /// PBKDF2-HMAC-SHA1, Rails' default before the 7.1 defaults.
     #[default]
     Sha1,
+    /// PBKDF2-HMAC-SHA256, with the Rails 7.1 defaults.
     Sha256,
 }
 
+/// The libsodium construction used by the sodium-prefix codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]

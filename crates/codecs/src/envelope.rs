@@ -75,6 +75,7 @@ impl EnvelopeWrap {
 }
 
 impl EnvelopeCodec {
+    /// An envelope codec wrapping data keys with `wrap` and rotating rows as `rotation` says.
     pub fn new(wrap: EnvelopeWrap, rotation: EnvelopeRotation) -> EnvelopeCodec {
         EnvelopeCodec { wrap, rotation }
     }

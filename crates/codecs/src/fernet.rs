@@ -33,9 +33,12 @@ pub struct FernetCodec {
 }
 
 impl FernetCodec {
+    /// The codec for Python `cryptography` Fernet tokens stored as text.
     pub fn fernet() -> Self {
         FernetCodec { name: "fernet" }
     }
+    /// The codec for django-fernet-fields: the same tokens in a binary column
+    /// (keys passed through HKDF when parsed, unless `use_hkdf` is false).
     pub fn django() -> Self {
         FernetCodec {
             name: "django-fernet-fields",

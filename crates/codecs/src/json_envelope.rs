@@ -13,6 +13,7 @@ use keyturn_format::{
 use serde::Deserialize;
 use std::borrow::Cow;
 
+/// The JSON envelope codec: `{"key_id","nonce","ciphertext"}` text values, AES-256-GCM.
 #[derive(Debug, Clone, Copy)]
 pub struct JsonEnvelopeCodec;
 

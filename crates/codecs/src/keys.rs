@@ -14,8 +14,9 @@ use zeroize::Zeroizing;
 
 /// Rails' PBKDF2 iteration count (ActiveSupport::KeyGenerator's default).
 pub const RAILS_PBKDF2_ITERATIONS: u32 = 1 << 16;
-/// django-fernet-fields' HKDF salt and info.
+/// django-fernet-fields' HKDF salt.
 pub const DJANGO_HKDF_SALT: &[u8] = b"django-fernet-fields-hkdf-salt";
+/// django-fernet-fields' HKDF info.
 pub const DJANGO_HKDF_INFO: &[u8] = b"django-fernet-fields";
 
 fn bad(codec: &str, id: &str, why: &str) -> FormatError {
@@ -242,7 +243,9 @@ pub fn parse_key(
             let id = match (id, from_text) {
                 ("", "") => return Err(bad(codec, id, "expected <key id>:<base64 32 bytes>")),
                 (g, "") => given_id(codec, g)?,
-                ("", f) => given_id(codec, f)?,
+                // Never echoed: what precedes the last ':' may be key
+                // material (a trailing ':' leaves the whole key there).
+                ("", f) => KeyId::new(f).map_err(|e| bad(codec, "", &e.to_string()))?,
                 (g, f) if g == f => given_id(codec, g)?,
                 (g, _) => return Err(bad(codec, g, "the key string names another id")),
             };

@@ -22,12 +22,14 @@ use sha2::Sha256;
 use std::borrow::Cow;
 use zeroize::Zeroizing;
 
+/// The Laravel Encrypter codec, for one cipher (AES-256-CBC with HMAC, or AES-256-GCM).
 #[derive(Debug, Clone, Copy)]
 pub struct LaravelCodec {
     cipher: LaravelCipher,
 }
 
 impl LaravelCodec {
+    /// A codec for values written with `cipher`.
     pub fn new(cipher: LaravelCipher) -> Self {
         LaravelCodec { cipher }
     }

@@ -91,12 +91,19 @@ use keyturn_format::{FormatError, KeyId, Keyring, SecretKey};
 pub enum Detected {
     /// keyturn's own format v1.
     Native,
+    /// A Fernet token (`gAAAAA...`).
     Fernet,
+    /// A Laravel Encrypter payload (base64 JSON starting `{"iv":`).
     Laravel,
+    /// A Rails Active Record Encryption JSON value (`{"p":...`).
     Rails,
+    /// A Vault / OpenBao transit value (`vault:v<N>:...`).
     VaultTransit,
+    /// An @47ng/cloak value (`v1.aesgcm256.`...).
     Cloak,
+    /// A Node.js `hex(iv):hex(tag):hex(ct)` value.
     NodeGcm,
+    /// A JSON envelope starting `{"key_id":`.
     JsonEnvelope,
     /// `<key id>:<base64>`: a sodium-prefix value, or text that happens to
     /// look like one.

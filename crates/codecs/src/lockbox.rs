@@ -13,6 +13,7 @@ use keyturn_format::{
     Carry, Codec, Encoding, FormatError, Inspection, KeyIdLocation, Keyring, Opened, Shape, TAG_LEN,
 };
 
+/// The Lockbox codec: base64 `nonce ‖ ct ‖ tag` under a field key derived for one table and column.
 #[derive(Debug, Clone, Copy)]
 pub struct LockboxCodec;
 

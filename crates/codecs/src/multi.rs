@@ -47,9 +47,13 @@ impl Role {
 /// a column this codec does not use.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Cells {
+    /// The ciphertext column's bytes.
     pub ciphertext: Option<Vec<u8>>,
+    /// The IV / nonce column's bytes.
     pub iv: Option<Vec<u8>>,
+    /// The key-id column's text.
     pub key_id: Option<String>,
+    /// The wrapped data key column's bytes.
     pub wrapped_key: Option<Vec<u8>>,
 }
 
@@ -95,6 +99,7 @@ impl fmt::Debug for Cells {
 /// The outcome of re-encrypting one row's value.
 #[derive(Debug)]
 pub enum RowReencryption {
+    /// The row is already under the primary key: nothing to write.
     AlreadyPrimary,
     /// The new cells, every role of [`MultiColumnCodec::roles`] set: write
     /// them all in one compare-and-swap UPDATE.
@@ -107,6 +112,7 @@ pub enum RowReencryption {
 /// every returned cell back in one UPDATE whose WHERE clause compares all
 /// the old cells (compare-and-swap over the tuple).
 pub trait MultiColumnCodec: Send + Sync + fmt::Debug {
+    /// The codec's name, as in configs and reports.
     fn name(&self) -> &str;
 
     /// The roles this codec reads and writes.
@@ -115,6 +121,8 @@ pub trait MultiColumnCodec: Send + Sync + fmt::Debug {
     /// Classifies a row's cells without decrypting.
     fn inspect_row<'c>(&self, cells: &'c Cells) -> Inspection<'c>;
 
+    /// Decrypts a row's value. `context` is the row's AAD context, for codecs
+    /// that bind one (the built-in multi-column codecs do not).
     fn decrypt_row(
         &self,
         ring: &Keyring,
@@ -122,6 +130,8 @@ pub trait MultiColumnCodec: Send + Sync + fmt::Debug {
         context: &[&[u8]],
     ) -> Result<Opened, FormatError>;
 
+    /// Encrypts an opened value again under the ring's primary key and
+    /// returns every cell to write.
     fn reseal_row(
         &self,
         ring: &Keyring,
@@ -129,6 +139,7 @@ pub trait MultiColumnCodec: Send + Sync + fmt::Debug {
         context: &[&[u8]],
     ) -> Result<Cells, FormatError>;
 
+    /// Encrypts `plaintext` under the ring's primary key and returns every cell to write.
     fn encrypt_row(
         &self,
         ring: &Keyring,
@@ -141,6 +152,9 @@ pub trait MultiColumnCodec: Send + Sync + fmt::Debug {
     /// count rows per key (`GROUP BY key_id_col`).
     fn key_id_role(&self) -> Option<Role>;
 
+    /// Re-encrypts a row under the ring's primary key, or says it already is under it; malformed
+    /// cells give [`FormatError::Empty`], [`FormatError::UnknownFormat`] or the codec's inspection
+    /// error.
     fn reencrypt_row(
         &self,
         ring: &Keyring,

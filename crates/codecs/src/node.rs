@@ -16,12 +16,15 @@ use zeroize::Zeroizing;
 
 type Aes256Gcm16 = AesGcm<Aes256, U16>;
 
+/// The Node.js `hex(iv):hex(tag):hex(ct)` AES-256-GCM codec, with a fixed IV length.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeGcmCodec {
     iv_len: usize,
 }
 
 impl NodeGcmCodec {
+    /// A codec for IVs of `iv_len` bytes; only 12 and 16 are accepted, anything else is
+    /// [`FormatError::Keyring`].
     pub fn new(iv_len: usize) -> Result<Self, FormatError> {
         if iv_len != 12 && iv_len != 16 {
             return Err(FormatError::Keyring(format!(

@@ -52,12 +52,16 @@ const ENCODINGS: &[&str] = &[
 const HAD_REFERENCE: u64 = 1;
 const UNKNOWN_ENCODING: u64 = 0xFF;
 
+/// The Rails Active Record Encryption codec (non-deterministic values only).
 #[derive(Debug, Clone, Copy)]
 pub struct RailsCodec {
     store_key_references: Option<bool>,
 }
 
 impl RailsCodec {
+    /// A codec that writes the `i` key reference on re-encryption always
+    /// (`Some(true)`), never (`Some(false)`), or when the value being
+    /// re-encrypted had one (`None`).
     pub fn new(store_key_references: Option<bool>) -> Self {
         RailsCodec {
             store_key_references,

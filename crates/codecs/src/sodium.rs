@@ -18,12 +18,14 @@ use zeroize::Zeroizing;
 
 const NONCE_LEN: usize = 24;
 
+/// The `<key id>:` + base64 libsodium codec, for one of the two box layouts.
 #[derive(Debug, Clone, Copy)]
 pub struct SodiumPrefixCodec {
     algorithm: SodiumAlgorithm,
 }
 
 impl SodiumPrefixCodec {
+    /// A codec for values sealed with `algorithm`.
     pub fn new(algorithm: SodiumAlgorithm) -> Self {
         SodiumPrefixCodec { algorithm }
     }

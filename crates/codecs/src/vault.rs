@@ -10,8 +10,10 @@ use keyturn_format::{
     Carry, Codec, Encoding, Field, FormatError, Inspection, KeyIdLocation, Keyring, Opened, Shape,
 };
 
+/// The text every Vault transit value starts with, before its `v<N>:` key version.
 pub const PREFIX: &str = "vault:";
 
+/// The Vault / OpenBao transit codec, decrypting locally with exported aes256-gcm96 key versions.
 #[derive(Debug, Clone, Copy)]
 pub struct VaultTransitCodec;
 

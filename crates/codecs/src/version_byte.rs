@@ -8,12 +8,14 @@ use keyturn_format::{
     TAG_LEN,
 };
 
+/// The version-byte codec: the first byte of a binary value selects the key, then AES-256-GCM.
 #[derive(Debug, Clone)]
 pub struct VersionByteCodec {
     ids: Vec<(u8, KeyId)>,
 }
 
 impl VersionByteCodec {
+    /// A codec mapping each version byte to the key id it stands for.
     pub fn new(ids: Vec<(u8, KeyId)>) -> Self {
         VersionByteCodec { ids }
     }

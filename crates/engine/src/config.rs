@@ -36,15 +36,18 @@ pub const WORKERS_MAX: usize = 64;
 /// second (leave it out for no limit).
 pub const MAX_ROWS_PER_SEC_MIN: u64 = 1;
 
+/// The `[rotation]` section: how a run reads and writes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotationConfig {
+    /// Rows read and written per batch (default 5000).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// Batches in flight; `None`: [`RotationConfig::workers_for`] picks
     /// per database.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Throttle: at most this many rows a second across all workers; `None` for no limit.
     #[serde(default)]
     pub max_rows_per_sec: Option<u64>,
 }
@@ -77,14 +80,18 @@ fn default_batch() -> usize {
     5000
 }
 
+/// A setting that takes one string or a list of strings (e.g. `primary_key`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
+    /// A single string.
     One(String),
+    /// A list of strings.
     Many(Vec<String>),
 }
 
 impl OneOrMany {
+    /// The strings, one or many, in order.
     pub fn to_vec(&self) -> Vec<String> {
         match self {
             OneOrMany::One(s) => vec![s.clone()],
@@ -93,24 +100,33 @@ impl OneOrMany {
     }
 }
 
+/// One `[[target]]` table: its primary key and the encrypted columns in it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
+    /// The table's name.
     pub table: String,
+    /// The column or columns of the table's primary key, which identify a row.
     pub primary_key: OneOrMany,
+    /// The encrypted columns of this table.
     pub columns: Vec<ColumnConfig>,
 }
 
+/// How a column stores its values, where the column type does not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncodingConfig {
+    /// ASCII text (TEXT / VARCHAR columns).
     Text,
+    /// Raw bytes (bytea / BLOB / VARBINARY columns).
     Binary,
 }
 
+/// One encrypted column of a `[[target]]` table and the format of its values.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnConfig {
+    /// The column's name (for multi-column codecs: the ciphertext column).
     pub name: String,
     /// Defaults to the column's type: text for TEXT/VARCHAR, binary for
     /// bytea/BLOB/VARBINARY.

@@ -6,7 +6,9 @@ use serde::Serialize;
 /// A key id the data uses that the column's keyring cannot decrypt with.
 #[derive(Clone, Debug, Serialize)]
 pub struct UnusableKey {
+    /// The table of the column.
     pub table: String,
+    /// The column whose values use the key.
     pub column: String,
     /// A validated key id read from the values.
     pub key_id: String,
@@ -47,29 +49,51 @@ impl UnusableKey {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
+    /// The configuration is invalid (a missing or wrong setting); the message names it.
     #[error("config: {0}")]
     Config(String),
+    /// The keys could not be loaded from their sources.
     #[error("keys: {0}")]
     Keys(KeyError),
+    /// A keyring or codec error that stops the operation (e.g. a keyring
+    /// that cannot be built); single values that fail become bad rows
+    /// instead.
     #[error("keyring: {0}")]
     Format(FormatError),
+    /// A database operation failed.
     #[error("database: {0}")]
     Db(DbError),
+    /// The database schema does not fit the configuration (missing table, column or primary key,
+    /// wrong column type); the message lists every problem.
     #[error("schema: {0}")]
     Schema(String),
+    /// The preflight found keys that the data uses and the keyring cannot decrypt with; nothing was
+    /// written.
     #[error(
         "preflight failed, nothing was written: the data uses keys this keyring cannot decrypt:\n{}\nadd these keys to a key source (or allow retired keys) and run again, or rerun with --skip-unknown-keys to record these rows as bad rows and rotate the rest",
         .0.iter().map(UnusableKey::describe).collect::<Vec<_>>().join("\n")
     )]
     Preflight(Vec<UnusableKey>),
+    /// Another run holds the rotation lock of this database; this run did not start.
     #[error("another keyturn run holds the rotation lock: {holder}, since {since}")]
-    LockHeld { holder: String, since: String },
+    LockHeld {
+        /// Who holds it: `user@host pid N (operation)`, or a note that the
+        /// holder left no record.
+        holder: String,
+        /// When the holder took it (UTC timestamp).
+        since: String,
+    },
     /// A run lost the rotation lock to another holder and stopped at a
     /// batch boundary, its checkpoint saved.
     #[error(
         "rotation lock lost: {holder} has held it since {since}; this run stopped after the batches in flight, its progress saved: run it again once that run has finished"
     )]
-    LockLost { holder: String, since: String },
+    LockLost {
+        /// Who holds the lock now.
+        holder: String,
+        /// When that holder took it (UTC timestamp).
+        since: String,
+    },
     /// The user's mistake in flags or arguments (exit 2).
     #[error("{0}")]
     Usage(String),

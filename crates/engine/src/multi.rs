@@ -35,6 +35,7 @@ pub struct PackedCells {
 }
 
 impl PackedCells {
+    /// `inner` as a single-value codec, its key-id cell packed first.
     pub fn new(inner: Arc<dyn MultiColumnCodec>) -> PackedCells {
         let mut order: Vec<Role> = Vec::with_capacity(inner.roles().len());
         order.extend(inner.key_id_role());
@@ -52,6 +53,7 @@ impl PackedCells {
         &self.order
     }
 
+    /// The multi-column codec whose cells are packed.
     pub fn inner(&self) -> &Arc<dyn MultiColumnCodec> {
         &self.inner
     }

@@ -14,7 +14,9 @@ use std::sync::Arc;
 /// `[keyrings.NAME]` rings (keys in another framework's form).
 #[derive(Debug, Clone, Default)]
 pub struct Rings {
+    /// The `[keys]` keyring, if a selected column uses it.
     pub default: Option<Arc<Keyring>>,
+    /// The `[keyrings.NAME]` rings that selected columns use, by name.
     pub named: BTreeMap<String, Arc<Keyring>>,
 }
 
@@ -102,7 +104,9 @@ impl Rings {
 /// One encrypted column, ready to process.
 #[derive(Debug, Clone)]
 pub struct ColumnPlan {
+    /// The table, column and primary key of the column in the database.
     pub col: ColumnRef,
+    /// The codec of the column's values.
     pub codec: Arc<dyn Codec>,
     /// The keys of this column's format; its primary encrypts. `None` when
     /// the plan was resolved without keys (commands that only count, such
@@ -141,6 +145,7 @@ impl ColumnPlan {
         keyturn_db::KeyCensus::of(self.codec.as_ref())
     }
 
+    /// The column as `table.column`, for messages.
     pub fn label(&self) -> String {
         format!("{}.{}", self.col.table, self.col.column)
     }
@@ -149,6 +154,7 @@ impl ColumnPlan {
 /// Every column an operation will touch, in config order.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The selected columns, in config order.
     pub columns: Vec<ColumnPlan>,
 }
 

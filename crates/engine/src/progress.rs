@@ -7,6 +7,7 @@ pub trait ProgressSink: Send + Sync {
     fn column_started(&self, _table: &str, _column: &str, _todo: u64, _resumed_from: u64) {}
     /// Values processed in the current column since the last call.
     fn advanced(&self, _table: &str, _column: &str, _processed: u64) {}
+    /// A column is done (finished, or stopped with the operation).
     fn column_finished(&self, _table: &str, _column: &str) {}
     /// A human-readable note (resume, retry, lock take-over…).
     fn note(&self, _message: &str) {}

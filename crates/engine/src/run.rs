@@ -42,6 +42,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// database's `keyturn_bad_rows` table.
 const BAD_ROWS_IN_SUMMARY: usize = 10_000;
 
+/// Which rewrite a run performs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
@@ -52,6 +53,7 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The operation's name (`rotate` or `encrypt`), as in run records and locks.
     pub fn name(self) -> &'static str {
         match self {
             Operation::Rotate => "rotate",
@@ -60,11 +62,14 @@ impl Operation {
     }
 }
 
+/// How a run reads, paces and writes.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// Rows read and written per batch.
     pub batch_size: usize,
     /// Batches written concurrently (database connections writing).
     pub workers: usize,
+    /// At most this many rows a second across all workers; `None` for no limit.
     pub max_rows_per_sec: Option<u64>,
     /// Read, decrypt and check everything; write nothing at all.
     pub dry_run: bool,
@@ -75,9 +80,12 @@ pub struct RunOptions {
     pub skip_unknown_keys: bool,
 }
 
+/// What a run did in one column.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ColumnSummary {
+    /// The column's table.
     pub table: String,
+    /// The column's name.
     pub column: String,
     /// Values written (or, in a dry run, that would be written).
     pub written: u64,
@@ -86,27 +94,41 @@ pub struct ColumnSummary {
     pub skipped: u64,
     /// Compare-and-swap misses that were re-read and retried.
     pub retried: u64,
+    /// Values that could not be processed and were recorded as bad rows.
     pub failed: u64,
     /// Rows already done by an earlier, interrupted run.
     pub resumed_rows: u64,
+    /// Wall-clock time spent on the column, in seconds.
     pub seconds: f64,
 }
 
+/// A row whose value could not be processed, as listed in the summary.
 #[derive(Clone, Debug, Serialize)]
 pub struct BadRowReport {
+    /// The row's table.
     pub table: String,
+    /// The encrypted column.
     pub column: String,
+    /// The row's primary key, as text.
     pub pk: String,
+    /// Why the value could not be processed.
     pub reason: String,
 }
 
+/// What a rotate or encrypt run did, returned when it ends (also when interrupted).
 #[derive(Clone, Debug, Serialize)]
 pub struct RunSummary {
+    /// Rotate or encrypt.
     pub operation: Operation,
+    /// The run's id, as in `keyturn_runs` and the audit trail.
     pub run_id: String,
+    /// Whether this was a dry run (nothing written).
     pub dry_run: bool,
+    /// The primary key id of each column's keyring, comma-separated.
     pub primary_key_id: String,
+    /// Per column, in plan order.
     pub columns: Vec<ColumnSummary>,
+    /// Bad rows found, up to a limit (see `bad_rows_truncated`).
     pub bad_rows: Vec<BadRowReport>,
     /// More bad rows exist than listed here (all are in keyturn_bad_rows).
     pub bad_rows_truncated: bool,
@@ -115,7 +137,10 @@ pub struct RunSummary {
     pub unusable_keys: Vec<UnusableKey>,
     /// Stopped before the end (Ctrl-C, or the lock lost): resumable.
     pub interrupted: bool,
+    /// Wall-clock duration of the whole run, in seconds.
     pub seconds: f64,
+    /// Values processed (written, skipped or failed) per second of the run; 0 if it took no
+    /// measurable time.
     pub rows_per_sec: f64,
     /// How the run ended.
     pub outcome: RunOutcome,
@@ -170,9 +195,11 @@ impl std::fmt::Display for RunOutcome {
 }
 
 impl RunSummary {
+    /// Values that failed, over all columns.
     pub fn failed(&self) -> u64 {
         self.columns.iter().map(|c| c.failed).sum()
     }
+    /// Values written (or that a dry run would write), over all columns.
     pub fn written(&self) -> u64 {
         self.columns.iter().map(|c| c.written).sum()
     }
@@ -581,7 +608,10 @@ pub const LOCK_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Another holder took the rotation lock from a run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LockLost {
+    /// Who holds the lock now: `user@host pid N (operation)`, or a note that the holder left no
+    /// record.
     pub holder: String,
+    /// When that holder took the lock (UTC timestamp).
     pub since: String,
 }
 

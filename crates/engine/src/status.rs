@@ -19,7 +19,9 @@ use std::sync::Arc;
 /// Rows under one key id.
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyRows {
+    /// The key id, as read from the values.
     pub key_id: String,
+    /// How many values are under it.
     pub rows: u64,
     /// `primary` (the key that encrypts), `decrypt-only`, `retired`, or
     /// `unknown` (not in the keyring).
@@ -37,15 +39,22 @@ pub enum CountedBy {
     Decryption,
 }
 
+/// What one column holds: counts per key, and values that need work.
 #[derive(Clone, Debug, Serialize)]
 pub struct ColumnStatus {
+    /// The column's table.
     pub table: String,
+    /// The column's name.
     pub column: String,
+    /// The codec's name.
     pub codec: String,
     /// The key that encrypts this column's values (its keyring's primary).
     pub primary_key_id: String,
+    /// Rows in the table, NULLs included.
     pub total: u64,
+    /// Rows whose column is NULL.
     pub nulls: u64,
+    /// Values per key id, most values first.
     pub by_key: Vec<KeyRows>,
     /// Values of the column's format whose key SQL cannot read: decided by
     /// decryption (`keyturn status --deep` counts them per key).
@@ -56,20 +65,30 @@ pub struct ColumnStatus {
     /// Values of the format that do not decrypt with the keyring
     /// (`--deep` only; without it they are counted where their header says).
     pub undecryptable: u64,
+    /// Values under the primary key.
     pub under_primary: u64,
     /// Values under a key other than the primary.
     pub needs_rotation: u64,
+    /// How the counts were obtained: by SQL or by decrypting every value.
     pub counted_by: CountedBy,
+    /// What the counts cannot show and how to get it (keyless, unrecognised or undecryptable
+    /// values), if anything.
     pub note: Option<String>,
 }
 
+/// What `keyturn status` reports for every column of a plan.
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
+    /// The database backend: `sqlite`, `postgres` or `mysql`.
     pub backend: String,
     /// The primary (encrypting) key of each column's keyring, comma-separated.
     pub primary_key_id: String,
+    /// Whether every value was decrypted (`--deep`) rather than counted in SQL.
     pub deep: bool,
+    /// Per column, in plan order.
     pub columns: Vec<ColumnStatus>,
+    /// Findings beyond the counts, e.g. an AES-256-GCM key that has encrypted close to its safe
+    /// number of values.
     pub warnings: Vec<String>,
 }
 
@@ -204,6 +223,8 @@ async fn column_status(
     })
 }
 
+/// Counts the values of every column of `plan` per key, in SQL or (with `deep`, or for formats
+/// without key ids) by decrypting them; fails on a database error.
 pub async fn status(
     db: &dyn Database,
     plan: &Plan,

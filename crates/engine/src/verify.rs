@@ -26,9 +26,12 @@ use std::collections::HashMap;
 /// Failing rows listed per column.
 pub const LISTED_FAILURES: usize = 1000;
 
+/// Options of [`verify`].
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
+    /// Decrypt every value (with its context) instead of counting key ids in SQL.
     pub deep: bool,
+    /// Rows per read when decrypting.
     pub batch_size: usize,
     /// Record the odd rows found in `keyturn_bad_rows`, and clear the
     /// records of rows that verify now. Off for `--no-record` and dry looks.
@@ -48,17 +51,25 @@ impl Default for VerifyOptions {
     }
 }
 
+/// A row that does not verify.
 #[derive(Clone, Debug, Serialize)]
 pub struct FailingRow {
+    /// The row's primary key, as text.
     pub pk: String,
+    /// Why it fails: under another key, not of the format, or not decryptable.
     pub reason: String,
 }
 
+/// The result of verifying one column.
 #[derive(Clone, Debug, Serialize)]
 pub struct ColumnVerify {
+    /// The column's table.
     pub table: String,
+    /// The column's name.
     pub column: String,
+    /// Non-NULL values checked.
     pub checked: u64,
+    /// Values under the primary key (and, with `deep`, that decrypt).
     pub under_primary: u64,
     /// Under another key, unrecognized or undecryptable, and not
     /// acknowledged.
@@ -71,14 +82,21 @@ pub struct ColumnVerify {
     /// `sql` (key ids read by the database) or `decryption` (every value
     /// decrypted: `--deep`, or a format whose key SQL cannot read).
     pub counted_by: CountedBy,
+    /// Why the column was decided by decryption, when the format names no key in SQL; `None`
+    /// otherwise.
     pub note: Option<String>,
 }
 
+/// What `keyturn verify` found for every column of a plan.
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifyReport {
+    /// Whether every value was decrypted (`--deep`).
     pub deep: bool,
+    /// The primary key id of each column's keyring, comma-separated.
     pub primary_key_id: String,
+    /// Per column, in plan order.
     pub columns: Vec<ColumnVerify>,
+    /// True when no column has failing rows (acknowledged rows do not count).
     pub ok: bool,
     /// What could not be done beside the check itself (recording bad rows
     /// on a read-only login, …).
@@ -341,6 +359,9 @@ async fn verify_column(
     Ok(cv)
 }
 
+/// Checks that every value of every column of `plan` is under its primary key (and, with `deep`,
+/// decrypts), recording odd rows in `keyturn_bad_rows` when `record` is set; fails only on a
+/// database or keyring error.
 pub async fn verify(
     db: &dyn Database,
     plan: &Plan,

@@ -25,6 +25,8 @@ impl Algorithm {
         }
     }
 
+    /// Reads a binary header's algorithm byte; an unknown byte is
+    /// [`FormatError::UnknownAlgorithm`].
     pub fn from_byte(b: u8) -> Result<Algorithm, FormatError> {
         match b {
             0x01 => Ok(Algorithm::Aes256Gcm),
@@ -44,6 +46,8 @@ impl Algorithm {
         }
     }
 
+    /// Reads a text header's algorithm token (`a` or `x`); anything else is
+    /// [`FormatError::UnknownAlgorithm`].
     pub fn from_text_token(t: &[u8]) -> Result<Algorithm, FormatError> {
         match t {
             b"a" => Ok(Algorithm::Aes256Gcm),
@@ -64,6 +68,8 @@ impl Algorithm {
         }
     }
 
+    /// Parses an algorithm name (case-insensitive, with the usual aliases such as `aes-256-gcm` or
+    /// `xchacha`); an unknown name is [`FormatError::UnknownAlgorithm`], without echoing it.
     pub fn from_name(s: &str) -> Result<Algorithm, FormatError> {
         match s.to_ascii_lowercase().as_str() {
             "aes256gcm" | "aes-256-gcm" => Ok(Algorithm::Aes256Gcm),
@@ -77,6 +83,7 @@ impl Algorithm {
         }
     }
 
+    /// The nonce length in bytes: 12 for AES-256-GCM, 24 for XChaCha20-Poly1305.
     pub const fn nonce_len(self) -> usize {
         match self {
             Algorithm::Aes256Gcm => 12,
@@ -84,6 +91,7 @@ impl Algorithm {
         }
     }
 
+    /// The key length in bytes (32 for both algorithms).
     pub const fn key_len(self) -> usize {
         32
     }

@@ -34,6 +34,7 @@ pub enum Inspection<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Carry {
+    /// No codec state to carry.
     #[default]
     None,
     /// Seconds since the Unix epoch.
@@ -45,10 +46,13 @@ pub enum Carry {
 
 /// A decrypted value.
 pub struct Opened {
+    /// The decrypted bytes, zeroed when dropped.
     pub plaintext: Zeroizing<Vec<u8>>,
     /// The key that decrypted it.
     pub key_id: KeyId,
+    /// Whether the value was stored as bytes or as text.
     pub encoding: Encoding,
+    /// Codec state read from the value that the re-encrypted value must keep (see [`Carry`]).
     pub carry: Carry,
 }
 
@@ -72,18 +76,24 @@ pub enum KeyIdLocation {
     None,
     /// Text values `<prefix><key id><terminator>…`.
     TextDelimited {
+        /// The literal text before the key id.
         prefix: &'static str,
+        /// The byte that ends the key id.
         terminator: u8,
     },
     /// Binary values starting with `magic`, with a one-byte key id length at
     /// `len_offset` followed by the key id.
     BinaryLengthPrefixed {
+        /// The bytes every value starts with.
         magic: &'static [u8],
+        /// The offset of the one-byte key id length; the key id follows it.
         len_offset: usize,
     },
     /// Binary values whose byte at `offset` selects the key, per `ids`.
     BinaryByte {
+        /// The offset of the byte that selects the key.
         offset: usize,
+        /// Which byte value stands for which key id.
         ids: Vec<(u8, KeyId)>,
     },
     /// JSON text values with the key id at this path of object members
@@ -126,12 +136,18 @@ pub enum Shape {
     /// others match the text against `patterns` instead (as
     /// [`Shape::Text`]).
     Json {
+        /// The member paths (from the top-level object) that must hold JSON strings.
         members: Vec<&'static [&'static str]>,
+        /// Patterns to match the text against where the database's JSON functions cannot be used
+        /// safely.
         patterns: Vec<String>,
     },
     /// Bytes, at least `min_len` of them; the [`KeyIdLocation`] checks the
     /// bytes that name the key.
-    Binary { min_len: usize },
+    Binary {
+        /// The minimum length of a value in bytes.
+        min_len: usize,
+    },
     /// A multi-column value ([`KeyIdLocation::Cell`]): the key-id cell holds
     /// a key id (checked against the key-id rules).
     Cells,

@@ -15,6 +15,8 @@ pub const MAX_KEY_ID_LEN: usize = 32;
 pub struct KeyId(String);
 
 impl KeyId {
+    /// Checks `s` against the key-id rules; a violation is [`FormatError::InvalidKeyId`], saying
+    /// which rule without echoing `s`.
     pub fn new(s: &str) -> Result<KeyId, FormatError> {
         Self::validate(s.as_bytes())?;
         Ok(KeyId(s.to_owned()))
@@ -47,6 +49,7 @@ impl KeyId {
         Ok(())
     }
 
+    /// The key id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -22,6 +22,7 @@ pub enum KeyState {
 }
 
 impl KeyState {
+    /// The state's name as in configuration and output (`primary`, `decrypt-only`, `retired`).
     pub fn name(self) -> &'static str {
         match self {
             KeyState::Primary => "primary",
@@ -59,6 +60,7 @@ impl fmt::Debug for KeyringBuilder {
 }
 
 impl KeyringBuilder {
+    /// Adds a key with its id and state; checks happen in [`KeyringBuilder::build`].
     pub fn add(mut self, id: KeyId, key: SecretKey, state: KeyState) -> Self {
         self.entries.push(Entry { id, state, key });
         self
@@ -70,6 +72,8 @@ impl KeyringBuilder {
         self
     }
 
+    /// Builds the keyring: fails with [`FormatError::Keyring`] if no key was
+    /// added, an id appears twice, or there is no primary key or more than one.
     pub fn build(self) -> Result<Keyring, FormatError> {
         let mut index = HashMap::new();
         let mut primary = None;
@@ -127,6 +131,7 @@ pub enum Reencrypted {
 }
 
 impl Keyring {
+    /// Starts an empty keyring; add keys, then call [`KeyringBuilder::build`].
     pub fn builder() -> KeyringBuilder {
         KeyringBuilder::default()
     }
@@ -196,10 +201,12 @@ impl Keyring {
         self
     }
 
+    /// The id of the primary key, the one that encrypts.
     pub fn primary_id(&self) -> &KeyId {
         &self.entries[self.primary].id
     }
 
+    /// The primary key's material, the one that encrypts.
     pub fn primary_key(&self) -> &SecretKey {
         &self.entries[self.primary].key
     }
@@ -209,10 +216,12 @@ impl Keyring {
         self.entries.iter().map(|e| (&e.id, e.state, &e.key))
     }
 
+    /// The state of the key with this id, or `None` if no loaded key has it.
     pub fn state(&self, id: &str) -> Option<KeyState> {
         self.entry(id).map(|e| e.state)
     }
 
+    /// Whether a key with this id is loaded (whatever its state).
     pub fn contains(&self, id: &str) -> bool {
         self.entry(id).is_some()
     }

@@ -17,7 +17,9 @@ use zeroize::Zeroizing;
 /// One parsed key spec.
 #[derive(Debug)]
 pub struct KeySpec {
+    /// The key's id, as written before the `:` of the spec.
     pub id: KeyId,
+    /// The key material (never printed).
     pub key: SecretKey,
 }
 

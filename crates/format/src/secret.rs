@@ -40,6 +40,7 @@ pub enum CodecKeyKind {
 }
 
 impl CodecKeyKind {
+    /// The kind's name as in key specs and messages (`fernet`, `xsalsa20poly1305`).
     pub const fn name(self) -> &'static str {
         match self {
             CodecKeyKind::Fernet => "fernet",
@@ -64,6 +65,8 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
+    /// The kind's name as in key specs and messages: the algorithm name for native keys, the codec
+    /// key kind's name otherwise.
     pub const fn name(self) -> &'static str {
         match self {
             KeyKind::Native(a) => a.name(),

@@ -36,6 +36,7 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// The encoding's name as shown in output (`binary` or `text`).
     pub fn name(self) -> &'static str {
         match self {
             Encoding::Binary => "binary",
@@ -47,7 +48,9 @@ impl Encoding {
 /// What a header says, read without touching the payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeaderRef<'a> {
+    /// Whether the value is binary or text.
     pub encoding: Encoding,
+    /// The AEAD algorithm named by the header.
     pub algorithm: Algorithm,
     /// Validated key id (charset and length already checked).
     pub key_id: &'a str,
@@ -56,6 +59,7 @@ pub struct HeaderRef<'a> {
 /// A fully parsed v1 ciphertext.
 #[derive(Debug)]
 pub struct Parsed<'a> {
+    /// The header fields (encoding, algorithm, key id).
     pub header: HeaderRef<'a>,
     /// `ciphertext length ‖ nonce ‖ ciphertext ‖ tag`: borrowed from binary
     /// input, decoded from base64 for text input.
@@ -67,17 +71,21 @@ impl<'a> Parsed<'a> {
     fn nonce_len(&self) -> usize {
         self.header.algorithm.nonce_len()
     }
+    /// The nonce bytes (12 or 24, depending on the algorithm).
     pub fn nonce(&self) -> &[u8] {
         &self.body[4..4 + self.nonce_len()]
     }
+    /// The encrypted bytes, without the tag; as long as the plaintext.
     pub fn ciphertext(&self) -> &[u8] {
         let s = 4 + self.nonce_len();
         &self.body[s..s + self.ct_len]
     }
+    /// The 16-byte authentication tag.
     pub fn tag(&self) -> &[u8] {
         let s = 4 + self.nonce_len() + self.ct_len;
         &self.body[s..s + TAG_LEN]
     }
+    /// The plaintext length in bytes, as the ciphertext length field says.
     pub fn plaintext_len(&self) -> usize {
         self.ct_len
     }

@@ -16,11 +16,17 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
+    /// Where the key specs are read from: `env:NAME`, `file:PATH` or `stdin`, never the keys
+    /// themselves (default `env:KEYTURN_KEYS`).
     #[serde(default = "default_sources")]
     pub sources: Vec<String>,
+    /// The id of the key that encrypts; `None` is allowed only when exactly one key is loaded,
+    /// which is then primary.
     pub primary: Option<String>,
+    /// Ids of keys that refuse to decrypt (unless `allow_retired`).
     #[serde(default)]
     pub retired: Vec<String>,
+    /// Whether retired keys may decrypt anyway, e.g. to restore an old backup (default false).
     #[serde(default)]
     pub allow_retired: bool,
 }

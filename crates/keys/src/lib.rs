@@ -142,35 +142,55 @@ impl fmt::Display for SecretSource {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// A source string is not `env:NAME`, `file:PATH` or `stdin`; the message says what is wrong
+    /// without echoing the value.
     #[error("bad key source: {0}")]
     BadSource(String),
     /// A `[keys]` / `[keyrings.NAME]` setting that is wrong (the message
     /// names it, never a value that may be key material).
     #[error("{0}")]
     Config(String),
+    /// The named environment variable of an `env:` source is not set.
     #[error("environment variable {0} is not set (it should hold key specs <id>:<alg>:<base64>)")]
     EnvMissing(String),
+    /// The named environment variable of an `env:` source holds bytes that are not UTF-8.
     #[error("environment variable {0} is not valid UTF-8")]
     EnvNotUnicode(String),
+    /// A `file:` source could not be read, or its contents are not UTF-8 text.
     #[error("cannot read key file {path}: {cause}")]
     File {
+        /// The file's path, as configured.
         path: PathBuf,
+        /// The I/O error (`InvalidData` when the file is not UTF-8).
         cause: std::io::Error,
     },
+    /// Reading the `stdin` source failed.
     #[error("cannot read keys from standard input: {0}")]
     Stdin(std::io::Error),
     /// A malformed key: `origin` names the source and the entry in it
     /// (`env:NAME`, `file:PATH`, `stdin`; line or position), never its text.
     #[error("{origin}: {cause}")]
-    Spec { origin: String, cause: FormatError },
+    Spec {
+        /// The source and the entry in it, e.g. `file:keys.txt, key #3`.
+        origin: String,
+        /// What is wrong with the spec (never its text).
+        cause: FormatError,
+    },
+    /// A source (named in the string) holds no key specs.
     #[error("nothing found in {0}")]
     Empty(String),
+    /// Two loaded keys share an id.
     #[error("key {id:?} is defined twice ({first} and {second})")]
     Duplicate {
+        /// The duplicated key id.
         id: String,
+        /// The source (and entry) where the id first appeared.
         first: String,
+        /// The source where it appeared again.
         second: String,
     },
+    /// The loaded keys do not make a valid keyring with the configured primary and retired ids (see
+    /// [`FormatError::Keyring`] and [`FormatError::UnknownKey`]).
     #[error(transparent)]
     Keyring(FormatError),
 }

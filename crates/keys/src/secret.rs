@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 pub struct SecretString(Zeroizing<String>);
 
 impl SecretString {
+    /// Wraps a secret; the string is zeroed when the `SecretString` is dropped.
     pub fn new(s: String) -> SecretString {
         SecretString(Zeroizing::new(s))
     }
@@ -19,6 +20,7 @@ impl SecretString {
         &self.0
     }
 
+    /// Whether the secret is the empty string.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

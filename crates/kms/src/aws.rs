@@ -32,8 +32,11 @@ pub enum AwsCredentials {
     /// Fixed keys, for tests against moto and for tooling that already holds
     /// credentials.
     Static {
+        /// The access key id (not secret: shown in `Debug`).
         access_key_id: String,
+        /// The secret access key.
         secret_access_key: SecretString,
+        /// The session token of temporary credentials, if any.
         session_token: Option<SecretString>,
     },
 }
@@ -51,7 +54,9 @@ pub struct AwsKmsConfig {
     pub endpoint_url: Option<String>,
     /// Profile of the shared config files (default chain only).
     pub profile: Option<String>,
+    /// Where the credentials come from (default: the SDK's standard chain).
     pub credentials: AwsCredentials,
+    /// Limit for establishing a connection to the KMS endpoint (default 3 s).
     pub connect_timeout: Duration,
     /// Limit for one whole operation, retries included.
     pub operation_timeout: Duration,

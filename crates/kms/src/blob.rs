@@ -25,6 +25,7 @@ const MAX_BLOB: usize = 16384;
 /// its version. Holds no secrets: safe to store, log and show.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KekRef {
+    /// Which KMS provider holds the KEK.
     pub provider: ProviderKind,
     /// Local: the master key's name. AWS: the key ARN reported by KMS (or the
     /// configured id/alias in `describe`). Transit: `<mount>/<key name>`.
@@ -108,6 +109,7 @@ impl WrappedDek {
         self.dek_alg
     }
 
+    /// How the wrap context is bound to this DEK (as associated data or embedded in the payload).
     pub fn binding(&self) -> ContextBinding {
         self.binding
     }

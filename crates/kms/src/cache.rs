@@ -28,6 +28,7 @@ pub struct DekCache {
 }
 
 impl DekCache {
+    /// An empty cache that unwraps DEKs with `provider` on first use.
     pub fn new(provider: Arc<dyn KekProvider>) -> DekCache {
         DekCache {
             provider,
@@ -74,6 +75,7 @@ impl DekCache {
         slots.values().filter(|s| s.initialized()).count()
     }
 
+    /// Whether no DEK is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -31,9 +31,11 @@ pub enum KekConfig {
     AwsKms {
         /// Key id, ARN or alias.
         key_id: String,
+        /// AWS region; by default the SDK's standard chain (`AWS_REGION`, profile...).
         region: Option<String>,
         /// A KMS-compatible endpoint (a local test server, a VPC endpoint).
         endpoint_url: Option<String>,
+        /// Profile of the shared AWS config files; by default the standard chain's.
         profile: Option<String>,
     },
     /// A key of the transit engine of Vault or OpenBao.
@@ -48,6 +50,7 @@ pub enum KekConfig {
         /// `env:NAME` or `file:PATH` [default: `VAULT_TOKEN`, then
         /// `BAO_TOKEN`].
         token: Option<String>,
+        /// Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`), if any.
         namespace: Option<String>,
         /// How new wraps bind the context: `embedded` (default: transit's
         /// rewrap can then move DEKs to a new key version inside the

@@ -41,10 +41,12 @@ impl WrapContext {
         })
     }
 
+    /// The key catalog the DEK belongs to.
     pub fn catalog(&self) -> &str {
         &self.catalog
     }
 
+    /// The key id the DEK belongs to.
     pub fn key_id(&self) -> &KeyId {
         &self.key_id
     }

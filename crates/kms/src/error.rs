@@ -28,6 +28,7 @@ impl ProviderKind {
         }
     }
 
+    /// Parses a provider name (`local`, `aws-kms`, `transit`); `None` for any other string.
     pub fn from_name(s: &str) -> Option<ProviderKind> {
         match s {
             "local" => Some(ProviderKind::Local),
@@ -52,7 +53,9 @@ pub enum KmsError {
     /// key or token, bad address, no credentials...).
     #[error("{provider} KEK configuration: {message}")]
     Config {
+        /// The provider whose configuration is wrong.
         provider: ProviderKind,
+        /// What is missing or invalid (never a secret value).
         message: String,
     },
 
@@ -61,8 +64,11 @@ pub enum KmsError {
         "{provider}: cannot reach the KMS at {address}: {reason} (is the server running, and are the address and port right?)"
     )]
     Unreachable {
+        /// The provider that could not be reached.
         provider: ProviderKind,
+        /// The address (endpoint URL) that was tried.
         address: String,
+        /// The transport's reason (connection refused, DNS, TLS, timeout...).
         reason: String,
     },
 
@@ -72,8 +78,11 @@ pub enum KmsError {
         "{provider} at {address} rejected the credentials ({detail}): the token or access key is invalid, expired or revoked; supply a valid one"
     )]
     InvalidCredentials {
+        /// The provider that rejected the credentials.
         provider: ProviderKind,
+        /// The address (endpoint URL) that rejected them.
         address: String,
+        /// The KMS's own error code or message.
         detail: String,
     },
 
@@ -82,8 +91,11 @@ pub enum KmsError {
         "{provider}: access denied to KEK {kek} ({detail}); grant this identity encrypt/decrypt on the key, or check that the DEK was wrapped under this key"
     )]
     AccessDenied {
+        /// The provider that denied access.
         provider: ProviderKind,
+        /// The KEK that may not be used (id, ARN or `<mount>/<key>`).
         kek: String,
+        /// The KMS's own error code or message.
         detail: String,
     },
 
@@ -92,16 +104,22 @@ pub enum KmsError {
         "{provider}: KEK {kek} not found ({detail}); check the key id, alias, ARN, region or mount"
     )]
     KeyNotFound {
+        /// The provider that was asked.
         provider: ProviderKind,
+        /// The KEK that was not found, as configured.
         kek: String,
+        /// The KMS's own error code or message.
         detail: String,
     },
 
     /// The KEK exists but cannot be used now (disabled, pending deletion).
     #[error("{provider}: KEK {kek} cannot be used: {detail}")]
     KeyUnusable {
+        /// The provider that refused.
         provider: ProviderKind,
+        /// The unusable KEK.
         kek: String,
+        /// Why it cannot be used (the KMS's message: disabled, pending deletion...).
         detail: String,
     },
 
@@ -110,7 +128,12 @@ pub enum KmsError {
     #[error(
         "the DEK is wrapped under {found}, but this provider is {expected}; unwrap it with the KEK it names (then rewrap) or fix the configuration"
     )]
-    WrongKek { expected: String, found: String },
+    WrongKek {
+        /// The KEK this provider is configured with.
+        expected: String,
+        /// The KEK the wrapped DEK names.
+        found: String,
+    },
 
     /// The KEK refused to unwrap under this context: the wrapped DEK belongs
     /// to another catalog or key id (copied between rows?), or it was altered.
@@ -118,9 +141,13 @@ pub enum KmsError {
         "{provider}: KEK {kek} refused to unwrap DEK {key_id:?} of catalog {catalog:?}: wrong encryption context (wrapped DEK copied from another catalog or key id?) or a tampered blob"
     )]
     WrongContext {
+        /// The provider whose KEK refused.
         provider: ProviderKind,
+        /// The KEK that refused to unwrap.
         kek: String,
+        /// The catalog the unwrap was asked for.
         catalog: String,
+        /// The key id the unwrap was asked for.
         key_id: String,
     },
 
@@ -135,8 +162,11 @@ pub enum KmsError {
     /// Any other failure reported by the KMS.
     #[error("{provider} at {address} failed: {message}")]
     Backend {
+        /// The provider that failed.
         provider: ProviderKind,
+        /// The address (endpoint URL) of the KMS.
         address: String,
+        /// The KMS's error message.
         message: String,
     },
 }

@@ -56,6 +56,7 @@ pub enum RewrapPath {
 }
 
 impl RewrapPath {
+    /// The path's name in reports (`in-kms` or `unwrap-wrap`).
     pub fn name(self) -> &'static str {
         match self {
             RewrapPath::InKms => "in-kms",

@@ -61,6 +61,7 @@ pub struct TransitConfig {
     pub namespace: Option<String>,
     /// How new wraps bind their context. Existing blobs keep theirs.
     pub binding: ContextBinding,
+    /// Limit for establishing a connection to the server (default 3 s).
     pub connect_timeout: Duration,
     /// Limit for one whole request.
     pub timeout: Duration,

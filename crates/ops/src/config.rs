@@ -52,11 +52,15 @@ pub const DEFAULT_CONFIG: &str = "keyturn.toml";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The `[database]` section: which database holds the encrypted columns.
     pub database: DatabaseConfig,
+    /// The `[keys]` section: the default keyring's sources and policy.
     #[serde(default)]
     pub keys: KeysConfig,
+    /// The `[rotation]` section: batch size, workers and pacing of runs.
     #[serde(default)]
     pub rotation: RotationConfig,
+    /// The `[[target]]` tables: which columns of which tables hold encrypted values.
     #[serde(rename = "target", default)]
     pub targets: Vec<TargetConfig>,
     /// Named keyrings for columns in other frameworks' formats (keys in the
@@ -205,6 +209,8 @@ impl Config {
         }
     }
 
+    /// The parsed sources of the `[keys]` section (loading the config has
+    /// checked that they parse).
     pub fn key_sources(&self) -> Vec<KeySource> {
         // validate() parsed every source already.
         self.keys
@@ -214,6 +220,7 @@ impl Config {
             .collect()
     }
 
+    /// Which key of the `[keys]` ring encrypts and which refuse to decrypt.
     pub fn ring_policy(&self) -> RingPolicy {
         self.keys.policy()
     }

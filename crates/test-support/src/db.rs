@@ -325,6 +325,19 @@ pub struct TestDb {
     files: Arc<AtomicUsize>,
 }
 
+impl std::fmt::Debug for TestDb {
+    /// The backend, scenario and URL; never the key material it tracks.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TestDb({} {} {})",
+            self.kind.name(),
+            self.scenario,
+            keyturn_db::redact_url(&self.url)
+        )
+    }
+}
+
 impl TestDb {
     /// Creates the test database, or returns `None` (test skipped) when the
     /// server is unreachable and `KEYTURN_REQUIRE_DBS` is not set.
@@ -919,6 +932,12 @@ pub struct Proc {
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     pumps: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Proc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proc({}, pid {})", self.label, self.child.id())
+    }
 }
 
 impl Proc {

@@ -60,6 +60,7 @@ pub fn random_hex(bytes: usize) -> String {
 }
 
 /// A server process under a watchdog.
+#[derive(Debug)]
 pub struct Server {
     pub url: String,
     child: Mutex<Option<Child>>,

@@ -333,8 +333,8 @@ pub(crate) async fn write_cas_postgres(
             ),
         };
     }
-    let done = q.execute(pool).await.map_err(DbError::query(what(col)))?;
-    Ok(done.rows_affected())
+    // In a transaction that commits as the single-column write's does.
+    crate::postgres::write_batch(pool, q, col).await
 }
 
 /// Rows per statement so that `width` parameters per row stay within

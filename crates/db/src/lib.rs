@@ -84,6 +84,41 @@ impl Backend {
             ))),
         }
     }
+
+    /// What this kind of database can do ([`Capabilities`]): each backend
+    /// states its own, next to its driver.
+    pub fn capabilities(self) -> Capabilities {
+        match self {
+            Backend::Sqlite => sqlite::CAPABILITIES,
+            Backend::Postgres => postgres::CAPABILITIES,
+            Backend::MySql => mysql::CAPABILITIES,
+        }
+    }
+}
+
+/// What a database can do, as the layers above need to know it: asked of
+/// the database ([`Database::capabilities`], or [`Backend::capabilities`]
+/// before connecting), never decided by backend name above this crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Bind parameters one batch-write statement may carry, when a batch
+    /// must stay under a limit (`None`: batches are written without one;
+    /// the engine then caps a batch at its configured size only).
+    pub max_write_binds: Option<usize>,
+    /// Batches in flight when `[rotation] workers` is not set.
+    pub default_workers: usize,
+    /// The database tests JSON validity without failing on invalid input
+    /// (`JSON_VALID`, `json_valid`), so the census may read a JSON value's
+    /// key with JSON functions; otherwise it matches the value's text.
+    pub json_valid: bool,
+    /// Server error codes (SQLSTATE or the server's own numbers) after
+    /// which retrying may succeed: serialization failures, deadlocks, lock
+    /// time-outs, a busy database, a server shutting down.
+    pub transient_codes: &'static [&'static str],
+    /// Parts of error messages that mean the same, for errors whose code
+    /// does not say it.
+    pub transient_messages: &'static [&'static str],
 }
 
 /// How a primary-key column is read, bound and ordered. Keyset pagination
@@ -447,6 +482,12 @@ trait HeldLock: Send + Sync {
 #[async_trait]
 pub trait Database: Send + Sync + fmt::Debug {
     fn backend(&self) -> Backend;
+
+    /// What this database can do (bind limits, default workers, JSON
+    /// functions, transient errors).
+    fn capabilities(&self) -> Capabilities {
+        self.backend().capabilities()
+    }
 
     /// The table's columns, or `None` if it does not exist.
     async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError>;

@@ -15,6 +15,20 @@ use sqlx::{Connection, Row as _};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// What MySQL / MariaDB can do ([`crate::Capabilities`]).
+pub(crate) const CAPABILITIES: crate::Capabilities = crate::Capabilities {
+    // Bind parameters per statement are limited to 65535 (a batch write
+    // binds every key column, the old and the new value of each row).
+    max_write_binds: Some(60_000),
+    // Writers run in parallel on a server.
+    default_workers: 2,
+    // JSON_VALID tests a value without failing on invalid input.
+    json_valid: true,
+    // Lock wait timeout, deadlock.
+    transient_codes: &["1205", "1213"],
+    transient_messages: &["Lock wait timeout", "Deadlock found"],
+};
+
 /// `GET_LOCK` names are server-wide, not per database: the lock name ends
 /// with a hash of the current database's name so that rotations of two
 /// databases on one server do not block each other (49 characters, within

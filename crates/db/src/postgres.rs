@@ -13,6 +13,24 @@ use sqlx::{Connection, Row as _};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// What PostgreSQL can do ([`crate::Capabilities`]).
+pub(crate) const CAPABILITIES: crate::Capabilities = crate::Capabilities {
+    // A batch is written with one array parameter per column
+    // (`unnest`), whatever its size.
+    max_write_binds: None,
+    // Writers run in parallel on a server.
+    default_workers: 2,
+    // A cast of one invalid value to jsonb fails the whole statement: the
+    // census matches JSON values' text instead.
+    json_valid: false,
+    // Serialization failure, deadlock, admin shutdown, crash shutdown,
+    // cannot connect now, connection exceptions.
+    transient_codes: &[
+        "40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006",
+    ],
+    transient_messages: &[],
+};
+
 /// Advisory lock key: the first 8 bytes of "keyturn\0" read as an integer.
 const ADVISORY_KEY: i64 = 0x6b65_7974_7572_6e00;
 
@@ -182,6 +200,33 @@ pub(crate) fn pk_arrays<'a>(
         });
     }
     Ok(out)
+}
+
+/// Runs one batch's compare-and-swap statement (single- or multi-column) in
+/// its own transaction; returns the rows written.
+pub(crate) async fn write_batch(
+    pool: &PgPool,
+    statement: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    col: &ColumnRef,
+) -> Result<u64, DbError> {
+    let what = || format!("writing a batch of {}.{}", col.table, col.column);
+    let mut tx = pool.begin().await.map_err(DbError::query(what()))?;
+    // The batch's commit need not wait for its WAL flush: a server crash
+    // can lose only the last few batches, which then still hold their
+    // old ciphertext (readable: the old key stays in the keyring) and
+    // are rotated again on resume. The checkpoint and the run record
+    // commit later in the same WAL, with the default synchronous commit,
+    // so they are never durable ahead of the rows they describe.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::query(what()))?;
+    let done = statement
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::query(what()))?;
+    tx.commit().await.map_err(DbError::query(what()))?;
+    Ok(done.rows_affected())
 }
 
 /// The advisory lock's key as `pg_locks` shows it: `classid` the high and
@@ -419,21 +464,7 @@ impl_database!(PgDb, {
                 .bind(updates.iter().map(|u| u.old.clone()).collect::<Vec<_>>())
                 .bind(updates.iter().map(|u| u.new.clone()).collect::<Vec<_>>()),
         };
-        let what = || format!("writing a batch of {}.{}", col.table, col.column);
-        let mut tx = self.pool.begin().await.map_err(DbError::query(what()))?;
-        // The batch's commit need not wait for its WAL flush: a server crash
-        // can lose only the last few batches, which then still hold their
-        // old ciphertext (readable: the old key stays in the keyring) and
-        // are rotated again on resume. The checkpoint and the run record
-        // commit later in the same WAL, with the default synchronous commit,
-        // so they are never durable ahead of the rows they describe.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(DbError::query(what()))?;
-        let done = q.execute(&mut *tx).await.map_err(DbError::query(what()))?;
-        tx.commit().await.map_err(DbError::query(what()))?;
-        Ok(done.rows_affected())
+        write_batch(&self.pool, q, col).await
     }
 
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {

@@ -41,6 +41,14 @@ impl Bind {
 }
 
 impl Dialect {
+    pub(crate) fn backend(self) -> crate::Backend {
+        match self {
+            Dialect::Sqlite => crate::Backend::Sqlite,
+            Dialect::Postgres => crate::Backend::Postgres,
+            Dialect::MySql => crate::Backend::MySql,
+        }
+    }
+
     pub(crate) fn quote(self, ident: &str) -> String {
         let q = if self == Dialect::MySql { '`' } else { '"' };
         ident

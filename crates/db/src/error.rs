@@ -133,6 +133,12 @@ impl DbError {
         }
     }
 
+    /// A driver's error as the failure of `what`.
+    pub(crate) fn at(what: impl Into<String>) -> impl FnOnce(DriverError) -> DbError {
+        let what = what.into();
+        move |cause| DbError::Query { what, cause }
+    }
+
     pub(crate) fn sqlite(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> DbError {
         let what = what.into();
         move |e| DbError::Query {

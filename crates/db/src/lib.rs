@@ -7,22 +7,17 @@
 //! (checkpoints, runs, bad rows, lock) — so the engine never writes SQL.
 #![forbid(unsafe_code)]
 
-mod catalog;
 #[macro_use]
-mod instances;
-#[macro_use]
-mod common;
-#[macro_use]
+mod driver;
 mod audit;
-#[macro_use]
+mod catalog;
 pub mod cells;
 mod census;
 mod config;
 mod error;
+mod instances;
 #[cfg(test)]
 mod lock_tests;
-pub mod ts;
-#[macro_use]
 mod meta;
 mod missing;
 mod mysql;
@@ -31,7 +26,9 @@ mod runs;
 mod sql;
 mod sqlite;
 mod sqlite_direct;
+mod store;
 pub mod testing;
+pub mod ts;
 
 pub use audit::{AuditRow, AuditRowBuilder, AuditTip};
 pub use catalog::{CatalogRow, CatalogWrite};
@@ -549,8 +546,7 @@ pub trait Database: Send + Sync + fmt::Debug {
     async fn lock_status(&self) -> Result<Option<LockInfo>, DbError>;
 
     /// Runs whose record still says `running`, oldest first (none when
-    /// `keyturn_runs` does not exist). Boxed futures, like the instance
-    /// methods below: the backends get them from one macro (`meta.rs`).
+    /// `keyturn_runs` does not exist).
     fn running_runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, DbError>>;
 
     /// Records a `running` run as `interrupted`, finished at `finished_at`;
@@ -622,8 +618,7 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// Up to `limit` audit events with `seq > after_seq`, in `seq` order;
     /// nothing if the audit table does not exist.
     async fn audit_read(&self, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>, DbError>;
-    // The key catalog (docs/CATALOG.md). The three backends implement these
-    // in `common.rs`.
+    // The key catalog (docs/CATALOG.md).
 
     /// Creates the key catalog table (`keyturn_keys_catalog`) if missing.
     async fn ensure_catalog(&self) -> Result<(), DbError>;
@@ -637,8 +632,7 @@ pub trait Database: Send + Sync + fmt::Debug {
     async fn write_catalog(&self, writes: &[CatalogWrite]) -> Result<(), DbError>;
 
     // Application instances of a catalog (`keyturn_instances`, opt-in
-    // tracking, docs/CATALOG.md). Written as boxed futures so that the
-    // backends get them from one macro (`instances.rs`).
+    // tracking, docs/CATALOG.md).
 
     /// Creates `keyturn_instances` if missing.
     fn ensure_instances(&self) -> BoxFuture<'_, Result<(), DbError>>;
@@ -689,8 +683,12 @@ impl Default for ConnectOptions {
 pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Arc<dyn Database>, DbError> {
     match Backend::from_url(url)? {
         Backend::Sqlite => Ok(Arc::new(sqlite::SqliteDb::connect(url, opts).await?)),
-        Backend::Postgres => Ok(Arc::new(postgres::PgDb::connect(url, opts).await?)),
-        Backend::MySql => Ok(Arc::new(mysql::MySqlDb::connect(url, opts).await?)),
+        Backend::Postgres => Ok(Arc::new(store::Store::new(
+            postgres::PgDriver::connect(url, opts).await?,
+        ))),
+        Backend::MySql => Ok(Arc::new(store::Store::new(
+            mysql::MySqlDriver::connect(url, opts).await?,
+        ))),
     }
 }
 

@@ -128,7 +128,7 @@ impl Dialect {
             }
             // Without a JSON validity test that survives invalid input
             // (PostgreSQL), the shape's patterns over the text.
-            Shape::Json { patterns, .. } if !self.backend().capabilities().json_valid => {
+            Shape::Json { patterns, .. } if !self.capabilities().json_valid => {
                 for p in patterns {
                     out.push(format!("NOT ({})", self.regex_match(&text, p, binds)));
                 }
@@ -291,7 +291,7 @@ impl Dialect {
         binds: &mut Vec<Bind>,
     ) -> String {
         let text = self.census_text(col);
-        if !self.backend().capabilities().json_valid {
+        if !self.capabilities().json_valid {
             // PostgreSQL (no JSON function that survives invalid input).
             let name = path.last().copied().unwrap_or_default();
             binds.push(Bind::Str(format!(

@@ -5,12 +5,9 @@
 
 use crate::{ColumnRef, PkColumn, PkKind, PkValue, ValueKind};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Sqlite,
-    Postgres,
-    MySql,
-}
+/// A database as SQL text is spelled for it: the [`crate::Backend`] itself,
+/// so a new database is one variant, not two.
+pub(crate) use crate::Backend as Dialect;
 
 /// A bind parameter.
 #[derive(Clone, Debug)]
@@ -41,14 +38,6 @@ impl Bind {
 }
 
 impl Dialect {
-    pub(crate) fn backend(self) -> crate::Backend {
-        match self {
-            Dialect::Sqlite => crate::Backend::Sqlite,
-            Dialect::Postgres => crate::Backend::Postgres,
-            Dialect::MySql => crate::Backend::MySql,
-        }
-    }
-
     pub(crate) fn quote(self, ident: &str) -> String {
         let q = if self == Dialect::MySql { '`' } else { '"' };
         ident

@@ -5,6 +5,12 @@
 //! batches, compare-and-swap batch writes (one statement per batch), counts
 //! per key id computed by the database, and keyturn's own bookkeeping tables
 //! (checkpoints, runs, bad rows, lock) — so the engine never writes SQL.
+//!
+//! Inside, each server is one `Driver` (`postgres.rs`, `mysql.rs`,
+//! `sqlite.rs`: the hot path, the lock primitive, plain statements), and one
+//! generic `Store<D: Driver>` (`store.rs`) implements [`Database`] over any
+//! of them, bookkeeping included; `driver.rs` describes the seam and
+//! docs/ARCHITECTURE.md ("Adding a database") what a new server takes.
 #![forbid(unsafe_code)]
 
 #[macro_use]

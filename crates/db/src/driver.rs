@@ -295,46 +295,82 @@ pub(crate) fn sqlx_err(e: sqlx::Error) -> DriverError {
 /// [`sqlx_sql!`]).
 pub(crate) struct SqlxTx<DB: sqlx::Database>(pub(crate) sqlx::Transaction<'static, DB>);
 
-/// [`Sql`] for a driver with a sqlx `pool` of database `$db`, and [`Tx`]
-/// for its transactions: the same few lines for each driver, which sqlx's
-/// executor traits make impractical to write once generically.
+/// A bookkeeping statement with its parameters bound.
+pub(crate) fn statement<'q, DB: sqlx::Database>(
+    sql: &str,
+    params: Vec<Value>,
+) -> sqlx::query::Query<'q, DB, DB::Arguments>
+where
+    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<Vec<u8>>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    bind_values(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), params)
+}
+
+/// [`Sql`] for a driver with a sqlx `pool` of database `$db` (and, through
+/// [`sqlx_tx!`], [`Tx`] for its transactions): the same few lines for each
+/// driver, which sqlx's executor traits make impractical to write once
+/// generically.
 macro_rules! sqlx_sql {
     ($driver:ty, $db:ty, $dialect:expr) => {
         const _: () = {
-            use $crate::driver::{Record, SqlxTx, Tx, Value, bind_values, record, sqlx_err};
+            use $crate::driver::{Record, SqlxTx, Tx, Value, record, sqlx_err, statement};
             use $crate::{DriverError, sql::Dialect};
-            use sqlx::AssertSqlSafe as Safe;
             #[async_trait::async_trait]
             impl $crate::driver::Sql for $driver {
-                fn dialect(&self) -> Dialect { $dialect }
-                async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DriverError> {
-                    let q = bind_values(sqlx::query(Safe(sql.to_owned())), params);
-                    q.execute(&self.pool).await.map(|d| d.rows_affected()).map_err(sqlx_err)
+                fn dialect(&self) -> Dialect {
+                    $dialect
                 }
-                async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Record>, DriverError> {
-                    let q = bind_values(sqlx::query(Safe(sql.to_owned())), params);
-                    q.fetch_all(&self.pool).await.map_err(sqlx_err)?.iter().map(record).collect()
+                async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DriverError> {
+                    let done = statement(sql, params).execute(&self.pool).await;
+                    done.map(|d| d.rows_affected()).map_err(sqlx_err)
+                }
+                async fn query(
+                    &self,
+                    sql: &str,
+                    params: Vec<Value>,
+                ) -> Result<Vec<Record>, DriverError> {
+                    let rows = statement(sql, params).fetch_all(&self.pool).await;
+                    rows.map_err(sqlx_err)?.iter().map(record).collect()
                 }
                 async fn begin(&self, immediate: bool) -> Result<Box<dyn Tx>, DriverError> {
-                    let pool = &self.pool;
-                    let tx = if immediate { pool.begin_with("BEGIN IMMEDIATE").await } else { pool.begin().await };
-                    Ok(Box::new(SqlxTx(tx.map_err(sqlx_err)?)))
+                    let tx = match immediate {
+                        true => self.pool.begin_with("BEGIN IMMEDIATE").await,
+                        false => self.pool.begin().await,
+                    };
+                    Ok(Box::new(SqlxTx::<$db>(tx.map_err(sqlx_err)?)))
                 }
             }
-            #[async_trait::async_trait]
-            impl Tx for SqlxTx<$db> {
-                async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, DriverError> {
-                    let q = bind_values(sqlx::query(Safe(sql.to_owned())), params);
-                    q.execute(&mut *self.0).await.map(|d| d.rows_affected()).map_err(sqlx_err)
-                }
-                async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<Vec<Record>, DriverError> {
-                    let q = bind_values(sqlx::query(Safe(sql.to_owned())), params);
-                    q.fetch_all(&mut *self.0).await.map_err(sqlx_err)?.iter().map(record).collect()
-                }
-                async fn commit(self: Box<Self>) -> Result<(), DriverError> { self.0.commit().await.map_err(sqlx_err) }
-                async fn rollback(self: Box<Self>) -> Result<(), DriverError> { self.0.rollback().await.map_err(sqlx_err) }
-            }
+            sqlx_tx!($db);
         };
+    };
+}
+
+/// [`Tx`] for a sqlx transaction of database `$db` (see [`sqlx_sql!`]).
+macro_rules! sqlx_tx {
+    ($db:ty) => {
+        #[async_trait::async_trait]
+        impl Tx for SqlxTx<$db> {
+            async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, DriverError> {
+                let done = statement(sql, params).execute(&mut *self.0).await;
+                done.map(|d| d.rows_affected()).map_err(sqlx_err)
+            }
+            async fn query(
+                &mut self,
+                sql: &str,
+                params: Vec<Value>,
+            ) -> Result<Vec<Record>, DriverError> {
+                let rows = statement(sql, params).fetch_all(&mut *self.0).await;
+                rows.map_err(sqlx_err)?.iter().map(record).collect()
+            }
+            async fn commit(self: Box<Self>) -> Result<(), DriverError> {
+                self.0.commit().await.map_err(sqlx_err)
+            }
+            async fn rollback(self: Box<Self>) -> Result<(), DriverError> {
+                self.0.rollback().await.map_err(sqlx_err)
+            }
+        }
     };
 }
 

@@ -80,7 +80,10 @@ impl DriverError {
                 } else if backend_of(db.as_ref()).is_some_and(|b| {
                     let caps = b.capabilities();
                     caps.transient_codes.contains(&code.as_str())
-                        || caps.transient_messages.iter().any(|m| db.message().contains(m))
+                        || caps
+                            .transient_messages
+                            .iter()
+                            .any(|m| db.message().contains(m))
                 }) {
                     DriverErrorKind::Transient
                 } else {
@@ -113,9 +116,14 @@ impl DriverError {
 /// The server a database error came from: each backend says which of its
 /// errors are transient ([`crate::Capabilities::transient_codes`]).
 fn backend_of(e: &dyn sqlx::error::DatabaseError) -> Option<crate::Backend> {
-    if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+    if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
         Some(crate::Backend::Postgres)
-    } else if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some() {
+    } else if e
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .is_some()
+    {
         Some(crate::Backend::MySql)
     } else if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
         Some(crate::Backend::Sqlite)

@@ -10,7 +10,6 @@
 //! never enter the live/stale decision. Times are RFC 3339 UTC text with
 //! whole seconds.
 
-
 use crate::sql::Dialect;
 use serde::Serialize;
 use std::future::Future;

@@ -448,7 +448,8 @@ pub(crate) async fn upgrade_tables(db: &dyn crate::Database) -> Result<(), DbErr
 /// column, target key, last key, rows done, run id, updated at).
 pub(crate) fn checkpoint_upsert(d: Dialect) -> String {
     let phs: Vec<String> = (1..=8).map(|i| d.ph(i)).collect();
-    let cols = "operation, table_name, column_name, target_key, last_pk, rows_done, run_id, updated_at";
+    let cols =
+        "operation, table_name, column_name, target_key, last_pk, rows_done, run_id, updated_at";
     match d {
         Dialect::MySql => format!(
             "REPLACE INTO keyturn_checkpoints ({cols}) VALUES ({})",

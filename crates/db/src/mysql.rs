@@ -47,10 +47,7 @@ pub(crate) struct MySqlDriver {
 sqlx_sql!(MySqlDriver, sqlx::MySql, Dialect::MySql);
 
 impl MySqlDriver {
-    pub(crate) async fn connect(
-        url: &str,
-        opts: &ConnectOptions,
-    ) -> Result<MySqlDriver, DbError> {
+    pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<MySqlDriver, DbError> {
         let target = redact_url(url);
         // `mariadb://` is accepted as a synonym.
         let url = url
@@ -368,20 +365,26 @@ impl Driver for MySqlDriver {
     ) -> Result<Vec<Row>, DbError> {
         let (sql, binds) = Dialect::MySql.fetch_batch(col, after, skip, limit);
         let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q.fetch_all(&self.pool).await.map_err(DbError::query(format!(
-            "reading a batch of {}.{}",
-            col.table, col.column
-        )))?;
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "reading a batch of {}.{}",
+                col.table, col.column
+            )))?;
         decode_rows(&rows, col, false)
     }
 
     async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError> {
         let (sql, binds) = Dialect::MySql.fetch_rows(col, pks);
         let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q.fetch_all(&self.pool).await.map_err(DbError::query(format!(
-            "re-reading rows of {}.{}",
-            col.table, col.column
-        )))?;
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "re-reading rows of {}.{}",
+                col.table, col.column
+            )))?;
         decode_rows(&rows, col, false)
     }
 

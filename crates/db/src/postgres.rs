@@ -387,20 +387,26 @@ impl Driver for PgDriver {
     ) -> Result<Vec<Row>, DbError> {
         let (sql, binds) = Dialect::Postgres.fetch_batch(col, after, skip, limit);
         let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q.fetch_all(&self.pool).await.map_err(DbError::query(format!(
-            "reading a batch of {}.{}",
-            col.table, col.column
-        )))?;
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "reading a batch of {}.{}",
+                col.table, col.column
+            )))?;
         decode_rows(&rows, col, false)
     }
 
     async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError> {
         let (sql, binds) = Dialect::Postgres.fetch_rows(col, pks);
         let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q.fetch_all(&self.pool).await.map_err(DbError::query(format!(
-            "re-reading rows of {}.{}",
-            col.table, col.column
-        )))?;
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "re-reading rows of {}.{}",
+                col.table, col.column
+            )))?;
         decode_rows(&rows, col, false)
     }
 

@@ -364,20 +364,26 @@ impl Driver for SqliteDriver {
         }
         let (sql, binds) = Dialect::Sqlite.fetch_batch(col, after, skip, limit);
         let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q.fetch_all(&self.pool).await.map_err(DbError::query(format!(
-            "reading a batch of {}.{}",
-            col.table, col.column
-        )))?;
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "reading a batch of {}.{}",
+                col.table, col.column
+            )))?;
         decode_rows(&rows, col, true)
     }
 
     async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError> {
         let (sql, binds) = Dialect::Sqlite.fetch_rows(col, pks);
         let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q.fetch_all(&self.pool).await.map_err(DbError::query(format!(
-            "re-reading rows of {}.{}",
-            col.table, col.column
-        )))?;
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "re-reading rows of {}.{}",
+                col.table, col.column
+            )))?;
         decode_rows(&rows, col, true)
     }
 
@@ -757,7 +763,10 @@ mod tests {
             let start = std::time::Instant::now();
             let (mut after, mut written) = (None::<Vec<PkValue>>, 0);
             loop {
-                let rows = db.fetch_batch(&c, after.as_deref(), None, 5000).await.unwrap();
+                let rows = db
+                    .fetch_batch(&c, after.as_deref(), None, 5000)
+                    .await
+                    .unwrap();
                 let Some(last) = rows.last() else { break };
                 after = Some(last.pk.clone());
                 let updates: Vec<CasUpdate> = rows

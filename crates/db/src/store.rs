@@ -12,8 +12,8 @@ use crate::sql::Dialect;
 use crate::{
     AuditRow, AuditRowBuilder, AuditTip, Backend, BadRow, BadRowAck, BadRowRecord, BoxFuture,
     CasUpdate, CatalogRow, CatalogWrite, Checkpoint, ColumnCounts, ColumnRef, Database, DbError,
-    InstanceHeartbeat, InstanceRow, InstanceSnapshot, KeyCensus, LockHolder, LockInfo,
-    LockOutcome, Pk, PkValue, Row, RunRecord, Skip, TableInfo,
+    InstanceHeartbeat, InstanceRow, InstanceSnapshot, KeyCensus, LockHolder, LockInfo, LockOutcome,
+    Pk, PkValue, Row, RunRecord, Skip, TableInfo,
 };
 use async_trait::async_trait;
 
@@ -53,7 +53,10 @@ impl<D: Driver> Store<D> {
         sql: &str,
         params: Vec<Value>,
     ) -> Result<Vec<Record>, DbError> {
-        self.driver.query(sql, params).await.map_err(DbError::at(what))
+        self.driver
+            .query(sql, params)
+            .await
+            .map_err(DbError::at(what))
     }
 
     /// Runs one `CREATE TABLE IF NOT EXISTS` unless the table exists already
@@ -498,7 +501,11 @@ impl<D: Driver> Database for Store<D> {
             return Ok(Vec::new());
         }
         let sql = crate::meta::bad_rows_select(self.d(), table.is_some(), column.is_some());
-        let params: Vec<Value> = [table, column].into_iter().flatten().map(Value::from).collect();
+        let params: Vec<Value> = [table, column]
+            .into_iter()
+            .flatten()
+            .map(Value::from)
+            .collect();
         let rows = self.query("reading keyturn_bad_rows", &sql, params).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
@@ -624,7 +631,10 @@ impl<D: Driver> Database for Store<D> {
             .query(
                 "reading the audit table",
                 &crate::audit::read_sql(self.d()),
-                vec![after_seq.into(), (limit.min(i64::MAX as usize) as i64).into()],
+                vec![
+                    after_seq.into(),
+                    (limit.min(i64::MAX as usize) as i64).into(),
+                ],
             )
             .await?;
         rows.iter().map(Self::audit_row).collect()
@@ -803,4 +813,3 @@ impl<D: Driver> Database for Store<D> {
         })
     }
 }
-

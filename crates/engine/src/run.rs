@@ -18,8 +18,8 @@ use crate::retry::with_retry;
 use crate::{EngineError, ProgressSink, UnusableKey};
 use futures::StreamExt;
 use keyturn_db::{
-    BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, Database, LockCheck,
-    LockGuard, LockHolder, LockOutcome, Pk, Row, RunRecord, Skip, now_rfc3339, pk_display,
+    BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, Database, LockCheck, LockGuard,
+    LockHolder, LockOutcome, Pk, Row, RunRecord, Skip, now_rfc3339, pk_display,
 };
 use keyturn_format::{Codec, FormatError, Inspection, KeyIdLocation, Keyring, Reencryption};
 use rayon::prelude::*;

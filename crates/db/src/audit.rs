@@ -102,36 +102,6 @@ pub(crate) fn read_sql(d: Dialect) -> String {
     )
 }
 
-/// Decodes one `SELECT {COLUMNS}` row.
-macro_rules! decode_audit_row {
-    ($r:expr) => {{
-        use sqlx::Row as _;
-        let r = &$r;
-        let e = || DbError::query("reading the audit table");
-        $crate::AuditRow {
-            seq: r.try_get(0).map_err(e())?,
-            format_version: r.try_get(1).map_err(e())?,
-            event_time: r.try_get(2).map_err(e())?,
-            action: r.try_get(3).map_err(e())?,
-            actor: r.try_get(4).map_err(e())?,
-            outcome: r.try_get(5).map_err(e())?,
-            reason: r.try_get(6).map_err(e())?,
-            run_id: r.try_get(7).map_err(e())?,
-            key_ids: r.try_get(8).map_err(e())?,
-            column_counts: r.try_get(9).map_err(e())?,
-            duration_ms: r.try_get(10).map_err(e())?,
-            details: r.try_get(11).map_err(e())?,
-            prev_hash: r.try_get(12).map_err(e())?,
-            hash: r.try_get(13).map_err(e())?,
-        }
-    }};
-}
-
-/// Whether another appender already inserted this `seq`.
-pub(crate) fn is_unique_violation(e: &crate::DbError) -> bool {
-    e.is_unique_violation()
-}
-
 /// A short, jittered pause before the next append attempt.
 pub(crate) async fn backoff(attempt: u32) {
     let jitter = std::time::SystemTime::now()

@@ -34,6 +34,7 @@
 //! whose `SET` writes the cells that change in the batch (a re-wrap leaves
 //! the ciphertext and IV columns alone).
 
+use crate::driver::Value;
 use crate::sql::{Bind, Dialect};
 use crate::{CasUpdate, CellColumn, ColumnRef, DbError, PkValue, ValueKind};
 
@@ -87,43 +88,13 @@ pub fn unpack(packed: &[u8]) -> Result<Vec<Option<&[u8]>>, DbError> {
     Ok(out)
 }
 
-/// A bind parameter that may be NULL. No `Debug`: old cells of an
-/// `encrypt` run are plaintext.
-pub(crate) enum CellBind {
-    I64(i64),
-    Str(Option<String>),
-    Bytes(Option<Vec<u8>>),
-}
-
-macro_rules! bind_cells {
-    ($q:expr, $binds:expr) => {{
-        let mut q = $q;
-        for b in $binds {
-            q = match b {
-                $crate::cells::CellBind::I64(i) => q.bind(i),
-                $crate::cells::CellBind::Str(s) => q.bind(s),
-                $crate::cells::CellBind::Bytes(v) => q.bind(v),
-            };
-        }
-        q
-    }};
-}
-
-fn pk_bind(v: &PkValue) -> CellBind {
-    match v {
-        PkValue::Int(i) => CellBind::I64(*i),
-        PkValue::Text(s) => CellBind::Str(Some(s.clone())),
-        PkValue::Bytes(b) => CellBind::Bytes(Some(b.clone())),
-    }
-}
-
 /// A cell bound in the column's kind (text as a string, binary as bytes).
-fn cell_bind(kind: ValueKind, v: Option<&[u8]>) -> CellBind {
+fn cell_bind(kind: ValueKind, v: Option<&[u8]>) -> Value {
     match kind {
         // Cells read from a text column are UTF-8 (the driver decoded them
         // as String); new ones are what the codec wrote (ASCII key ids).
-        ValueKind::Text => CellBind::Str(v.map(|b| String::from_utf8_lossy(b).into_owned())),
-        ValueKind::Binary => CellBind::Bytes(v.map(<[u8]>::to_vec)),
+        ValueKind::Text => Value::Text(v.map(|b| String::from_utf8_lossy(b).into_owned())),
+        ValueKind::Binary => Value::Bytes(v.map(<[u8]>::to_vec)),
     }
 }
 
@@ -168,38 +139,6 @@ pub(crate) fn skip_condition(
         }
     }
     Some(format!("NOT ({})", parts.join(" AND ")))
-}
-
-/// Decodes `pk columns…, cell columns…` rows into rows whose anchor column
-/// is not NULL, each with its cells packed; a cell that cannot be read
-/// makes the row's problem.
-macro_rules! decode_cell_rows {
-    ($rows:expr, $col:expr, $dialect:expr) => {{
-        let col: &$crate::ColumnRef = $col;
-        let anchor = col.cells.iter().position(|c| c.name == col.column);
-        let mut out = Vec::with_capacity($rows.len());
-        for r in $rows {
-            let pk = decode_pk!(r, col);
-            let n = col.pk.len();
-            let mut cells: Vec<Option<Vec<u8>>> = Vec::with_capacity(col.cells.len());
-            let mut problem = None;
-            for (j, c) in col.cells.iter().enumerate() {
-                let (v, p) = decode_value!(r, n + j, c.kind, &c.name, $dialect);
-                problem = problem.or(p);
-                cells.push(v);
-            }
-            if anchor.is_some_and(|a| cells[a].is_none()) {
-                continue;
-            }
-            let value = if problem.is_some() {
-                Vec::new()
-            } else {
-                $crate::cells::pack(cells.iter().map(|c| c.as_deref()))
-            };
-            out.push($crate::Row { pk, value, problem });
-        }
-        out
-    }};
 }
 
 // ---------------------------------------------------------------------------
@@ -333,8 +272,8 @@ pub(crate) async fn write_cas_postgres(
             ),
         };
     }
-    let done = q.execute(pool).await.map_err(DbError::query(what(col)))?;
-    Ok(done.rows_affected())
+    // In a transaction that commits as the single-column write's does.
+    crate::postgres::write_batch(pool, q, col).await
 }
 
 /// Rows per statement so that `width` parameters per row stay within
@@ -450,15 +389,15 @@ async fn mysql_statement(
     );
     let mut binds = Vec::with_capacity(ups.len() * (col.pk.len() + col.cells.len() * 2));
     for u in ups {
-        binds.extend(u.pk.iter().map(pk_bind));
-        binds.extend(u.old.iter().map(|c| CellBind::Bytes(c.map(<[u8]>::to_vec))));
+        binds.extend(u.pk.iter().map(Value::pk));
+        binds.extend(u.old.iter().map(|c| Value::Bytes(c.map(<[u8]>::to_vec))));
         binds.extend(
             changed
                 .iter()
-                .map(|&j| CellBind::Bytes(u.new[j].map(<[u8]>::to_vec))),
+                .map(|&j| Value::Bytes(u.new[j].map(<[u8]>::to_vec))),
         );
     }
-    let q = bind_cells!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+    let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
     let done = q.execute(pool).await.map_err(DbError::query(what(col)))?;
     Ok(done.rows_affected())
 }
@@ -522,7 +461,7 @@ pub(crate) async fn write_cas_sqlite(
         );
         let mut binds = Vec::with_capacity(chunk.len() * width);
         for u in chunk {
-            binds.extend(u.pk.iter().map(pk_bind));
+            binds.extend(u.pk.iter().map(Value::pk));
             binds.extend(
                 u.old
                     .iter()
@@ -535,7 +474,7 @@ pub(crate) async fn write_cas_sqlite(
                     .map(|&j| cell_bind(col.cells[j].kind, u.new[j])),
             );
         }
-        let q = bind_cells!(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
+        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), binds);
         written += q
             .execute(&mut *tx)
             .await

@@ -126,12 +126,14 @@ impl Dialect {
                     out.push(format!("NOT ({})", self.regex_match(&text, p, binds)));
                 }
             }
-            Shape::Json { members, patterns } => match self {
-                Dialect::Postgres => {
-                    for p in patterns {
-                        out.push(format!("NOT ({})", self.regex_match(&text, p, binds)));
-                    }
+            // Without a JSON validity test that survives invalid input
+            // (PostgreSQL), the shape's patterns over the text.
+            Shape::Json { patterns, .. } if !self.capabilities().json_valid => {
+                for p in patterns {
+                    out.push(format!("NOT ({})", self.regex_match(&text, p, binds)));
                 }
+            }
+            Shape::Json { members, .. } => match self {
                 Dialect::MySql => {
                     out.push(format!("NOT JSON_VALID({text})"));
                     out.push(format!("JSON_TYPE({text}) <> 'OBJECT'"));
@@ -142,7 +144,7 @@ impl Dialect {
                         ));
                     }
                 }
-                Dialect::Sqlite => {
+                _ => {
                     out.push(format!("{text} GLOB {SQLITE_NOT_ASCII}"));
                     out.push(format!("NOT json_valid({text})"));
                     out.push(format!("json_type({text}) <> 'object'"));
@@ -289,19 +291,20 @@ impl Dialect {
         binds: &mut Vec<Bind>,
     ) -> String {
         let text = self.census_text(col);
+        if !self.capabilities().json_valid {
+            // PostgreSQL (no JSON function that survives invalid input).
+            let name = path.last().copied().unwrap_or_default();
+            binds.push(Bind::Str(format!(
+                "\"{name}\"\\s*:\\s*\"({token_pattern})\""
+            )));
+            return format!("substring({text} from {})", self.ph(binds.len()));
+        }
         match self {
-            Dialect::Postgres => {
-                let name = path.last().copied().unwrap_or_default();
-                binds.push(Bind::Str(format!(
-                    "\"{name}\"\\s*:\\s*\"({token_pattern})\""
-                )));
-                format!("substring({text} from {})", self.ph(binds.len()))
-            }
             Dialect::MySql => format!(
                 "CAST(JSON_UNQUOTE(JSON_EXTRACT({text}, '{}')) AS BINARY)",
                 json_path(path)
             ),
-            Dialect::Sqlite => format!("json_extract({text}, '{}')", json_path(path)),
+            _ => format!("json_extract({text}, '{}')", json_path(path)),
         }
     }
 

@@ -77,16 +77,14 @@ impl DriverError {
                     // also end in a unique violation on pg_type (23505):
                     // callers that create tables check for both.
                     DriverErrorKind::UniqueViolation
-                } else if matches!(
-                    code.as_str(),
-                    // PostgreSQL: serialization failure, deadlock, admin shutdown, crash shutdown, cannot connect now
-                    "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006"
-                    // SQLite: BUSY, LOCKED (extended codes included)
-                    | "5" | "6" | "261" | "517" | "262"
-                ) || db.message().contains("database is locked")
-                    || db.message().contains("Lock wait timeout")
-                    || db.message().contains("Deadlock found")
-                {
+                } else if backend_of(db.as_ref()).is_some_and(|b| {
+                    let caps = b.capabilities();
+                    caps.transient_codes.contains(&code.as_str())
+                        || caps
+                            .transient_messages
+                            .iter()
+                            .any(|m| db.message().contains(m))
+                }) {
                     DriverErrorKind::Transient
                 } else {
                     DriverErrorKind::Other
@@ -115,6 +113,25 @@ impl DriverError {
     }
 }
 
+/// The server a database error came from: each backend says which of its
+/// errors are transient ([`crate::Capabilities::transient_codes`]).
+fn backend_of(e: &dyn sqlx::error::DatabaseError) -> Option<crate::Backend> {
+    if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        Some(crate::Backend::Postgres)
+    } else if e
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .is_some()
+    {
+        Some(crate::Backend::MySql)
+    } else if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        Some(crate::Backend::Sqlite)
+    } else {
+        None
+    }
+}
+
 impl DbError {
     pub(crate) fn query(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DbError {
         let what = what.into();
@@ -122,6 +139,12 @@ impl DbError {
             what,
             cause: DriverError::from_sqlx(&e),
         }
+    }
+
+    /// A driver's error as the failure of `what`.
+    pub(crate) fn at(what: impl Into<String>) -> impl FnOnce(DriverError) -> DbError {
+        let what = what.into();
+        move |cause| DbError::Query { what, cause }
     }
 
     pub(crate) fn sqlite(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> DbError {

@@ -9,10 +9,6 @@
 //! clock, so the clocks of application hosts and of the operator's machine
 //! never enter the live/stale decision. Times are RFC 3339 UTC text with
 //! whole seconds.
-//!
-//! The trait methods are written as functions returning boxed futures (what
-//! `async_trait` would generate) so that the three backends get them from one
-//! macro, [`instance_methods!`], placed inside their `impl Database`.
 
 use crate::sql::Dialect;
 use serde::Serialize;
@@ -165,122 +161,6 @@ pub(crate) fn decode_key_ids(s: &str) -> Result<Vec<String>, crate::DbError> {
             "keyturn_instances.key_ids is not a JSON array of key ids ({e})"
         ))
     })
-}
-
-/// The instance methods of [`crate::Database`], for one backend: expands
-/// inside its `impl Database` (where `self.pool` and `Self::DIALECT` are
-/// visible).
-macro_rules! instance_methods {
-    () => {
-        fn ensure_instances(&self) -> $crate::instances::BoxFuture<'_, Result<(), DbError>> {
-            Box::pin(async move {
-                create_if_missing!(
-                    &self.pool,
-                    $crate::instances::create_table(Self::DIALECT),
-                    "creating the instance table keyturn_instances"
-                )
-            })
-        }
-
-        fn record_instance<'a>(
-            &'a self,
-            hb: &'a $crate::InstanceHeartbeat,
-        ) -> $crate::instances::BoxFuture<'a, Result<(), DbError>> {
-            Box::pin(async move {
-                let sql = $crate::instances::upsert_sql(Self::DIALECT);
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(hb.catalog.clone())
-                    .bind(hb.instance_id.clone())
-                    .bind(hb.host.clone())
-                    .bind(hb.pid)
-                    .bind(hb.label.clone())
-                    .bind($crate::instances::encode_key_ids(&hb.key_ids))
-                    .bind(hb.primary_key_id.clone())
-                    .bind(hb.keyring_fingerprint.clone())
-                    .execute(&self.pool)
-                    .await
-                    .map_err(DbError::query(format!(
-                        "recording the heartbeat of instance {:?} in keyturn_instances",
-                        hb.label
-                    )))?;
-                Ok(())
-            })
-        }
-
-        fn load_instances<'a>(
-            &'a self,
-            catalog: &'a str,
-        ) -> $crate::instances::BoxFuture<'a, Result<$crate::InstanceSnapshot, DbError>> {
-            Box::pin(async move {
-                use sqlx::Row as _;
-                let what = || format!("reading the instances of key catalog {catalog:?}");
-                let now_row = sqlx::query(sqlx::AssertSqlSafe($crate::instances::now_sql(
-                    Self::DIALECT,
-                )))
-                .fetch_one(&self.pool)
-                .await
-                .map_err(DbError::query("reading the database's clock"))?;
-                let now: String = now_row
-                    .try_get(0)
-                    .map_err(DbError::query("reading the database's clock"))?;
-                let mut instances = Vec::new();
-                if self.describe_table("keyturn_instances").await?.is_none() {
-                    return Ok($crate::InstanceSnapshot { now, instances });
-                }
-                let rows = sqlx::query(sqlx::AssertSqlSafe($crate::instances::select_sql(
-                    Self::DIALECT,
-                )))
-                .bind(catalog.to_owned())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(DbError::query(what()))?;
-                for r in rows {
-                    let key_ids: String = r.try_get(5).map_err(DbError::query(what()))?;
-                    instances.push($crate::InstanceRow {
-                        heartbeat: $crate::InstanceHeartbeat {
-                            catalog: r.try_get(0).map_err(DbError::query(what()))?,
-                            instance_id: r.try_get(1).map_err(DbError::query(what()))?,
-                            host: r.try_get(2).map_err(DbError::query(what()))?,
-                            pid: r.try_get(3).map_err(DbError::query(what()))?,
-                            label: r.try_get(4).map_err(DbError::query(what()))?,
-                            key_ids: $crate::instances::decode_key_ids(&key_ids)?,
-                            primary_key_id: r.try_get(6).map_err(DbError::query(what()))?,
-                            keyring_fingerprint: r.try_get(7).map_err(DbError::query(what()))?,
-                        },
-                        first_seen: r.try_get(8).map_err(DbError::query(what()))?,
-                        last_seen: r.try_get(9).map_err(DbError::query(what()))?,
-                    });
-                }
-                Ok($crate::InstanceSnapshot { now, instances })
-            })
-        }
-
-        fn remove_instance<'a>(
-            &'a self,
-            catalog: &'a str,
-            instance_id: &'a str,
-            if_last_seen: Option<&'a str>,
-        ) -> $crate::instances::BoxFuture<'a, Result<bool, DbError>> {
-            Box::pin(async move {
-                if self.describe_table("keyturn_instances").await?.is_none() {
-                    return Ok(false);
-                }
-                let mut q = sqlx::query(sqlx::AssertSqlSafe($crate::instances::delete_sql(
-                    Self::DIALECT,
-                    if_last_seen.is_some(),
-                )))
-                .bind(catalog.to_owned())
-                .bind(instance_id.to_owned());
-                if let Some(seen) = if_last_seen {
-                    q = q.bind(seen.to_owned());
-                }
-                let done = q.execute(&self.pool).await.map_err(DbError::query(
-                    "removing an instance from keyturn_instances",
-                ))?;
-                Ok(done.rows_affected() > 0)
-            })
-        }
-    };
 }
 
 #[cfg(test)]

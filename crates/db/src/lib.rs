@@ -5,24 +5,25 @@
 //! batches, compare-and-swap batch writes (one statement per batch), counts
 //! per key id computed by the database, and keyturn's own bookkeeping tables
 //! (checkpoints, runs, bad rows, lock) — so the engine never writes SQL.
+//!
+//! Inside, each server is one `Driver` (`postgres.rs`, `mysql.rs`,
+//! `sqlite.rs`: the hot path, the lock primitive, plain statements), and one
+//! generic `Store<D: Driver>` (`store.rs`) implements [`Database`] over any
+//! of them, bookkeeping included; `driver.rs` describes the seam and
+//! docs/ARCHITECTURE.md ("Adding a database") what a new server takes.
 #![forbid(unsafe_code)]
 
-mod catalog;
 #[macro_use]
-mod instances;
-#[macro_use]
-mod common;
-#[macro_use]
+mod driver;
 mod audit;
-#[macro_use]
+mod catalog;
 pub mod cells;
 mod census;
 mod config;
 mod error;
+mod instances;
 #[cfg(test)]
 mod lock_tests;
-pub mod ts;
-#[macro_use]
 mod meta;
 mod missing;
 mod mysql;
@@ -31,7 +32,9 @@ mod runs;
 mod sql;
 mod sqlite;
 mod sqlite_direct;
+mod store;
 pub mod testing;
+pub mod ts;
 
 pub use audit::{AuditRow, AuditRowBuilder, AuditTip};
 pub use catalog::{CatalogRow, CatalogWrite};
@@ -84,6 +87,41 @@ impl Backend {
             ))),
         }
     }
+
+    /// What this kind of database can do ([`Capabilities`]): each backend
+    /// states its own, next to its driver.
+    pub fn capabilities(self) -> Capabilities {
+        match self {
+            Backend::Sqlite => sqlite::CAPABILITIES,
+            Backend::Postgres => postgres::CAPABILITIES,
+            Backend::MySql => mysql::CAPABILITIES,
+        }
+    }
+}
+
+/// What a database can do, as the layers above need to know it: asked of
+/// the database ([`Database::capabilities`], or [`Backend::capabilities`]
+/// before connecting), never decided by backend name above this crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Bind parameters one batch-write statement may carry, when a batch
+    /// must stay under a limit (`None`: batches are written without one;
+    /// the engine then caps a batch at its configured size only).
+    pub max_write_binds: Option<usize>,
+    /// Batches in flight when `[rotation] workers` is not set.
+    pub default_workers: usize,
+    /// The database tests JSON validity without failing on invalid input
+    /// (`JSON_VALID`, `json_valid`), so the census may read a JSON value's
+    /// key with JSON functions; otherwise it matches the value's text.
+    pub json_valid: bool,
+    /// Server error codes (SQLSTATE or the server's own numbers) after
+    /// which retrying may succeed: serialization failures, deadlocks, lock
+    /// time-outs, a busy database, a server shutting down.
+    pub transient_codes: &'static [&'static str],
+    /// Parts of error messages that mean the same, for errors whose code
+    /// does not say it.
+    pub transient_messages: &'static [&'static str],
 }
 
 /// How a primary-key column is read, bound and ordered. Keyset pagination
@@ -448,6 +486,12 @@ trait HeldLock: Send + Sync {
 pub trait Database: Send + Sync + fmt::Debug {
     fn backend(&self) -> Backend;
 
+    /// What this database can do (bind limits, default workers, JSON
+    /// functions, transient errors).
+    fn capabilities(&self) -> Capabilities {
+        self.backend().capabilities()
+    }
+
     /// The table's columns, or `None` if it does not exist.
     async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError>;
 
@@ -508,8 +552,7 @@ pub trait Database: Send + Sync + fmt::Debug {
     async fn lock_status(&self) -> Result<Option<LockInfo>, DbError>;
 
     /// Runs whose record still says `running`, oldest first (none when
-    /// `keyturn_runs` does not exist). Boxed futures, like the instance
-    /// methods below: the backends get them from one macro (`meta.rs`).
+    /// `keyturn_runs` does not exist).
     fn running_runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, DbError>>;
 
     /// Records a `running` run as `interrupted`, finished at `finished_at`;
@@ -581,8 +624,7 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// Up to `limit` audit events with `seq > after_seq`, in `seq` order;
     /// nothing if the audit table does not exist.
     async fn audit_read(&self, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>, DbError>;
-    // The key catalog (docs/CATALOG.md). The three backends implement these
-    // in `common.rs`.
+    // The key catalog (docs/CATALOG.md).
 
     /// Creates the key catalog table (`keyturn_keys_catalog`) if missing.
     async fn ensure_catalog(&self) -> Result<(), DbError>;
@@ -596,8 +638,7 @@ pub trait Database: Send + Sync + fmt::Debug {
     async fn write_catalog(&self, writes: &[CatalogWrite]) -> Result<(), DbError>;
 
     // Application instances of a catalog (`keyturn_instances`, opt-in
-    // tracking, docs/CATALOG.md). Written as boxed futures so that the
-    // backends get them from one macro (`instances.rs`).
+    // tracking, docs/CATALOG.md).
 
     /// Creates `keyturn_instances` if missing.
     fn ensure_instances(&self) -> BoxFuture<'_, Result<(), DbError>>;
@@ -648,8 +689,12 @@ impl Default for ConnectOptions {
 pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Arc<dyn Database>, DbError> {
     match Backend::from_url(url)? {
         Backend::Sqlite => Ok(Arc::new(sqlite::SqliteDb::connect(url, opts).await?)),
-        Backend::Postgres => Ok(Arc::new(postgres::PgDb::connect(url, opts).await?)),
-        Backend::MySql => Ok(Arc::new(mysql::MySqlDb::connect(url, opts).await?)),
+        Backend::Postgres => Ok(Arc::new(store::Store::new(
+            postgres::PgDriver::connect(url, opts).await?,
+        ))),
+        Backend::MySql => Ok(Arc::new(store::Store::new(
+            mysql::MySqlDriver::connect(url, opts).await?,
+        ))),
     }
 }
 

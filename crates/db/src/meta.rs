@@ -9,6 +9,7 @@
 //!
 //! Times are stored as RFC 3339 UTC text so the three backends agree.
 
+use crate::driver::{Record, Sql, Tx, Value};
 use crate::sql::Dialect;
 use crate::{DbError, LockInfo};
 use serde::Serialize;
@@ -171,22 +172,6 @@ pub(crate) fn other_holder(
     }
 }
 
-/// The query reading `keyturn_lock`'s row as (holder, since, token), or
-/// `None` when the table does not exist; the token reads empty from a
-/// table made before tokens existed.
-pub(crate) async fn lock_row_sql(
-    db: &dyn crate::Database,
-) -> Result<Option<&'static str>, DbError> {
-    let Some(info) = db.describe_table("keyturn_lock").await? else {
-        return Ok(None);
-    };
-    Ok(Some(if info.column_type("holder_token").is_some() {
-        LOCK_ROW_SQL
-    } else {
-        "SELECT holder, since, '' FROM keyturn_lock WHERE name = 'rotation'"
-    }))
-}
-
 /// How long a check of the lock's session may take before the session is
 /// taken for dead (a network that dropped it without a word).
 pub(crate) const LOCK_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -194,24 +179,6 @@ pub(crate) const LOCK_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::
 /// Reads `keyturn_lock`'s row as (holder, since, token).
 pub(crate) const LOCK_ROW_SQL: &str =
     "SELECT holder, since, holder_token FROM keyturn_lock WHERE name = 'rotation'";
-
-/// Reads a lock row's three text columns.
-macro_rules! lock_row {
-    ($row:expr) => {{
-        use sqlx::Row as _;
-        match $row {
-            Some(r) => Some((
-                r.try_get::<String, _>(0)
-                    .map_err(DbError::query("reading the rotation lock"))?,
-                r.try_get::<String, _>(1)
-                    .map_err(DbError::query("reading the rotation lock"))?,
-                r.try_get::<String, _>(2)
-                    .map_err(DbError::query("reading the rotation lock"))?,
-            )),
-            None => None,
-        }
-    }};
-}
 
 /// The current time in keyturn's one timestamp format ([`crate::ts`]).
 pub fn now_rfc3339() -> String {
@@ -477,66 +444,136 @@ pub(crate) async fn upgrade_tables(db: &dyn crate::Database) -> Result<(), DbErr
     }
 }
 
-/// The `Database` methods over `keyturn_runs` that the run lifecycle needs,
-/// the same for every backend (expanded inside `impl_database!`, hence
-/// boxed futures: `async_trait` does not see into a nested macro).
-macro_rules! run_methods {
-    () => {
-        fn running_runs(
-            &self,
-        ) -> $crate::instances::BoxFuture<'_, Result<Vec<$crate::RunRecord>, DbError>> {
-            Box::pin(async move {
-                use sqlx::Row as _;
-                if self.describe_table("keyturn_runs").await?.is_none() {
-                    return Ok(Vec::new());
-                }
-                let what = "reading keyturn_runs";
-                let rows = sqlx::query(
-                    "SELECT run_id, operation, actor, started_at, finished_at, outcome, summary \
-                 FROM keyturn_runs WHERE outcome = 'running' ORDER BY started_at, run_id",
-                )
-                .fetch_all(&self.pool)
-                .await
-                .map_err(DbError::query(what))?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in rows {
-                    out.push($crate::RunRecord {
-                        run_id: r.try_get(0).map_err(DbError::query(what))?,
-                        operation: r.try_get(1).map_err(DbError::query(what))?,
-                        actor: r.try_get(2).map_err(DbError::query(what))?,
-                        started_at: r.try_get(3).map_err(DbError::query(what))?,
-                        finished_at: r.try_get(4).map_err(DbError::query(what))?,
-                        outcome: r.try_get(5).map_err(DbError::query(what))?,
-                        summary: r.try_get(6).map_err(DbError::query(what))?,
-                    });
-                }
-                Ok(out)
-            })
-        }
+/// Inserts or replaces a checkpoint (parameters: operation, table,
+/// column, target key, last key, rows done, run id, updated at).
+pub(crate) fn checkpoint_upsert(d: Dialect) -> String {
+    let phs: Vec<String> = (1..=8).map(|i| d.ph(i)).collect();
+    let cols =
+        "operation, table_name, column_name, target_key, last_pk, rows_done, run_id, updated_at";
+    match d {
+        Dialect::MySql => format!(
+            "REPLACE INTO keyturn_checkpoints ({cols}) VALUES ({})",
+            phs.join(", ")
+        ),
+        _ => format!(
+            "INSERT INTO keyturn_checkpoints ({cols}) VALUES ({}) \
+             ON CONFLICT (operation, table_name, column_name) DO UPDATE SET target_key = excluded.target_key, last_pk = excluded.last_pk, \
+             rows_done = excluded.rows_done, run_id = excluded.run_id, updated_at = excluded.updated_at",
+            phs.join(", ")
+        ),
+    }
+}
 
-        fn mark_run_interrupted<'a>(
-            &'a self,
-            run_id: &'a str,
-            finished_at: &'a str,
-        ) -> $crate::instances::BoxFuture<'a, Result<bool, DbError>> {
-            Box::pin(async move {
-                let d = Self::DIALECT;
-                let sql = format!(
-                    "UPDATE keyturn_runs SET outcome = 'interrupted', finished_at = {} \
-                 WHERE run_id = {} AND outcome = 'running'",
-                    d.ph(1),
-                    d.ph(2)
-                );
-                let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(finished_at.to_owned())
-                    .bind(run_id.to_owned())
-                    .execute(&self.pool)
-                    .await
-                    .map_err(DbError::query("recording an interrupted run"))?;
-                Ok(done.rows_affected() > 0)
-            })
-        }
+/// Inserts a run, or records its end (parameters: run id, operation,
+/// actor, started at, finished at, outcome, summary).
+pub(crate) fn run_upsert(d: Dialect) -> String {
+    let phs: Vec<String> = (1..=7).map(|i| d.ph(i)).collect();
+    let cols = "run_id, operation, actor, started_at, finished_at, outcome, summary";
+    match d {
+        Dialect::MySql => format!(
+            "REPLACE INTO keyturn_runs ({cols}) VALUES ({})",
+            phs.join(", ")
+        ),
+        _ => format!(
+            "INSERT INTO keyturn_runs ({cols}) VALUES ({}) \
+             ON CONFLICT (run_id) DO UPDATE SET finished_at = excluded.finished_at, outcome = excluded.outcome, summary = excluded.summary",
+            phs.join(", ")
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The lock's row, `keyturn_lock`, the same for every lock primitive
+// ---------------------------------------------------------------------------
+
+/// Records `holder` in `keyturn_lock`, in `tx` when given (the row of an
+/// earlier holder, whose session is gone since this one has the lock, is
+/// replaced).
+pub(crate) async fn record_holder(
+    sql: &dyn Sql,
+    tx: Option<&mut Box<dyn Tx>>,
+    holder: &LockHolder,
+    since: &str,
+) -> Result<(), DbError> {
+    let d = sql.dialect();
+    let phs: Vec<String> = (1..=6).map(|i| d.ph(i)).collect();
+    let cols = "name, holder, host, pid, since, heartbeat, holder_token";
+    let statement = match d {
+        Dialect::MySql | Dialect::Sqlite => format!(
+            "REPLACE INTO keyturn_lock ({cols}) VALUES ('rotation', {})",
+            phs.join(", ")
+        ),
+        Dialect::Postgres => format!(
+            "INSERT INTO keyturn_lock ({cols}) VALUES ('rotation', {}) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, host = excluded.host, pid = excluded.pid, \
+             since = excluded.since, heartbeat = excluded.heartbeat, holder_token = excluded.holder_token",
+            phs.join(", ")
+        ),
     };
+    let params: Vec<Value> = vec![
+        (&holder.description).into(),
+        (&holder.host).into(),
+        i64::from(holder.pid).into(),
+        since.into(),
+        since.into(),
+        (&holder.token).into(),
+    ];
+    let what = "recording the rotation lock";
+    match tx {
+        Some(tx) => tx.execute(&statement, params).await,
+        None => sql.execute(&statement, params).await,
+    }
+    .map_err(DbError::at(what))?;
+    Ok(())
+}
+
+/// Deletes the holder's own row (never a row another holder wrote after
+/// this one lost the lock).
+pub(crate) async fn delete_holder(sql: &dyn Sql, token: &str) -> Result<(), DbError> {
+    let statement = format!(
+        "DELETE FROM keyturn_lock WHERE name = 'rotation' AND holder_token = {}",
+        sql.dialect().ph(1)
+    );
+    sql.execute(&statement, vec![token.into()])
+        .await
+        .map_err(DbError::at("deleting the rotation lock's record"))?;
+    Ok(())
+}
+
+/// Who holds the lock, from its row, for a holder that could not take it.
+pub(crate) async fn holder_row(sql: &dyn Sql, own_token: &str) -> Result<LockInfo, DbError> {
+    let rows = sql
+        .query(LOCK_ROW_SQL, Vec::new())
+        .await
+        .map_err(DbError::at("reading the rotation lock"))?;
+    Ok(other_holder(lock_row(&rows)?, Some(own_token)))
+}
+
+/// Who holds the lock, from its row (made by any keyturn), for a lock the
+/// server says is held.
+pub(crate) async fn held_by<D: crate::driver::Driver>(driver: &D) -> Result<LockInfo, DbError> {
+    let rows = match driver.describe_table("keyturn_lock").await? {
+        Some(info) => {
+            let q = if info.column_type("holder_token").is_some() {
+                LOCK_ROW_SQL
+            } else {
+                "SELECT holder, since, '' FROM keyturn_lock WHERE name = 'rotation'"
+            };
+            driver
+                .query(q, Vec::new())
+                .await
+                .map_err(DbError::at("reading the rotation lock"))?
+        }
+        None => Vec::new(),
+    };
+    Ok(other_holder(lock_row(&rows)?, None))
+}
+
+/// A lock row's three text columns.
+fn lock_row(rows: &[Record]) -> Result<Option<(String, String, String)>, DbError> {
+    rows.first()
+        .map(|r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)))
+        .transpose()
 }
 
 #[cfg(test)]

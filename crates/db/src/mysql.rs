@@ -3,11 +3,12 @@
 //! `max_allowed_packet`); the rotation lock is `GET_LOCK` held on a dedicated
 //! connection.
 
+use crate::driver::{Driver, decode_rows, values};
 use crate::error::redact_url;
 use crate::sql::Dialect;
 use crate::{
-    ColumnRef, ConnectOptions, DbError, HeldLock, LockCheck, LockGuard, LockHolder, LockOutcome,
-    TableInfo, ValueKind,
+    Backend, CasUpdate, ColumnRef, ConnectOptions, DbError, HeldLock, LockCheck, LockGuard,
+    LockHolder, LockInfo, LockOutcome, Pk, PkValue, Row, Skip, TableInfo, ValueKind,
 };
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
@@ -15,24 +16,38 @@ use sqlx::{Connection, Row as _};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// What MySQL / MariaDB can do ([`crate::Capabilities`]).
+pub(crate) const CAPABILITIES: crate::Capabilities = crate::Capabilities {
+    // Bind parameters per statement are limited to 65535 (a batch write
+    // binds every key column, the old and the new value of each row).
+    max_write_binds: Some(60_000),
+    // Writers run in parallel on a server.
+    default_workers: 2,
+    // JSON_VALID tests a value without failing on invalid input.
+    json_valid: true,
+    // Lock wait timeout, deadlock.
+    transient_codes: &["1205", "1213"],
+    transient_messages: &["Lock wait timeout", "Deadlock found"],
+};
+
 /// `GET_LOCK` names are server-wide, not per database: the lock name ends
 /// with a hash of the current database's name so that rotations of two
 /// databases on one server do not block each other (49 characters, within
 /// the 64 allowed).
 const LOCK_NAME_SQL: &str = "CONCAT('keyturn.rotation.', MD5(COALESCE(DATABASE(), '')))";
 
-#[derive(Debug)]
-pub(crate) struct MySqlDb {
+#[derive(Clone, Debug)]
+pub(crate) struct MySqlDriver {
     pool: MySqlPool,
     /// Bytes of old and new values one write statement may carry: a
     /// statement larger than the server's `max_allowed_packet` is refused.
     write_budget: usize,
 }
 
-impl MySqlDb {
-    const DIALECT: Dialect = Dialect::MySql;
+sqlx_sql!(MySqlDriver, sqlx::MySql, Dialect::MySql);
 
-    pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<MySqlDb, DbError> {
+impl MySqlDriver {
+    pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<MySqlDriver, DbError> {
         let target = redact_url(url);
         // `mariadb://` is accepted as a synonym.
         let url = url
@@ -62,16 +77,16 @@ impl MySqlDb {
             .connect_lazy_with(options);
         // Leave room for the statement text and per-parameter framing.
         let write_budget = (max_packet.max(1 << 20) as usize) / 4 * 3;
-        Ok(MySqlDb { pool, write_budget })
+        Ok(MySqlDriver { pool, write_budget })
     }
 
     /// One multi-row compare-and-swap `UPDATE … JOIN` statement.
     async fn write_cas_statement(
         &self,
         col: &ColumnRef,
-        updates: &[crate::CasUpdate],
+        updates: &[CasUpdate],
     ) -> Result<u64, DbError> {
-        let d = Self::DIALECT;
+        let d = Dialect::MySql;
         let width = col.pk.len() + 2;
         // Values travel as bytes, cast to binary strings: a string parameter
         // becomes a VARCHAR column of the derived table, and MariaDB
@@ -177,32 +192,14 @@ impl MySqlDb {
         )))?;
         Ok(done.rows_affected())
     }
-
-    fn split_table(table: &str) -> (Option<&str>, &str) {
-        match table.split_once('.') {
-            Some((s, t)) => (Some(s), t),
-            None => (None, table),
-        }
-    }
 }
 
-/// Records `holder` in `keyturn_lock` (the row of an earlier holder, whose
-/// session is gone since this one has the lock, is replaced).
-async fn record_holder(pool: &MySqlPool, holder: &LockHolder, since: &str) -> Result<(), DbError> {
-    sqlx::query(
-        "REPLACE INTO keyturn_lock (name, holder, host, pid, since, heartbeat, holder_token) \
-         VALUES ('rotation', ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(holder.description.clone())
-    .bind(holder.host.clone())
-    .bind(i64::from(holder.pid))
-    .bind(since.to_owned())
-    .bind(since.to_owned())
-    .bind(holder.token.clone())
-    .execute(pool)
-    .await
-    .map_err(DbError::query("recording the rotation lock"))?;
-    Ok(())
+/// `schema.table` as (schema, table).
+fn split_table(table: &str) -> (Option<&str>, &str) {
+    match table.split_once('.') {
+        Some((s, t)) => (Some(s), t),
+        None => (None, table),
+    }
 }
 
 /// A fresh connection out of the pool (reusing an idle one when there is),
@@ -227,17 +224,8 @@ async fn get_lock(conn: &mut MySqlConnection) -> Result<bool, DbError> {
     Ok(got == Some(1))
 }
 
-/// Who holds the lock, from its row, for a holder that could not take it.
-async fn holder_row(pool: &MySqlPool, own_token: &str) -> Result<crate::LockInfo, DbError> {
-    let row = sqlx::query(crate::meta::LOCK_ROW_SQL)
-        .fetch_optional(pool)
-        .await
-        .map_err(DbError::query("reading the rotation lock"))?;
-    Ok(crate::meta::other_holder(lock_row!(row), Some(own_token)))
-}
-
 struct MySqlLock {
-    pool: MySqlPool,
+    driver: MySqlDriver,
     holder: LockHolder,
     /// The lock's session; `None` once released, or while it is lost.
     conn: tokio::sync::Mutex<Option<MySqlConnection>>,
@@ -269,14 +257,15 @@ impl HeldLock for MySqlLock {
         if let Some(old) = slot.take() {
             let _ = old.close().await;
         }
-        let mut conn = lock_connection(&self.pool).await?;
+        let mut conn = lock_connection(&self.driver.pool).await?;
         if get_lock(&mut conn).await? {
-            record_holder(&self.pool, &self.holder, &crate::meta::now_rfc3339()).await?;
+            let now = crate::meta::now_rfc3339();
+            crate::meta::record_holder(&self.driver, None, &self.holder, &now).await?;
             *slot = Some(conn);
             return Ok(LockCheck::Retaken);
         }
         let _ = conn.close().await;
-        let other = holder_row(&self.pool, &self.holder.token).await?;
+        let other = crate::meta::holder_row(&self.driver, &self.holder.token).await?;
         Ok(LockCheck::Lost {
             holder: other.holder,
             since: other.since,
@@ -291,13 +280,7 @@ impl HeldLock for MySqlLock {
         {
             return Ok(());
         }
-        let deleted =
-            sqlx::query("DELETE FROM keyturn_lock WHERE name = 'rotation' AND holder_token = ?")
-                .bind(self.holder.token.clone())
-                .execute(&self.pool)
-                .await
-                .map(|_| ())
-                .map_err(DbError::query("deleting the rotation lock's record"));
+        let deleted = crate::meta::delete_holder(&self.driver, &self.holder.token).await;
         if let Some(mut conn) = slot.take() {
             // Should the release fail, closing the session frees the lock.
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -311,16 +294,12 @@ impl HeldLock for MySqlLock {
     }
 }
 
-// Batches are read row by row through sqlx (SQLite has its own read).
-impl crate::common::OwnBatchRead for MySqlDb {}
-
-impl_database!(MySqlDb, {
-    fn backend(&self) -> crate::Backend {
-        crate::Backend::MySql
-    }
+#[async_trait]
+impl Driver for MySqlDriver {
+    const BACKEND: Backend = Backend::MySql;
 
     async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
-        let (schema, name) = Self::split_table(table);
+        let (schema, name) = split_table(table);
         let schema_cond = if schema.is_some() {
             "TABLE_SCHEMA = ?"
         } else {
@@ -377,11 +356,39 @@ impl_database!(MySqlDb, {
         }))
     }
 
-    async fn write_cas(
+    async fn fetch_batch(
         &self,
         col: &ColumnRef,
-        updates: &[crate::CasUpdate],
-    ) -> Result<u64, DbError> {
+        after: Option<&[PkValue]>,
+        skip: Option<&Skip>,
+        limit: usize,
+    ) -> Result<Vec<Row>, DbError> {
+        let (sql, binds) = Dialect::MySql.fetch_batch(col, after, skip, limit);
+        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "reading a batch of {}.{}",
+                col.table, col.column
+            )))?;
+        decode_rows(&rows, col, false)
+    }
+
+    async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError> {
+        let (sql, binds) = Dialect::MySql.fetch_rows(col, pks);
+        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "re-reading rows of {}.{}",
+                col.table, col.column
+            )))?;
+        decode_rows(&rows, col, false)
+    }
+
+    async fn write_cas(&self, col: &ColumnRef, updates: &[CasUpdate]) -> Result<u64, DbError> {
         if col.has_cells() {
             return crate::cells::write_cas_mysql(&self.pool, self.write_budget, col, updates)
                 .await;
@@ -416,20 +423,21 @@ impl_database!(MySqlDb, {
         let mut conn = lock_connection(&self.pool).await?;
         if !get_lock(&mut conn).await? {
             let _ = conn.close().await;
-            let other = holder_row(&self.pool, &holder.token).await?;
+            let other = crate::meta::holder_row(self, &holder.token).await?;
             return Ok(LockOutcome::Held {
                 holder: other.holder,
                 since: other.since,
             });
         }
-        if let Err(e) = record_holder(&self.pool, holder, &crate::meta::now_rfc3339()).await {
+        let now = crate::meta::now_rfc3339();
+        if let Err(e) = crate::meta::record_holder(self, None, holder, &now).await {
             let _ = conn.close().await;
             return Err(e);
         }
         Ok(LockOutcome::Acquired(LockGuard::new(
             &holder.token,
             Box::new(MySqlLock {
-                pool: self.pool.clone(),
+                driver: self.clone(),
                 holder: holder.clone(),
                 conn: tokio::sync::Mutex::new(Some(conn)),
                 released: std::sync::atomic::AtomicBool::new(false),
@@ -437,7 +445,7 @@ impl_database!(MySqlDb, {
         )))
     }
 
-    async fn lock_status(&self) -> Result<Option<crate::LockInfo>, DbError> {
+    async fn lock_status(&self) -> Result<Option<LockInfo>, DbError> {
         let used: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT CAST(IS_USED_LOCK({LOCK_NAME_SQL}) IS NOT NULL AS SIGNED)"
         )))
@@ -448,13 +456,10 @@ impl_database!(MySqlDb, {
         if used == 0 {
             return Ok(None);
         }
-        let row = match crate::meta::lock_row_sql(self).await? {
-            Some(sql) => sqlx::query(sql)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(DbError::query("reading the rotation lock"))?,
-            None => None,
-        };
-        Ok(Some(crate::meta::other_holder(lock_row!(row), None)))
+        Ok(Some(crate::meta::held_by(self).await?))
     }
-});
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,11 +1,12 @@
 //! PostgreSQL: batches written with one `UPDATE … FROM unnest(…)` each; the
 //! rotation lock is a session advisory lock held on a dedicated connection.
 
+use crate::driver::{Driver, decode_rows, values};
 use crate::error::redact_url;
 use crate::sql::Dialect;
 use crate::{
-    ColumnRef, ConnectOptions, DbError, HeldLock, LockCheck, LockGuard, LockHolder, LockOutcome,
-    PkKind, PkValue, TableInfo, ValueKind,
+    Backend, CasUpdate, ColumnRef, ConnectOptions, DbError, HeldLock, LockCheck, LockGuard,
+    LockHolder, LockInfo, LockOutcome, Pk, PkKind, PkValue, Row, Skip, TableInfo, ValueKind,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -13,18 +14,36 @@ use sqlx::{Connection, Row as _};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// What PostgreSQL can do ([`crate::Capabilities`]).
+pub(crate) const CAPABILITIES: crate::Capabilities = crate::Capabilities {
+    // A batch is written with one array parameter per column
+    // (`unnest`), whatever its size.
+    max_write_binds: None,
+    // Writers run in parallel on a server.
+    default_workers: 2,
+    // A cast of one invalid value to jsonb fails the whole statement: the
+    // census matches JSON values' text instead.
+    json_valid: false,
+    // Serialization failure, deadlock, admin shutdown, crash shutdown,
+    // cannot connect now, connection exceptions.
+    transient_codes: &[
+        "40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006",
+    ],
+    transient_messages: &[],
+};
+
 /// Advisory lock key: the first 8 bytes of "keyturn\0" read as an integer.
 const ADVISORY_KEY: i64 = 0x6b65_7974_7572_6e00;
 
-#[derive(Debug)]
-pub(crate) struct PgDb {
+#[derive(Clone, Debug)]
+pub(crate) struct PgDriver {
     pool: PgPool,
 }
 
-impl PgDb {
-    const DIALECT: Dialect = Dialect::Postgres;
+sqlx_sql!(PgDriver, sqlx::Postgres, Dialect::Postgres);
 
-    pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<PgDb, DbError> {
+impl PgDriver {
+    pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<PgDriver, DbError> {
         let target = redact_url(url);
         let url = known_params_only(url);
         let options = PgConnectOptions::from_str(&url).map_err(DbError::connect(target.clone()))?;
@@ -42,7 +61,7 @@ impl PgDb {
             .max_connections(opts.max_connections)
             .acquire_timeout(Duration::from_secs(30))
             .connect_lazy_with(options.clone());
-        Ok(PgDb { pool })
+        Ok(PgDriver { pool })
     }
 }
 
@@ -184,6 +203,33 @@ pub(crate) fn pk_arrays<'a>(
     Ok(out)
 }
 
+/// Runs one batch's compare-and-swap statement (single- or multi-column) in
+/// its own transaction; returns the rows written.
+pub(crate) async fn write_batch(
+    pool: &PgPool,
+    statement: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    col: &ColumnRef,
+) -> Result<u64, DbError> {
+    let what = || format!("writing a batch of {}.{}", col.table, col.column);
+    let mut tx = pool.begin().await.map_err(DbError::query(what()))?;
+    // The batch's commit need not wait for its WAL flush: a server crash
+    // can lose only the last few batches, which then still hold their
+    // old ciphertext (readable: the old key stays in the keyring) and
+    // are rotated again on resume. The checkpoint and the run record
+    // commit later in the same WAL, with the default synchronous commit,
+    // so they are never durable ahead of the rows they describe.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::query(what()))?;
+    let done = statement
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::query(what()))?;
+    tx.commit().await.map_err(DbError::query(what()))?;
+    Ok(done.rows_affected())
+}
+
 /// The advisory lock's key as `pg_locks` shows it: `classid` the high and
 /// `objid` the low 32 bits (`objsubid` 1 marks a single bigint key).
 const ADVISORY_CLASSID: i64 = ADVISORY_KEY >> 32;
@@ -193,26 +239,6 @@ const ADVISORY_OBJID: i64 = ADVISORY_KEY & 0xffff_ffff;
 const ADVISORY_LOCKS: &str = "FROM pg_locks WHERE locktype = 'advisory' AND granted \
      AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
      AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1";
-
-/// Records `holder` in `keyturn_lock` (the row of an earlier holder, whose
-/// session is gone since this one has the lock, is replaced).
-async fn record_holder(pool: &PgPool, holder: &LockHolder, since: &str) -> Result<(), DbError> {
-    sqlx::query(
-        "INSERT INTO keyturn_lock (name, holder, host, pid, since, heartbeat, holder_token) \
-         VALUES ('rotation', $1, $2, $3, $4, $4, $5) \
-         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, host = excluded.host, pid = excluded.pid, \
-         since = excluded.since, heartbeat = excluded.heartbeat, holder_token = excluded.holder_token",
-    )
-    .bind(holder.description.clone())
-    .bind(holder.host.clone())
-    .bind(i64::from(holder.pid))
-    .bind(since.to_owned())
-    .bind(holder.token.clone())
-    .execute(pool)
-    .await
-    .map_err(DbError::query("recording the rotation lock"))?;
-    Ok(())
-}
 
 /// A fresh connection out of the pool (reusing an idle one when there is),
 /// never handed back: a session-level advisory lock lives as long as it.
@@ -234,17 +260,8 @@ async fn try_advisory_lock(conn: &mut PgConnection) -> Result<bool, DbError> {
         .map_err(DbError::query("taking the rotation lock"))
 }
 
-/// Who holds the lock, from its row, for a holder that could not take it.
-async fn holder_row(pool: &PgPool, own_token: &str) -> Result<crate::LockInfo, DbError> {
-    let row = sqlx::query(crate::meta::LOCK_ROW_SQL)
-        .fetch_optional(pool)
-        .await
-        .map_err(DbError::query("reading the rotation lock"))?;
-    Ok(crate::meta::other_holder(lock_row!(row), Some(own_token)))
-}
-
 struct PgLock {
-    pool: PgPool,
+    driver: PgDriver,
     holder: LockHolder,
     /// The lock's session; `None` once released, or while it is lost.
     conn: tokio::sync::Mutex<Option<PgConnection>>,
@@ -278,14 +295,15 @@ impl HeldLock for PgLock {
         if let Some(old) = slot.take() {
             let _ = old.close().await;
         }
-        let mut conn = lock_connection(&self.pool).await?;
+        let mut conn = lock_connection(&self.driver.pool).await?;
         if try_advisory_lock(&mut conn).await? {
-            record_holder(&self.pool, &self.holder, &crate::meta::now_rfc3339()).await?;
+            let now = crate::meta::now_rfc3339();
+            crate::meta::record_holder(&self.driver, None, &self.holder, &now).await?;
             *slot = Some(conn);
             return Ok(LockCheck::Retaken);
         }
         let _ = conn.close().await;
-        let other = holder_row(&self.pool, &self.holder.token).await?;
+        let other = crate::meta::holder_row(&self.driver, &self.holder.token).await?;
         Ok(LockCheck::Lost {
             holder: other.holder,
             since: other.since,
@@ -300,13 +318,7 @@ impl HeldLock for PgLock {
         {
             return Ok(());
         }
-        let deleted =
-            sqlx::query("DELETE FROM keyturn_lock WHERE name = 'rotation' AND holder_token = $1")
-                .bind(self.holder.token.clone())
-                .execute(&self.pool)
-                .await
-                .map(|_| ())
-                .map_err(DbError::query("deleting the rotation lock's record"));
+        let deleted = crate::meta::delete_holder(&self.driver, &self.holder.token).await;
         if let Some(mut conn) = slot.take() {
             // Should the unlock fail, closing the session frees the lock.
             let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -319,16 +331,12 @@ impl HeldLock for PgLock {
     }
 }
 
-// Batches are read row by row through sqlx (SQLite has its own read).
-impl crate::common::OwnBatchRead for PgDb {}
-
-impl_database!(PgDb, {
-    fn backend(&self) -> crate::Backend {
-        crate::Backend::Postgres
-    }
+#[async_trait]
+impl Driver for PgDriver {
+    const BACKEND: Backend = Backend::Postgres;
 
     async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
-        let regclass = Self::DIALECT.quote(table);
+        let regclass = Dialect::Postgres.quote(table);
         let cols = sqlx::query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
@@ -370,18 +378,44 @@ impl_database!(PgDb, {
         }))
     }
 
-    async fn write_cas(
+    async fn fetch_batch(
         &self,
         col: &ColumnRef,
-        updates: &[crate::CasUpdate],
-    ) -> Result<u64, DbError> {
+        after: Option<&[PkValue]>,
+        skip: Option<&Skip>,
+        limit: usize,
+    ) -> Result<Vec<Row>, DbError> {
+        let (sql, binds) = Dialect::Postgres.fetch_batch(col, after, skip, limit);
+        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "reading a batch of {}.{}",
+                col.table, col.column
+            )))?;
+        decode_rows(&rows, col, false)
+    }
+
+    async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError> {
+        let (sql, binds) = Dialect::Postgres.fetch_rows(col, pks);
+        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "re-reading rows of {}.{}",
+                col.table, col.column
+            )))?;
+        decode_rows(&rows, col, false)
+    }
+
+    /// One `UPDATE … FROM unnest(…)` per batch.
+    async fn write_cas(&self, col: &ColumnRef, updates: &[CasUpdate]) -> Result<u64, DbError> {
         if col.has_cells() {
             return crate::cells::write_cas_postgres(&self.pool, col, updates).await;
         }
-        if updates.is_empty() {
-            return Ok(0);
-        }
-        let d = Self::DIALECT;
+        let d = Dialect::Postgres;
         let vt = match col.kind {
             ValueKind::Text => "text",
             ValueKind::Binary => "bytea",
@@ -419,41 +453,28 @@ impl_database!(PgDb, {
                 .bind(updates.iter().map(|u| u.old.clone()).collect::<Vec<_>>())
                 .bind(updates.iter().map(|u| u.new.clone()).collect::<Vec<_>>()),
         };
-        let what = || format!("writing a batch of {}.{}", col.table, col.column);
-        let mut tx = self.pool.begin().await.map_err(DbError::query(what()))?;
-        // The batch's commit need not wait for its WAL flush: a server crash
-        // can lose only the last few batches, which then still hold their
-        // old ciphertext (readable: the old key stays in the keyring) and
-        // are rotated again on resume. The checkpoint and the run record
-        // commit later in the same WAL, with the default synchronous commit,
-        // so they are never durable ahead of the rows they describe.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(DbError::query(what()))?;
-        let done = q.execute(&mut *tx).await.map_err(DbError::query(what()))?;
-        tx.commit().await.map_err(DbError::query(what()))?;
-        Ok(done.rows_affected())
+        write_batch(&self.pool, q, col).await
     }
 
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
         let mut conn = lock_connection(&self.pool).await?;
         if !try_advisory_lock(&mut conn).await? {
             let _ = conn.close().await;
-            let other = holder_row(&self.pool, &holder.token).await?;
+            let other = crate::meta::holder_row(self, &holder.token).await?;
             return Ok(LockOutcome::Held {
                 holder: other.holder,
                 since: other.since,
             });
         }
-        if let Err(e) = record_holder(&self.pool, holder, &crate::meta::now_rfc3339()).await {
+        let now = crate::meta::now_rfc3339();
+        if let Err(e) = crate::meta::record_holder(self, None, holder, &now).await {
             let _ = conn.close().await;
             return Err(e);
         }
         Ok(LockOutcome::Acquired(LockGuard::new(
             &holder.token,
             Box::new(PgLock {
-                pool: self.pool.clone(),
+                driver: self.clone(),
                 holder: holder.clone(),
                 conn: tokio::sync::Mutex::new(Some(conn)),
                 released: std::sync::atomic::AtomicBool::new(false),
@@ -461,7 +482,7 @@ impl_database!(PgDb, {
         )))
     }
 
-    async fn lock_status(&self) -> Result<Option<crate::LockInfo>, DbError> {
+    async fn lock_status(&self) -> Result<Option<LockInfo>, DbError> {
         let held: bool = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT EXISTS (SELECT 1 {ADVISORY_LOCKS})"
         )))
@@ -474,16 +495,13 @@ impl_database!(PgDb, {
         if !held {
             return Ok(None);
         }
-        let row = match crate::meta::lock_row_sql(self).await? {
-            Some(sql) => sqlx::query(sql)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(DbError::query("reading the rotation lock"))?,
-            None => None,
-        };
-        Ok(Some(crate::meta::other_holder(lock_row!(row), None)))
+        Ok(Some(crate::meta::held_by(self).await?))
     }
-});
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
 
 #[cfg(test)]
 mod tests {

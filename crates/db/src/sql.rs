@@ -5,12 +5,9 @@
 
 use crate::{ColumnRef, PkColumn, PkKind, PkValue, ValueKind};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Sqlite,
-    Postgres,
-    MySql,
-}
+/// A database as SQL text is spelled for it: the [`crate::Backend`] itself,
+/// so a new database is one variant, not two.
+pub(crate) use crate::Backend as Dialect;
 
 /// A bind parameter.
 #[derive(Clone, Debug)]

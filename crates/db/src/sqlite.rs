@@ -3,19 +3,36 @@
 //! prepared compare-and-swap per row); the rotation lock is a lease row with
 //! a heartbeat, taken over when its holder is gone.
 
-use crate::common::OwnBatchRead;
+use crate::driver::{Driver, Record, Sql, decode_rows, values};
 use crate::sql::Dialect;
 use crate::sqlite_direct::DirectConnections;
+use crate::store::Store;
 use crate::{
-    ColumnRef, ConnectOptions, DbError, HeldLock, LockCheck, LockGuard, LockHolder, LockOutcome,
-    PkValue, Row, TableInfo, ValueKind,
+    Backend, CasUpdate, ColumnRef, ConnectOptions, DbError, HeldLock, LockCheck, LockGuard,
+    LockHolder, LockInfo, LockOutcome, Pk, PkValue, Row, Skip, TableInfo, ValueKind,
 };
 use async_trait::async_trait;
+use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{Connection, Row as _};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What SQLite can do ([`crate::Capabilities`]).
+pub(crate) const CAPABILITIES: crate::Capabilities = crate::Capabilities {
+    // Batches are written one prepared statement per row (or, in memory,
+    // split at [`MAX_BINDS`]): no limit for the engine to respect.
+    max_write_binds: None,
+    // One writer at a time: a reader and a writer already keep two cores
+    // busy, and measured at 1M rows a second batch in flight was no faster
+    // and held 10 MB more.
+    default_workers: 1,
+    // json_valid tests a value without failing on invalid input.
+    json_valid: true,
+    // BUSY, LOCKED (extended codes included).
+    transient_codes: &["5", "6", "261", "517", "262"],
+    transient_messages: &["database is locked"],
+};
 
 /// A lease whose heartbeat is older than this is considered abandoned.
 const LEASE_STALE_SECS: i64 = 30;
@@ -90,8 +107,8 @@ async fn relax_wal_sync(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::E
     Ok(())
 }
 
-#[derive(Debug)]
-pub(crate) struct SqliteDb {
+#[derive(Clone, Debug)]
+pub(crate) struct SqliteDriver {
     pool: SqlitePool,
     /// Batch reads and writes of single-column values; `None` for an
     /// in-memory database.
@@ -100,13 +117,22 @@ pub(crate) struct SqliteDb {
     /// second `BEGIN IMMEDIATE` would wait in SQLite's busy handler, which
     /// sleeps in steps of 1 to 100 ms and so wakes late; this wakes the next
     /// writer the moment the previous one commits.
-    writer: tokio::sync::Mutex<()>,
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl SqliteDb {
-    const DIALECT: Dialect = Dialect::Sqlite;
+sqlx_sql!(SqliteDriver, sqlx::Sqlite, Dialect::Sqlite);
 
+/// A SQLite database.
+pub(crate) type SqliteDb = Store<SqliteDriver>;
+
+impl SqliteDb {
     pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<SqliteDb, DbError> {
+        Ok(Store::new(SqliteDriver::connect(url, opts).await?))
+    }
+}
+
+impl SqliteDriver {
+    async fn connect(url: &str, opts: &ConnectOptions) -> Result<SqliteDriver, DbError> {
         let target = crate::error::redact_url(url);
         let busy_timeout = Duration::from_secs(30);
         let options = SqliteConnectOptions::from_str(url)
@@ -130,62 +156,48 @@ impl SqliteDb {
             .map_err(DbError::connect(target))?;
         // After the pool: connecting has created the file if asked to.
         let direct = DirectConnections::for_file(&file, busy_timeout);
-        Ok(SqliteDb {
+        Ok(SqliteDriver {
             pool,
             direct,
-            writer: tokio::sync::Mutex::new(()),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
         })
-    }
-}
-
-#[async_trait]
-impl OwnBatchRead for SqliteDb {
-    /// A batch of a single-column value on a direct connection; `None` (sqlx
-    /// reads it) for multi-column values and in-memory databases.
-    async fn fetch_batch_own(
-        &self,
-        col: &ColumnRef,
-        after: Option<&[PkValue]>,
-        skip: Option<&crate::Skip>,
-        limit: usize,
-    ) -> Result<Option<Vec<Row>>, DbError> {
-        match &self.direct {
-            Some(direct) if !col.has_cells() => {
-                direct.fetch_batch(col, after, skip, limit).await.map(Some)
-            }
-            _ => Ok(None),
-        }
     }
 }
 
 /// The lease row: holder, host, pid, since, heartbeat, token.
 type Lease = (String, String, i64, String, String, String);
 
-async fn read_lease<'c, E>(conn: E, with_token: bool) -> Result<Option<Lease>, DbError>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
-{
-    let sql = if with_token {
+/// Reads the lease row; `with_token`: the table has `holder_token` (made
+/// by a keyturn that wrote tokens).
+fn lease_sql(with_token: bool) -> &'static str {
+    if with_token {
         "SELECT holder, host, pid, since, heartbeat, holder_token FROM keyturn_lock WHERE name = 'rotation'"
     } else {
         "SELECT holder, host, pid, since, heartbeat, '' FROM keyturn_lock WHERE name = 'rotation'"
-    };
-    let what = "reading the rotation lock";
-    let Some(r) = sqlx::query(sql)
-        .fetch_optional(conn)
+    }
+}
+
+fn lease_of(rows: &[Record]) -> Result<Option<Lease>, DbError> {
+    rows.first()
+        .map(|r| {
+            Ok((
+                r.text(0)?,
+                r.text(1)?,
+                r.int(2)?,
+                r.text(3)?,
+                r.text(4)?,
+                r.text(5)?,
+            ))
+        })
+        .transpose()
+}
+
+async fn read_lease(driver: &SqliteDriver, with_token: bool) -> Result<Option<Lease>, DbError> {
+    let rows = driver
+        .query(lease_sql(with_token), Vec::new())
         .await
-        .map_err(DbError::query(what))?
-    else {
-        return Ok(None);
-    };
-    Ok(Some((
-        r.try_get(0).map_err(DbError::query(what))?,
-        r.try_get(1).map_err(DbError::query(what))?,
-        r.try_get(2).map_err(DbError::query(what))?,
-        r.try_get(3).map_err(DbError::query(what))?,
-        r.try_get(4).map_err(DbError::query(what))?,
-        r.try_get(5).map_err(DbError::query(what))?,
-    )))
+        .map_err(DbError::at("reading the rotation lock"))?;
+    lease_of(&rows)
 }
 
 /// What [`take_lease`] found.
@@ -200,21 +212,21 @@ enum Taking {
 
 /// Takes the lease in one `BEGIN IMMEDIATE` transaction: unless a live
 /// holder other than `holder` has it.
-async fn take_lease(pool: &SqlitePool, holder: &LockHolder) -> Result<Taking, DbError> {
+async fn take_lease(driver: &SqliteDriver, holder: &LockHolder) -> Result<Taking, DbError> {
     let what = "taking the rotation lock";
-    let mut conn = pool.acquire().await.map_err(DbError::query(what))?;
-    let mut tx = conn
-        .begin_with("BEGIN IMMEDIATE")
+    let mut tx = driver.begin(true).await.map_err(DbError::at(what))?;
+    let rows = tx
+        .query(lease_sql(true), Vec::new())
         .await
-        .map_err(DbError::query(what))?;
-    if let Some((h, host, pid, since, beat, token)) = read_lease(&mut *tx, true).await? {
+        .map_err(DbError::at(what))?;
+    if let Some((h, host, pid, since, beat, token)) = lease_of(&rows)? {
         if token == holder.token {
-            tx.rollback().await.map_err(DbError::query(what))?;
+            tx.rollback().await.map_err(DbError::at(what))?;
             return Ok(Taking::Ours);
         }
         if holder_alive(&host, pid, &beat, holder) {
-            tx.rollback().await.map_err(DbError::query(what))?;
-            return Ok(Taking::Held(crate::LockInfo {
+            tx.rollback().await.map_err(DbError::at(what))?;
+            return Ok(Taking::Held(LockInfo {
                 holder: h,
                 since,
                 token: Some(token).filter(|t| !t.is_empty()),
@@ -223,27 +235,15 @@ async fn take_lease(pool: &SqlitePool, holder: &LockHolder) -> Result<Taking, Db
         tracing::warn!("taking over an abandoned rotation lock held by {h} since {since}");
     }
     let now = crate::meta::now_rfc3339();
-    sqlx::query(
-        "REPLACE INTO keyturn_lock (name, holder, host, pid, since, heartbeat, holder_token) \
-         VALUES ('rotation', ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(holder.description.clone())
-    .bind(holder.host.clone())
-    .bind(i64::from(holder.pid))
-    .bind(now.clone())
-    .bind(now)
-    .bind(holder.token.clone())
-    .execute(&mut *tx)
-    .await
-    .map_err(DbError::query("recording the rotation lock"))?;
+    crate::meta::record_holder(driver, Some(&mut tx), holder, &now).await?;
     tx.commit()
         .await
-        .map_err(DbError::query("recording the rotation lock"))?;
+        .map_err(DbError::at("recording the rotation lock"))?;
     Ok(Taking::Taken)
 }
 
 struct SqliteLock {
-    pool: SqlitePool,
+    driver: SqliteDriver,
     holder: LockHolder,
     heartbeat: tokio::task::JoinHandle<()>,
     /// Checks and the release take turns.
@@ -266,13 +266,13 @@ impl HeldLock for SqliteLock {
         }
         // A plain read first: the write lock `take_lease` takes would make
         // each check wait for the batch being written.
-        if read_lease(&self.pool, true)
+        if read_lease(&self.driver, true)
             .await?
             .is_some_and(|lease| lease.5 == self.holder.token)
         {
             return Ok(LockCheck::Held);
         }
-        Ok(match take_lease(&self.pool, &self.holder).await? {
+        Ok(match take_lease(&self.driver, &self.holder).await? {
             Taking::Ours => LockCheck::Held,
             Taking::Taken => LockCheck::Retaken,
             Taking::Held(other) => LockCheck::Lost {
@@ -291,12 +291,7 @@ impl HeldLock for SqliteLock {
             return Ok(());
         }
         self.heartbeat.abort();
-        sqlx::query("DELETE FROM keyturn_lock WHERE name = 'rotation' AND holder_token = ?")
-            .bind(self.holder.token.clone())
-            .execute(&self.pool)
-            .await
-            .map_err(DbError::query("deleting the rotation lock's record"))?;
-        Ok(())
+        crate::meta::delete_holder(&self.driver, &self.holder.token).await
     }
 }
 
@@ -319,26 +314,27 @@ fn holder_alive(host: &str, pid: i64, heartbeat: &str, me: &LockHolder) -> bool 
     (time::OffsetDateTime::now_utc() - beat).whole_seconds() < LEASE_STALE_SECS
 }
 
-impl_database!(SqliteDb, {
-    fn backend(&self) -> crate::Backend {
-        crate::Backend::Sqlite
-    }
+#[async_trait]
+impl Driver for SqliteDriver {
+    const BACKEND: Backend = Backend::Sqlite;
 
     async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
-        let rows = sqlx::query("SELECT name, type, pk FROM pragma_table_info(?) ORDER BY cid")
-            .bind(table.to_owned())
-            .fetch_all(&self.pool)
+        let rows = self
+            .query(
+                "SELECT name, type, pk FROM pragma_table_info(?) ORDER BY cid",
+                vec![table.into()],
+            )
             .await
-            .map_err(DbError::query(format!("describing table {table}")))?;
+            .map_err(DbError::at(format!("describing table {table}")))?;
         if rows.is_empty() {
             return Ok(None);
         }
         let mut columns = Vec::new();
         let mut pk: Vec<(i64, String)> = Vec::new();
         for r in rows {
-            let name: String = r.try_get(0).map_err(DbError::query("reading the schema"))?;
-            let ty: String = r.try_get(1).map_err(DbError::query("reading the schema"))?;
-            let pos: i64 = r.try_get(2).map_err(DbError::query("reading the schema"))?;
+            let name = r.text(0)?;
+            let ty = r.text(1)?;
+            let pos = r.int(2)?;
             if pos > 0 {
                 pk.push((pos, name.clone()));
             }
@@ -351,17 +347,54 @@ impl_database!(SqliteDb, {
         }))
     }
 
-    async fn write_cas(
+    /// A single-column batch on a direct connection
+    /// ([`crate::sqlite_direct`]); a multi-column value's, or any batch of
+    /// an in-memory database, through sqlx.
+    async fn fetch_batch(
         &self,
         col: &ColumnRef,
-        updates: &[crate::CasUpdate],
-    ) -> Result<u64, DbError> {
+        after: Option<&[PkValue]>,
+        skip: Option<&Skip>,
+        limit: usize,
+    ) -> Result<Vec<Row>, DbError> {
+        if let Some(direct) = &self.direct
+            && !col.has_cells()
+        {
+            return direct.fetch_batch(col, after, skip, limit).await;
+        }
+        let (sql, binds) = Dialect::Sqlite.fetch_batch(col, after, skip, limit);
+        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "reading a batch of {}.{}",
+                col.table, col.column
+            )))?;
+        decode_rows(&rows, col, true)
+    }
+
+    async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError> {
+        let (sql, binds) = Dialect::Sqlite.fetch_rows(col, pks);
+        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DbError::query(format!(
+                "re-reading rows of {}.{}",
+                col.table, col.column
+            )))?;
+        decode_rows(&rows, col, true)
+    }
+
+    /// A single-column batch on a direct connection, one prepared
+    /// compare-and-swap per row in one transaction; a multi-column value's,
+    /// or any batch of an in-memory database, as one `UPDATE … FROM (VALUES
+    /// …)` per batch through sqlx.
+    async fn write_cas(&self, col: &ColumnRef, updates: &[CasUpdate]) -> Result<u64, DbError> {
         let _turn = self.writer.lock().await;
         if col.has_cells() {
             return crate::cells::write_cas_sqlite(&self.pool, col, updates).await;
-        }
-        if updates.is_empty() {
-            return Ok(0);
         }
         if let Some(direct) = &self.direct {
             return direct.write_cas(col, updates).await;
@@ -383,9 +416,9 @@ impl_database!(SqliteDb, {
             for u in part {
                 for v in &u.pk {
                     q = match v {
-                        crate::PkValue::Int(i) => q.bind(*i),
-                        crate::PkValue::Text(s) => q.bind(s.clone()),
-                        crate::PkValue::Bytes(b) => q.bind(b.clone()),
+                        PkValue::Int(i) => q.bind(*i),
+                        PkValue::Text(s) => q.bind(s.clone()),
+                        PkValue::Bytes(b) => q.bind(b.clone()),
                     };
                 }
                 q = match col.kind {
@@ -414,30 +447,29 @@ impl_database!(SqliteDb, {
     }
 
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {
-        if let Taking::Held(other) = take_lease(&self.pool, holder).await? {
+        if let Taking::Held(other) = take_lease(self, holder).await? {
             return Ok(LockOutcome::Held {
                 holder: other.holder,
                 since: other.since,
             });
         }
-        let pool = self.pool.clone();
+        let driver = self.clone();
         let token = holder.token.clone();
         let heartbeat = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
-                let _ = sqlx::query(
-                    "UPDATE keyturn_lock SET heartbeat = ? WHERE name = 'rotation' AND holder_token = ?",
-                )
-                .bind(crate::meta::now_rfc3339())
-                .bind(token.clone())
-                .execute(&pool)
-                .await;
+                let _ = driver
+                    .execute(
+                        "UPDATE keyturn_lock SET heartbeat = ? WHERE name = 'rotation' AND holder_token = ?",
+                        vec![crate::meta::now_rfc3339().into(), (&token).into()],
+                    )
+                    .await;
             }
         });
         Ok(LockOutcome::Acquired(LockGuard::new(
             &holder.token,
             Box::new(SqliteLock {
-                pool: self.pool.clone(),
+                driver: self.clone(),
                 holder: holder.clone(),
                 heartbeat,
                 turn: tokio::sync::Mutex::new(()),
@@ -446,26 +478,27 @@ impl_database!(SqliteDb, {
         )))
     }
 
-    async fn lock_status(&self) -> Result<Option<crate::LockInfo>, DbError> {
+    async fn lock_status(&self) -> Result<Option<LockInfo>, DbError> {
         let Some(info) = self.describe_table("keyturn_lock").await? else {
             return Ok(None);
         };
         let with_token = info.column_type("holder_token").is_some();
-        let Some((holder, host, pid, since, beat, token)) =
-            read_lease(&self.pool, with_token).await?
+        let Some((holder, host, pid, since, beat, token)) = read_lease(self, with_token).await?
         else {
             return Ok(None);
         };
         let me = LockHolder::current("status");
-        Ok(
-            holder_alive(&host, pid, &beat, &me).then(|| crate::LockInfo {
-                holder,
-                since,
-                token: Some(token).filter(|t| !t.is_empty()),
-            }),
-        )
+        Ok(holder_alive(&host, pid, &beat, &me).then(|| LockInfo {
+            holder,
+            since,
+            token: Some(token).filter(|t| !t.is_empty()),
+        }))
     }
-});
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -699,6 +732,57 @@ mod tests {
                 rows[2].problem,
                 Some(ReadProblem::StorageClass("INTEGER")),
                 "{url}"
+            );
+        }
+    }
+
+    /// Times one pass over 200,000 rows of a database file, as a rotation
+    /// makes it (keyset batches of 5,000 read, each written back with one
+    /// compare-and-swap batch), on the direct connections and through sqlx,
+    /// alternating, twice each: the measurement docs/ARCHITECTURE.md gives
+    /// for keeping the direct path. Run with `cargo test --release -p
+    /// keyturn-db sqlite_paths -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore]
+    async fn sqlite_paths_timed() {
+        const ROWS: i64 = 200_000;
+        let c = col(&[("id", PkKind::Int)], ValueKind::Text);
+        for (path, direct) in [("direct", true), ("sqlx", false)].repeat(2) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut db = open(&format!("sqlite://{}", dir.path().join("t.db").display())).await;
+            db.execute_script(&format!(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, c TEXT); \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) \
+                 INSERT INTO t SELECT i, printf('kt1:k1:%0120d', i) FROM n"
+            ))
+            .await
+            .unwrap();
+            if !direct {
+                db.driver.direct = None;
+            }
+            let start = std::time::Instant::now();
+            let (mut after, mut written) = (None::<Vec<PkValue>>, 0);
+            loop {
+                let rows = db
+                    .fetch_batch(&c, after.as_deref(), None, 5000)
+                    .await
+                    .unwrap();
+                let Some(last) = rows.last() else { break };
+                after = Some(last.pk.clone());
+                let updates: Vec<CasUpdate> = rows
+                    .into_iter()
+                    .map(|r| CasUpdate {
+                        new: [b"kt1:k2:".as_slice(), &r.value[7..]].concat(),
+                        pk: r.pk,
+                        old: r.value,
+                    })
+                    .collect();
+                written += db.write_cas(&c, &updates).await.unwrap();
+            }
+            assert_eq!(written, ROWS as u64);
+            println!(
+                "{path}: {ROWS} rows read and written in {:.2} s",
+                start.elapsed().as_secs_f64()
             );
         }
     }

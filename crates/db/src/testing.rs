@@ -58,6 +58,10 @@ impl<H: BeforeWrite> Database for WithWriteHook<H> {
         self.inner.backend()
     }
 
+    fn capabilities(&self) -> crate::Capabilities {
+        self.inner.capabilities()
+    }
+
     async fn describe_table(&self, table: &str) -> Result<Option<TableInfo>, DbError> {
         self.inner.describe_table(table).await
     }

@@ -63,16 +63,15 @@ impl Default for RotationConfig {
 }
 
 impl RotationConfig {
-    /// The configured `workers`, else the database's default: 1 on SQLite
-    /// (one writer at a time: a reader and a writer already keep two cores
-    /// busy, and measured at 1M rows a second batch in flight was no faster
-    /// and held 10 MB more), 2 on servers, whose writers run in parallel.
+    /// The configured `workers`, else the database's default, as its
+    /// driver states it ([`keyturn_db::Capabilities::default_workers`]: 1 on
+    /// SQLite, one writer at a time; 2 on servers, whose writers run in
+    /// parallel); 2 for a URL no driver takes.
     pub fn workers_for(&self, database_url: &str) -> usize {
-        self.workers
-            .unwrap_or(match keyturn_db::Backend::from_url(database_url) {
-                Ok(keyturn_db::Backend::Sqlite) => 1,
-                _ => 2,
-            })
+        self.workers.unwrap_or_else(|| {
+            keyturn_db::Backend::from_url(database_url)
+                .map_or(2, |b| b.capabilities().default_workers)
+        })
     }
 }
 

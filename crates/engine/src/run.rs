@@ -18,8 +18,8 @@ use crate::retry::with_retry;
 use crate::{EngineError, ProgressSink, UnusableKey};
 use futures::StreamExt;
 use keyturn_db::{
-    Backend, BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, Database, LockCheck,
-    LockGuard, LockHolder, LockOutcome, Pk, Row, RunRecord, Skip, now_rfc3339, pk_display,
+    BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, Database, LockCheck, LockGuard,
+    LockHolder, LockOutcome, Pk, Row, RunRecord, Skip, now_rfc3339, pk_display,
 };
 use keyturn_format::{Codec, FormatError, Inspection, KeyIdLocation, Keyring, Reencryption};
 use rayon::prelude::*;
@@ -973,10 +973,12 @@ async fn process_column(
     progress.column_started(&col.table, &col.column, todo, cs.resumed_rows);
 
     // Stage 1: the reader, a stream of batches in primary-key order.
-    let batch_cap = match db.backend() {
-        // Bind parameters per statement are limited to 65535.
-        Backend::MySql => shared.opts.batch_size.min(60_000 / (col.pk.len() + 2)),
-        _ => shared.opts.batch_size,
+    // A database whose batch write binds every key column, the old and the
+    // new value of each row, under a limit of bind parameters per statement
+    // (MySQL's), says so: a batch stays within it.
+    let batch_cap = match db.capabilities().max_write_binds {
+        Some(binds) => shared.opts.batch_size.min(binds / (col.pk.len() + 2)),
+        None => shared.opts.batch_size,
     };
     let mut last_saved = Instant::now();
     let mut checkpoint_pk: Option<Pk> = after.clone();

@@ -19,15 +19,22 @@ pub struct AuditRow {
     pub format_version: i64,
     /// RFC 3339 UTC with milliseconds, e.g. `2025-03-01T10:00:00.000Z`.
     pub event_time: String,
+    /// What happened, by the action's name in `keyturn-audit`
+    /// (`key.add`, `rotate.start`, …).
     pub action: String,
+    /// Who: `--actor`, else `user@host`.
     pub actor: String,
+    /// How it ended (`started`, `ok`, `completed_with_errors`, `failed`, …).
     pub outcome: String,
+    /// Why, if given (free text).
     pub reason: Option<String>,
+    /// The engine's run id, for rotate and encrypt events.
     pub run_id: Option<String>,
     /// JSON array of key ids.
     pub key_ids: String,
     /// JSON array of per-column counts.
     pub column_counts: String,
+    /// How long the action took, in milliseconds (end events only).
     pub duration_ms: Option<i64>,
     /// JSON object.
     pub details: String,
@@ -40,7 +47,9 @@ pub struct AuditRow {
 /// The last event of the chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AuditTip {
+    /// The last event's sequence number; the next event takes `seq + 1`.
     pub seq: i64,
+    /// The last event's hash (hex SHA-256), the next event's `prev_hash`.
     pub hash: String,
 }
 

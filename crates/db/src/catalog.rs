@@ -13,11 +13,14 @@ use serde::Serialize;
 pub struct CatalogRow {
     /// The catalog's name (bound into every wrapped DEK).
     pub catalog: String,
+    /// The key's id, unique within its catalog.
     pub key_id: String,
     /// `aes256gcm` or `xchacha20poly1305`.
     pub algorithm: String,
     /// `pending`, `primary`, `decrypt-only`, `retired` or `destroyed`.
     pub state: String,
+    /// Marked compromised: never promoted again, and rotation moves its
+    /// rows first (stored as 0 or 1).
     pub compromised: bool,
     /// The key's fingerprint: a truncated domain-separated SHA-256, reveals
     /// nothing about the key.
@@ -27,12 +30,17 @@ pub struct CatalogRow {
     pub kek: String,
     /// The wrapped DEK (JSON, see docs/KMS.md); `None` once destroyed.
     pub wrapped_dek: Option<String>,
+    /// When the key was added (keyturn's timestamp format, [`crate::ts`]).
     pub created_at: String,
+    /// When it last became primary; `None` if it never did.
     pub promoted_at: Option<String>,
     /// When it stopped being primary (a newer key was promoted).
     pub demoted_at: Option<String>,
+    /// When it was retired; `None` if it was not.
     pub retired_at: Option<String>,
+    /// When its material was destroyed; `None` if it was not.
     pub destroyed_at: Option<String>,
+    /// When it was marked compromised; `None` if it was not.
     pub compromised_at: Option<String>,
     /// Incremented by every write; updates compare it (optimistic locking).
     pub revision: i64,

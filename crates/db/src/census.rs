@@ -39,11 +39,15 @@ use keyturn_format::{Codec, KEY_ID_PATTERN, KeyIdLocation, Shape, key_id_from_to
 /// What the census needs to know of a column's codec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyCensus {
+    /// Where the codec's values name their key, if they do.
     pub location: KeyIdLocation,
+    /// What a whole value of the codec's format looks like, as SQL checks
+    /// it.
     pub shape: Shape,
 }
 
 impl KeyCensus {
+    /// The census of `codec`: its key id location and shape.
     pub fn of(codec: &dyn Codec) -> KeyCensus {
         KeyCensus {
             location: codec.key_id_location(),

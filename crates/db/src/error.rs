@@ -8,17 +8,33 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DbError {
+    /// A setting keyturn refuses before using it: an unsupported URL
+    /// scheme, a table or column name that is not a plain identifier, an
+    /// unset or malformed `${VAR}` in the URL.
     #[error("{0}")]
     Config(String),
+    /// The driver refused the URL, or the connection could not be opened.
     #[error("cannot connect to {target}: {cause}")]
     Connect {
         /// The URL with any password removed.
         target: String,
+        /// The driver's error.
         cause: DriverError,
     },
     /// A statement failed (`what` says which).
     #[error("{what}: {cause}")]
-    Query { what: String, cause: DriverError },
+    Query {
+        /// What was being done (`reading a checkpoint`, …).
+        what: String,
+        /// The driver's error.
+        cause: DriverError,
+    },
+    /// The operation cannot go on, though no driver call failed: a result
+    /// of unexpected shape or type, malformed stored data (packed cells, an
+    /// instance's key ids), a value that cannot be written as it is (too
+    /// large for MySQL's `max_allowed_packet`, new text that is not UTF-8),
+    /// a catalog row changed by someone else, a released rotation lock, an
+    /// audit row its builder refused.
     #[error("{0}")]
     Invalid(String),
 }

@@ -21,10 +21,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What an instance reports on each heartbeat. Holds key ids, never keys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InstanceHeartbeat {
+    /// The catalog whose keyring the instance loaded.
     pub catalog: String,
     /// Random per `AppKeyring` handle (a process restart is a new instance).
     pub instance_id: String,
+    /// The instance's host name.
     pub host: String,
+    /// The instance's process id.
     pub pid: i64,
     /// Chosen by the application (`web`, `worker-3`, …).
     pub label: String,
@@ -41,6 +44,7 @@ pub struct InstanceHeartbeat {
 /// One stored instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InstanceRow {
+    /// What the instance reported on its latest heartbeat.
     #[serde(flatten)]
     pub heartbeat: InstanceHeartbeat,
     /// The first heartbeat (database clock).
@@ -55,6 +59,7 @@ pub struct InstanceRow {
 pub struct InstanceSnapshot {
     /// The database server's current time (RFC 3339 UTC).
     pub now: String,
+    /// The catalog's instances, most recently seen first.
     pub instances: Vec<InstanceRow>,
 }
 

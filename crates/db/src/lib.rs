@@ -57,12 +57,17 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// SQLite (`sqlite://` URLs).
     Sqlite,
+    /// PostgreSQL (`postgres://` or `postgresql://` URLs).
     Postgres,
+    /// MySQL or MariaDB (`mysql://` or `mariadb://` URLs).
     MySql,
 }
 
 impl Backend {
+    /// The backend's lowercase name, as reports and JSON output spell it:
+    /// `sqlite`, `postgres` or `mysql`.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
@@ -71,7 +76,8 @@ impl Backend {
         }
     }
 
-    /// Recognizes the backend from a connection URL.
+    /// Recognizes the backend from a connection URL's scheme (compared
+    /// case-insensitively); any other scheme is a [`DbError::Config`].
     pub fn from_url(url: &str) -> Result<Backend, DbError> {
         let scheme = url
             .split(':')
@@ -144,7 +150,9 @@ pub enum PkKind {
 /// One primary-key column.
 #[derive(Clone, Debug)]
 pub struct PkColumn {
+    /// The column's name, as the table declares it.
     pub name: String,
+    /// How the column's values are read, bound and ordered.
     pub kind: PkKind,
     /// The column's type as the database spells it (used in casts).
     pub sql_type: String,
@@ -154,16 +162,27 @@ pub struct PkColumn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueKind {
+    /// A text column (text, varchar, char, clob, …): values are read as
+    /// their UTF-8 bytes and written back as text.
     Text,
+    /// A binary column (bytea, BLOB, binary, varbinary): values are read
+    /// and written as raw bytes.
     Binary,
 }
 
 /// One encrypted column of one table, resolved against the live schema.
 #[derive(Clone, Debug)]
 pub struct ColumnRef {
+    /// The table's name, optionally `schema.table` (see
+    /// [`check_identifier`]).
     pub table: String,
+    /// The table's primary-key columns, in key order; keyset pagination
+    /// orders rows by them.
     pub pk: Vec<PkColumn>,
+    /// The encrypted column (for a multi-column value, the anchor: a row
+    /// whose `column` is NULL holds no value).
     pub column: String,
+    /// Whether `column` stores text or bytes.
     pub kind: ValueKind,
     /// A value spread over several columns of the row (a multi-column
     /// codec): every column read and written together, in packing order,
@@ -175,7 +194,9 @@ pub struct ColumnRef {
 /// One column of a multi-column value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellColumn {
+    /// The column's name.
     pub name: String,
+    /// Whether the column stores text or bytes.
     pub kind: ValueKind,
 }
 
@@ -216,6 +237,7 @@ pub(crate) fn test_column(
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum PkValue {
+    /// An integer key ([`PkKind::Int`]).
     Int(i64),
     /// Text, and the exact text form of numeric keys.
     Text(String),
@@ -271,14 +293,30 @@ pub fn pk_display(pk: &[PkValue]) -> String {
 }
 
 /// A row with a non-NULL value in the encrypted column.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Row {
+    /// The row's primary key.
     pub pk: Pk,
     /// The value as stored (empty when `problem` says it could not be read).
     pub value: Vec<u8>,
     /// The value cannot be one of the column's format whatever its bytes:
     /// found while reading it. The row is a bad row and is never written.
     pub problem: Option<ReadProblem>,
+}
+
+/// The key, the value's length and the problem: never the value (a stored
+/// value may be plaintext or garbage that must not reach a log).
+impl fmt::Debug for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Row")
+            .field("pk", &self.pk)
+            .field(
+                "value",
+                &format_args!("({} bytes, not shown)", self.value.len()),
+            )
+            .field("problem", &self.problem)
+            .finish()
+    }
 }
 
 impl Row {
@@ -322,16 +360,41 @@ impl fmt::Display for ReadProblem {
 /// named as a bad row.
 #[derive(Clone, Debug)]
 pub struct Skip {
+    /// The leading bytes of every value written under the primary key (for
+    /// a multi-column value, the packed leading cells, see [`cells`]).
     pub prefix: Vec<u8>,
+    /// The codec's census: a single-column value with `prefix` is left out
+    /// only when it also has the codec's shape.
     pub census: KeyCensus,
 }
 
 /// Write `new` where the column still holds exactly `old`.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CasUpdate {
+    /// The row to write.
     pub pk: Pk,
+    /// The value the row held when it was read ([`Row::value`]); the write
+    /// is skipped if the column holds anything else now.
     pub old: Vec<u8>,
+    /// The value to write (packed cells for a multi-column value).
     pub new: Vec<u8>,
+}
+
+/// The key and the lengths of the two values, never the values.
+impl fmt::Debug for CasUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CasUpdate")
+            .field("pk", &self.pk)
+            .field(
+                "old",
+                &format_args!("({} bytes, not shown)", self.old.len()),
+            )
+            .field(
+                "new",
+                &format_args!("({} bytes, not shown)", self.new.len()),
+            )
+            .finish()
+    }
 }
 
 /// A table's columns as the database describes them.
@@ -344,6 +407,8 @@ pub struct TableInfo {
 }
 
 impl TableInfo {
+    /// The type of the column called `name` (compared exactly), or `None`
+    /// if the table has no such column.
     pub fn column_type(&self, name: &str) -> Option<&str> {
         self.columns
             .iter()
@@ -355,7 +420,10 @@ impl TableInfo {
 /// Per-column counts computed by the database ([`Database::count_keys`]).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ColumnCounts {
+    /// Rows in the table.
     pub total: u64,
+    /// Rows whose value is NULL (for a multi-column value: whose anchor
+    /// column is NULL).
     pub nulls: u64,
     /// Rows per key id, for values of the column's format that name their
     /// key (well-formed values only), sorted by key id.
@@ -385,10 +453,11 @@ impl ColumnCounts {
 }
 
 /// Values under one key id.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct KeyCount {
     /// A validated key id.
     pub key_id: String,
+    /// Rows whose value names this key.
     pub rows: u64,
     /// How the database spells the key in the values (hex, base64, the id
     /// itself), for [`Database::rows_with_tokens`]. Never shown.
@@ -396,13 +465,28 @@ pub struct KeyCount {
     pub tokens: Vec<Vec<u8>>,
 }
 
+/// The key id and its count; the database's spellings of the key are not
+/// shown.
+impl fmt::Debug for KeyCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyCount")
+            .field("key_id", &self.key_id)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Outcome of trying to take the rotation lock.
 #[derive(Debug)]
 pub enum LockOutcome {
+    /// The lock is ours until the guard is released or dropped.
     Acquired(LockGuard),
     /// Someone else holds it.
     Held {
+        /// Who, as their `keyturn_lock` row describes them
+        /// ([`LockInfo::holder`]).
         holder: String,
+        /// Since when ([`LockInfo::since`]).
         since: String,
     },
 }
@@ -413,6 +497,8 @@ pub struct LockInfo {
     /// `user@host pid N (operation)`, or a note that the holder left no
     /// record.
     pub holder: String,
+    /// When the holder took the lock, in keyturn's timestamp format
+    /// ([`ts`]), or `unknown` when it left no record.
     pub since: String,
     /// The holder's token (a run's id), when its record names one.
     pub token: Option<String>,
@@ -427,7 +513,12 @@ pub enum LockCheck {
     /// lease row vanished) and nobody else had it: it is held again.
     Retaken,
     /// Someone else holds it now.
-    Lost { holder: String, since: String },
+    Lost {
+        /// Who, as [`LockInfo::holder`].
+        holder: String,
+        /// Since when, as [`LockInfo::since`].
+        since: String,
+    },
 }
 
 /// Holds the one-rotation-per-database lock until released or dropped
@@ -484,6 +575,7 @@ trait HeldLock: Send + Sync {
 /// One database, whatever the server.
 #[async_trait]
 pub trait Database: Send + Sync + fmt::Debug {
+    /// Which server this database is.
     fn backend(&self) -> Backend;
 
     /// What this database can do (bind limits, default workers, JSON
@@ -563,13 +655,20 @@ pub trait Database: Send + Sync + fmt::Debug {
         finished_at: &'a str,
     ) -> BoxFuture<'a, Result<bool, DbError>>;
 
+    /// The checkpoint of an unfinished `operation` on one column, or `None`
+    /// when there is none.
     async fn load_checkpoint(
         &self,
         operation: &str,
         table: &str,
         column: &str,
     ) -> Result<Option<Checkpoint>, DbError>;
+    /// Records where an operation on one column stopped, replacing the
+    /// column's earlier checkpoint of the same operation.
     async fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), DbError>;
+
+    /// Deletes the checkpoint of `operation` on one column, if any (the
+    /// column is done).
     async fn clear_checkpoint(
         &self,
         operation: &str,
@@ -606,6 +705,9 @@ pub trait Database: Send + Sync + fmt::Debug {
         rows: &[(String, String, String)],
         ack: &BadRowAck,
     ) -> Result<u64, DbError>;
+
+    /// Records a run in `keyturn_runs`: inserted when it starts, and
+    /// updated (finish time, outcome, summary) when it ends.
     async fn save_run(&self, run: &RunRecord) -> Result<(), DbError>;
 
     /// Runs statements without results (setup for demos and tests).
@@ -822,6 +924,23 @@ mod tests {
             (Backend::Sqlite, ""),
         ] {
             assert!(pk(b, t).is_err(), "{t}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_a_value() {
+        let row = Row::new(vec![PkValue::Int(7)], b"SSN 078-05-1120".to_vec());
+        let cas = CasUpdate {
+            pk: vec![PkValue::Int(7)],
+            old: b"SSN 078-05-1120".to_vec(),
+            new: b"kt1:k2:a:secret-body".to_vec(),
+        };
+        for text in [format!("{row:?}"), format!("{cas:?}")] {
+            assert!(
+                !text.contains("078-05") && !text.contains("secret-body"),
+                "{text}"
+            );
+            assert!(text.contains("not shown"), "{text}");
         }
     }
 

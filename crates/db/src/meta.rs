@@ -19,27 +19,38 @@ use serde::Serialize;
 pub struct Checkpoint {
     /// `rotate` or `encrypt`.
     pub operation: String,
+    /// The table the operation works on.
     pub table: String,
+    /// The column the operation works on.
     pub column: String,
     /// The primary key id the run was writing under: a checkpoint taken
     /// under another primary is not resumed.
     pub target_key: String,
     /// The last primary key (JSON array) whose batch is fully written.
     pub last_pk: String,
+    /// Rows processed up to `last_pk` (written, skipped or failed), earlier
+    /// runs' included.
     pub rows_done: u64,
+    /// The run that saved the checkpoint.
     pub run_id: String,
+    /// When it was saved (keyturn's timestamp format, [`crate::ts`]).
     pub updated_at: String,
 }
 
 /// A row a run (or `verify`) could not process, as seen once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BadRow {
+    /// The run (or verify) that saw it.
     pub run_id: String,
+    /// The row's table.
     pub table: String,
+    /// The column whose value could not be processed.
     pub column: String,
     /// The primary key, rendered for people ([`crate::pk_display`]).
     pub pk: String,
+    /// Why the value could not be processed.
     pub reason: String,
+    /// When it was seen (keyturn's timestamp format, [`crate::ts`]).
     pub seen_at: String,
     /// [`value_fingerprint`] of the value as read: an acknowledgement holds
     /// only while the value stays the same. Never shown.
@@ -51,13 +62,19 @@ pub struct BadRow {
 /// column, primary key), however often it was seen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BadRowRecord {
+    /// The row's table.
     pub table: String,
+    /// The column whose value could not be processed.
     pub column: String,
+    /// The primary key, rendered for people ([`crate::pk_display`]).
     pub pk: String,
     /// The reason given the last time it was seen.
     pub reason: String,
+    /// When it was first seen (keyturn's timestamp format, [`crate::ts`]).
     pub first_seen: String,
+    /// When it was last seen.
     pub last_seen: String,
+    /// How many times runs and verifies have recorded it.
     pub times_seen: u64,
     /// The run (or verify) that saw it last.
     pub run_id: String,
@@ -66,9 +83,13 @@ pub struct BadRowRecord {
     /// Acknowledged once, but the value changed since: no longer
     /// acknowledged.
     pub changed_since_ack: bool,
+    /// When it was last acknowledged; `None` if it never was.
     pub acked_at: Option<String>,
+    /// Who acknowledged it last; `None` if nobody did.
     pub acked_by: Option<String>,
+    /// Why it was last acknowledged; `None` if it never was.
     pub ack_reason: Option<String>,
+    /// [`value_fingerprint`] of the value as last seen. Never shown.
     #[serde(skip)]
     pub value_fingerprint: String,
 }
@@ -76,8 +97,11 @@ pub struct BadRowRecord {
 /// An acknowledgement of bad rows: who, when, why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BadRowAck {
+    /// Who acknowledges.
     pub by: String,
+    /// When (keyturn's timestamp format, [`crate::ts`]).
     pub at: String,
+    /// Why they are acknowledged (free text).
     pub reason: String,
 }
 
@@ -99,10 +123,15 @@ pub(crate) fn pk_hash(pk: &str) -> String {
 /// One run of a state-changing command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RunRecord {
+    /// The run's unique id (also its lock token and audit `run_id`).
     pub run_id: String,
+    /// `rotate` or `encrypt`.
     pub operation: String,
+    /// Who ran it.
     pub actor: String,
+    /// When it started (keyturn's timestamp format, [`crate::ts`]).
     pub started_at: String,
+    /// When it ended; `None` while it is `running`.
     pub finished_at: Option<String>,
     /// `running`, `ok`, `completed_with_errors`, `interrupted`, `failed`.
     pub outcome: String,
@@ -115,7 +144,9 @@ pub struct RunRecord {
 pub struct LockHolder {
     /// `user@host pid N (operation)`.
     pub description: String,
+    /// The host the holder runs on.
     pub host: String,
+    /// The holder's process id.
     pub pid: u32,
     /// Unique to this holder (a run's id): the lock's `keyturn_lock` row
     /// carries it, so a holder checks and deletes only its own row.

@@ -7,9 +7,13 @@ use serde::Serialize;
 /// A run whose record still says `running`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OpenRun {
+    /// The run's id ([`crate::RunRecord::run_id`]).
     pub run_id: String,
+    /// `rotate` or `encrypt`, as the run recorded it.
     pub operation: String,
+    /// Who started the run.
     pub actor: String,
+    /// When the run started (keyturn's timestamp format, [`crate::ts`]).
     pub started_at: String,
     /// `running` (it holds the rotation lock) or `interrupted` (nobody
     /// holds the lock, or another run does: its process is gone, and the

@@ -34,6 +34,7 @@ pub struct WithWriteHook<H> {
 }
 
 impl<H: BeforeWrite> WithWriteHook<H> {
+    /// Wraps `inner` so that `hook` runs before each of its batch writes.
     pub fn new(inner: Arc<dyn Database>, hook: H) -> WithWriteHook<H> {
         WithWriteHook { inner, hook }
     }

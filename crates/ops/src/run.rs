@@ -150,16 +150,7 @@ pub async fn run(
     let under_compromised = compromised_counts(session, &census, &compromised);
     let result = run.execute(&session.plan, census, progress, stop).await;
     let result = result.map_err(OpsError::from);
-    let recorded = run_finished(
-        session,
-        op,
-        &opts,
-        audit,
-        &run_id,
-        started,
-        result.as_ref(),
-    )
-    .await;
+    let recorded = run_finished(session, op, &opts, audit, &run_id, started, result.as_ref()).await;
     let summary = result?;
     let notify_error = if summary.dry_run {
         None

@@ -393,10 +393,17 @@ impl Codec for NativeCodec {
                 min_len: 9 + 1 + 12 + crate::TAG_LEN,
             },
             // The body is at least 4 + 12 + 16 bytes: 43 base64url characters.
-            Encoding::Text => Shape::Text(vec![format!(
-                "^{}{KEY_ID_PATTERN}:[ax]:[A-Za-z0-9_-]{{43,}}$",
-                v1::TEXT_MARKER
-            )]),
+            // Two patterns, both required: the layout with an open-ended
+            // body, then the body's minimum length (after the first pattern,
+            // the only `:[ax]:` followed by 43 characters without a colon is
+            // the one before the body). Same values as one pattern with
+            // `{43,}`, but PostgreSQL's regex engine pays for a long counted
+            // repeat on every row: 2.1 s against 1.0 s per 300,000 values
+            // (BENCHMARKS.md, the census).
+            Encoding::Text => Shape::Text(vec![
+                format!("^{}{KEY_ID_PATTERN}:[ax]:[A-Za-z0-9_-]+$", v1::TEXT_MARKER),
+                ":[ax]:[^:]{43}".to_owned(),
+            ]),
         }
     }
 

@@ -374,6 +374,39 @@ macro_rules! sqlx_tx {
     };
 }
 
+/// Runs a batch read built by the SQL builders (`fetch_batch`,
+/// `fetch_rows`: the statement and its parameters) on a sqlx pool and
+/// decodes its rows ([`decode_rows`]); `what` names the read in errors
+/// ("reading a batch of t.c"). The same for every sqlx driver.
+pub(crate) async fn read_rows<DB>(
+    pool: &sqlx::Pool<DB>,
+    (sql, binds): (String, Vec<crate::sql::Bind>),
+    col: &ColumnRef,
+    what: &str,
+    storage_classes: bool,
+) -> Result<Vec<Row>, DbError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<Vec<u8>>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+{
+    let rows = bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds))
+        .fetch_all(pool)
+        .await
+        .map_err(DbError::query(format!(
+            "{what} {}.{}",
+            col.table, col.column
+        )))?;
+    decode_rows(&rows, col, storage_classes)
+}
+
 /// Reads the rows of a batch read (`pk columns…, value`, or `pk columns…,
 /// cells…` of a multi-column value) into the rows holding a value: a text
 /// value that is not UTF-8 or, with `storage_classes` (SQLite), a value of

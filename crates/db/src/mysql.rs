@@ -3,7 +3,7 @@
 //! `max_allowed_packet`); the rotation lock is `GET_LOCK` held on a dedicated
 //! connection.
 
-use crate::driver::{Driver, decode_rows, values};
+use crate::driver::Driver;
 use crate::error::redact_url;
 use crate::sql::Dialect;
 use crate::{
@@ -363,29 +363,13 @@ impl Driver for MySqlDriver {
         skip: Option<&Skip>,
         limit: usize,
     ) -> Result<Vec<Row>, DbError> {
-        let (sql, binds) = Dialect::MySql.fetch_batch(col, after, skip, limit);
-        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q
-            .fetch_all(&self.pool)
-            .await
-            .map_err(DbError::query(format!(
-                "reading a batch of {}.{}",
-                col.table, col.column
-            )))?;
-        decode_rows(&rows, col, false)
+        let read = Dialect::MySql.fetch_batch(col, after, skip, limit);
+        crate::driver::read_rows(&self.pool, read, col, "reading a batch of", false).await
     }
 
     async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError> {
-        let (sql, binds) = Dialect::MySql.fetch_rows(col, pks);
-        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q
-            .fetch_all(&self.pool)
-            .await
-            .map_err(DbError::query(format!(
-                "re-reading rows of {}.{}",
-                col.table, col.column
-            )))?;
-        decode_rows(&rows, col, false)
+        let read = Dialect::MySql.fetch_rows(col, pks);
+        crate::driver::read_rows(&self.pool, read, col, "re-reading rows of", false).await
     }
 
     async fn write_cas(&self, col: &ColumnRef, updates: &[CasUpdate]) -> Result<u64, DbError> {

@@ -1,7 +1,7 @@
 //! PostgreSQL: batches written with one `UPDATE … FROM unnest(…)` each; the
 //! rotation lock is a session advisory lock held on a dedicated connection.
 
-use crate::driver::{Driver, decode_rows, values};
+use crate::driver::Driver;
 use crate::error::redact_url;
 use crate::sql::Dialect;
 use crate::{
@@ -385,29 +385,13 @@ impl Driver for PgDriver {
         skip: Option<&Skip>,
         limit: usize,
     ) -> Result<Vec<Row>, DbError> {
-        let (sql, binds) = Dialect::Postgres.fetch_batch(col, after, skip, limit);
-        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q
-            .fetch_all(&self.pool)
-            .await
-            .map_err(DbError::query(format!(
-                "reading a batch of {}.{}",
-                col.table, col.column
-            )))?;
-        decode_rows(&rows, col, false)
+        let read = Dialect::Postgres.fetch_batch(col, after, skip, limit);
+        crate::driver::read_rows(&self.pool, read, col, "reading a batch of", false).await
     }
 
     async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError> {
-        let (sql, binds) = Dialect::Postgres.fetch_rows(col, pks);
-        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q
-            .fetch_all(&self.pool)
-            .await
-            .map_err(DbError::query(format!(
-                "re-reading rows of {}.{}",
-                col.table, col.column
-            )))?;
-        decode_rows(&rows, col, false)
+        let read = Dialect::Postgres.fetch_rows(col, pks);
+        crate::driver::read_rows(&self.pool, read, col, "re-reading rows of", false).await
     }
 
     /// One `UPDATE … FROM unnest(…)` per batch.

@@ -3,7 +3,7 @@
 //! prepared compare-and-swap per row); the rotation lock is a lease row with
 //! a heartbeat, taken over when its holder is gone.
 
-use crate::driver::{Driver, Record, Sql, decode_rows, values};
+use crate::driver::{Driver, Record, Sql};
 use crate::sql::Dialect;
 use crate::sqlite_direct::DirectConnections;
 use crate::store::Store;
@@ -362,29 +362,13 @@ impl Driver for SqliteDriver {
         {
             return direct.fetch_batch(col, after, skip, limit).await;
         }
-        let (sql, binds) = Dialect::Sqlite.fetch_batch(col, after, skip, limit);
-        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q
-            .fetch_all(&self.pool)
-            .await
-            .map_err(DbError::query(format!(
-                "reading a batch of {}.{}",
-                col.table, col.column
-            )))?;
-        decode_rows(&rows, col, true)
+        let read = Dialect::Sqlite.fetch_batch(col, after, skip, limit);
+        crate::driver::read_rows(&self.pool, read, col, "reading a batch of", true).await
     }
 
     async fn fetch_rows(&self, col: &ColumnRef, pks: &[Pk]) -> Result<Vec<Row>, DbError> {
-        let (sql, binds) = Dialect::Sqlite.fetch_rows(col, pks);
-        let q = crate::driver::bind_values(sqlx::query(sqlx::AssertSqlSafe(sql)), values(binds));
-        let rows = q
-            .fetch_all(&self.pool)
-            .await
-            .map_err(DbError::query(format!(
-                "re-reading rows of {}.{}",
-                col.table, col.column
-            )))?;
-        decode_rows(&rows, col, true)
+        let read = Dialect::Sqlite.fetch_rows(col, pks);
+        crate::driver::read_rows(&self.pool, read, col, "re-reading rows of", true).await
     }
 
     /// A single-column batch on a direct connection, one prepared

@@ -122,3 +122,17 @@ impl From<KmsError> for OpsError {
         OpsError::Catalog(CatalogError::Kms(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_says_its_cause_once() {
+        let cause = EngineError::Schema("no table t".into());
+        let e = OpsError::step("this failed, and so did recording it (audit: gone)", cause);
+        let text = e.to_string();
+        assert_eq!(text.matches("no table t").count(), 1, "{text}");
+        assert!(matches!(e.engine(), Some(EngineError::Schema(_))));
+    }
+}

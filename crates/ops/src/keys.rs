@@ -174,7 +174,10 @@ impl CatalogSession {
             }
             Err(e) => {
                 if let Err(a) = audited {
-                    return Err(OpsError::step(format!("{e}; then {a}"), e));
+                    return Err(OpsError::step(
+                        format!("this failed, and so did recording it ({a})"),
+                        e,
+                    ));
                 }
                 Err(e.into())
             }

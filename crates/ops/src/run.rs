@@ -142,7 +142,10 @@ pub async fn run(
             // keyturn_runs and the audit trail.
             notes.extend(run.abandon().await);
             if let Err(a) = run_finished(session, op, &opts, audit, &run_id, None, Err(&e)).await {
-                return Err(OpsError::step(format!("{e}; then {a}"), e));
+                return Err(OpsError::step(
+                    format!("this failed, and so did recording it ({a})"),
+                    e,
+                ));
             }
             return Err(e);
         }

@@ -105,7 +105,10 @@ pub async fn verify(
         }),
         Err(e) => match recorded {
             Ok(()) => Err(e.into()),
-            Err(r) => Err(OpsError::step(format!("{e}; then {r}"), e)),
+            Err(r) => Err(OpsError::step(
+                format!("verify failed, and so did recording it ({r})"),
+                e,
+            )),
         },
     }
 }

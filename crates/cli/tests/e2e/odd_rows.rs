@@ -66,6 +66,17 @@ fn std64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// keyturn's own format: its keys are the `[keys]` ring (see [`native_keys`]).
+fn native_case(name: &'static str, binary: bool) -> Case {
+    Case {
+        name,
+        config: None,
+        binary,
+        names_key: true,
+        keys: Default::default(),
+    }
+}
+
 fn cases(t: &TestDb) -> Vec<Case> {
     let keys3 = |tag: u8, text: &dyn Fn(&[u8; 32]) -> String, ids: [&str; 3]| {
         let k: Vec<(String, String)> = (0..3u8)
@@ -82,28 +93,8 @@ fn cases(t: &TestDb) -> Vec<Case> {
     let url64 = |b: &[u8; 32]| base64::engine::general_purpose::URL_SAFE.encode(b);
     let ids = ["old", "new", "gone"];
     vec![
-        Case {
-            name: "native_text",
-            config: None,
-            binary: false,
-            names_key: true,
-            keys: [
-                (String::new(), String::new()),
-                (String::new(), String::new()),
-                (String::new(), String::new()),
-            ],
-        },
-        Case {
-            name: "native_bin",
-            config: None,
-            binary: true,
-            names_key: true,
-            keys: [
-                (String::new(), String::new()),
-                (String::new(), String::new()),
-                (String::new(), String::new()),
-            ],
-        },
+        native_case("native_text", false),
+        native_case("native_bin", true),
         Case {
             name: "fernet",
             config: Some(json!({"codec": "fernet"})),

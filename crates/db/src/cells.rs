@@ -511,6 +511,7 @@ mod tests {
                 cell("ssn_iv", ValueKind::Binary),
                 cell("ssn_ct", ValueKind::Binary),
             ],
+            aux: Vec::new(),
         }
     }
 

@@ -425,13 +425,26 @@ where
 {
     let n = col.pk.len();
     let anchor = col.cells.iter().position(|c| c.name == col.column);
+    let first_aux = n + col.cells.len().max(1);
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let pk = decode_pk(r, col)?;
+        let mut aux = Vec::with_capacity(col.aux.len());
+        for (j, name) in col.aux.iter().enumerate() {
+            aux.push(
+                r.try_get::<Option<String>, _>(first_aux + j)
+                    .map_err(DbError::query(format!("reading column {name} as text")))?,
+            );
+        }
         if !col.has_cells() {
             let (value, problem) = decode_value(r, n, col.kind, &col.column, storage_classes)?;
             if let Some(value) = value {
-                out.push(Row { pk, value, problem });
+                out.push(Row {
+                    pk,
+                    value,
+                    problem,
+                    aux,
+                });
             }
             continue;
         }
@@ -450,7 +463,12 @@ where
         } else {
             crate::cells::pack(cells.iter().map(|c| c.as_deref()))
         };
-        out.push(Row { pk, value, problem });
+        out.push(Row {
+            pk,
+            value,
+            problem,
+            aux,
+        });
     }
     Ok(out)
 }

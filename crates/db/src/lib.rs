@@ -189,6 +189,12 @@ pub struct ColumnRef {
     /// `column` among them. Empty for a value held in `column` alone. See
     /// [`cells`] for how such a row travels as one [`Row::value`].
     pub cells: Vec<CellColumn>,
+    /// Columns read beside the value but never written: what a KMS needs
+    /// per row (a transit key name, a derivation context, an encryption
+    /// context). Read in their text form (`CAST(col AS TEXT)`), into
+    /// [`Row::aux`] in this order. The compare-and-swap compares the value
+    /// alone.
+    pub aux: Vec<String>,
 }
 
 /// One column of a multi-column value.
@@ -230,6 +236,7 @@ pub(crate) fn test_column(
         column: column.into(),
         kind,
         cells: Vec::new(),
+        aux: Vec::new(),
     }
 }
 
@@ -302,6 +309,9 @@ pub struct Row {
     /// The value cannot be one of the column's format whatever its bytes:
     /// found while reading it. The row is a bad row and is never written.
     pub problem: Option<ReadProblem>,
+    /// The [`ColumnRef::aux`] columns of the row, in their text form (`None`:
+    /// NULL), in order.
+    pub aux: Vec<Option<String>>,
 }
 
 /// The key, the value's length and the problem: never the value (a stored
@@ -315,6 +325,7 @@ impl fmt::Debug for Row {
                 &format_args!("({} bytes, not shown)", self.value.len()),
             )
             .field("problem", &self.problem)
+            .field("aux", &self.aux.len())
             .finish()
     }
 }
@@ -326,6 +337,7 @@ impl Row {
             pk,
             value,
             problem: None,
+            aux: Vec::new(),
         }
     }
 }

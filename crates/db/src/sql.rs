@@ -82,6 +82,15 @@ impl Dialect {
         }
     }
 
+    /// A column read in its text form (an auxiliary column: [`ColumnRef::aux`]).
+    pub(crate) fn text_of(self, name: &str) -> String {
+        let c = self.quote(name);
+        match self {
+            Dialect::MySql => format!("CAST({c} AS CHAR)"),
+            _ => format!("CAST({c} AS TEXT)"),
+        }
+    }
+
     /// A bound primary-key value in the column's own type (so comparisons
     /// are exact and use the index): PostgreSQL casts text to the column's
     /// type; MySQL compares a decimal exactly only with a decimal (a string
@@ -134,6 +143,7 @@ impl Dialect {
         } else {
             s.push(self.quote(&col.column));
         }
+        s.extend(col.aux.iter().map(|a| self.text_of(a)));
         s.join(", ")
     }
 

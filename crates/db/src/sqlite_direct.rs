@@ -276,7 +276,17 @@ fn read_rows(
                 })),
             ),
         };
-        out.push(Row { pk, value, problem });
+        let first_aux = n + col.cells.len().max(1);
+        let mut aux = Vec::with_capacity(col.aux.len());
+        for j in 0..col.aux.len() {
+            aux.push(r.get::<_, Option<String>>(first_aux + j)?);
+        }
+        out.push(Row {
+            pk,
+            value,
+            problem,
+            aux,
+        });
     }
     Ok(out)
 }

@@ -153,6 +153,55 @@ pub struct ColumnConfig {
     pub key_id_column: Option<String>,
     /// `envelope`: the column holding the row's wrapped data key.
     pub wrapped_key_column: Option<String>,
+    /// Rotate inside this `[kms.NAME]` server (server-side rewrap): the
+    /// column's keys never leave the KMS, and the column has no keyring.
+    /// Codecs: `vault-transit`, `aws-kms`, `envelope` (docs/KMS.md).
+    pub kms: Option<String>,
+    /// `kms` columns: the KMS key. `vault-transit`: the transit key's name;
+    /// `aws-kms`: the key (id, ARN or alias) values are re-encrypted to.
+    pub key: Option<String>,
+    /// `kms` + `vault-transit`: the column naming each row's transit key
+    /// (instead of `key`).
+    pub key_column: Option<String>,
+    /// `kms` + `vault-transit` with a derived key: the column holding each
+    /// row's derivation context (its text, as bytes). `context = true`
+    /// instead derives from table, column and primary key (docs/KMS.md).
+    pub context_column: Option<String>,
+    /// `kms` + `aws-kms` / `envelope`: the encryption context of each value,
+    /// `{ name = "COLUMN" }` (each row's column text) or `{ name = "=literal" }`.
+    pub encryption_context: Option<std::collections::BTreeMap<String, String>>,
+    /// `kms` + `envelope`: the table mapping the key-id column's ids to KMS keys.
+    pub key_catalog: Option<KeyCatalogConfig>,
+    /// `kms` + `envelope`: ids of the key-id column and their KMS keys (AWS
+    /// key ARNs or ids, transit key names), in config instead of (or beside)
+    /// `key_catalog`.
+    pub kms_keys: Option<std::collections::BTreeMap<String, String>>,
+    /// `kms` + `envelope`: the id (of `key_catalog` or `kms_keys`) whose KMS
+    /// key rows are rotated to.
+    pub target_key_id: Option<String>,
+}
+
+/// A table of the application's that maps key ids to KMS keys (the
+/// `encryption_keys` catalog of envelope schemes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCatalogConfig {
+    /// The table's name.
+    pub table: String,
+    /// The column holding the id the rows' key-id column refers to [default: `key_id`].
+    #[serde(default = "default_catalog_id")]
+    pub id_column: String,
+    /// The column holding the KMS key (ARN, key id, alias, transit key name) [default: `kms_key_arn`].
+    #[serde(default = "default_catalog_kms_key")]
+    pub kms_key_column: String,
+}
+
+fn default_catalog_id() -> String {
+    "key_id".into()
+}
+
+fn default_catalog_kms_key() -> String {
+    "kms_key_arn".into()
 }
 
 impl ColumnConfig {
@@ -298,6 +347,11 @@ pub fn validate_targets(
                     format!("{} is listed twice", c.name),
                 );
             }
+            if c.kms.is_some() {
+                crate::remote::validate_column(t, c, &ckey)?;
+                continue;
+            }
+            crate::remote::refuse_kms_fields(c, &ckey)?;
             let codec = c
                 .codec_config(&t.table)
                 .map_err(|e| EngineError::Config(format!("{ckey}: {e}")))?;

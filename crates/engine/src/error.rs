@@ -63,6 +63,11 @@ pub enum EngineError {
     /// A database operation failed.
     #[error("database: {0}")]
     Db(DbError),
+    /// A KMS that rotates a column's values failed as a whole (unreachable,
+    /// sealed, credentials refused or revoked, key missing); a value it
+    /// refuses alone is a bad row instead.
+    #[error("kms: {0}")]
+    Kms(keyturn_kms::KmsError),
     /// The database schema does not fit the configuration (missing table, column or primary key,
     /// wrong column type); the message lists every problem.
     #[error("schema: {0}")]
@@ -114,6 +119,12 @@ impl From<KeyError> for EngineError {
 impl From<FormatError> for EngineError {
     fn from(e: FormatError) -> Self {
         EngineError::Format(e)
+    }
+}
+
+impl From<keyturn_kms::KmsError> for EngineError {
+    fn from(e: keyturn_kms::KmsError) -> Self {
+        EngineError::Kms(e)
     }
 }
 

@@ -12,6 +12,7 @@ mod error;
 pub mod multi;
 pub mod plan;
 mod progress;
+pub mod remote;
 mod retry;
 pub mod run;
 mod scan;

@@ -18,6 +18,8 @@ pub struct Rings {
     pub default: Option<Arc<Keyring>>,
     /// The `[keyrings.NAME]` rings that selected columns use, by name.
     pub named: BTreeMap<String, Arc<Keyring>>,
+    /// The `[kms.NAME]` servers that rotate `kms = "NAME"` columns.
+    pub servers: BTreeMap<String, keyturn_kms::ServerConfig>,
 }
 
 impl Rings {
@@ -54,7 +56,7 @@ impl Rings {
             for c in t
                 .columns
                 .iter()
-                .filter(|c| column.is_none_or(|x| x == c.name))
+                .filter(|c| column.is_none_or(|x| x == c.name) && c.kms.is_none())
             {
                 match &c.keyring {
                     None => {
@@ -114,9 +116,54 @@ pub struct ColumnPlan {
     pub ring: Option<Arc<Keyring>>,
     /// Bind table, column and primary key as associated data.
     pub context: bool,
+    /// The KMS that rotates this column's values (`kms = "NAME"`); `None`
+    /// for a column whose keys are in `ring`, or a plan made without keys.
+    pub remote: Option<Arc<dyn crate::remote::RemoteKeys>>,
 }
 
 impl ColumnPlan {
+    /// The key id rows end under: the ring's primary, or the KMS's target.
+    pub fn primary_id(&self) -> Result<String, EngineError> {
+        match &self.remote {
+            Some(r) => Ok(r.target().to_owned()),
+            None => Ok(self.ring()?.primary_id().to_string()),
+        }
+    }
+
+    /// The stored prefix of values under [`primary_id`](Self::primary_id),
+    /// when SQL can skip them.
+    pub fn primary_prefix(&self) -> Result<Option<Vec<u8>>, EngineError> {
+        match &self.remote {
+            Some(r) => Ok(r.primary_prefix()),
+            None => Ok(self.codec.primary_prefix(self.ring()?)),
+        }
+    }
+
+    /// What the column's keys say of a key id the census found.
+    pub fn key_state(&self, key_id: &str) -> Result<Option<keyturn_format::KeyState>, EngineError> {
+        match &self.remote {
+            Some(r) => Ok(r.state(key_id)),
+            None => Ok(self.ring()?.state(key_id)),
+        }
+    }
+
+    /// Whether a key id the census found can be decrypted (`Ok`), or why
+    /// not (`Err(retired)`).
+    pub fn key_usable(&self, key_id: &str) -> Result<Result<(), bool>, EngineError> {
+        use keyturn_format::KeyState;
+        Ok(match &self.remote {
+            Some(r) => match r.state(key_id) {
+                Some(KeyState::Primary | KeyState::DecryptOnly) => Ok(()),
+                Some(KeyState::Retired) => Err(true),
+                _ => Err(false),
+            },
+            None => match self.ring()?.decryption_key(key_id) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(matches!(e, keyturn_format::FormatError::KeyRetired(_))),
+            },
+        })
+    }
+
     /// The column's keyring, or an error if the plan was made without keys.
     pub fn ring(&self) -> Result<&Arc<Keyring>, EngineError> {
         self.ring.as_ref().ok_or_else(|| {
@@ -163,8 +210,7 @@ impl Plan {
     pub fn primary_key_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = Vec::new();
         for c in &self.columns {
-            let Some(ring) = &c.ring else { continue };
-            let p = ring.primary_id().to_string();
+            let Ok(p) = c.primary_id() else { continue };
             if !ids.contains(&p) {
                 ids.push(p);
             }
@@ -278,7 +324,44 @@ pub async fn resolve(
                 (Some(crate::config::EncodingConfig::Text), ValueKind::Binary) => Encoding::Text,
             };
             let mut cells = Vec::new();
-            let codec: Arc<dyn Codec> = match c
+            let mut aux = Vec::new();
+            let mut remote = None;
+            let codec: Arc<dyn Codec> = match c.kms.as_deref() {
+                Some(name) => {
+                    aux = crate::remote::aux_columns(c);
+                    for a in &aux {
+                        if info.column_type(a).is_none() {
+                            problems.push(format!("{}: column {a} does not exist", t.table));
+                        }
+                    }
+                    let col = ColumnRef {
+                        table: t.table.clone(),
+                        pk: pk.clone(),
+                        column: c.name.clone(),
+                        kind,
+                        cells: Vec::new(),
+                        aux: aux.clone(),
+                    };
+                    match rings {
+                        // A plan without keys (counting only) needs the
+                        // codec alone: the KMS is not asked.
+                        None => crate::remote::codec_only(c)?,
+                        Some(r) => {
+                            let server = r.servers.get(name).ok_or_else(|| {
+                                EngineError::Config(format!(
+                                    "{}.{}: kms = {}: no [kms.{name}] section",
+                                    t.table,
+                                    c.name,
+                                    keyturn_format::shown(name)
+                                ))
+                            })?;
+                            let (codec, r) = crate::remote::open(server, c, &col).await?;
+                            remote = Some(r);
+                            codec
+                        }
+                    }
+                }
+                None => match c
                 .codec_config(&t.table)
                 .map_err(EngineError::Config)?
             {
@@ -306,6 +389,7 @@ pub async fn resolve(
                     }
                     Arc::from(keyturn_codecs::build(&cc)?)
                 }
+            },
             };
             columns.push(ColumnPlan {
                 col: ColumnRef {
@@ -314,13 +398,15 @@ pub async fn resolve(
                     column: c.name.clone(),
                     kind,
                     cells,
+                    aux,
                 },
                 codec,
                 ring: match rings {
-                    Some(r) => Some(r.get(c.keyring.as_deref())?),
-                    None => None,
+                    Some(r) if c.kms.is_none() => Some(r.get(c.keyring.as_deref())?),
+                    _ => None,
                 },
                 context: c.context,
+                remote,
             });
         }
     }

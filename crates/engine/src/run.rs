@@ -258,12 +258,10 @@ pub async fn check_preflight(
 ) -> Result<Vec<UnusableKey>, EngineError> {
     let mut problems = Vec::new();
     for (c, counts) in plan.columns.iter().zip(census) {
-        let ring = c.ring()?;
         for k in &counts.by_key {
-            let Err(e) = ring.decryption_key(&k.key_id) else {
+            let Err(retired) = c.key_usable(&k.key_id)? else {
                 continue;
             };
-            let retired = matches!(e, keyturn_format::FormatError::KeyRetired(_));
             let first_rows = db
                 .rows_with_tokens(&c.col, &c.census(), &k.tokens, PREFLIGHT_ROWS)
                 .await?
@@ -751,6 +749,76 @@ fn crypto_one(op: Operation, ring: &Keyring, plan: &ColumnPlan, row: &Row) -> Ro
     }
 }
 
+/// Decides a batch of rows: with the column's keyring, in parallel across
+/// cores, or by the KMS that holds the column's keys.
+async fn crypto_batch(
+    op: Operation,
+    plan: &ColumnPlan,
+    rows: Vec<Row>,
+) -> Result<Vec<(Row, RowOutcome)>, EngineError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Some(remote) = &plan.remote {
+        if op != Operation::Rotate {
+            return Err(EngineError::Usage(format!(
+                "{}: {} is not done through a KMS; the application writes new values (kms = ... columns are rotated only)",
+                plan.label(),
+                op.name()
+            )));
+        }
+        let parts: Vec<Vec<Vec<u8>>> = rows.iter().map(|r| plan.context_parts(&r.pk)).collect();
+        let (ready, problems): (Vec<usize>, Vec<usize>) =
+            (0..rows.len()).partition(|&i| rows[i].problem.is_none());
+        let inputs: Vec<crate::remote::RemoteRow<'_>> = ready
+            .iter()
+            .map(|&i| crate::remote::RemoteRow {
+                pk: &rows[i].pk,
+                value: &rows[i].value,
+                aux: &rows[i].aux,
+                context: &parts[i],
+            })
+            .collect();
+        let decided = remote.rotate(&inputs).await?;
+        if decided.len() != inputs.len() {
+            return Err(EngineError::Internal(format!(
+                "{}: the KMS answered {} of {} rows",
+                plan.label(),
+                decided.len(),
+                inputs.len()
+            )));
+        }
+        let mut outcomes: Vec<Option<RowOutcome>> = (0..rows.len()).map(|_| None).collect();
+        for (i, d) in ready.into_iter().zip(decided) {
+            outcomes[i] = Some(match d {
+                crate::remote::RemoteOutcome::Write(v) => RowOutcome::Write(v),
+                crate::remote::RemoteOutcome::Current => RowOutcome::Skip,
+                crate::remote::RemoteOutcome::Bad(why) => RowOutcome::Bad(why),
+            });
+        }
+        for i in problems {
+            let why = rows[i].problem.map(|p| p.to_string()).unwrap_or_default();
+            outcomes[i] = Some(RowOutcome::Bad(why));
+        }
+        return Ok(rows
+            .into_iter()
+            .zip(outcomes)
+            .map(|(r, o)| (r, o.unwrap_or(RowOutcome::Skip)))
+            .collect());
+    }
+    let (ring, plan2) = (plan.ring()?.clone(), plan.clone());
+    tokio::task::spawn_blocking(move || {
+        rows.into_par_iter()
+            .map(|r| {
+                let o = crypto_one(op, &ring, &plan2, &r);
+                (r, o)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("crypto worker failed: {e}")))
+}
+
 /// A row the batch could not process.
 struct BadSeen {
     pk: Pk,
@@ -790,17 +858,7 @@ async fn process_batch(
         rows: rows.len() as u64,
         ..Default::default()
     };
-    let (ring, op, plan2) = (plan.ring()?.clone(), shared.op, plan.clone());
-    let outcomes: Vec<(Row, RowOutcome)> = tokio::task::spawn_blocking(move || {
-        rows.into_par_iter()
-            .map(|r| {
-                let o = crypto_one(op, &ring, &plan2, &r);
-                (r, o)
-            })
-            .collect()
-    })
-    .await
-    .map_err(|e| EngineError::Internal(format!("crypto worker failed: {e}")))?;
+    let outcomes = crypto_batch(shared.op, &plan, rows).await?;
     let mut pending = Vec::new();
     for (row, o) in outcomes {
         match o {
@@ -854,6 +912,7 @@ async fn process_batch(
             .map(|r| (r.pk.clone(), r))
             .collect();
         let mut next = Vec::new();
+        let mut again = Vec::new();
         for u in pending.drain(..) {
             match current.remove(&u.pk) {
                 Some(r) if r.problem.is_none() && r.value == u.new => out.written += 1,
@@ -861,16 +920,19 @@ async fn process_batch(
                 None => out.skipped += 1,
                 Some(r) => {
                     out.retried += 1;
-                    match crypto_one(shared.op, plan.ring()?, &plan, &r) {
-                        RowOutcome::Write(new) => next.push(CasUpdate {
-                            pk: u.pk,
-                            old: r.value,
-                            new,
-                        }),
-                        RowOutcome::Skip => out.skipped += 1,
-                        RowOutcome::Bad(why) => out.bad.push(BadSeen::new(u.pk, why, &r.value)),
-                    }
+                    again.push(r);
                 }
+            }
+        }
+        for (r, o) in crypto_batch(shared.op, &plan, again).await? {
+            match o {
+                RowOutcome::Write(new) => next.push(CasUpdate {
+                    pk: r.pk,
+                    old: r.value,
+                    new,
+                }),
+                RowOutcome::Skip => out.skipped += 1,
+                RowOutcome::Bad(why) => out.bad.push(BadSeen::new(r.pk, why, &r.value)),
             }
         }
         pending = next;
@@ -918,7 +980,7 @@ async fn process_column(
     let op = shared.op;
     let progress = shared.progress.clone();
     let skip_prefix = match op {
-        Operation::Rotate => plan.codec.primary_prefix(plan.ring()?).map(|prefix| Skip {
+        Operation::Rotate => plan.primary_prefix()?.map(|prefix| Skip {
             prefix,
             census: plan.census(),
         }),
@@ -935,7 +997,7 @@ async fn process_column(
             .load_checkpoint(op.name(), &col.table, &col.column)
             .await?
     {
-        if cp.target_key == plan.ring()?.primary_id().as_str() {
+        if cp.target_key == plan.primary_id()? {
             match serde_json::from_str::<Pk>(&cp.last_pk) {
                 Ok(pk) => {
                     progress.note(&format!(
@@ -957,7 +1019,7 @@ async fn process_column(
                 "{}: checkpoint was for key {:?}, the primary is now {:?}: starting over",
                 plan.label(),
                 cp.target_key,
-                plan.ring()?.primary_id().as_str()
+                plan.primary_id()?
             ));
         }
     }
@@ -966,7 +1028,7 @@ async fn process_column(
         None => non_null,
         // Values under the primary are filtered out by SQL and never seen.
         Some(_) if plan.codec.key_id_location() != KeyIdLocation::None => {
-            non_null.saturating_sub(counts.rows_under(plan.ring()?.primary_id().as_str()))
+            non_null.saturating_sub(counts.rows_under(&plan.primary_id()?))
         }
         Some(p) => db.count_without_prefix(col, Some(p)).await?,
     };
@@ -1188,7 +1250,6 @@ pub(crate) async fn clear_if_mended(
         return Ok(0);
     }
     let col = &plan.col;
-    let ring = plan.ring()?;
     // Records name rows by their rendered key; the keys are matched back
     // through the rows that exist.
     let wanted: std::collections::HashSet<&str> = pks.iter().map(String::as_str).collect();
@@ -1201,20 +1262,24 @@ pub(crate) async fn clear_if_mended(
     let mut mended: Vec<String> = Vec::new();
     for chunk in parsed.chunks(500) {
         let current = db.fetch_rows(col, chunk).await?;
-        let present: std::collections::HashMap<String, &Row> =
-            current.iter().map(|r| (pk_display(&r.pk), r)).collect();
+        let mut present: std::collections::HashMap<String, Row> = current
+            .into_iter()
+            .map(|r| (pk_display(&r.pk), r))
+            .collect();
+        let mut check = Vec::new();
         for pk in chunk {
             let shown = pk_display(pk);
             if !wanted.contains(shown.as_str()) {
                 continue;
             }
-            match present.get(&shown) {
+            match present.remove(&shown) {
                 None => mended.push(shown),
-                Some(r) => {
-                    if matches!(crypto_one(op, ring, plan, r), RowOutcome::Skip) {
-                        mended.push(shown);
-                    }
-                }
+                Some(r) => check.push(r),
+            }
+        }
+        for (r, o) in crypto_batch(op, plan, check).await? {
+            if matches!(o, RowOutcome::Skip) {
+                mended.push(pk_display(&r.pk));
             }
         }
     }
@@ -1340,7 +1405,7 @@ async fn save_checkpoint(
         operation: shared.op.name().to_owned(),
         table: plan.col.table.clone(),
         column: plan.col.column.clone(),
-        target_key: plan.ring()?.primary_id().to_string(),
+        target_key: plan.primary_id()?,
         last_pk: serde_json::to_string(pk)
             .map_err(|e| EngineError::Internal(format!("checkpoint encoding: {e}")))?,
         rows_done: cs.resumed_rows + cs.written + cs.skipped + cs.failed,
@@ -1374,6 +1439,7 @@ mod tests {
             column: "c".into(),
             kind: ValueKind::Text,
             cells: Vec::new(),
+            aux: Vec::new(),
         }
     }
 

@@ -7,22 +7,8 @@ use crate::{EngineError, ProgressSink};
 use keyturn_db::{Database, Pk, Row};
 use keyturn_format::{FormatError, Inspection, Keyring};
 use rayon::prelude::*;
-use std::sync::Arc;
 
-/// What decrypting one stored value found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Finding {
-    /// It decrypts (with its context) under this key.
-    Under(String),
-    /// A value of the format that names a key the keyring cannot decrypt
-    /// with (not in it, or retired): the key id and the reason.
-    Unusable(String, String),
-    /// Not a value of the column's format (plaintext, garbage, another
-    /// format), with the reason.
-    NotThisFormat(String),
-    /// A value of the format that does not decrypt: the reason.
-    Bad(String),
-}
+pub(crate) use crate::remote::Finding;
 
 /// The reason given for a value that is not of the column's format.
 pub(crate) fn not_this_format(codec: &str) -> String {
@@ -52,6 +38,61 @@ pub(crate) fn decide(plan: &ColumnPlan, ring: &Keyring, row: &Row) -> Finding {
     }
 }
 
+/// Decides a batch of rows: by decrypting with the column's keyring, in
+/// parallel across cores, or by asking the KMS that holds its keys.
+pub(crate) async fn decide_batch(
+    plan: &ColumnPlan,
+    rows: Vec<Row>,
+) -> Result<Vec<(Row, Finding)>, EngineError> {
+    if let Some(remote) = &plan.remote {
+        let parts: Vec<Vec<Vec<u8>>> = rows.iter().map(|r| plan.context_parts(&r.pk)).collect();
+        let ready: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].problem.is_none())
+            .collect();
+        let inputs: Vec<crate::remote::RemoteRow<'_>> = ready
+            .iter()
+            .map(|&i| crate::remote::RemoteRow {
+                pk: &rows[i].pk,
+                value: &rows[i].value,
+                aux: &rows[i].aux,
+                context: &parts[i],
+            })
+            .collect();
+        let checked = remote.check(&inputs).await?;
+        if checked.len() != inputs.len() {
+            return Err(EngineError::Internal(format!(
+                "{}: the KMS answered {} of {} rows",
+                plan.label(),
+                checked.len(),
+                inputs.len()
+            )));
+        }
+        let mut found: Vec<Option<Finding>> = rows
+            .iter()
+            .map(|r| r.problem.map(|p| Finding::NotThisFormat(p.to_string())))
+            .collect();
+        for (i, f) in ready.into_iter().zip(checked) {
+            found[i] = Some(f);
+        }
+        return Ok(rows
+            .into_iter()
+            .zip(found)
+            .map(|(r, f)| (r, f.unwrap_or_else(|| Finding::Bad(String::new()))))
+            .collect());
+    }
+    let (ring, plan) = (plan.ring()?.clone(), plan.clone());
+    tokio::task::spawn_blocking(move || {
+        rows.into_par_iter()
+            .map(|r| {
+                let f = decide(&plan, &ring, &r);
+                (r, f)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("decryption worker failed: {e}")))
+}
+
 /// Reads every non-NULL value of the column in primary-key order and decides
 /// each one by decrypting it; `each` sees every row and its finding, in
 /// order. Returns the number of values read.
@@ -62,7 +103,6 @@ pub(crate) async fn decrypt_all(
     progress: &dyn ProgressSink,
     mut each: impl FnMut(&Row, Finding),
 ) -> Result<u64, EngineError> {
-    let ring: Arc<Keyring> = plan.ring()?.clone();
     let col = &plan.col;
     progress.column_started(
         &col.table,
@@ -79,17 +119,7 @@ pub(crate) async fn decrypt_all(
         let Some(last) = rows.last() else { break };
         after = Some(last.pk.clone());
         let n = rows.len() as u64;
-        let (ring, plan) = (ring.clone(), plan.clone());
-        let found: Vec<(Row, Finding)> = tokio::task::spawn_blocking(move || {
-            rows.into_par_iter()
-                .map(|r| {
-                    let f = decide(&plan, &ring, &r);
-                    (r, f)
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| EngineError::Internal(format!("decryption worker failed: {e}")))?;
+        let found = decide_batch(plan, rows).await?;
         for (row, f) in found {
             each(&row, f);
         }

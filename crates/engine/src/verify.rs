@@ -116,8 +116,7 @@ struct Failure {
 /// Why a value read without decrypting is not under the primary, and
 /// whether that makes it an odd row.
 fn reason_from_header(c: &ColumnPlan, primary: &str, value: &[u8]) -> Option<(String, bool)> {
-    let ring = c.ring.as_deref();
-    let usable = |k: &str| ring.is_some_and(|r| r.decryption_key(k).is_ok());
+    let usable = |k: &str| matches!(c.key_usable(k), Ok(Ok(())));
     match c.codec.inspect(value) {
         Inspection::UnderKey(k) if k == primary => None,
         Inspection::UnderKeyOwned(k) if k.as_str() == primary => None,
@@ -162,15 +161,14 @@ async fn find_failures(
     progress: &dyn ProgressSink,
     acked: usize,
 ) -> Result<Found, EngineError> {
-    let ring = c.ring()?.clone();
-    let primary = ring.primary_id().as_str().to_owned();
+    let primary = c.primary_id()?;
     let census = c.census();
     let counts = if opts.deep {
         None
     } else {
         Some(db.count_keys(&c.col, &census).await?)
     };
-    let prefix = c.codec.primary_prefix(&ring);
+    let prefix = c.primary_prefix()?;
     match (counts, prefix) {
         (Some(counts), Some(prefix)) if census.has_key_ids() && counts.keyless == 0 => {
             // Counting is the database's job; only the failing rows are

@@ -290,6 +290,7 @@ async fn envelope_rows_are_encrypted_rewrapped_and_verified() {
         .fetch_rows(
             &ColumnRef {
                 cells: Vec::new(),
+                aux: Vec::new(),
                 column: "note".into(),
                 kind: keyturn_db::ValueKind::Text,
                 ..p2.columns[0].col.clone()

@@ -61,6 +61,9 @@ pub struct TransitConfig {
     pub namespace: Option<String>,
     /// How new wraps bind their context. Existing blobs keep theirs.
     pub binding: ContextBinding,
+    /// A PEM file of CA certificates to trust for `https://` (a private CA);
+    /// `None`: `VAULT_CACERT` if set, else the built-in roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Limit for establishing a connection to the server (default 3 s).
     pub connect_timeout: Duration,
     /// Limit for one whole request.
@@ -81,6 +84,7 @@ impl TransitConfig {
             token: None,
             namespace: None,
             binding: ContextBinding::Embedded,
+            ca_file: None,
             connect_timeout: Duration::from_secs(3),
             timeout: Duration::from_secs(10),
         }
@@ -100,7 +104,7 @@ pub struct TransitKek {
     key_name: String,
     binding: ContextBinding,
     timeout: Duration,
-    client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
     /// Set once the key was seen to exist (see `ensure_key`).
     key_checked: OnceCell<()>,
 }
@@ -111,9 +115,9 @@ struct Envelope<T> {
 }
 
 #[derive(Deserialize)]
-struct Errors {
+pub(crate) struct Errors {
     #[serde(default)]
-    errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -149,7 +153,7 @@ fn valid_name(s: &str, allow_slash: bool) -> bool {
 }
 
 /// The key version of a transit ciphertext `vault:v<N>:...`.
-fn ciphertext_version(ct: &str) -> Option<u64> {
+pub(crate) fn ciphertext_version(ct: &str) -> Option<u64> {
     let rest = ct.strip_prefix("vault:v")?;
     let (n, body) = rest.split_once(':')?;
     if body.is_empty() {
@@ -217,7 +221,32 @@ impl TransitKek {
                 .map_err(|_| KmsError::config(P, "the namespace is not a valid header value"))?;
             headers.insert("X-Vault-Namespace", v);
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        let ca = cfg
+            .ca_file
+            .clone()
+            .or_else(|| std::env::var_os("VAULT_CACERT").filter(|v| !v.is_empty()).map(Into::into));
+        if let Some(path) = ca {
+            let pem = std::fs::read(&path).map_err(|e| {
+                KmsError::config(P, format!("CA file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+                KmsError::config(
+                    P,
+                    format!("CA file {}: no PEM certificate in it", path.display()),
+                )
+            })?;
+            if certs.is_empty() {
+                return Err(KmsError::config(
+                    P,
+                    format!("CA file {}: no PEM certificate in it", path.display()),
+                ));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder
             .default_headers(headers)
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.timeout)
@@ -258,15 +287,53 @@ impl TransitKek {
         &self.address
     }
 
+    /// The transit engine's mount path.
+    pub fn mount(&self) -> &str {
+        &self.mount
+    }
+
+    /// The transit key's name.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// The same server, token and settings, for another key of the mount
+    /// (a key named per row). Makes no request.
+    pub fn for_key(&self, key_name: &str) -> Result<TransitKek, KmsError> {
+        if !valid_name(key_name, false) {
+            return Err(KmsError::config(
+                P,
+                format!("key name {:?} must be A-Z a-z 0-9 . _ -", clip(key_name)),
+            ));
+        }
+        Ok(TransitKek {
+            address: self.address.clone(),
+            namespace: self.namespace.clone(),
+            mount: self.mount.clone(),
+            key_name: key_name.to_owned(),
+            binding: self.binding,
+            timeout: self.timeout,
+            client: self.client.clone(),
+            key_checked: OnceCell::new(),
+        })
+    }
+
+    pub(crate) fn keys_url(&self, suffix: &str) -> String {
+        format!(
+            "{}/v1/{}/keys/{}{suffix}",
+            self.address, self.mount, self.key_name
+        )
+    }
+
     fn kek_name(&self) -> String {
         format!("{}/{}", self.mount, self.key_name)
     }
 
-    fn url(&self, op: &str) -> String {
+    pub(crate) fn url(&self, op: &str) -> String {
         format!("{}/v1/{}/{op}/{}", self.address, self.mount, self.key_name)
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> KmsError {
+    pub(crate) fn unreachable(&self, e: &reqwest::Error) -> KmsError {
         let reason = if e.is_timeout() {
             format!("no answer within {} ms", self.timeout.as_millis())
         } else {
@@ -286,7 +353,7 @@ impl TransitKek {
     }
 
     /// Sends a request; returns the body of a 2xx answer, else the error.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         req: reqwest::RequestBuilder,
         ctx: Option<&WrapContext>,
@@ -308,7 +375,7 @@ impl TransitKek {
         Err(self.classify(status, &errors, ctx).await)
     }
 
-    async fn classify(
+    pub(crate) async fn classify(
         &self,
         status: StatusCode,
         errors: &str,
@@ -392,7 +459,7 @@ impl TransitKek {
         }
     }
 
-    fn parse<T: for<'de> Deserialize<'de>>(&self, body: &[u8], what: &str) -> Result<T, KmsError> {
+    pub(crate) fn parse<T: for<'de> Deserialize<'de>>(&self, body: &[u8], what: &str) -> Result<T, KmsError> {
         serde_json::from_slice::<Envelope<T>>(body)
             .ok()
             .and_then(|e| e.data)

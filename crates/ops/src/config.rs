@@ -74,6 +74,10 @@ pub struct Config {
     /// keyring is loaded from the catalog table, DEKs unwrapped by its KEK.
     #[serde(default)]
     pub catalog: Option<CatalogConfig>,
+    /// `[kms.NAME]`: KMS servers that rotate `kms = "NAME"` columns inside
+    /// themselves (keyturn-kms's section; docs/KMS.md).
+    #[serde(default)]
+    pub kms: BTreeMap<String, keyturn_kms::ServerConfig>,
 }
 
 /// Where the config came from (for messages).
@@ -126,6 +130,9 @@ impl Config {
             c.kek = c.kek.clone().relative_to(base);
         }
         self.database = self.database.clone().relative_to(base);
+        for s in self.kms.values_mut() {
+            *s = s.clone().relative_to(base);
+        }
     }
 
     /// Parses and checks the text of a config file.
@@ -144,6 +151,33 @@ impl Config {
         let bad = |key: &str, why: String| Err(EngineError::Config(format!("{key}: {why}")));
         keyturn_engine::config::validate_targets(&self.targets, |k| self.keyrings.contains_key(k))?;
         self.rotation.validate()?;
+        for (name, s) in &self.kms {
+            if !keyturn_format::is_showable(name) {
+                return bad(
+                    "kms",
+                    "a [kms.NAME] section's name is 1-32 characters A-Za-z0-9._- (its value is not shown)"
+                        .into(),
+                );
+            }
+            s.validate(name)
+                .map_err(|e| EngineError::Config(e.to_string()))?;
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            for (j, c) in t.columns.iter().enumerate() {
+                if let Some(k) = &c.kms
+                    && !self.kms.contains_key(k)
+                {
+                    return bad(
+                        &format!("target[{i}].columns[{j}].kms"),
+                        if keyturn_format::is_showable(k) {
+                            format!("no [kms.{k}] section")
+                        } else {
+                            "no [kms.NAME] section of that name (the value is not shown)".into()
+                        },
+                    );
+                }
+            }
+        }
         if let Some(c) = &self.catalog {
             c.validate()
                 .map_err(|e| EngineError::Config(format!("catalog: {e}")))?;

@@ -61,12 +61,13 @@ impl OpsError {
     }
 
     /// A short machine-readable kind for records: `preflight`, `locked`,
-    /// `database`, `usage` or `error`.
+    /// `database`, `kms`, `usage` or `error`.
     pub fn kind(&self) -> &'static str {
         match self.engine() {
             Some(EngineError::Preflight(_)) => "preflight",
             Some(EngineError::LockHeld { .. } | EngineError::LockLost { .. }) => "locked",
             Some(EngineError::Db(_)) => "database",
+            Some(EngineError::Kms(_)) => "kms",
             Some(EngineError::Usage(_)) => "usage",
             _ if self.is_database() => "database",
             _ => "error",

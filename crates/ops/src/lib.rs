@@ -34,14 +34,16 @@ pub fn load_rings(
     column: Option<&str>,
     default: Option<Arc<Keyring>>,
 ) -> Result<Rings, EngineError> {
-    Rings::load_with_default(
+    let mut rings = Rings::load_with_default(
         &cfg.targets,
         &cfg.keys,
         &cfg.keyrings,
         table,
         column,
         default,
-    )
+    )?;
+    rings.servers = cfg.kms.clone();
+    Ok(rings)
 }
 
 /// This machine's host name (any OS), or `unknown-host`.

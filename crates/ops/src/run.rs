@@ -179,8 +179,8 @@ pub async fn run(
 /// Refuses to rotate onto a compromised primary.
 fn refuse_compromised_primary(session: &Session, compromised: &[String]) -> Result<(), OpsError> {
     for c in &session.plan.columns {
-        let primary = c.ring()?.primary_id().as_str();
-        if compromised.iter().any(|k| k == primary) {
+        let primary = c.primary_id()?;
+        if compromised.iter().any(|k| *k == primary) {
             return Err(EngineError::Config(format!(
                 "the primary key {primary:?} is marked compromised: add and promote a new key before rotating"
             ))
@@ -303,11 +303,20 @@ async fn run_started(
     let mut from: Vec<String> = Vec::new();
     let mut keyring: Vec<String> = Vec::new();
     for (c, counts) in session.plan.columns.iter().zip(census) {
-        let ring = c.ring()?;
-        let col_primary = ring.primary_id().to_string();
-        for (id, _, _) in ring.keys() {
-            if !keyring.contains(&id.to_string()) {
-                keyring.push(id.to_string());
+        let col_primary = c.primary_id()?;
+        match &c.ring {
+            Some(ring) => {
+                for (id, _, _) in ring.keys() {
+                    if !keyring.contains(&id.to_string()) {
+                        keyring.push(id.to_string());
+                    }
+                }
+            }
+            // Keys inside a KMS: the target is the one the run knows.
+            None => {
+                if !keyring.contains(&col_primary) {
+                    keyring.push(col_primary.clone());
+                }
             }
         }
         let mut cc = ColumnCounts::new(&c.col.table, &c.col.column)

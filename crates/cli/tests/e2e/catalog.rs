@@ -84,6 +84,7 @@ async fn data_rows(dir: &Path) -> Vec<(String, Vec<u8>)> {
         column: "secret".into(),
         kind: ValueKind::Text,
         cells: Vec::new(),
+        aux: Vec::new(),
     };
     let rows = db.fetch_batch(&col, None, None, 1000).await.unwrap();
     db.close().await;

@@ -1,0 +1,486 @@
+//! `codec = "vault-transit"` with `kms = "NAME"`: `vault:vN:` values
+//! rewrapped by Vault/OpenBao transit to the key's latest version
+//! (`POST <mount>/rewrap/<key>` with `batch_input`), the key never leaving
+//! the server and no plaintext coming back.
+//!
+//! - Key: `key = "NAME"` for the column, or `key_column` naming each row's key.
+//! - Derived keys: the context per row from `context_column` (its text as
+//!   bytes), or with `context = true` the text `table.column:pk` (a
+//!   composite key's parts joined by `,`), both sent base64.
+//! - Batches: `batch_items` values per request (halved while the server
+//!   refuses a request as too large), `max_in_flight` requests at once.
+//! - `verify --deep` rewraps each value and discards the result: the server
+//!   proves it decrypts without returning its plaintext.
+
+use super::{Finding, RemoteKeys, RemoteOutcome, RemoteRow, aux_value};
+use crate::EngineError;
+use crate::config::ColumnConfig;
+use keyturn_codecs::vault::VaultTransitCodec;
+use keyturn_db::ColumnRef;
+use keyturn_format::{Codec, Inspection, KeyState};
+use keyturn_kms::{ItemOutcome, KmsError, ServerConfig, TransitItem, TransitKek, TransitKeyInfo};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Attempts of one request on a transient failure (unreachable, 5xx).
+const ATTEMPTS: u32 = 5;
+
+pub(crate) fn validate(c: &ColumnConfig, ckey: &str) -> Result<(), EngineError> {
+    let bad = |key: &str, why: &str| Err(EngineError::Config(format!("{ckey}.{key}: {why}")));
+    match (&c.key, &c.key_column) {
+        (None, None) => return bad("key", "name the transit key: key = \"NAME\" (or key_column = \"COLUMN\" for a key per row)"),
+        (Some(_), Some(_)) => return bad("key_column", "give key or key_column, not both"),
+        _ => {}
+    }
+    if c.context && c.context_column.is_some() {
+        return bad(
+            "context_column",
+            "give context_column or context = true, not both",
+        );
+    }
+    for (k, set) in [
+        ("encryption_context", c.encryption_context.is_some()),
+        ("key_catalog", c.key_catalog.is_some()),
+        ("kms_keys", c.kms_keys.is_some()),
+        ("target_key_id", c.target_key_id.is_some()),
+        ("options", c.options.as_ref().is_some_and(|o| !o.is_empty())),
+    ] {
+        if set {
+            return bad(k, "vault-transit with kms takes key, key_column, context_column or context");
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn open(
+    server: &ServerConfig,
+    c: &ColumnConfig,
+    col: &ColumnRef,
+) -> Result<(Arc<dyn Codec>, Arc<dyn RemoteKeys>), EngineError> {
+    let base = server.transit(c.key.as_deref().unwrap_or("keyturn-per-row"))?;
+    let fixed = match &c.key {
+        Some(_) => {
+            let info = base.key_info().await?;
+            check_type(&base, &info)?;
+            if info.derived && !c.context && c.context_column.is_none() {
+                return Err(EngineError::Config(format!(
+                    "{}.{}: transit key {} is derived: each value needs its context; set context_column = \"COLUMN\" or context = true",
+                    col.table,
+                    col.column,
+                    base.key_name()
+                )));
+            }
+            Some(info)
+        }
+        None => None,
+    };
+    let fixed = match fixed {
+        Some(info) => Some((Arc::new(server.transit(base.key_name())?), info)),
+        None => None,
+    };
+    let remote = TransitValues {
+        label: format!(
+            "transit key {} (mount {}) at {}",
+            c.key.as_deref().unwrap_or("named per row"),
+            base.mount(),
+            base.address()
+        ),
+        target: match &fixed {
+            Some((_, i)) => format!("v{}", i.latest_version),
+            None => "latest".into(),
+        },
+        fixed,
+        base,
+        keys: Mutex::new(HashMap::new()),
+        cfg: c.clone(),
+        batch_items: AtomicUsize::new(server.batch_items()),
+        in_flight: server.max_in_flight(),
+    };
+    Ok((Arc::new(VaultTransitCodec), Arc::new(remote)))
+}
+
+fn check_type(k: &TransitKek, info: &TransitKeyInfo) -> Result<(), EngineError> {
+    if matches!(
+        info.key_type.as_str(),
+        "aes256-gcm96" | "aes128-gcm96" | "chacha20-poly1305" | "xchacha20-poly1305"
+    ) {
+        Ok(())
+    } else {
+        Err(EngineError::Config(format!(
+            "transit key {}: its type {} does not encrypt; rewrap needs an encryption key (aes256-gcm96, chacha20-poly1305)",
+            k.key_name(),
+            keyturn_format::shown(&info.key_type)
+        )))
+    }
+}
+
+/// See the [module docs](self).
+struct TransitValues {
+    label: String,
+    target: String,
+    /// The column's key (`key = …`) and its versions; `None` with `key_column`.
+    fixed: Option<(Arc<TransitKek>, TransitKeyInfo)>,
+    base: TransitKek,
+    /// Per-row keys met so far, with their versions.
+    keys: Mutex<HashMap<String, (Arc<TransitKek>, TransitKeyInfo)>>,
+    cfg: ColumnConfig,
+    batch_items: AtomicUsize,
+    in_flight: usize,
+}
+
+impl std::fmt::Debug for TransitValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransitValues")
+            .field("key", &self.label)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A row ready for the server: the key it goes to, its ciphertext and context.
+struct Pending {
+    row: usize,
+    key: Arc<TransitKek>,
+    ciphertext: String,
+    context: Option<Vec<u8>>,
+}
+
+fn version_of(value: &[u8]) -> Result<u64, String> {
+    match VaultTransitCodec.inspect(value) {
+        Inspection::UnderKey(v) => v[1..]
+            .parse()
+            .map_err(|_| "a Vault key version is v<N>, N >= 1".to_string()),
+        Inspection::NotThisFormat => Err(crate::scan::not_this_format("vault-transit")),
+        Inspection::Invalid(e) => Err(e.to_string()),
+        _ => Err(crate::scan::not_this_format("vault-transit")),
+    }
+}
+
+impl TransitValues {
+    /// The key and its versions for a row.
+    async fn key_for(
+        &self,
+        row: &RemoteRow<'_>,
+    ) -> Result<Result<(Arc<TransitKek>, TransitKeyInfo), String>, EngineError> {
+        if let Some((k, info)) = &self.fixed {
+            return Ok(Ok((k.clone(), info.clone())));
+        }
+        let col = self.cfg.key_column.as_deref().unwrap_or_default();
+        let Some(name) = aux_value(&self.cfg, row, col) else {
+            return Ok(Err(format!("the key column {col} is NULL")));
+        };
+        let mut keys = self.keys.lock().await;
+        if let Some((k, i)) = keys.get(name) {
+            return Ok(Ok((k.clone(), i.clone())));
+        }
+        let k = match self.base.for_key(name) {
+            Ok(k) => k,
+            Err(_) => {
+                return Ok(Err(format!(
+                    "the key column {col} does not hold a transit key name"
+                )));
+            }
+        };
+        let info = match k.key_info().await {
+            Ok(i) => i,
+            Err(KmsError::KeyNotFound { .. }) => {
+                return Ok(Err(format!(
+                    "the key column {col} names a transit key that does not exist"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let k = Arc::new(k);
+        keys.insert(name.to_owned(), (k.clone(), info.clone()));
+        Ok(Ok((k, info)))
+    }
+
+    fn context(&self, row: &RemoteRow<'_>, derived: bool) -> Result<Option<Vec<u8>>, String> {
+        if let Some(col) = &self.cfg.context_column {
+            return match aux_value(&self.cfg, row, col) {
+                Some(v) => Ok(Some(v.as_bytes().to_vec())),
+                None if derived => Err(format!("the context column {col} is NULL")),
+                None => Ok(None),
+            };
+        }
+        if self.cfg.context {
+            return Ok(Some(row_context(row.context)));
+        }
+        Ok(None)
+    }
+
+    /// Sorts rows into ready-to-send items and rows decided without the
+    /// server. `all`: send rows already at the latest version too (a check).
+    async fn prepare(
+        &self,
+        rows: &[RemoteRow<'_>],
+        all: bool,
+        decided: &mut [Option<Result<Option<u64>, (Option<u64>, String)>>],
+    ) -> Result<Vec<Pending>, EngineError> {
+        let mut out = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            let v = match version_of(r.value) {
+                Ok(v) => v,
+                Err(why) => {
+                    decided[i] = Some(Err((None, why)));
+                    continue;
+                }
+            };
+            let (key, info) = match self.key_for(r).await? {
+                Ok(k) => k,
+                Err(why) => {
+                    decided[i] = Some(Err((Some(v), why)));
+                    continue;
+                }
+            };
+            if v > info.latest_version {
+                decided[i] = Some(Err((
+                    Some(v),
+                    format!(
+                        "key version v{v} is newer than the key's latest (v{})",
+                        info.latest_version
+                    ),
+                )));
+                continue;
+            }
+            if v < info.min_decryption_version {
+                decided[i] = Some(Err((
+                    Some(v),
+                    format!(
+                        "key version v{v} is below the key's min_decryption_version ({}): the server no longer decrypts it",
+                        info.min_decryption_version
+                    ),
+                )));
+                continue;
+            }
+            if v == info.latest_version && !all {
+                decided[i] = Some(Ok(None));
+                continue;
+            }
+            let context = match self.context(r, info.derived) {
+                Ok(c) => c,
+                Err(why) => {
+                    decided[i] = Some(Err((Some(v), why)));
+                    continue;
+                }
+            };
+            let Ok(ct) = std::str::from_utf8(r.value) else {
+                decided[i] = Some(Err((None, crate::scan::not_this_format("vault-transit"))));
+                continue;
+            };
+            out.push(Pending {
+                row: i,
+                key,
+                ciphertext: ct.to_owned(),
+                context,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Sends the items, grouped by key, in batches; outcomes by row index.
+    async fn send(&self, pending: &[Pending]) -> Result<Vec<(usize, ItemOutcome)>, EngineError> {
+        let mut out = Vec::with_capacity(pending.len());
+        let mut by_key: Vec<(String, Vec<&Pending>)> = Vec::new();
+        for p in pending {
+            match by_key.iter_mut().find(|(k, _)| k == p.key.key_name()) {
+                Some((_, v)) => v.push(p),
+                None => by_key.push((p.key.key_name().to_owned(), vec![p])),
+            }
+        }
+        for (_, group) in by_key {
+            use futures::StreamExt as _;
+            let size = self.batch_items.load(Ordering::Relaxed).max(1);
+            // In order, at most `in_flight` requests at once (a loop, not a
+            // closure over chunks: the future must stay `Send`).
+            let mut flying = futures::stream::FuturesOrdered::new();
+            for chunk in group.chunks(size) {
+                if flying.len() >= self.in_flight
+                    && let Some(done) = flying.next().await
+                {
+                    out.extend(done?);
+                }
+                flying.push_back(self.send_chunk(chunk));
+            }
+            while let Some(done) = flying.next().await {
+                out.extend(done?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One request, split while the server finds it too large, retried on
+    /// transient failures.
+    async fn send_chunk(&self, chunk: &[&Pending]) -> Result<Vec<(usize, ItemOutcome)>, EngineError> {
+        let mut out = Vec::with_capacity(chunk.len());
+        let mut rest: &[&Pending] = chunk;
+        while !rest.is_empty() {
+            let size = self.batch_items.load(Ordering::Relaxed).min(rest.len()).max(1);
+            let (now, later) = rest.split_at(size);
+            let items: Vec<TransitItem<'_>> = now
+                .iter()
+                .map(|p| TransitItem {
+                    ciphertext: &p.ciphertext,
+                    context: p.context.as_deref(),
+                })
+                .collect();
+            let mut attempt = 1;
+            let mut delay = Duration::from_millis(200);
+            let got = loop {
+                match now[0].key.rewrap_values(&items).await {
+                    Ok(r) => break Some(r),
+                    Err(e) if keyturn_kms::is_too_large(&e) && size > 1 => {
+                        self.batch_items.store((size / 2).max(1), Ordering::Relaxed);
+                        tracing::info!(
+                            "transit refused {size} items in one request; sending {} per request",
+                            (size / 2).max(1)
+                        );
+                        break None;
+                    }
+                    Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                        tracing::warn!("transit rewrap: {e}; retrying in {} ms", delay.as_millis());
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            match got {
+                Some(r) => {
+                    out.extend(now.iter().map(|p| p.row).zip(r));
+                    rest = later;
+                }
+                // Split: the same items again, fewer per request.
+                None => continue,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `table.column:pk` (a composite key's parts joined by `,`) from the
+/// engine's context parts (table, column, then each key part).
+fn row_context(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let [table, column, pk @ ..] = parts {
+        out.extend_from_slice(table);
+        out.push(b'.');
+        out.extend_from_slice(column);
+        out.push(b':');
+        for (i, p) in pk.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(p);
+        }
+    }
+    out
+}
+
+#[async_trait::async_trait]
+impl RemoteKeys for TransitValues {
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn state(&self, key_id: &str) -> Option<KeyState> {
+        let v: u64 = key_id.strip_prefix('v')?.parse().ok()?;
+        let Some((_, info)) = &self.fixed else {
+            // Per-row keys: SQL cannot tell; each row is decided with its key.
+            return Some(KeyState::DecryptOnly);
+        };
+        if v == info.latest_version {
+            Some(KeyState::Primary)
+        } else if v > info.latest_version || v == 0 {
+            None
+        } else if v < info.min_decryption_version {
+            Some(KeyState::Retired)
+        } else {
+            Some(KeyState::DecryptOnly)
+        }
+    }
+
+    fn primary_prefix(&self) -> Option<Vec<u8>> {
+        self.fixed
+            .as_ref()
+            .map(|(_, i)| format!("vault:v{}:", i.latest_version).into_bytes())
+    }
+
+    async fn rotate(&self, rows: &[RemoteRow<'_>]) -> Result<Vec<RemoteOutcome>, EngineError> {
+        let mut decided = vec![None; rows.len()];
+        let pending = self.prepare(rows, false, &mut decided).await?;
+        let mut out: Vec<RemoteOutcome> = decided
+            .into_iter()
+            .map(|d| match d {
+                Some(Ok(_)) => RemoteOutcome::Current,
+                Some(Err((_, why))) => RemoteOutcome::Bad(why),
+                None => RemoteOutcome::Bad(String::new()),
+            })
+            .collect();
+        for (i, o) in self.send(&pending).await? {
+            out[i] = match o {
+                ItemOutcome::Rewrapped(ct) => RemoteOutcome::Write(ct.into_bytes()),
+                ItemOutcome::Refused(why) => RemoteOutcome::Bad(why),
+                _ => RemoteOutcome::Bad("transit gave no outcome for this value".into()),
+            };
+        }
+        Ok(out)
+    }
+
+    async fn check(&self, rows: &[RemoteRow<'_>]) -> Result<Vec<Finding>, EngineError> {
+        let mut decided = vec![None; rows.len()];
+        let pending = self.prepare(rows, true, &mut decided).await?;
+        let mut out: Vec<Finding> = decided
+            .into_iter()
+            .map(|d| match d {
+                Some(Ok(_)) => Finding::Under(self.target.clone()),
+                Some(Err((Some(v), why))) => Finding::Unusable(format!("v{v}"), why),
+                Some(Err((None, why))) => Finding::NotThisFormat(why),
+                None => Finding::Bad(String::new()),
+            })
+            .collect();
+        for (i, o) in self.send(&pending).await? {
+            let v = version_of(rows[i].value).unwrap_or_default();
+            out[i] = match o {
+                ItemOutcome::Rewrapped(_) => Finding::Under(format!("v{v}")),
+                ItemOutcome::Refused(why) => Finding::Bad(why),
+                _ => Finding::Bad("transit gave no outcome for this value".into()),
+            };
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_context_joins_the_key_parts() {
+        let parts = vec![
+            b"users".to_vec(),
+            b"ssn".to_vec(),
+            b"7".to_vec(),
+            b"eu".to_vec(),
+        ];
+        assert_eq!(row_context(&parts), b"users.ssn:7,eu");
+    }
+
+    #[test]
+    fn versions_are_read_from_the_prefix() {
+        assert_eq!(
+            version_of(b"vault:v12:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap(),
+            12
+        );
+        assert!(version_of(b"plain text").unwrap_err().contains("not a vault-transit"));
+        assert!(version_of(b"vault:v0:AAAA").is_err());
+    }
+}

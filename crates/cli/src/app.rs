@@ -102,6 +102,7 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Due(args) => crate::compliance::due(&cli, args).await,
         Command::Report(args) => crate::compliance::report(&cli, args).await,
         Command::BadRows(c) => crate::bad_rows_cmd::run(&cli, c, &actor).await,
+        Command::Kms(c) => crate::kms_cmd::run(&cli, c, &actor).await,
     }
 }
 

@@ -75,6 +75,9 @@ pub enum Command {
     /// Rows keyturn could not process (garbage, plaintext, wrong encoding, unknown key): list them, acknowledge them
     #[command(subcommand, name = "bad-rows")]
     BadRows(crate::bad_rows_cmd::BadRowsCommand),
+    /// Columns rotated inside a KMS (kms = "NAME"): retire the key versions no row needs
+    #[command(subcommand)]
+    Kms(crate::kms_cmd::KmsCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]

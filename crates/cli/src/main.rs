@@ -11,6 +11,7 @@ mod cli;
 mod compliance;
 mod demo;
 mod exit;
+mod kms_cmd;
 
 use std::process::ExitCode;
 

@@ -99,6 +99,10 @@ pub enum EngineError {
         /// When that holder took it (UTC timestamp).
         since: String,
     },
+    /// The data or the KMS is not in the state an operation needs (rows
+    /// still under an old key version when retiring it); nothing changed.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The user's mistake in flags or arguments (exit 2).
     #[error("{0}")]
     Usage(String),

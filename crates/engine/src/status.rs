@@ -183,6 +183,9 @@ async fn column_status(
         .sum();
     let codec = c.codec.name().to_owned();
     let mut notes = Vec::new();
+    if let Some(r) = &c.remote {
+        notes.push(format!("rotated inside the KMS: {}", r.describe()));
+    }
     if keyless > 0 {
         notes.push(if census.has_key_ids() {
             format!(

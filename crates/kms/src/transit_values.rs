@@ -89,7 +89,9 @@ pub fn is_too_large(e: &KmsError) -> bool {
         _ => return false,
     };
     let m = m.to_ascii_lowercase();
-    m.contains("too complex")
+    m.contains("complexity")
+        || m.contains("too complex")
+        || m.contains("exceeded maximum")
         || m.contains("too many")
         || m.contains("too large")
         || m.contains("413")
@@ -99,9 +101,7 @@ pub fn is_too_large(e: &KmsError) -> bool {
 impl TransitKek {
     /// The key's versions and settings (`read` on `<mount>/keys/<name>`).
     pub async fn key_info(&self) -> Result<TransitKeyInfo, KmsError> {
-        let body = self
-            .call(self.client.get(self.keys_url("")), None)
-            .await?;
+        let body = self.call(self.client.get(self.keys_url("")), None).await?;
         let k: KeyConfig = self.parse(&body, "a key read")?;
         Ok(TransitKeyInfo {
             latest_version: k.latest_version,
@@ -215,7 +215,13 @@ impl TransitKek {
 fn scrub(message: &str) -> String {
     let words: Vec<&str> = message
         .split_whitespace()
-        .map(|w| if w.contains("vault:") || w.len() > 40 { "…" } else { w })
+        .map(|w| {
+            if w.contains("vault:") || w.len() > 40 {
+                "…"
+            } else {
+                w
+            }
+        })
         .collect();
     format!("transit refused the value: {}", clip(&words.join(" ")))
 }
@@ -236,7 +242,7 @@ mod tests {
         let e = KmsError::Backend {
             provider: crate::ProviderKind::Transit,
             address: "http://127.0.0.1:8200".into(),
-            message: "HTTP 400: request too complex".into(),
+            message: "HTTP 400: refused JSON input due to high complexity: exceeded maximum number of strings".into(),
         };
         assert!(is_too_large(&e));
         assert!(!is_too_large(&KmsError::Malformed("x".into())));

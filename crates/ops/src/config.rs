@@ -182,9 +182,18 @@ impl Config {
             c.validate()
                 .map_err(|e| EngineError::Config(format!("catalog: {e}")))?;
         }
-        self.keys
-            .validate("keys")
-            .map_err(|e| EngineError::Config(e.to_string()))?;
+        // `[keys]` may be left out when every column has its own keyring or
+        // is rotated inside a KMS.
+        let needs_keys = self.targets.iter().any(|t| {
+            t.columns
+                .iter()
+                .any(|c| c.kms.is_none() && c.keyring.is_none())
+        });
+        if needs_keys || !self.keys.sources.is_empty() {
+            self.keys
+                .validate("keys")
+                .map_err(|e| EngineError::Config(e.to_string()))?;
+        }
         for (name, k) in &self.keyrings {
             if !keyturn_format::is_showable(name) {
                 return bad(

@@ -8,6 +8,7 @@ pub mod bad_rows;
 pub mod config;
 mod error;
 pub mod keys;
+pub mod kms;
 pub mod notify;
 pub mod report;
 pub mod run;

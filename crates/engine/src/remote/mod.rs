@@ -100,6 +100,15 @@ pub trait RemoteKeys: Send + Sync + std::fmt::Debug {
     /// value without returning its plaintext (transit `rewrap`, AWS
     /// `ReEncrypt`), it does so.
     async fn check(&self, rows: &[RemoteRow<'_>]) -> Result<Vec<Finding>, EngineError>;
+
+    /// Retires the key versions below the target inside the KMS, once no
+    /// row needs them (transit: raises `min_decryption_version` to the
+    /// latest version). Returns what it did, for the report and the audit
+    /// trail; `None`: this KMS has no such setting (AWS KMS: disable the
+    /// old key, or schedule its deletion). The caller checks the rows first.
+    async fn retire_older(&self) -> Result<Option<String>, EngineError> {
+        Ok(None)
+    }
 }
 
 /// The codec that reads the column's values (shape, census, key ids) and

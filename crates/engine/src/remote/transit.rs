@@ -31,7 +31,12 @@ const ATTEMPTS: u32 = 5;
 pub(crate) fn validate(c: &ColumnConfig, ckey: &str) -> Result<(), EngineError> {
     let bad = |key: &str, why: &str| Err(EngineError::Config(format!("{ckey}.{key}: {why}")));
     match (&c.key, &c.key_column) {
-        (None, None) => return bad("key", "name the transit key: key = \"NAME\" (or key_column = \"COLUMN\" for a key per row)"),
+        (None, None) => {
+            return bad(
+                "key",
+                "name the transit key: key = \"NAME\" (or key_column = \"COLUMN\" for a key per row)",
+            );
+        }
         (Some(_), Some(_)) => return bad("key_column", "give key or key_column, not both"),
         _ => {}
     }
@@ -49,7 +54,10 @@ pub(crate) fn validate(c: &ColumnConfig, ckey: &str) -> Result<(), EngineError> 
         ("options", c.options.as_ref().is_some_and(|o| !o.is_empty())),
     ] {
         if set {
-            return bad(k, "vault-transit with kms takes key, key_column, context_column or context");
+            return bad(
+                k,
+                "vault-transit with kms takes key, key_column, context_column or context",
+            );
         }
     }
     Ok(())
@@ -82,12 +90,22 @@ pub(crate) async fn open(
         None => None,
     };
     let remote = TransitValues {
-        label: format!(
-            "transit key {} (mount {}) at {}",
-            c.key.as_deref().unwrap_or("named per row"),
-            base.mount(),
-            base.address()
-        ),
+        label: match &fixed {
+            Some((_, i)) => format!(
+                "transit key {} (mount {}) at {}: latest version v{}, min_decryption_version {}",
+                base.key_name(),
+                base.mount(),
+                base.address(),
+                i.latest_version,
+                i.min_decryption_version
+            ),
+            None => format!(
+                "transit keys named per row by {} (mount {}) at {}",
+                c.key_column.as_deref().unwrap_or_default(),
+                base.mount(),
+                base.address()
+            ),
+        },
         target: match &fixed {
             Some((_, i)) => format!("v{}", i.latest_version),
             None => "latest".into(),
@@ -314,11 +332,18 @@ impl TransitValues {
 
     /// One request, split while the server finds it too large, retried on
     /// transient failures.
-    async fn send_chunk(&self, chunk: &[&Pending]) -> Result<Vec<(usize, ItemOutcome)>, EngineError> {
+    async fn send_chunk(
+        &self,
+        chunk: &[&Pending],
+    ) -> Result<Vec<(usize, ItemOutcome)>, EngineError> {
         let mut out = Vec::with_capacity(chunk.len());
         let mut rest: &[&Pending] = chunk;
         while !rest.is_empty() {
-            let size = self.batch_items.load(Ordering::Relaxed).min(rest.len()).max(1);
+            let size = self
+                .batch_items
+                .load(Ordering::Relaxed)
+                .min(rest.len())
+                .max(1);
             let (now, later) = rest.split_at(size);
             let items: Vec<TransitItem<'_>> = now
                 .iter()
@@ -435,6 +460,38 @@ impl RemoteKeys for TransitValues {
         Ok(out)
     }
 
+    async fn retire_older(&self) -> Result<Option<String>, EngineError> {
+        let Some((k, planned)) = &self.fixed else {
+            return Err(EngineError::Usage(
+                "keys named per row (key_column): raise each key's min_decryption_version in the server (`bao write <mount>/keys/<name>/config min_decryption_version=N`)".into(),
+            ));
+        };
+        let now = k.key_info().await?;
+        if now.latest_version != planned.latest_version {
+            return Err(EngineError::Refused(format!(
+                "transit key {} was rotated again (now v{}, the rows were checked against v{}): run `keyturn rotate` again first",
+                k.key_name(),
+                now.latest_version,
+                planned.latest_version
+            )));
+        }
+        if now.min_decryption_version >= now.latest_version {
+            return Ok(Some(format!(
+                "transit key {}: min_decryption_version is already {} (the latest version)",
+                k.key_name(),
+                now.min_decryption_version
+            )));
+        }
+        k.set_min_decryption_version(now.latest_version).await?;
+        Ok(Some(format!(
+            "transit key {}: min_decryption_version raised from {} to {}; versions below v{} no longer decrypt",
+            k.key_name(),
+            now.min_decryption_version,
+            now.latest_version,
+            now.latest_version
+        )))
+    }
+
     async fn check(&self, rows: &[RemoteRow<'_>]) -> Result<Vec<Finding>, EngineError> {
         let mut decided = vec![None; rows.len()];
         let pending = self.prepare(rows, true, &mut decided).await?;
@@ -480,7 +537,11 @@ mod tests {
             version_of(b"vault:v12:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap(),
             12
         );
-        assert!(version_of(b"plain text").unwrap_err().contains("not a vault-transit"));
+        assert!(
+            version_of(b"plain text")
+                .unwrap_err()
+                .contains("not a vault-transit")
+        );
         assert!(version_of(b"vault:v0:AAAA").is_err());
     }
 }

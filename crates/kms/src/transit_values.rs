@@ -149,24 +149,23 @@ impl TransitKek {
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
         // Per-item results come with a 2xx, or a 400 when some item failed.
-        if status.is_success() || status == reqwest::StatusCode::BAD_REQUEST {
-            if let Ok(data) = self.parse::<BatchData>(&body, "a batch rewrap")
-                && data.batch_results.len() == items.len()
-            {
-                return Ok(data
-                    .batch_results
-                    .into_iter()
-                    .map(|r| match (r.ciphertext, r.error) {
-                        (_, Some(e)) if !e.is_empty() => ItemOutcome::Refused(scrub(&e)),
-                        (Some(c), _) if crate::transit::ciphertext_version(&c).is_some() => {
-                            ItemOutcome::Rewrapped(c)
-                        }
-                        _ => ItemOutcome::Refused(
-                            "the server returned no vault:vN: ciphertext for this value".into(),
-                        ),
-                    })
-                    .collect());
-            }
+        if (status.is_success() || status == reqwest::StatusCode::BAD_REQUEST)
+            && let Ok(data) = self.parse::<BatchData>(&body, "a batch rewrap")
+            && data.batch_results.len() == items.len()
+        {
+            return Ok(data
+                .batch_results
+                .into_iter()
+                .map(|r| match (r.ciphertext, r.error) {
+                    (_, Some(e)) if !e.is_empty() => ItemOutcome::Refused(scrub(&e)),
+                    (Some(c), _) if crate::transit::ciphertext_version(&c).is_some() => {
+                        ItemOutcome::Rewrapped(c)
+                    }
+                    _ => ItemOutcome::Refused(
+                        "the server returned no vault:vN: ciphertext for this value".into(),
+                    ),
+                })
+                .collect());
         }
         let errors = serde_json::from_slice::<crate::transit::Errors>(&body)
             .map(|e| e.errors.join("; "))

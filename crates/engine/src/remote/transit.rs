@@ -158,6 +158,15 @@ impl std::fmt::Debug for TransitValues {
     }
 }
 
+/// A row decided without asking the server.
+#[derive(Clone)]
+enum Decided {
+    /// Already under the latest version.
+    Current,
+    /// Cannot be rewrapped: its version (when it has one) and why.
+    Refused(Option<u64>, String),
+}
+
 /// A row ready for the server: the key it goes to, its ciphertext and context.
 struct Pending {
     row: usize,
@@ -236,57 +245,60 @@ impl TransitValues {
         &self,
         rows: &[RemoteRow<'_>],
         all: bool,
-        decided: &mut [Option<Result<Option<u64>, (Option<u64>, String)>>],
+        decided: &mut [Option<Decided>],
     ) -> Result<Vec<Pending>, EngineError> {
         let mut out = Vec::new();
         for (i, r) in rows.iter().enumerate() {
             let v = match version_of(r.value) {
                 Ok(v) => v,
                 Err(why) => {
-                    decided[i] = Some(Err((None, why)));
+                    decided[i] = Some(Decided::Refused(None, why));
                     continue;
                 }
             };
             let (key, info) = match self.key_for(r).await? {
                 Ok(k) => k,
                 Err(why) => {
-                    decided[i] = Some(Err((Some(v), why)));
+                    decided[i] = Some(Decided::Refused(Some(v), why));
                     continue;
                 }
             };
             if v > info.latest_version {
-                decided[i] = Some(Err((
+                decided[i] = Some(Decided::Refused(
                     Some(v),
                     format!(
                         "key version v{v} is newer than the key's latest (v{})",
                         info.latest_version
                     ),
-                )));
+                ));
                 continue;
             }
             if v < info.min_decryption_version {
-                decided[i] = Some(Err((
+                decided[i] = Some(Decided::Refused(
                     Some(v),
                     format!(
                         "key version v{v} is below the key's min_decryption_version ({}): the server no longer decrypts it",
                         info.min_decryption_version
                     ),
-                )));
+                ));
                 continue;
             }
             if v == info.latest_version && !all {
-                decided[i] = Some(Ok(None));
+                decided[i] = Some(Decided::Current);
                 continue;
             }
             let context = match self.context(r, info.derived) {
                 Ok(c) => c,
                 Err(why) => {
-                    decided[i] = Some(Err((Some(v), why)));
+                    decided[i] = Some(Decided::Refused(Some(v), why));
                     continue;
                 }
             };
             let Ok(ct) = std::str::from_utf8(r.value) else {
-                decided[i] = Some(Err((None, crate::scan::not_this_format("vault-transit"))));
+                decided[i] = Some(Decided::Refused(
+                    None,
+                    crate::scan::not_this_format("vault-transit"),
+                ));
                 continue;
             };
             out.push(Pending {
@@ -445,8 +457,8 @@ impl RemoteKeys for TransitValues {
         let mut out: Vec<RemoteOutcome> = decided
             .into_iter()
             .map(|d| match d {
-                Some(Ok(_)) => RemoteOutcome::Current,
-                Some(Err((_, why))) => RemoteOutcome::Bad(why),
+                Some(Decided::Current) => RemoteOutcome::Current,
+                Some(Decided::Refused(_, why)) => RemoteOutcome::Bad(why),
                 None => RemoteOutcome::Bad(String::new()),
             })
             .collect();
@@ -498,9 +510,9 @@ impl RemoteKeys for TransitValues {
         let mut out: Vec<Finding> = decided
             .into_iter()
             .map(|d| match d {
-                Some(Ok(_)) => Finding::Under(self.target.clone()),
-                Some(Err((Some(v), why))) => Finding::Unusable(format!("v{v}"), why),
-                Some(Err((None, why))) => Finding::NotThisFormat(why),
+                Some(Decided::Current) => Finding::Under(self.target.clone()),
+                Some(Decided::Refused(Some(v), why)) => Finding::Unusable(format!("v{v}"), why),
+                Some(Decided::Refused(None, why)) => Finding::NotThisFormat(why),
                 None => Finding::Bad(String::new()),
             })
             .collect();

@@ -201,6 +201,23 @@ impl ProgressSink for Progress {
         }
     }
 
+    /// With `--json`, stdout holds the one result document; a pause and
+    /// its end are events on stderr, one JSON object per line.
+    fn paused(&self, why: Option<&str>) {
+        if self.quiet {
+            let ev = match why {
+                Some(w) => serde_json::json!({"event": "paused", "operation": self.op, "reason": w}),
+                None => serde_json::json!({"event": "resumed", "operation": self.op}),
+            };
+            errln!("{ev}");
+            return;
+        }
+        match why {
+            Some(w) => self.note(&format!("paused: {w}")),
+            None => self.note("resumed"),
+        }
+    }
+
     fn note(&self, message: &str) {
         if self.quiet {
             return;

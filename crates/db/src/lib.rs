@@ -28,6 +28,7 @@ mod meta;
 mod missing;
 mod mysql;
 mod postgres;
+pub mod replicas;
 mod runs;
 mod sql;
 mod sqlite;

@@ -50,6 +50,47 @@ pub struct RotationConfig {
     /// Throttle: at most this many rows a second across all workers; `None` for no limit.
     #[serde(default)]
     pub max_rows_per_sec: Option<u64>,
+    /// Pause writing while a replica is further behind than this (`"2s"`,
+    /// `"500ms"`); `None`: replicas are not watched.
+    #[serde(default)]
+    pub max_replica_lag: Option<String>,
+    /// Replicas to watch besides those PostgreSQL streams to (which it
+    /// finds itself): `"postgres://…"`, `"mysql://…"`, or `{ url = "…",
+    /// optional = true }` for one whose lag may be unreadable.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaConfig>,
+}
+
+/// One entry of `rotation.replicas`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ReplicaConfig {
+    /// The replica's URL; its lag must be readable.
+    Url(String),
+    /// The replica's URL, and whether an unreadable lag is skipped.
+    Entry {
+        /// `postgres://…`, `mysql://…` or `mariadb://…`.
+        url: String,
+        /// Skip this replica (with a warning) when its lag cannot be read.
+        #[serde(default)]
+        optional: bool,
+    },
+}
+
+impl ReplicaConfig {
+    /// The replica as the database layer watches it.
+    pub fn spec(&self) -> keyturn_db::replicas::ReplicaSpec {
+        match self {
+            ReplicaConfig::Url(u) => keyturn_db::replicas::ReplicaSpec {
+                url: u.clone(),
+                optional: false,
+            },
+            ReplicaConfig::Entry { url, optional } => keyturn_db::replicas::ReplicaSpec {
+                url: url.clone(),
+                optional: *optional,
+            },
+        }
+    }
 }
 
 impl Default for RotationConfig {
@@ -58,6 +99,8 @@ impl Default for RotationConfig {
             batch_size: default_batch(),
             workers: None,
             max_rows_per_sec: None,
+            max_replica_lag: None,
+            replicas: Vec::new(),
         }
     }
 }
@@ -267,9 +310,42 @@ fn default_codec() -> String {
 }
 
 impl RotationConfig {
+    /// `max_replica_lag`, parsed (checked by [`validate`](Self::validate)).
+    pub fn max_replica_lag(&self) -> Option<std::time::Duration> {
+        self.max_replica_lag
+            .as_deref()
+            .and_then(|s| crate::pacing::parse_duration(s).ok())
+    }
+
     /// Checks the ranges (the command line's flags use the same ones).
     pub fn validate(&self) -> Result<(), EngineError> {
         let bad = |key: &str, why: String| Err(EngineError::Config(format!("{key}: {why}")));
+        if let Some(l) = &self.max_replica_lag
+            && let Err(e) = crate::pacing::parse_duration(l)
+        {
+            return bad("rotation.max_replica_lag", e);
+        }
+        for r in &self.replicas {
+            let url = r.spec().url;
+            let ok = ["postgres://", "postgresql://", "mysql://", "mariadb://"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !ok {
+                return bad(
+                    "rotation.replicas",
+                    format!(
+                        "{}: a replica is a postgres://, mysql:// or mariadb:// URL",
+                        keyturn_db::redact_url(&url)
+                    ),
+                );
+            }
+        }
+        if !self.replicas.is_empty() && self.max_replica_lag.is_none() {
+            return bad(
+                "rotation.replicas",
+                "replicas are watched against rotation.max_replica_lag: set it (e.g. \"2s\")".into(),
+            );
+        }
         if !(BATCH_SIZE_MIN..=BATCH_SIZE_MAX).contains(&self.batch_size) {
             return bad(
                 "rotation.batch_size",

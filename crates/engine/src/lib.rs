@@ -11,6 +11,7 @@ pub mod config;
 mod error;
 pub mod multi;
 pub mod plan;
+pub mod pacing;
 mod progress;
 pub mod remote;
 mod retry;

@@ -11,6 +11,14 @@ pub trait ProgressSink: Send + Sync {
     fn column_finished(&self, _table: &str, _column: &str) {}
     /// A human-readable note (resume, retry, lock take-over…).
     fn note(&self, _message: &str) {}
+    /// Writing paused (`Some(why)`: "replica lag 3.4 s on …") or went on
+    /// (`None`). The default shows it as a note.
+    fn paused(&self, why: Option<&str>) {
+        match why {
+            Some(w) => self.note(&format!("paused: {w}")),
+            None => self.note("resumed"),
+        }
+    }
 }
 
 /// Reports nothing.

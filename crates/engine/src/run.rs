@@ -214,9 +214,53 @@ struct Shared {
     stop: Arc<AtomicBool>,
     run_id: String,
     lock: LockWatch,
+    /// Asked before each batch write ([`crate::pacing`]).
+    pacing: Vec<Arc<dyn crate::pacing::Pacing>>,
+    /// One check at a time; when the pause being reported was last shown.
+    pace: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Shared {
+    /// Waits until every [`Pacing`](crate::pacing::Pacing) lets the next
+    /// batch be written, or the run is stopping (the batch in hand is then
+    /// written, as a stop finishes the batches in flight).
+    async fn wait_to_write(&self) -> Result<(), EngineError> {
+        if self.pacing.is_empty() {
+            return Ok(());
+        }
+        loop {
+            let mut paused = self.pace.lock().await;
+            let mut wait = None;
+            for p in &self.pacing {
+                if let crate::pacing::Pace::Wait(why) = p.check().await? {
+                    wait = Some(why);
+                    break;
+                }
+            }
+            match wait {
+                None => {
+                    if paused.take().is_some() {
+                        self.progress.paused(None);
+                    }
+                    return Ok(());
+                }
+                Some(why) => {
+                    if self.stopping() {
+                        return Ok(());
+                    }
+                    // Shown when the pause starts, then every few seconds
+                    // with the reason as it stands.
+                    if paused.is_none_or(|t| t.elapsed() >= PAUSE_REPORT_EVERY) {
+                        self.progress.paused(Some(&why));
+                        *paused = Some(Instant::now());
+                    }
+                }
+            }
+            drop(paused);
+            tokio::time::sleep(crate::pacing::RECHECK).await;
+        }
+    }
+
     /// Whether the run should stop at the next batch boundary: Ctrl-C, or
     /// the lock lost to another holder.
     fn stopping(&self) -> bool {
@@ -327,6 +371,7 @@ pub struct Run {
     record: RunRecord,
     stale: Vec<RunRecord>,
     started: Instant,
+    pacing: Vec<Arc<dyn crate::pacing::Pacing>>,
 }
 
 impl std::fmt::Debug for Run {
@@ -367,6 +412,7 @@ impl Run {
             record,
             stale: Vec::new(),
             started: Instant::now(),
+            pacing: Vec::new(),
         };
         // A dry run touches nothing: no bookkeeping tables, no lock, no record.
         if run.opts.dry_run {
@@ -395,6 +441,12 @@ impl Run {
             return Err(e.into());
         }
         Ok(run)
+    }
+
+    /// Asks `p` before every batch write of [`execute`](Self::execute)
+    /// (replica lag, an operator's pause).
+    pub fn pace_with(&mut self, p: Arc<dyn crate::pacing::Pacing>) {
+        self.pacing.push(p);
     }
 
     /// The run id, in `keyturn_runs`, `keyturn_bad_rows`, checkpoints and
@@ -460,6 +512,7 @@ impl Run {
             lock,
             mut record,
             started,
+            pacing,
             ..
         } = self;
         let shared = Arc::new(Shared {
@@ -470,6 +523,8 @@ impl Run {
             stop,
             run_id: run_id.clone(),
             lock: LockWatch::new(lock.clone()),
+            pacing,
+            pace: tokio::sync::Mutex::new(None),
         });
         let watcher = lock
             .is_some()
@@ -876,6 +931,7 @@ async fn process_batch(
         out.written = pending.len() as u64;
         return Ok(out);
     }
+    shared.wait_to_write().await?;
     let db = shared.db.clone();
     let col = &plan.col;
     for round in 0..=CAS_ROUNDS {
@@ -939,6 +995,9 @@ async fn process_batch(
     }
     Ok(out)
 }
+
+/// How often a pause is reported again while it lasts.
+const PAUSE_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// A spawned task, aborted when dropped (e.g. when a column stops on an
 /// error).

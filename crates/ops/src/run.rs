@@ -121,12 +121,17 @@ pub async fn run(
         Vec::new()
     };
     refuse_compromised_primary(session, &compromised)?;
-    let run = Run::begin(session.db.clone(), op, opts.clone()).await?;
+    let mut run = Run::begin(session.db.clone(), op, opts.clone()).await?;
     let run_id = run.run_id().to_owned();
     let mut notes = Vec::new();
     // One count per column serves the audit's start event, the preflight,
     // the progress totals and the compromised-key order.
     let prepared = async {
+        if !opts.dry_run
+            && let Some(gate) = replica_gate(session, progress.as_ref()).await?
+        {
+            run.pace_with(gate);
+        }
         record_interrupted(session, &run, &mut notes, progress.as_ref()).await?;
         let census = keyturn_engine::run::census(session.db.as_ref(), &session.plan).await?;
         let census =
@@ -172,6 +177,47 @@ pub async fn run(
         notify_error,
         compromised_left,
     })
+}
+
+// ---------------------------------------------------------- replicas
+
+/// The replica-lag gate of `rotation.max_replica_lag`, connected and read
+/// once (a lag that cannot be read refuses the run before any write).
+async fn replica_gate(
+    session: &Session,
+    progress: &dyn ProgressSink,
+) -> Result<Option<Arc<dyn keyturn_engine::pacing::Pacing>>, OpsError> {
+    let rotation = &session.cfg.rotation;
+    let Some(max) = rotation.max_replica_lag() else {
+        return Ok(None);
+    };
+    let url = &session.cfg.database.url;
+    let pg = url.starts_with("postgres");
+    if !pg && rotation.replicas.is_empty() {
+        return Err(EngineError::Config(
+            "rotation.max_replica_lag: on MariaDB/MySQL and SQLite keyturn cannot find replicas itself; list them in rotation.replicas".into(),
+        )
+        .into());
+    }
+    let specs: Vec<_> = rotation.replicas.iter().map(|r| r.spec()).collect();
+    let watch = keyturn_db::replicas::ReplicaWatch::connect(url, &specs, pg).await?;
+    let gate = keyturn_engine::pacing::LagGate::new(max, watch);
+    let lags = gate.lags().await?;
+    if lags.is_empty() {
+        progress.note(
+            "rotation.max_replica_lag: no replica found (pg_stat_replication is empty and none is listed in rotation.replicas); nothing to wait for",
+        );
+    } else {
+        progress.note(&format!(
+            "watching replica lag (max {:.1} s): {}",
+            max.as_secs_f64(),
+            lags.iter()
+                .map(|(n, l)| format!("{n} {:.1} s", l.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(Some(Arc::new(gate)))
 }
 
 // ---------------------------------------------------------- compromised

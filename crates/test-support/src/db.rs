@@ -824,6 +824,13 @@ impl TestDb {
             cfg.batch_size,
             cfg.workers
         ));
+        if !cfg.rotation_toml.is_empty() {
+            // Into the [rotation] section just written, before its blank line.
+            s.truncate(s.trim_end().len());
+            s.push('\n');
+            s.push_str(cfg.rotation_toml.trim_end());
+            s.push_str("\n\n");
+        }
         for t in &cfg.tables {
             s.push_str(&t.target_toml());
             s.push('\n');
@@ -1143,6 +1150,8 @@ pub struct Cfg {
     /// Appended to the config as written (sections the `Table`s cannot
     /// express: keyrings, multi-column targets).
     pub extra_toml: String,
+    /// Lines added to the `[rotation]` section (`max_replica_lag = "1s"`).
+    pub rotation_toml: String,
 }
 
 impl Cfg {
@@ -1160,6 +1169,7 @@ impl Cfg {
             env: Vec::new(),
             sources: None,
             extra_toml: String::new(),
+            rotation_toml: String::new(),
         }
     }
 

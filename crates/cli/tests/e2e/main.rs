@@ -55,3 +55,4 @@ mod kek_million;
 mod kms_transit;
 mod lock;
 mod odd_rows;
+mod replicas;

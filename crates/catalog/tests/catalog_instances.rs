@@ -32,6 +32,7 @@ async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Database> {
         &ConnectOptions {
             max_connections: 4,
             create_if_missing: true,
+            lock_timeout: None,
         },
     )
     .await

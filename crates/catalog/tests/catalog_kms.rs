@@ -21,6 +21,7 @@ async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Database> {
         &ConnectOptions {
             max_connections: 2,
             create_if_missing: true,
+            lock_timeout: None,
         },
     )
     .await

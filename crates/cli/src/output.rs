@@ -206,7 +206,9 @@ impl ProgressSink for Progress {
     fn paused(&self, why: Option<&str>) {
         if self.quiet {
             let ev = match why {
-                Some(w) => serde_json::json!({"event": "paused", "operation": self.op, "reason": w}),
+                Some(w) => {
+                    serde_json::json!({"event": "paused", "operation": self.op, "reason": w})
+                }
                 None => serde_json::json!({"event": "resumed", "operation": self.op}),
             };
             errln!("{ev}");

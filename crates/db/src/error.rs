@@ -55,6 +55,9 @@ pub enum DriverErrorKind {
     /// time-out, a serialization failure, a deadlock, a lock time-out, a
     /// busy SQLite database.
     Transient,
+    /// A row lock was not granted within the lock time-out (PostgreSQL
+    /// 55P03, MariaDB/MySQL 1205).
+    LockTimeout,
     /// A unique constraint was violated.
     UniqueViolation,
     /// A `CREATE … IF NOT EXISTS` lost a race with another session creating
@@ -88,6 +91,10 @@ impl DriverError {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 if matches!(code.as_str(), "42P07" | "42710" | "1050") {
                     DriverErrorKind::ConcurrentCreate
+                } else if matches!(code.as_str(), "55P03" | "1205")
+                    || db.message().contains("Lock wait timeout")
+                {
+                    DriverErrorKind::LockTimeout
                 } else if db.is_unique_violation() {
                     // PostgreSQL's concurrent CREATE TABLE IF NOT EXISTS can
                     // also end in a unique violation on pg_type (23505):
@@ -190,7 +197,16 @@ impl DbError {
     /// pool time-outs, serialization failures, deadlocks, lock time-outs and
     /// a busy SQLite database.
     pub fn is_transient(&self) -> bool {
-        self.driver_kind() == Some(DriverErrorKind::Transient)
+        matches!(
+            self.driver_kind(),
+            Some(DriverErrorKind::Transient | DriverErrorKind::LockTimeout)
+        )
+    }
+
+    /// Whether a row lock was not granted in time: another transaction
+    /// holds it (a rotation splits the batch and comes back to the row).
+    pub fn is_lock_timeout(&self) -> bool {
+        self.driver_kind() == Some(DriverErrorKind::LockTimeout)
     }
 
     /// Whether a unique constraint was violated (another appender took the

@@ -789,6 +789,12 @@ pub struct ConnectOptions {
     pub max_connections: u32,
     /// SQLite only: create the file if missing.
     pub create_if_missing: bool,
+    /// How long a statement waits for a row lock another transaction holds
+    /// before it fails with a lock time-out ([`DbError::is_lock_timeout`]):
+    /// PostgreSQL `lock_timeout`, MariaDB/MySQL `innodb_lock_wait_timeout`
+    /// (whole seconds, at least 1). `None`: the server's setting. SQLite
+    /// has no row locks.
+    pub lock_timeout: Option<std::time::Duration>,
 }
 
 impl Default for ConnectOptions {
@@ -796,6 +802,7 @@ impl Default for ConnectOptions {
         ConnectOptions {
             max_connections: 4,
             create_if_missing: false,
+            lock_timeout: None,
         }
     }
 }

@@ -13,6 +13,7 @@ async fn open(dir: &tempfile::TempDir) -> Arc<dyn Database> {
         &ConnectOptions {
             max_connections: 2,
             create_if_missing: true,
+            lock_timeout: None,
         },
     )
     .await
@@ -138,6 +139,7 @@ async fn a_fresh_database_has_no_lock_and_no_runs() {
         &ConnectOptions {
             max_connections: 1,
             create_if_missing: true,
+            lock_timeout: None,
         },
     )
     .await
@@ -156,6 +158,7 @@ async fn an_old_lock_table_is_brought_up_to_date() {
         &ConnectOptions {
             max_connections: 1,
             create_if_missing: true,
+            lock_timeout: None,
         },
     )
     .await

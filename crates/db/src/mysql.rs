@@ -71,9 +71,25 @@ impl MySqlDriver {
         let _ = probe.close().await;
         // Lazy: the probe proved the server answers; the pool opens
         // connections as work needs them.
+        // innodb_lock_wait_timeout counts whole seconds.
+        let lock_wait = opts
+            .lock_timeout
+            .map(|t| t.as_millis().div_ceil(1000).max(1) as u64);
         let pool = MySqlPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if let Some(s) = lock_wait {
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "SET SESSION innodb_lock_wait_timeout = {s}"
+                        )))
+                        .execute(conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_lazy_with(options);
         // Leave room for the statement text and per-parameter framing.
         let write_budget = (max_packet.max(1 << 20) as usize) / 4 * 3;

@@ -46,7 +46,11 @@ impl PgDriver {
     pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<PgDriver, DbError> {
         let target = redact_url(url);
         let url = known_params_only(url);
-        let options = PgConnectOptions::from_str(&url).map_err(DbError::connect(target.clone()))?;
+        let mut options =
+            PgConnectOptions::from_str(&url).map_err(DbError::connect(target.clone()))?;
+        if let Some(t) = opts.lock_timeout {
+            options = options.options([("lock_timeout", format!("{}ms", t.as_millis().max(1)))]);
+        }
         // One plain connection first: the pool retries a refused
         // connection until its acquire timeout (30 s) and then reports only
         // "pool timed out"; this fails at once with the real cause

@@ -222,7 +222,9 @@ async fn pg_replayed(p: &PgPool) -> Reading {
     match r {
         Err(e) => Reading::Unknown(format!("cannot read it: {}", crate::driver::sqlx_err(e))),
         Ok(r) => match (r.try_get::<bool, _>(0), r.try_get::<Option<i64>, _>(1)) {
-            (Ok(false), _) => Reading::Unknown("it is not a standby (pg_is_in_recovery() is false)".into()),
+            (Ok(false), _) => {
+                Reading::Unknown("it is not a standby (pg_is_in_recovery() is false)".into())
+            }
             (Ok(true), Ok(Some(p))) => Reading::Replayed(p.max(0) as u64),
             _ => Reading::Unknown("pg_last_wal_replay_lsn() is NULL".into()),
         },
@@ -248,9 +250,13 @@ async fn my_behind(p: &MySqlPool) -> Reading {
     };
     let secs = ["Seconds_Behind_Master", "Seconds_Behind_Source"]
         .iter()
-        .find_map(|c| r.try_get::<Option<i64>, _>(*c).ok().or_else(|| {
-            r.try_get::<Option<u64>, _>(*c).ok().map(|v| v.map(|x| x as i64))
-        }));
+        .find_map(|c| {
+            r.try_get::<Option<i64>, _>(*c).ok().or_else(|| {
+                r.try_get::<Option<u64>, _>(*c)
+                    .ok()
+                    .map(|v| v.map(|x| x as i64))
+            })
+        });
     match secs {
         Some(Some(s)) => Reading::Behind(Duration::from_secs(s.max(0) as u64)),
         Some(None) => Reading::Unknown(

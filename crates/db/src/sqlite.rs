@@ -508,6 +508,7 @@ mod tests {
             &ConnectOptions {
                 max_connections: 2,
                 create_if_missing: true,
+                lock_timeout: None,
             },
         )
         .await

@@ -59,7 +59,15 @@ pub struct RotationConfig {
     /// optional = true }` for one whose lag may be unreadable.
     #[serde(default)]
     pub replicas: Vec<ReplicaConfig>,
+    /// How long a batch write waits for a row lock the application holds
+    /// before keyturn splits the batch and comes back to the row later
+    /// (`"300ms"`, the default; `"off"`: the server's own setting).
+    #[serde(default)]
+    pub lock_timeout: Option<String>,
 }
+
+/// `rotation.lock_timeout` unless configured.
+pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// One entry of `rotation.replicas`.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +109,7 @@ impl Default for RotationConfig {
             max_rows_per_sec: None,
             max_replica_lag: None,
             replicas: Vec::new(),
+            lock_timeout: None,
         }
     }
 }
@@ -317,9 +326,25 @@ impl RotationConfig {
             .and_then(|s| crate::pacing::parse_duration(s).ok())
     }
 
+    /// `lock_timeout`: the configured one, [`DEFAULT_LOCK_TIMEOUT`] when
+    /// unset, `None` for `"off"`.
+    pub fn lock_timeout(&self) -> Option<std::time::Duration> {
+        match self.lock_timeout.as_deref() {
+            None => Some(DEFAULT_LOCK_TIMEOUT),
+            Some("off") => None,
+            Some(s) => crate::pacing::parse_duration(s).ok(),
+        }
+    }
+
     /// Checks the ranges (the command line's flags use the same ones).
     pub fn validate(&self) -> Result<(), EngineError> {
         let bad = |key: &str, why: String| Err(EngineError::Config(format!("{key}: {why}")));
+        if let Some(l) = self.lock_timeout.as_deref()
+            && l != "off"
+            && let Err(e) = crate::pacing::parse_duration(l)
+        {
+            return bad("rotation.lock_timeout", format!("{e}, or \"off\""));
+        }
         if let Some(l) = &self.max_replica_lag
             && let Err(e) = crate::pacing::parse_duration(l)
         {
@@ -343,7 +368,8 @@ impl RotationConfig {
         if !self.replicas.is_empty() && self.max_replica_lag.is_none() {
             return bad(
                 "rotation.replicas",
-                "replicas are watched against rotation.max_replica_lag: set it (e.g. \"2s\")".into(),
+                "replicas are watched against rotation.max_replica_lag: set it (e.g. \"2s\")"
+                    .into(),
             );
         }
         if !(BATCH_SIZE_MIN..=BATCH_SIZE_MAX).contains(&self.batch_size) {

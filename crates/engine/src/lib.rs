@@ -10,8 +10,8 @@
 pub mod config;
 mod error;
 pub mod multi;
-pub mod plan;
 pub mod pacing;
+pub mod plan;
 mod progress;
 pub mod remote;
 mod retry;

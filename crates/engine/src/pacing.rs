@@ -97,7 +97,10 @@ impl LagGate {
                         .lock()
                         .map_err(|_| EngineError::Internal("replica warnings poisoned".into()))?;
                     if !warned.contains(&r.name) {
-                        tracing::warn!("replica {} is optional and its lag cannot be read: {why}", r.name);
+                        tracing::warn!(
+                            "replica {} is optional and its lag cannot be read: {why}",
+                            r.name
+                        );
                         warned.push(r.name.clone());
                     }
                     continue;

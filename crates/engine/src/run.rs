@@ -14,7 +14,7 @@
 //! or Ctrl-C resumes from it.
 
 use crate::plan::{ColumnPlan, Plan};
-use crate::retry::with_retry;
+use crate::retry::{with_retry, write_retry};
 use crate::{EngineError, ProgressSink, UnusableKey};
 use futures::StreamExt;
 use keyturn_db::{
@@ -900,6 +900,59 @@ struct BatchOutcome {
     bad: Vec<BadSeen>,
     last_pk: Option<Pk>,
     rows: u64,
+    /// Rows whose lock another transaction held past the lock time-out:
+    /// come back to them at the end of the column.
+    deferred: Vec<Pk>,
+}
+
+/// Rows per part when a batch write meets a lock time-out.
+const LOCK_CHUNK: usize = 16;
+
+/// Writes `updates`, splitting the batch (into parts of [`LOCK_CHUNK`]
+/// rows, then single rows) when a row lock is not granted in time, down to
+/// the single rows that stay locked: those are
+/// moved to `deferred` (their values untouched). Returns the rows written.
+async fn write_splitting(
+    shared: &Shared,
+    col: &ColumnRef,
+    updates: &mut Vec<CasUpdate>,
+    deferred: &mut Vec<Pk>,
+) -> Result<u64, EngineError> {
+    let db = shared.db.clone();
+    let mut written = 0;
+    let mut locked: Vec<usize> = Vec::new();
+    let mut parts = vec![(0, updates.len())];
+    while let Some((a, b)) = parts.pop() {
+        let slice = &updates[a..b];
+        match write_retry("writing a batch", shared.progress.as_ref(), || {
+            db.write_cas(col, slice)
+        })
+        .await
+        {
+            Ok(n) => written += n,
+            Err(e) if e.is_lock_timeout() => {
+                // Three waits at most per locked row: the batch, its chunk
+                // of LOCK_CHUNK rows, the row.
+                let step = if b - a > LOCK_CHUNK { LOCK_CHUNK } else { 1 };
+                if b - a == 1 {
+                    locked.push(a);
+                } else {
+                    let mut at = b;
+                    while at > a {
+                        let from = at.saturating_sub(step).max(a);
+                        parts.push((from, at));
+                        at = from;
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    locked.sort_unstable();
+    for i in locked.into_iter().rev() {
+        deferred.push(updates.remove(i).pk);
+    }
+    Ok(written)
 }
 
 /// Crypto then compare-and-swap write for one batch.
@@ -948,10 +1001,7 @@ async fn process_batch(
             }
             break;
         }
-        let n = with_retry("writing a batch", shared.progress.as_ref(), || {
-            db.write_cas(col, &pending)
-        })
-        .await?;
+        let n = write_splitting(&shared, col, &mut pending, &mut out.deferred).await?;
         if n as usize == pending.len() {
             out.written += n;
             break;
@@ -1128,6 +1178,8 @@ async fn process_column(
         skip_prefix.clone()
     };
     let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Rows another transaction kept locked past the lock time-out.
+    let mut deferred: Vec<Pk> = Vec::new();
     for (pass, start) in starts.into_iter().enumerate() {
         if failure.is_some() || shared.stopping() {
             break;
@@ -1194,40 +1246,8 @@ async fn process_column(
             cs.skipped += b.skipped;
             cs.retried += b.retried;
             cs.failed += b.bad.len() as u64;
-            if !b.bad.is_empty() {
-                let now = now_rfc3339();
-                let rows: Vec<BadRow> = b
-                    .bad
-                    .into_iter()
-                    .map(|r| BadRow {
-                        run_id: shared.run_id.clone(),
-                        table: col.table.clone(),
-                        column: col.column.clone(),
-                        pk: pk_display(&r.pk),
-                        reason: r.reason,
-                        seen_at: now.clone(),
-                        value_fingerprint: r.fingerprint,
-                    })
-                    .collect();
-                if !shared.opts.dry_run {
-                    with_retry("recording bad rows", progress.as_ref(), || {
-                        db.record_bad_rows(&rows)
-                    })
-                    .await?;
-                }
-                for r in rows {
-                    if summary.bad_rows.len() < BAD_ROWS_IN_SUMMARY {
-                        summary.bad_rows.push(BadRowReport {
-                            table: r.table,
-                            column: r.column,
-                            pk: r.pk,
-                            reason: r.reason,
-                        });
-                    } else {
-                        summary.bad_rows_truncated = true;
-                    }
-                }
-            }
+            deferred.append(&mut b.deferred);
+            record_bad(shared, col, summary, b.bad).await?;
             progress.advanced(&col.table, &col.column, b.rows);
             if b.last_pk.is_some() {
                 checkpoint_pk = b.last_pk;
@@ -1241,6 +1261,11 @@ async fn process_column(
         }
         drop(results);
         drop(reader);
+    }
+    if failure.is_none() && !deferred.is_empty() {
+        if let Err(e) = come_back_to_locked(shared, plan, deferred, &mut cs, summary).await {
+            failure = Some(e);
+        }
     }
     let interrupted = shared.stopping();
     if !shared.opts.dry_run {
@@ -1272,6 +1297,114 @@ async fn process_column(
         Some(e) => Err(e),
         None => Ok(interrupted),
     }
+}
+
+/// How long a run keeps coming back to rows another transaction holds
+/// locked before it names them as bad rows (a later run rotates them).
+const LOCKED_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Records a batch's bad rows and lists the first ones in the summary.
+async fn record_bad(
+    shared: &Shared,
+    col: &ColumnRef,
+    summary: &mut RunSummary,
+    bad: Vec<BadSeen>,
+) -> Result<(), EngineError> {
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let now = now_rfc3339();
+    let rows: Vec<BadRow> = bad
+        .into_iter()
+        .map(|r| BadRow {
+            run_id: shared.run_id.clone(),
+            table: col.table.clone(),
+            column: col.column.clone(),
+            pk: pk_display(&r.pk),
+            reason: r.reason,
+            seen_at: now.clone(),
+            value_fingerprint: r.fingerprint,
+        })
+        .collect();
+    if !shared.opts.dry_run {
+        with_retry("recording bad rows", shared.progress.as_ref(), || {
+            shared.db.record_bad_rows(&rows)
+        })
+        .await?;
+    }
+    for r in rows {
+        if summary.bad_rows.len() < BAD_ROWS_IN_SUMMARY {
+            summary.bad_rows.push(BadRowReport {
+                table: r.table,
+                column: r.column,
+                pk: r.pk,
+                reason: r.reason,
+            });
+        } else {
+            summary.bad_rows_truncated = true;
+        }
+    }
+    Ok(())
+}
+
+/// After a column's pass: the rows whose locks the application held past
+/// the lock time-out are read, decided and written again, with growing
+/// pauses, until they are done or [`LOCKED_PATIENCE`] has passed; those
+/// still locked then become bad rows (a later run rotates them).
+async fn come_back_to_locked(
+    shared: &Arc<Shared>,
+    plan: &ColumnPlan,
+    mut locked: Vec<Pk>,
+    cs: &mut ColumnSummary,
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
+    let col = &plan.col;
+    shared.progress.note(&format!(
+        "{}: {} rows were locked by another transaction past the lock time-out; coming back to them",
+        plan.label(),
+        locked.len()
+    ));
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(250);
+    while !locked.is_empty() && !shared.stopping() {
+        let db = shared.db.clone();
+        let rows = with_retry("re-reading locked rows", shared.progress.as_ref(), || {
+            db.fetch_rows(col, &locked)
+        })
+        .await?;
+        let present: std::collections::HashSet<Pk> = rows.iter().map(|r| r.pk.clone()).collect();
+        // Deleted (or set to NULL) meanwhile: nothing left to do.
+        cs.skipped += locked.iter().filter(|pk| !present.contains(*pk)).count() as u64;
+        let b = process_batch(shared.clone(), plan.clone(), rows).await?;
+        cs.written += b.written;
+        cs.skipped += b.skipped;
+        cs.retried += b.retried;
+        cs.failed += b.bad.len() as u64;
+        record_bad(shared, col, summary, b.bad).await?;
+        locked = b.deferred;
+        if locked.is_empty() {
+            break;
+        }
+        if started.elapsed() >= LOCKED_PATIENCE {
+            let still: Vec<BadSeen> = locked
+                .drain(..)
+                .map(|pk| BadSeen {
+                    pk,
+                    reason: format!(
+                        "locked by another transaction for over {} s; run again to rotate it",
+                        LOCKED_PATIENCE.as_secs()
+                    ),
+                    fingerprint: String::new(),
+                })
+                .collect();
+            cs.failed += still.len() as u64;
+            record_bad(shared, col, summary, still).await?;
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+    Ok(())
 }
 
 /// After a column: the rows recorded as bad earlier that this run did not

@@ -48,6 +48,7 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
         &ConnectOptions {
             max_connections: 4,
             create_if_missing: true,
+            lock_timeout: None,
         },
     )
     .await

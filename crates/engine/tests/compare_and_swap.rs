@@ -94,6 +94,7 @@ async fn setup(rows: i64) -> (tempfile::TempDir, Arc<dyn Database>, Keyring) {
         &ConnectOptions {
             max_connections: 4,
             create_if_missing: true,
+            lock_timeout: None,
         },
     )
     .await

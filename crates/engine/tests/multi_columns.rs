@@ -37,6 +37,7 @@ impl Env {
             &ConnectOptions {
                 max_connections: 4,
                 create_if_missing: true,
+                lock_timeout: None,
             },
         )
         .await

@@ -125,6 +125,7 @@ pub async fn connect(cfg: &Config, connections: u32) -> Result<Arc<dyn Database>
         &ConnectOptions {
             max_connections: connections,
             create_if_missing: false,
+            lock_timeout: cfg.rotation.lock_timeout(),
         },
     )
     .await?)
@@ -178,6 +179,7 @@ pub async fn connect_creating(url: &str) -> Result<Arc<dyn Database>, OpsError> 
         &ConnectOptions {
             max_connections: 2,
             create_if_missing: true,
+            lock_timeout: None,
         },
     )
     .await?)

@@ -37,6 +37,7 @@ pub async fn sqlite(dir: &std::path::Path, name: &str) -> Arc<dyn Database> {
         &ConnectOptions {
             max_connections: 8,
             create_if_missing: true,
+            lock_timeout: None,
         },
     )
     .await
@@ -131,6 +132,7 @@ impl ServerDb {
             &ConnectOptions {
                 max_connections: 8,
                 create_if_missing: false,
+                lock_timeout: None,
             },
         )
         .await

@@ -107,6 +107,7 @@ async fn catalog_commands_end_to_end() {
             &ConnectOptions {
                 max_connections: 1,
                 create_if_missing: true,
+                lock_timeout: None,
             },
         )
         .await

@@ -197,6 +197,7 @@ async fn sqlite_audit_due_notify_report() {
         &ConnectOptions {
             max_connections: 2,
             create_if_missing: true,
+            lock_timeout: None,
         },
     )
     .await

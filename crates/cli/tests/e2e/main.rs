@@ -56,3 +56,4 @@ mod kms_transit;
 mod lock;
 mod odd_rows;
 mod replicas;
+mod row_locks;

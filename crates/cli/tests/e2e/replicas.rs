@@ -124,30 +124,31 @@ fn pauses_while_replay_is_paused() {
 
 #[test]
 fn unreadable_lag_refuses_unless_optional() {
-    run(Kind::Postgres, "replica_unreadable", |t: TestDb| async move {
-        let Some(_server) = replica_server("unreadable_lag_refuses_unless_optional") else {
-            return;
-        };
-        let tb = plaintext_table(&t, 300).await;
-        let key = t.key("k1");
-        let mut cfg = Cfg::new(&[&tb], &[&key], "k1");
-        // The primary named as a replica: it is not in recovery, so it has
-        // no lag to read.
-        cfg.rotation_toml = format!(
-            "max_replica_lag = \"2s\"\nreplicas = [\"{}\"]",
-            t.url
-        );
-        let o = t.keyturn(&cfg, &["encrypt"]).await.expect(1);
-        assert!(o.stderr.contains("cannot be read"), "{o}");
-        assert!(o.stderr.contains("optional"), "{o}");
-        assert_eq!(encrypted(&t, &tb).await, 0, "wrote before refusing");
-        cfg.rotation_toml = format!(
-            "max_replica_lag = \"2s\"\nreplicas = [{{ url = \"{}\", optional = true }}]",
-            t.url
-        );
-        let started = Instant::now();
-        t.keyturn(&cfg, &["encrypt"]).await.expect(0);
-        assert_eq!(encrypted(&t, &tb).await, 300);
-        assert!(started.elapsed() < Duration::from_secs(60));
-    });
+    run(
+        Kind::Postgres,
+        "replica_unreadable",
+        |t: TestDb| async move {
+            let Some(_server) = replica_server("unreadable_lag_refuses_unless_optional") else {
+                return;
+            };
+            let tb = plaintext_table(&t, 300).await;
+            let key = t.key("k1");
+            let mut cfg = Cfg::new(&[&tb], &[&key], "k1");
+            // The primary named as a replica: it is not in recovery, so it has
+            // no lag to read.
+            cfg.rotation_toml = format!("max_replica_lag = \"2s\"\nreplicas = [\"{}\"]", t.url);
+            let o = t.keyturn(&cfg, &["encrypt"]).await.expect(1);
+            assert!(o.stderr.contains("cannot be read"), "{o}");
+            assert!(o.stderr.contains("optional"), "{o}");
+            assert_eq!(encrypted(&t, &tb).await, 0, "wrote before refusing");
+            cfg.rotation_toml = format!(
+                "max_replica_lag = \"2s\"\nreplicas = [{{ url = \"{}\", optional = true }}]",
+                t.url
+            );
+            let started = Instant::now();
+            t.keyturn(&cfg, &["encrypt"]).await.expect(0);
+            assert_eq!(encrypted(&t, &tb).await, 300);
+            assert!(started.elapsed() < Duration::from_secs(60));
+        },
+    );
 }

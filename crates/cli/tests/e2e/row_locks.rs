@@ -1,0 +1,130 @@
+//! Short locks for the application's writers (`rotation.lock_timeout`): an
+//! application transaction holds a row lock for 5 s during a run; keyturn
+//! does not wait behind it, writes the rest of the table meanwhile, and
+//! comes back to that row once the lock is gone. PostgreSQL and MariaDB
+//! (SQLite has no row locks).
+
+use crate::common::*;
+use sqlx::Connection as _;
+use std::time::{Duration, Instant};
+
+const ROWS: i64 = 4000;
+const LOCKED: i64 = 1200;
+const HOLD: Duration = Duration::from_secs(5);
+
+#[test]
+fn postgres_lock_held_by_the_application() {
+    run(Kind::Postgres, "row_lock_held", held_lock);
+}
+
+#[test]
+fn mariadb_lock_held_by_the_application() {
+    run(Kind::MariaDb, "row_lock_held", held_lock);
+}
+
+fn plain(i: i64) -> Vec<u8> {
+    format!("value-{i}").into_bytes()
+}
+
+async fn encrypted(t: &TestDb, tb: &Table) -> Vec<i64> {
+    t.read(tb)
+        .await
+        .iter()
+        .filter(|(_, v)| !v[0].as_deref().unwrap_or_default().starts_with(b"value-"))
+        .map(|(pk, _)| match pk[0] {
+            keyturn_db::PkValue::Int(i) => i,
+            _ => unreachable!("integer keys"),
+        })
+        .collect()
+}
+
+/// Opens a transaction that locks row `LOCKED` and keeps it for `HOLD`,
+/// then commits. Returns when the lock is taken.
+async fn hold_lock(t: &TestDb, table: &str) -> tokio::task::JoinHandle<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let url = t.url.clone();
+    let kind = t.kind;
+    let sql = format!("SELECT v FROM {table} WHERE id = {LOCKED} FOR UPDATE");
+    let h = tokio::spawn(async move {
+        match kind {
+            Kind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+                let mut x = c.begin().await.expect("begin");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut *x)
+                    .await
+                    .expect("lock");
+                let _ = tx.send(());
+                tokio::time::sleep(HOLD).await;
+                x.commit().await.expect("commit");
+            }
+            _ => {
+                let mut c = sqlx::MySqlConnection::connect(&url).await.expect("connect");
+                let mut x = c.begin().await.expect("begin");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut *x)
+                    .await
+                    .expect("lock");
+                let _ = tx.send(());
+                tokio::time::sleep(HOLD).await;
+                x.commit().await.expect("commit");
+            }
+        }
+    });
+    rx.await.expect("the lock was taken");
+    h
+}
+
+async fn held_lock(t: TestDb) {
+    let tb = Table::new(
+        &t.table_name("row_lock"),
+        &[("id", PkKind::Int)],
+        &[("v", ColKind::Text, false)],
+    );
+    t.create_table(&tb, &[]).await;
+    let data: Data = (1..=ROWS)
+        .map(|i| (int_pk(i), vec![Some(plain(i))]))
+        .collect();
+    t.insert(&tb, &data).await;
+    let key = t.key("k1");
+    let mut cfg = Cfg::new(&[&tb], &[&key], "k1");
+    cfg.batch_size = 200;
+    cfg.rotation_toml = "lock_timeout = \"200ms\"".into();
+    let holder = hold_lock(&t, &tb.name).await;
+    let locked_at = Instant::now();
+    let p = t.spawn(&cfg, &["--json", "encrypt"]);
+    // While the lock is held, every other row is written.
+    let mut others_done = false;
+    while locked_at.elapsed() < HOLD - Duration::from_millis(500) {
+        let done = encrypted(&t, &tb).await;
+        assert!(
+            !done.contains(&LOCKED),
+            "wrote through the application's lock"
+        );
+        if done.len() == (ROWS - 1) as usize {
+            others_done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        others_done,
+        "keyturn waited behind the locked row: {} of {} other rows written in {:?}",
+        encrypted(&t, &tb).await.len(),
+        ROWS - 1,
+        locked_at.elapsed()
+    );
+    holder.await.expect("lock holder");
+    let o = p.wait(Duration::from_secs(120)).await.expect(0);
+    let r = o.json();
+    assert_eq!(r["outcome"], "ok", "{o}");
+    assert_eq!(r["columns"][0]["written"], ROWS, "{o}");
+    assert_eq!(r["bad_rows"], serde_json::json!([]), "{o}");
+    assert_eq!(encrypted(&t, &tb).await.len(), ROWS as usize);
+    // The row the application held decrypts like every other.
+    let v = t
+        .keyturn(&cfg, &["--json", "verify", "--deep"])
+        .await
+        .expect(0);
+    assert_eq!(v.json()["columns"][0]["failing"], 0, "{v}");
+}

@@ -41,13 +41,16 @@ pub enum AuditAction {
     RunInterrupted,
     /// Bad rows were acknowledged as they are (`keyturn bad-rows ack`).
     BadRowsAck,
+    /// An operator asked a running run to pause, resume or stop (`keyturn
+    /// runs pause|resume|stop`); the detail `action` says which.
+    RunControl,
     /// An action this build does not know.
     Other(String),
 }
 
 impl AuditAction {
     /// Every action this build knows, in documentation order.
-    pub const KNOWN: [AuditAction; 14] = [
+    pub const KNOWN: [AuditAction; 15] = [
         AuditAction::KeyAdd,
         AuditAction::KeyPromote,
         AuditAction::KeyRetire,
@@ -62,6 +65,7 @@ impl AuditAction {
         AuditAction::Override,
         AuditAction::RunInterrupted,
         AuditAction::BadRowsAck,
+        AuditAction::RunControl,
     ];
 
     /// The action's name as stored (`key.add`, `rotate.end`, ...), or the stored text for an
@@ -82,6 +86,7 @@ impl AuditAction {
             AuditAction::Override => "override",
             AuditAction::RunInterrupted => "run.interrupted",
             AuditAction::BadRowsAck => "bad_rows.ack",
+            AuditAction::RunControl => "run.control",
             AuditAction::Other(s) => s,
         }
     }

@@ -103,6 +103,7 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Report(args) => crate::compliance::report(&cli, args).await,
         Command::BadRows(c) => crate::bad_rows_cmd::run(&cli, c, &actor).await,
         Command::Kms(c) => crate::kms_cmd::run(&cli, c, &actor).await,
+        Command::Runs(a) => crate::runs_cmd::run(&cli, a, &actor).await,
     }
 }
 

@@ -75,6 +75,8 @@ pub enum Command {
     /// Rows keyturn could not process (garbage, plaintext, wrong encoding, unknown key): list them, acknowledge them
     #[command(subcommand, name = "bad-rows")]
     BadRows(crate::bad_rows_cmd::BadRowsCommand),
+    /// Running and recent runs (any host); pause, resume or stop the running one
+    Runs(crate::runs_cmd::RunsArgs),
     /// Columns rotated inside a KMS (kms = "NAME"): retire the key versions no row needs
     #[command(subcommand)]
     Kms(crate::kms_cmd::KmsCommand),

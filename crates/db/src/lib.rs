@@ -214,6 +214,20 @@ impl ColumnRef {
     }
 }
 
+/// An operator's request to a running run, from any host that reaches the
+/// database (`keyturn runs pause|resume|stop`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RunControl {
+    /// The run it is for.
+    pub run_id: String,
+    /// `pause`, `resume` or `stop`.
+    pub action: String,
+    /// Who asked.
+    pub actor: String,
+    /// When (keyturn's timestamp format).
+    pub requested_at: String,
+}
+
 /// A single-column [`ColumnRef`] for unit tests: every key column of the
 /// given kind gets `sql_type`.
 #[cfg(test)]
@@ -722,6 +736,23 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// Records a run in `keyturn_runs`: inserted when it starts, and
     /// updated (finish time, outcome, summary) when it ends.
     async fn save_run(&self, run: &RunRecord) -> Result<(), DbError>;
+
+    /// Replaces the summary of a run still recorded `running` with its
+    /// live progress (JSON); nothing once the run has ended.
+    async fn update_run_progress(&self, run_id: &str, progress: &str) -> Result<(), DbError>;
+
+    /// The `limit` most recent runs, newest first (none when `keyturn_runs`
+    /// does not exist).
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, DbError>;
+
+    /// Records an operator's request for a run (`pause`, `resume`, `stop`),
+    /// replacing the run's earlier one (`keyturn_run_control`, created if
+    /// missing).
+    async fn request_run_control(&self, control: &RunControl) -> Result<(), DbError>;
+
+    /// The latest request for a run, if any (none when the table does not
+    /// exist).
+    async fn run_control(&self, run_id: &str) -> Result<Option<RunControl>, DbError>;
 
     /// Runs statements without results (setup for demos and tests).
     async fn execute_script(&self, sql: &str) -> Result<(), DbError>;

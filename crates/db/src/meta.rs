@@ -243,6 +243,7 @@ pub(crate) fn create_tables(d: Dialect) -> Vec<String> {
                 summary {text} NOT NULL)"
         ),
         bad_rows_table(d),
+        run_control_table(),
         "CREATE TABLE IF NOT EXISTS keyturn_lock (
                 name VARCHAR(64) NOT NULL PRIMARY KEY,
                 holder VARCHAR(255) NOT NULL,
@@ -253,6 +254,33 @@ pub(crate) fn create_tables(d: Dialect) -> Vec<String> {
                 holder_token VARCHAR(64) NOT NULL DEFAULT '')"
             .to_string(),
     ]
+}
+
+/// `keyturn_run_control`: an operator's latest request per run.
+pub(crate) fn run_control_table() -> String {
+    "CREATE TABLE IF NOT EXISTS keyturn_run_control (
+        run_id VARCHAR(64) NOT NULL PRIMARY KEY,
+        action VARCHAR(16) NOT NULL,
+        actor VARCHAR(255) NOT NULL,
+        requested_at VARCHAR(40) NOT NULL)"
+        .to_string()
+}
+
+/// Records a request for a run (run id, action, actor, requested at).
+pub(crate) fn run_control_upsert(d: Dialect) -> String {
+    let phs: Vec<String> = (1..=4).map(|i| d.ph(i)).collect();
+    let cols = "run_id, action, actor, requested_at";
+    match d {
+        Dialect::MySql => format!(
+            "REPLACE INTO keyturn_run_control ({cols}) VALUES ({})",
+            phs.join(", ")
+        ),
+        _ => format!(
+            "INSERT INTO keyturn_run_control ({cols}) VALUES ({}) \
+             ON CONFLICT (run_id) DO UPDATE SET action = excluded.action, actor = excluded.actor, requested_at = excluded.requested_at",
+            phs.join(", ")
+        ),
+    }
 }
 
 /// `keyturn_bad_rows`: one record per row.

@@ -13,7 +13,7 @@ use crate::{
     AuditRow, AuditRowBuilder, AuditTip, Backend, BadRow, BadRowAck, BadRowRecord, BoxFuture,
     CasUpdate, CatalogRow, CatalogWrite, Checkpoint, ColumnCounts, ColumnRef, Database, DbError,
     InstanceHeartbeat, InstanceRow, InstanceSnapshot, KeyCensus, LockHolder, LockInfo, LockOutcome,
-    Pk, PkValue, Row, RunRecord, Skip, TableInfo,
+    Pk, PkValue, Row, RunControl, RunRecord, Skip, TableInfo,
 };
 use async_trait::async_trait;
 
@@ -584,6 +584,94 @@ impl<D: Driver> Database for Store<D> {
         ];
         self.execute("recording the run", &sql, params).await?;
         Ok(())
+    }
+
+    async fn update_run_progress(&self, run_id: &str, progress: &str) -> Result<(), DbError> {
+        let d = self.d();
+        let sql = format!(
+            "UPDATE keyturn_runs SET summary = {} WHERE run_id = {} AND outcome = 'running'",
+            d.ph(1),
+            d.ph(2)
+        );
+        self.execute(
+            "recording the run's progress",
+            &sql,
+            vec![progress.into(), run_id.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, DbError> {
+        if self.describe_table("keyturn_runs").await?.is_none() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .query(
+                "reading keyturn_runs",
+                &format!(
+                    "SELECT run_id, operation, actor, started_at, finished_at, outcome, summary \
+                     FROM keyturn_runs ORDER BY started_at DESC, run_id DESC LIMIT {}",
+                    limit.clamp(1, 10_000)
+                ),
+                Vec::new(),
+            )
+            .await?;
+        rows.iter().map(Self::run_record).collect()
+    }
+
+    async fn request_run_control(&self, control: &RunControl) -> Result<(), DbError> {
+        self.create_if_missing(
+            crate::meta::run_control_table(),
+            "creating keyturn_run_control",
+        )
+        .await?;
+        let sql = crate::meta::run_control_upsert(self.d());
+        self.execute(
+            "recording the request in keyturn_run_control",
+            &sql,
+            vec![
+                (&control.run_id).into(),
+                (&control.action).into(),
+                (&control.actor).into(),
+                (&control.requested_at).into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn run_control(&self, run_id: &str) -> Result<Option<RunControl>, DbError> {
+        let d = self.d();
+        let rows = match self
+            .query(
+                "reading keyturn_run_control",
+                &format!(
+                    "SELECT run_id, action, actor, requested_at FROM keyturn_run_control WHERE run_id = {}",
+                    d.ph(1)
+                ),
+                vec![run_id.into()],
+            )
+            .await
+        {
+            Ok(r) => r,
+            // Created with keyturn's other tables; an older database may
+            // not have it until a request is made.
+            Err(_) if self.describe_table("keyturn_run_control").await?.is_none() => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        rows.first()
+            .map(|r| {
+                Ok(RunControl {
+                    run_id: r.text(0)?,
+                    action: r.text(1)?,
+                    actor: r.text(2)?,
+                    requested_at: r.text(3)?,
+                })
+            })
+            .transpose()
     }
 
     async fn execute_script(&self, sql: &str) -> Result<(), DbError> {

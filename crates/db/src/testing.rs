@@ -195,6 +195,22 @@ impl<H: BeforeWrite> Database for WithWriteHook<H> {
         self.inner.save_run(run).await
     }
 
+    async fn update_run_progress(&self, run_id: &str, progress: &str) -> Result<(), DbError> {
+        self.inner.update_run_progress(run_id, progress).await
+    }
+
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, DbError> {
+        self.inner.recent_runs(limit).await
+    }
+
+    async fn request_run_control(&self, control: &crate::RunControl) -> Result<(), DbError> {
+        self.inner.request_run_control(control).await
+    }
+
+    async fn run_control(&self, run_id: &str) -> Result<Option<crate::RunControl>, DbError> {
+        self.inner.run_control(run_id).await
+    }
+
     async fn execute_script(&self, sql: &str) -> Result<(), DbError> {
         self.inner.execute_script(sql).await
     }

@@ -9,6 +9,7 @@
 
 pub mod config;
 mod error;
+pub mod live;
 pub mod multi;
 pub mod pacing;
 pub mod plan;

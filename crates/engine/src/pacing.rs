@@ -24,6 +24,9 @@ pub enum Pace {
     Go,
     /// Not yet: why (shown as "paused: …").
     Wait(String),
+    /// Stop the run like Ctrl-C (the batch in hand is written, the
+    /// checkpoint saved, the run resumable): why.
+    Stop(String),
 }
 
 /// Asked before each batch write.
@@ -32,6 +35,12 @@ pub trait Pacing: Send + Sync + std::fmt::Debug {
     /// Whether the next batch may be written now. An error stops the run,
     /// resumable (a lag that cannot be read).
     async fn check(&self) -> Result<Pace, EngineError>;
+
+    /// What the last [`check`](Self::check) measured, for metrics:
+    /// (replica, lag). Default: nothing.
+    fn observed(&self) -> Vec<(String, Duration)> {
+        Vec::new()
+    }
 }
 
 /// Pauses writing while any replica is more than `max` behind.
@@ -50,6 +59,8 @@ pub struct LagGate {
     samples: Mutex<VecDeque<(Instant, u64)>>,
     /// Optional replicas whose lag could not be read, already warned about.
     warned: Mutex<Vec<String>>,
+    /// The lags the last check read.
+    last: Mutex<Vec<(String, Duration)>>,
 }
 
 impl LagGate {
@@ -60,6 +71,7 @@ impl LagGate {
             watch,
             samples: Mutex::new(VecDeque::new()),
             warned: Mutex::new(Vec::new()),
+            last: Mutex::new(Vec::new()),
         }
     }
 
@@ -133,6 +145,9 @@ impl LagGate {
 impl Pacing for LagGate {
     async fn check(&self) -> Result<Pace, EngineError> {
         let lags = self.lags().await?;
+        if let Ok(mut last) = self.last.lock() {
+            last.clone_from(&lags);
+        }
         match lags.iter().max_by_key(|(_, d)| *d) {
             Some((name, lag)) if *lag > self.max => Ok(Pace::Wait(format!(
                 "replica lag {:.1} s on {name} (max_replica_lag {:.1} s)",
@@ -141,6 +156,10 @@ impl Pacing for LagGate {
             ))),
             _ => Ok(Pace::Go),
         }
+    }
+
+    fn observed(&self) -> Vec<(String, Duration)> {
+        self.last.lock().map(|l| l.clone()).unwrap_or_default()
     }
 }
 

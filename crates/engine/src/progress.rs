@@ -11,6 +11,21 @@ pub trait ProgressSink: Send + Sync {
     fn column_finished(&self, _table: &str, _column: &str) {}
     /// A human-readable note (resume, retry, lock take-over…).
     fn note(&self, _message: &str) {}
+    /// A batch was written: rows it held, rows written, and how long its
+    /// writes took (compare-and-swap rounds included).
+    fn batch_written(
+        &self,
+        _table: &str,
+        _column: &str,
+        _rows: u64,
+        _written: u64,
+        _took: std::time::Duration,
+    ) {
+    }
+    /// A watched replica's lag, at each check ([`crate::pacing`]).
+    fn replica_lag(&self, _replica: &str, _lag: std::time::Duration) {}
+    /// The run lost the rotation lock to another holder and is stopping.
+    fn lock_lost(&self) {}
     /// Writing paused (`Some(why)`: "replica lag 3.4 s on …") or went on
     /// (`None`). The default shows it as a note.
     fn paused(&self, why: Option<&str>) {

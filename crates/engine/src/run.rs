@@ -218,6 +218,8 @@ struct Shared {
     pacing: Vec<Arc<dyn crate::pacing::Pacing>>,
     /// One check at a time; when the pause being reported was last shown.
     pace: tokio::sync::Mutex<Option<Instant>>,
+    /// The progress published for `keyturn runs` (not in dry runs).
+    live: Option<Arc<crate::live::LiveProgress>>,
 }
 
 impl Shared {
@@ -232,9 +234,29 @@ impl Shared {
             let mut paused = self.pace.lock().await;
             let mut wait = None;
             for p in &self.pacing {
-                if let crate::pacing::Pace::Wait(why) = p.check().await? {
-                    wait = Some(why);
-                    break;
+                let pace = p.check().await?;
+                for (name, lag) in p.observed() {
+                    self.progress.replica_lag(&name, lag);
+                }
+                match pace {
+                    crate::pacing::Pace::Wait(why) => {
+                        wait = Some(why);
+                        break;
+                    }
+                    crate::pacing::Pace::Stop(why) => {
+                        if !self.stop.swap(true, Ordering::SeqCst) {
+                            self.progress
+                                .note(&format!("stopping: {why}; finishing the batches in flight"));
+                            if let Some(l) = &self.live {
+                                l.set_stopping();
+                            }
+                        }
+                        if paused.take().is_some() {
+                            self.progress.paused(None);
+                        }
+                        return Ok(());
+                    }
+                    _ => {}
                 }
             }
             match wait {
@@ -512,9 +534,30 @@ impl Run {
             lock,
             mut record,
             started,
-            pacing,
+            mut pacing,
             ..
         } = self;
+        // Not in a dry run: it has no record to publish to, and nothing to
+        // pause.
+        let live =
+            (!opts.dry_run).then(|| Arc::new(crate::live::LiveProgress::new(progress.clone())));
+        let progress: Arc<dyn ProgressSink> = match &live {
+            Some(l) => l.clone(),
+            None => progress,
+        };
+        if live.is_some() {
+            pacing.push(Arc::new(crate::live::ControlGate::new(
+                db.clone(),
+                run_id.clone(),
+            )));
+        }
+        let publisher = live.clone().map(|l| {
+            Spawned(tokio::spawn(crate::live::publish(
+                db.clone(),
+                run_id.clone(),
+                l,
+            )))
+        });
         let shared = Arc::new(Shared {
             db: db.clone(),
             op,
@@ -525,6 +568,7 @@ impl Run {
             lock: LockWatch::new(lock.clone()),
             pacing,
             pace: tokio::sync::Mutex::new(None),
+            live,
         });
         let watcher = lock
             .is_some()
@@ -548,6 +592,7 @@ impl Run {
         };
         let result = process_plan(&shared, plan, &census, &mut summary).await;
         drop(watcher);
+        drop(publisher);
         summary.seconds = started.elapsed().as_secs_f64();
         let processed: u64 = summary
             .columns
@@ -729,6 +774,7 @@ impl LockWatch {
                 let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
                 *lost = Some(LockLost { holder, since });
                 self.gone.store(true, Ordering::SeqCst);
+                progress.lock_lost();
             }
             Err(e) => {
                 if !self.failing.swap(true, Ordering::SeqCst) {
@@ -985,6 +1031,7 @@ async fn process_batch(
         return Ok(out);
     }
     shared.wait_to_write().await?;
+    let writing = Instant::now();
     let db = shared.db.clone();
     let col = &plan.col;
     for round in 0..=CAS_ROUNDS {
@@ -1043,6 +1090,13 @@ async fn process_batch(
         }
         pending = next;
     }
+    shared.progress.batch_written(
+        &col.table,
+        &col.column,
+        out.rows,
+        out.written,
+        writing.elapsed(),
+    );
     Ok(out)
 }
 
@@ -1262,10 +1316,11 @@ async fn process_column(
         drop(results);
         drop(reader);
     }
-    if failure.is_none() && !deferred.is_empty() {
-        if let Err(e) = come_back_to_locked(shared, plan, deferred, &mut cs, summary).await {
-            failure = Some(e);
-        }
+    if failure.is_none()
+        && !deferred.is_empty()
+        && let Err(e) = come_back_to_locked(shared, plan, deferred, &mut cs, summary).await
+    {
+        failure = Some(e);
     }
     let interrupted = shared.stopping();
     if !shared.opts.dry_run {
@@ -1544,7 +1599,7 @@ async fn read_batches(
     batch_cap: usize,
     tx: tokio::sync::mpsc::Sender<Result<Vec<Row>, EngineError>>,
 ) {
-    let started = Instant::now();
+    let mut started = Instant::now();
     // Start small: the first batch tells how large values are.
     let mut limit = batch_cap.min(32);
     let mut emitted = 0u64;
@@ -1554,6 +1609,11 @@ async fn read_batches(
             let elapsed = started.elapsed();
             if due > elapsed {
                 tokio::time::sleep(due - elapsed).await;
+            } else if elapsed - due > Duration::from_secs(1) {
+                // Far behind the schedule (a pause, a slow stretch): start
+                // it again from now instead of catching up in a burst.
+                started = Instant::now();
+                emitted = 0;
             }
         }
         let db = shared.db.clone();

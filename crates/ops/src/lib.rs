@@ -12,6 +12,7 @@ pub mod kms;
 pub mod notify;
 pub mod report;
 pub mod run;
+pub mod runs;
 pub mod session;
 pub mod verify;
 

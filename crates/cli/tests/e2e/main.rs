@@ -57,3 +57,4 @@ mod lock;
 mod odd_rows;
 mod replicas;
 mod row_locks;
+mod runs;

@@ -74,7 +74,10 @@ impl TransitKek {
         Err(self.classify(status, &errors, None).await)
     }
 
-    fn with_context(mut m: serde_json::Map<String, serde_json::Value>, context: Option<&[u8]>) -> serde_json::Value {
+    fn with_context(
+        mut m: serde_json::Map<String, serde_json::Value>,
+        context: Option<&[u8]>,
+    ) -> serde_json::Value {
         if let Some(c) = context {
             m.insert("context".into(), STANDARD.encode(c).into());
         }
@@ -100,7 +103,9 @@ impl TransitKek {
     ) -> Result<String, KmsError> {
         let mut m = serde_json::Map::new();
         m.insert("ciphertext".into(), ciphertext.into());
-        let body = self.value_call("rewrap", Self::with_context(m, context)).await?;
+        let body = self
+            .value_call("rewrap", Self::with_context(m, context))
+            .await?;
         let c: Cipher = self.parse(&body, "a rewrap")?;
         Ok(c.ciphertext)
     }
@@ -113,8 +118,11 @@ impl TransitKek {
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let mut m = serde_json::Map::new();
         m.insert("ciphertext".into(), ciphertext.into());
-        let body = self.value_call("decrypt", Self::with_context(m, context)).await?;
-        let p: Zeroizing<String> = Zeroizing::new(self.parse::<Plain>(&body, "a decrypt")?.plaintext);
+        let body = self
+            .value_call("decrypt", Self::with_context(m, context))
+            .await?;
+        let p: Zeroizing<String> =
+            Zeroizing::new(self.parse::<Plain>(&body, "a decrypt")?.plaintext);
         self.decode(&p, "a decrypt")
     }
 
@@ -127,7 +135,9 @@ impl TransitKek {
         let mut m = serde_json::Map::new();
         let b64 = Zeroizing::new(STANDARD.encode(plaintext));
         m.insert("plaintext".into(), b64.as_str().into());
-        let body = self.value_call("encrypt", Self::with_context(m, context)).await?;
+        let body = self
+            .value_call("encrypt", Self::with_context(m, context))
+            .await?;
         let c: Cipher = self.parse(&body, "an encrypt")?;
         Ok(c.ciphertext)
     }

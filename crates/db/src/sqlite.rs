@@ -771,4 +771,38 @@ mod tests {
             );
         }
     }
+
+    /// An application's key catalog read as text pairs: NULL ids left out,
+    /// NULL values kept as `None`, identifiers refused before any SQL.
+    #[tokio::test]
+    async fn read_pairs_reads_a_catalog() {
+        let db = open("sqlite::memory:").await;
+        db.execute_script(
+            "CREATE TABLE encryption_keys (key_id TEXT, kms_key_arn TEXT, alias TEXT);
+             INSERT INTO encryption_keys VALUES ('2025-01', 'arn:aws:kms:us-east-1:1:key/a', 'x'),
+               ('2025-03', NULL, 'y'), (NULL, 'arn:aws:kms:us-east-1:1:key/c', 'z');",
+        )
+        .await
+        .unwrap();
+        let mut pairs = db
+            .read_pairs("encryption_keys", "key_id", "kms_key_arn")
+            .await
+            .unwrap();
+        pairs.sort();
+        assert_eq!(
+            pairs,
+            vec![
+                (
+                    "2025-01".to_owned(),
+                    Some("arn:aws:kms:us-east-1:1:key/a".to_owned())
+                ),
+                ("2025-03".to_owned(), None),
+            ]
+        );
+        assert!(
+            db.read_pairs("encryption_keys; DROP TABLE x", "key_id", "alias")
+                .await
+                .is_err()
+        );
+    }
 }

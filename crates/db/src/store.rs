@@ -748,6 +748,30 @@ impl<D: Driver> Database for Store<D> {
         rows.iter().map(Self::catalog_row).collect()
     }
 
+    async fn read_pairs(
+        &self,
+        table: &str,
+        key_column: &str,
+        value_column: &str,
+    ) -> Result<Vec<(String, Option<String>)>, DbError> {
+        crate::check_identifier(table, "table")?;
+        crate::check_identifier(key_column, "column")?;
+        crate::check_identifier(value_column, "column")?;
+        let d = self.d();
+        let sql = format!(
+            "SELECT {}, {} FROM {} WHERE {} IS NOT NULL",
+            d.text_of(key_column),
+            d.text_of(value_column),
+            d.quote(table),
+            d.quote(key_column)
+        );
+        let what = format!("reading {key_column} and {value_column} of table {table}");
+        let rows = self.query(&what, &sql, Vec::new()).await?;
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, r.opt_text(1)?)))
+            .collect()
+    }
+
     async fn write_catalog(&self, writes: &[CatalogWrite]) -> Result<(), DbError> {
         let what = "writing the key catalog";
         let d = self.d();

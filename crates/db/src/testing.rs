@@ -235,6 +235,15 @@ impl<H: BeforeWrite> Database for WithWriteHook<H> {
         self.inner.load_catalog(catalog).await
     }
 
+    async fn read_pairs(
+        &self,
+        table: &str,
+        key_column: &str,
+        value_column: &str,
+    ) -> Result<Vec<(String, Option<String>)>, DbError> {
+        self.inner.read_pairs(table, key_column, value_column).await
+    }
+
     async fn write_catalog(&self, writes: &[CatalogWrite]) -> Result<(), DbError> {
         self.inner.write_catalog(writes).await
     }

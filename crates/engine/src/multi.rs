@@ -204,13 +204,16 @@ pub(crate) fn role_key(role: Role) -> &'static str {
 pub(crate) type ResolvedCells = (Arc<dyn Codec>, Vec<CellColumn>);
 
 /// Resolves a multi-column codec's columns against the table: every role's
-/// column must exist, and hold bytes (the key id: text or bytes). Returns the
-/// codec and the cell columns in packing order, or every problem found.
+/// column must exist, and hold bytes (the key id: text or bytes; with
+/// `text_cells`, any role may be a text column, the codec decoding it).
+/// Returns the codec and the cell columns in packing order, or every
+/// problem found.
 pub(crate) fn resolve_cells(
     info: &TableInfo,
     table: &str,
     c: &ColumnConfig,
     inner: Arc<dyn MultiColumnCodec>,
+    text_cells: bool,
 ) -> Result<ResolvedCells, Vec<String>> {
     let codec = PackedCells::new(inner);
     let mut problems = Vec::new();
@@ -246,7 +249,7 @@ pub(crate) fn resolve_cells(
             ));
             continue;
         };
-        if kind == ValueKind::Text && role != Role::KeyId {
+        if kind == ValueKind::Text && role != Role::KeyId && !text_cells {
             problems.push(format!(
                 "{table}.{name}: codec {} stores raw bytes in the {} column, but the column is {ty}; use a binary column",
                 c.codec,

@@ -334,18 +334,27 @@ pub async fn resolve(
                             problems.push(format!("{}: column {a} does not exist", t.table));
                         }
                     }
+                    if c.codec == "envelope" {
+                        match crate::remote::envelope::resolve_cells(&info, &t.table, c) {
+                            Ok(cs) => cells = cs,
+                            Err(p) => {
+                                problems.extend(p);
+                                continue;
+                            }
+                        }
+                    }
                     let col = ColumnRef {
                         table: t.table.clone(),
                         pk: pk.clone(),
                         column: c.name.clone(),
                         kind,
-                        cells: Vec::new(),
+                        cells: cells.clone(),
                         aux: aux.clone(),
                     };
                     match rings {
                         // A plan without keys (counting only) needs the
                         // codec alone: the KMS is not asked.
-                        None => crate::remote::codec_only(c)?,
+                        None => crate::remote::codec_only(c, &col)?,
                         Some(r) => {
                             let server = r.servers.get(name).ok_or_else(|| {
                                 EngineError::Config(format!(
@@ -355,7 +364,7 @@ pub async fn resolve(
                                     keyturn_format::shown(name)
                                 ))
                             })?;
-                            let (codec, r) = crate::remote::open(server, c, &col).await?;
+                            let (codec, r) = crate::remote::open(db, server, c, &col).await?;
                             remote = Some(r);
                             codec
                         }
@@ -365,7 +374,7 @@ pub async fn resolve(
                     None => Arc::new(NativeCodec { encoding }),
                     Some(cc) if cc.is_multi_column() => {
                         let inner = Arc::from(keyturn_codecs::build_multi(&cc)?);
-                        match crate::multi::resolve_cells(&info, &t.table, c, inner) {
+                        match crate::multi::resolve_cells(&info, &t.table, c, inner, false) {
                             Ok((codec, cs)) => {
                                 cells = cs;
                                 codec

@@ -322,6 +322,13 @@ pub async fn check_preflight(
     census: &[ColumnCounts],
     skip_unknown: bool,
 ) -> Result<Vec<UnusableKey>, EngineError> {
+    let mut layouts = Vec::new();
+    for c in &plan.columns {
+        layouts.extend(wrapped_key_layout(db, c).await?);
+    }
+    if !layouts.is_empty() {
+        return Err(EngineError::Schema(layouts.join("; ")));
+    }
     let mut problems = Vec::new();
     for (c, counts) in plan.columns.iter().zip(census) {
         for k in &counts.by_key {
@@ -349,6 +356,60 @@ pub async fn check_preflight(
     } else {
         Err(EngineError::Preflight(problems))
     }
+}
+
+/// Rows of an envelope column sampled for the layout of their wrapped keys.
+const LAYOUT_SAMPLE: usize = 200;
+
+/// One message for an envelope column whose wrapped keys are of the other
+/// kind than configured (KMS blobs under a local keyring, local 60/40-byte
+/// wraps under `kms`), told from a sample of its first rows: refused before
+/// any row is touched, instead of one bad row per value. `None`: the
+/// sample fits (or the column is not an envelope).
+async fn wrapped_key_layout(
+    db: &dyn Database,
+    c: &ColumnPlan,
+) -> Result<Option<String>, EngineError> {
+    if c.codec.name() != "envelope" {
+        return Ok(None);
+    }
+    let rows = db.fetch_batch(&c.col, None, None, LAYOUT_SAMPLE).await?;
+    let (mut present, mut lens) = (0usize, Vec::new());
+    for r in rows.iter().filter(|r| r.problem.is_none()) {
+        match c.codec.inspect(&r.value) {
+            Inspection::NotThisFormat => {}
+            Inspection::Invalid(FormatError::CellLength { cell, len, .. })
+                if cell == keyturn_codecs::multi::Role::WrappedKey.name() =>
+            {
+                present += 1;
+                lens.push(len);
+            }
+            _ => present += 1,
+        }
+    }
+    // Most of the sample: a few odd rows are bad rows, not a layout.
+    if lens.is_empty() || lens.len() * 2 < present {
+        return Ok(None);
+    }
+    let (lo, hi) = (
+        lens.iter().min().copied().unwrap_or_default(),
+        lens.iter().max().copied().unwrap_or_default(),
+    );
+    let sizes = if lo == hi {
+        format!("{lo}")
+    } else {
+        format!("{lo}..{hi}")
+    };
+    let label = c.label();
+    Ok(Some(if c.remote.is_some() {
+        format!(
+            "wrapped keys of {label} are {sizes} bytes: a local aes-gcm/aes-kw wrap (60/40 bytes), not a KMS-wrapped data key; remove kms = ... and give the wrapping keys as keyring = \"NAME\" (docs/CODECS.md)"
+        )
+    } else {
+        format!(
+            "wrapped keys of {label} are {sizes} bytes: not a local aes-gcm/aes-kw wrap (60/40 bytes); a KMS-wrapped data key? configure kms = \"NAME\" (docs/KMS.md)"
+        )
+    }))
 }
 
 /// Runs `rotate` or `encrypt` over every column of the plan: [`Run::begin`]

@@ -206,7 +206,7 @@ impl AwsKmsKek {
         arn == me || arn.ends_with(&format!(":key/{me}"))
     }
 
-    fn err<E>(
+    pub(crate) fn err<E>(
         &self,
         e: SdkError<E, aws_sdk_kms::config::http::HttpResponse>,
         kek: &str,
@@ -309,7 +309,7 @@ impl AwsKmsKek {
         }
     }
 
-    fn missing(&self, what: &str) -> KmsError {
+    pub(crate) fn missing(&self, what: &str) -> KmsError {
         KmsError::Backend {
             provider: P,
             address: self.address.clone(),

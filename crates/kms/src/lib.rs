@@ -22,6 +22,7 @@
 #![deny(missing_debug_implementations)]
 
 mod aws;
+mod aws_datakey;
 mod blob;
 mod cache;
 mod config;
@@ -31,9 +32,11 @@ mod local;
 mod rewrap;
 mod server;
 mod transit;
+mod transit_datakey;
 mod transit_values;
 
 pub use aws::{AwsCredentials, AwsKmsConfig, AwsKmsKek};
+pub use aws_datakey::EncryptionContext;
 pub use blob::{ContextBinding, KekRef, WrappedDek};
 pub use cache::DekCache;
 pub use config::KekConfig;

@@ -211,7 +211,7 @@ impl TransitKek {
 
 /// A server message about one value, made safe to store: clipped, and
 /// without anything that looks like a ciphertext echoed back.
-fn scrub(message: &str) -> String {
+pub(crate) fn scrub(message: &str) -> String {
     let words: Vec<&str> = message
         .split_whitespace()
         .map(|w| {

@@ -12,14 +12,16 @@
 //! unreachable, throttled past the retries) is an error that stops the run
 //! with its checkpoint saved.
 //!
-//! One file per KMS and codec: [`transit`] (`vault:vN:` values).
+//! One file per KMS and codec: [`transit`] (`vault:vN:` values),
+//! [`envelope`] (four-column envelopes whose data keys the KMS made).
 //! docs/ARCHITECTURE.md says how to add one.
 
+pub mod envelope;
 pub mod transit;
 
 use crate::EngineError;
 use crate::config::{ColumnConfig, TargetConfig};
-use keyturn_db::{ColumnRef, Pk};
+use keyturn_db::{ColumnRef, Database, Pk};
 use keyturn_format::{Codec, KeyState};
 use keyturn_kms::ServerConfig;
 use std::sync::Arc;
@@ -113,13 +115,17 @@ pub trait RemoteKeys: Send + Sync + std::fmt::Debug {
 
 /// The codec that reads the column's values (shape, census, key ids) and
 /// the KMS that rotates them, for a column with `kms = "NAME"`.
+/// `db` reads an envelope column's `key_catalog`; `col` carries the cell
+/// columns of a multi-column codec.
 pub(crate) async fn open(
+    db: &dyn Database,
     server: &ServerConfig,
     c: &ColumnConfig,
     col: &ColumnRef,
 ) -> Result<(Arc<dyn Codec>, Arc<dyn RemoteKeys>), EngineError> {
     match c.codec.as_str() {
         "vault-transit" => transit::open(server, c, col).await,
+        "envelope" => envelope::open(db, server, c, col).await,
         other => Err(EngineError::Config(format!(
             "codec {}: no server-side rotation (kms = ...) for it; use vault-transit, aws-kms or envelope",
             keyturn_format::shown(other)
@@ -129,9 +135,10 @@ pub(crate) async fn open(
 
 /// The codec of a `kms` column, for a plan made without keys (counting
 /// only: `due`, `report`): the KMS is not asked.
-pub(crate) fn codec_only(c: &ColumnConfig) -> Result<Arc<dyn Codec>, EngineError> {
+pub(crate) fn codec_only(c: &ColumnConfig, col: &ColumnRef) -> Result<Arc<dyn Codec>, EngineError> {
     match c.codec.as_str() {
         "vault-transit" => Ok(Arc::new(keyturn_codecs::vault::VaultTransitCodec)),
+        "envelope" => Ok(envelope::codec(col)),
         other => Err(EngineError::Config(format!(
             "codec {}: no server-side rotation (kms = ...) for it",
             keyturn_format::shown(other)
@@ -183,6 +190,7 @@ pub(crate) fn validate_column(
     }
     match c.codec.as_str() {
         "vault-transit" => transit::validate(c, ckey),
+        "envelope" => envelope::validate(c, ckey),
         other => bad(
             "kms",
             format!(

@@ -33,7 +33,7 @@ mod server;
 mod transit;
 mod transit_values;
 
-pub use aws::{AwsCredentials, AwsKmsConfig, AwsKmsKek};
+pub use aws::{AWS_ATTEMPTS, AwsCredentials, AwsKmsConfig, AwsKmsKek, ReEncrypted};
 pub use blob::{ContextBinding, KekRef, WrappedDek};
 pub use cache::DekCache;
 pub use config::KekConfig;

@@ -345,7 +345,7 @@ pub async fn resolve(
                     match rings {
                         // A plan without keys (counting only) needs the
                         // codec alone: the KMS is not asked.
-                        None => crate::remote::codec_only(c)?,
+                        None => crate::remote::codec_only(c, &col)?,
                         Some(r) => {
                             let server = r.servers.get(name).ok_or_else(|| {
                                 EngineError::Config(format!(

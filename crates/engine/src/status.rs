@@ -184,7 +184,11 @@ async fn column_status(
     let codec = c.codec.name().to_owned();
     let mut notes = Vec::new();
     if keyless > 0 {
-        notes.push(if census.has_key_ids() {
+        notes.push(if crate::remote::key_decided_by_kms(&codec) {
+            format!(
+                "{keyless} {codec} values: key decided by KMS: `keyturn status --deep` asks KMS (ReEncrypt to the column's key, no plaintext comes back) and counts them per key; `rotate` and `verify --deep` ask it too"
+            )
+        } else if census.has_key_ids() {
             format!(
                 "{keyless} {codec} values name no key: their key is decided by decryption (`keyturn status --deep` counts them per key)"
             )

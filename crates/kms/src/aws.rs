@@ -297,6 +297,11 @@ impl AwsKmsKek {
         &self.client
     }
 
+    /// The endpoint URL, or `AWS KMS in <region>`, for messages.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
     /// The configured key id, ARN or alias.
     pub fn key_id(&self) -> &str {
         &self.key_id

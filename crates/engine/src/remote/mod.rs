@@ -12,9 +12,11 @@
 //! unreachable, throttled past the retries) is an error that stops the run
 //! with its checkpoint saved.
 //!
-//! One file per KMS and codec: [`transit`] (`vault:vN:` values).
+//! One file per KMS and codec: [`transit`] (`vault:vN:` values), [`aws`]
+//! (AWS KMS ciphertext blobs, re-encrypted by `ReEncrypt`).
 //! docs/ARCHITECTURE.md says how to add one.
 
+pub mod aws;
 pub mod transit;
 
 use crate::EngineError;
@@ -111,6 +113,7 @@ pub(crate) async fn open(
 ) -> Result<(Arc<dyn Codec>, Arc<dyn RemoteKeys>), EngineError> {
     match c.codec.as_str() {
         "vault-transit" => transit::open(server, c, col).await,
+        "aws-kms" => aws::open(server, c, col).await,
         other => Err(EngineError::Config(format!(
             "codec {}: no server-side rotation (kms = ...) for it; use vault-transit, aws-kms or envelope",
             keyturn_format::shown(other)
@@ -120,14 +123,21 @@ pub(crate) async fn open(
 
 /// The codec of a `kms` column, for a plan made without keys (counting
 /// only: `due`, `report`): the KMS is not asked.
-pub(crate) fn codec_only(c: &ColumnConfig) -> Result<Arc<dyn Codec>, EngineError> {
+pub(crate) fn codec_only(c: &ColumnConfig, col: &ColumnRef) -> Result<Arc<dyn Codec>, EngineError> {
     match c.codec.as_str() {
         "vault-transit" => Ok(Arc::new(keyturn_codecs::vault::VaultTransitCodec)),
+        "aws-kms" => Ok(Arc::new(aws::codec(c, col))),
         other => Err(EngineError::Config(format!(
             "codec {}: no server-side rotation (kms = ...) for it",
             keyturn_format::shown(other)
         ))),
     }
+}
+
+/// Whether KMS, not SQL nor local decryption, decides the key of each of
+/// this codec's values (the census counts them as keyless).
+pub(crate) fn key_decided_by_kms(codec: &str) -> bool {
+    codec == "aws-kms"
 }
 
 /// The auxiliary columns a `kms` column reads beside its value, in the
@@ -174,6 +184,7 @@ pub(crate) fn validate_column(
     }
     match c.codec.as_str() {
         "vault-transit" => transit::validate(c, ckey),
+        "aws-kms" => aws::validate(c, ckey),
         other => bad(
             "kms",
             format!(

@@ -501,6 +501,16 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Who decides the key of a value that names none: KMS for AWS KMS
+/// ciphertext (`status --deep` asks it), decryption for the other codecs.
+fn keyless_by(codec: &str) -> &'static str {
+    if codec == "aws-kms" {
+        "KMS"
+    } else {
+        "decryption"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,12 +533,3 @@ mod tests {
     }
 }
 
-/// Who decides the key of a value that names none: KMS for AWS KMS
-/// ciphertext (`status --deep` asks it), decryption for the other codecs.
-fn keyless_by(codec: &str) -> &'static str {
-    if codec == "aws-kms" {
-        "KMS"
-    } else {
-        "decryption"
-    }
-}

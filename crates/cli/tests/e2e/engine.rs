@@ -1661,6 +1661,7 @@ async fn library_api(t: TestDb) {
     let rings = keyturn_engine::plan::Rings {
         default: Some(ring.clone()),
         named: Default::default(),
+        servers: Default::default(),
     };
     let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg.targets, Some(&rings), None, None)
         .await
@@ -1879,6 +1880,7 @@ async fn resume_sweeps_rows_before_the_checkpoint(t: TestDb) {
     let rings = keyturn_engine::plan::Rings {
         default: Some(both.clone()),
         named: Default::default(),
+        servers: Default::default(),
     };
     let plan =
         keyturn_engine::plan::resolve(db.as_ref(), &cfg.targets, Some(&rings), None, Some("phone"))

@@ -591,6 +591,7 @@ async fn envelope_cas_miss_is_retried(t: TestDb) {
     let rings = keyturn_engine::plan::Rings {
         default: None,
         named: [("kms".to_string(), Arc::new(ring(&[&k1, &k2], "kek-2")))].into(),
+        servers: Default::default(),
     };
     let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg.targets, Some(&rings), None, None)
         .await

@@ -52,5 +52,6 @@ mod envelope;
 mod instances;
 mod kek;
 mod kek_million;
+mod kms_aws;
 mod lock;
 mod odd_rows;

@@ -186,7 +186,10 @@ mod tests {
     #[test]
     fn plaintext_and_garbage_are_not_blobs() {
         assert_eq!(BIN.inspect(b""), Inspection::NotThisFormat);
-        assert_eq!(BIN.inspect(&blob(MIN_BLOB_LEN - 1)), Inspection::NotThisFormat);
+        assert_eq!(
+            BIN.inspect(&blob(MIN_BLOB_LEN - 1)),
+            Inspection::NotThisFormat
+        );
         assert!(matches!(
             BIN.inspect(&blob(MAX_BLOB_LEN + 1)),
             Inspection::Invalid(FormatError::TooLong(_))
@@ -223,7 +226,10 @@ mod tests {
         for n in [MIN_BLOB_LEN - 1, MIN_BLOB_LEN, MIN_BLOB_LEN + 1, 200] {
             let v = TEXT.store(&blob(n));
             assert_eq!(matches(&v), n >= MIN_BLOB_LEN, "{n}");
-            assert_eq!(TEXT.inspect(&v) == Inspection::KeyUnknown, n >= MIN_BLOB_LEN);
+            assert_eq!(
+                TEXT.inspect(&v) == Inspection::KeyUnknown,
+                n >= MIN_BLOB_LEN
+            );
         }
         assert!(!matches(b"hello world"));
         assert_eq!(

@@ -361,35 +361,32 @@ pub async fn resolve(
                         }
                     }
                 }
-                None => match c
-                .codec_config(&t.table)
-                .map_err(EngineError::Config)?
-            {
-                None => Arc::new(NativeCodec { encoding }),
-                Some(cc) if cc.is_multi_column() => {
-                    let inner = Arc::from(keyturn_codecs::build_multi(&cc)?);
-                    match crate::multi::resolve_cells(&info, &t.table, c, inner) {
-                        Ok((codec, cs)) => {
-                            cells = cs;
-                            codec
-                        }
-                        Err(p) => {
-                            problems.extend(p);
-                            continue;
+                None => match c.codec_config(&t.table).map_err(EngineError::Config)? {
+                    None => Arc::new(NativeCodec { encoding }),
+                    Some(cc) if cc.is_multi_column() => {
+                        let inner = Arc::from(keyturn_codecs::build_multi(&cc)?);
+                        match crate::multi::resolve_cells(&info, &t.table, c, inner) {
+                            Ok((codec, cs)) => {
+                                cells = cs;
+                                codec
+                            }
+                            Err(p) => {
+                                problems.extend(p);
+                                continue;
+                            }
                         }
                     }
-                }
-                Some(cc) => {
-                    if c.codec == "version-byte" && kind == ValueKind::Text {
-                        problems.push(format!(
+                    Some(cc) => {
+                        if c.codec == "version-byte" && kind == ValueKind::Text {
+                            problems.push(format!(
                             "{}.{}: codec version-byte writes raw bytes; the column is {ty}, use a binary column",
                             t.table, c.name
                         ));
-                        continue;
+                            continue;
+                        }
+                        Arc::from(keyturn_codecs::build(&cc)?)
                     }
-                    Arc::from(keyturn_codecs::build(&cc)?)
-                }
-            },
+                },
             };
             columns.push(ColumnPlan {
                 col: ColumnRef {

@@ -1419,7 +1419,6 @@ async fn save_checkpoint(
     Ok(())
 }
 
-
 /// The target key as a checkpoint records it: the key id when it fits the
 /// checkpoint's column (64 characters), else `sha256:` and the first 57 hex
 /// digits of its SHA-256 (a KMS key ARN is longer).

@@ -121,6 +121,7 @@ async fn rotate(db: Arc<dyn Database>, r: Arc<Keyring>) -> keyturn_engine::RunSu
     let rings = keyturn_engine::plan::Rings {
         default: Some(r),
         named: Default::default(),
+        servers: Default::default(),
     };
     let plan = keyturn_engine::plan::resolve(db.as_ref(), &cfg.targets, Some(&rings), None, None)
         .await
@@ -149,6 +150,7 @@ async fn values(db: &dyn Database) -> Vec<(i64, Option<Vec<u8>>)> {
     let rings = keyturn_engine::plan::Rings {
         default: Some(Arc::new(ring("k2"))),
         named: Default::default(),
+        servers: Default::default(),
     };
     let plan = keyturn_engine::plan::resolve(db, &cfg.targets, Some(&rings), None, None)
         .await

@@ -104,7 +104,10 @@ pub struct ReEncrypted {
 impl fmt::Debug for ReEncrypted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReEncrypted")
-            .field("ciphertext", &format_args!("{} bytes", self.ciphertext.len()))
+            .field(
+                "ciphertext",
+                &format_args!("{} bytes", self.ciphertext.len()),
+            )
             .field("source_key_id", &self.source_key_id)
             .field("key_id", &self.key_id)
             .finish()
@@ -165,7 +168,9 @@ fn jittered(base: Duration) -> Duration {
 
 /// Whether an SDK failure is worth retrying: throttling, a 5xx, KMS's
 /// internal errors, a dropped connection or timeout.
-fn retryable<E: ProvideErrorMetadata>(e: &SdkError<E, aws_sdk_kms::config::http::HttpResponse>) -> bool {
+fn retryable<E: ProvideErrorMetadata>(
+    e: &SdkError<E, aws_sdk_kms::config::http::HttpResponse>,
+) -> bool {
     match e {
         SdkError::ServiceError(s) => {
             matches!(
@@ -286,7 +291,9 @@ impl AwsKmsKek {
             principal,
             client: Client::new(&sdk),
             limits: std::sync::Arc::new(Limits {
-                in_flight: cfg.max_in_flight.map(|n| tokio::sync::Semaphore::new(n.max(1))),
+                in_flight: cfg
+                    .max_in_flight
+                    .map(|n| tokio::sync::Semaphore::new(n.max(1))),
                 pacer: cfg.max_requests_per_sec.map(Pacer::new),
             }),
         })
@@ -532,9 +539,8 @@ impl AwsKmsKek {
         source_context: &std::collections::HashMap<String, String>,
         destination_context: &std::collections::HashMap<String, String>,
     ) -> Result<ReEncrypted, KmsError> {
-        let ctx = |c: &std::collections::HashMap<String, String>| {
-            (!c.is_empty()).then(|| c.clone())
-        };
+        let ctx =
+            |c: &std::collections::HashMap<String, String>| (!c.is_empty()).then(|| c.clone());
         let mut attempt = 1;
         let out = loop {
             let _permit = self.slot().await;
@@ -579,7 +585,10 @@ impl AwsKmsKek {
     /// server message might describe the value), the rest as [`Self::err`].
     fn re_encrypt_err(
         &self,
-        e: SdkError<aws_sdk_kms::operation::re_encrypt::ReEncryptError, aws_sdk_kms::config::http::HttpResponse>,
+        e: SdkError<
+            aws_sdk_kms::operation::re_encrypt::ReEncryptError,
+            aws_sdk_kms::config::http::HttpResponse,
+        >,
         destination: &str,
     ) -> KmsError {
         if let SdkError::ServiceError(s) = &e {

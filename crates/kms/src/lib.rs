@@ -42,7 +42,9 @@ pub use error::{KmsError, ProviderKind};
 pub use keyturn_keys::{SecretSource, SecretString};
 pub use local::{LocalKek, MasterKeySource};
 pub use rewrap::{RewrapPath, rewrap_all, rewrap_all_in_kms, rotate_blobs, same_kms};
-pub use server::{DEFAULT_AWS_IN_FLIGHT, DEFAULT_BATCH_ITEMS, DEFAULT_TRANSIT_IN_FLIGHT, ServerConfig};
+pub use server::{
+    DEFAULT_AWS_IN_FLIGHT, DEFAULT_BATCH_ITEMS, DEFAULT_TRANSIT_IN_FLIGHT, ServerConfig,
+};
 pub use transit::{TransitConfig, TransitKek};
 pub use transit_values::{ItemOutcome, TransitItem, TransitKeyInfo, is_too_large};
 

@@ -111,7 +111,8 @@ impl ServerConfig {
 
     /// Checks what can be checked without I/O; `name` is the section's.
     pub fn validate(&self, name: &str) -> Result<(), KmsError> {
-        let bad = |p: ProviderKind, m: String| Err(KmsError::config(p, format!("[kms.{name}] {m}")));
+        let bad =
+            |p: ProviderKind, m: String| Err(KmsError::config(p, format!("[kms.{name}] {m}")));
         match self {
             ServerConfig::VaultTransit {
                 token,
@@ -199,7 +200,9 @@ impl ServerConfig {
         if let Some(m) = mount {
             c.mount = m.trim_matches('/').to_owned();
         }
-        c.namespace = namespace.clone().or_else(|| env_nonempty("VAULT_NAMESPACE"));
+        c.namespace = namespace
+            .clone()
+            .or_else(|| env_nonempty("VAULT_NAMESPACE"));
         c.token = token
             .as_deref()
             .map(SecretSource::parse)
@@ -250,13 +253,20 @@ mod tests {
 
     #[test]
     fn sections_parse_and_validate() {
-        let t = parse("kind = \"vault-transit\"\naddress = \"http://127.0.0.1:8200\"\nbatch_items = 50")
-            .unwrap();
+        let t = parse(
+            "kind = \"vault-transit\"\naddress = \"http://127.0.0.1:8200\"\nbatch_items = 50",
+        )
+        .unwrap();
         assert_eq!(t.batch_items(), 50);
         assert_eq!(t.max_in_flight(), DEFAULT_TRANSIT_IN_FLIGHT);
         t.validate("bao").unwrap();
         let a = parse("kind = \"aws-kms\"\nmax_requests_per_sec = 0").unwrap();
-        assert!(a.validate("aws").unwrap_err().to_string().contains("[kms.aws]"));
+        assert!(
+            a.validate("aws")
+                .unwrap_err()
+                .to_string()
+                .contains("[kms.aws]")
+        );
         assert!(parse("kind = \"gcp\"").is_err());
         assert!(parse("kind = \"aws-kms\"\nmount = \"x\"").is_err());
         let bad = parse("kind = \"transit\"\ntoken = \"s.c2VjcmV0\"").unwrap();

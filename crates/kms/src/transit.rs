@@ -222,14 +222,14 @@ impl TransitKek {
             headers.insert("X-Vault-Namespace", v);
         }
         let mut builder = reqwest::Client::builder();
-        let ca = cfg
-            .ca_file
-            .clone()
-            .or_else(|| std::env::var_os("VAULT_CACERT").filter(|v| !v.is_empty()).map(Into::into));
+        let ca = cfg.ca_file.clone().or_else(|| {
+            std::env::var_os("VAULT_CACERT")
+                .filter(|v| !v.is_empty())
+                .map(Into::into)
+        });
         if let Some(path) = ca {
-            let pem = std::fs::read(&path).map_err(|e| {
-                KmsError::config(P, format!("CA file {}: {e}", path.display()))
-            })?;
+            let pem = std::fs::read(&path)
+                .map_err(|e| KmsError::config(P, format!("CA file {}: {e}", path.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
                 KmsError::config(
                     P,
@@ -459,7 +459,11 @@ impl TransitKek {
         }
     }
 
-    pub(crate) fn parse<T: for<'de> Deserialize<'de>>(&self, body: &[u8], what: &str) -> Result<T, KmsError> {
+    pub(crate) fn parse<T: for<'de> Deserialize<'de>>(
+        &self,
+        body: &[u8],
+        what: &str,
+    ) -> Result<T, KmsError> {
         serde_json::from_slice::<Envelope<T>>(body)
             .ok()
             .and_then(|e| e.data)

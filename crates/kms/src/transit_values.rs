@@ -99,9 +99,7 @@ pub fn is_too_large(e: &KmsError) -> bool {
 impl TransitKek {
     /// The key's versions and settings (`read` on `<mount>/keys/<name>`).
     pub async fn key_info(&self) -> Result<TransitKeyInfo, KmsError> {
-        let body = self
-            .call(self.client.get(self.keys_url("")), None)
-            .await?;
+        let body = self.call(self.client.get(self.keys_url("")), None).await?;
         let k: KeyConfig = self.parse(&body, "a key read")?;
         Ok(TransitKeyInfo {
             latest_version: k.latest_version,
@@ -149,24 +147,23 @@ impl TransitKek {
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
         // Per-item results come with a 2xx, or a 400 when some item failed.
-        if status.is_success() || status == reqwest::StatusCode::BAD_REQUEST {
-            if let Ok(data) = self.parse::<BatchData>(&body, "a batch rewrap")
-                && data.batch_results.len() == items.len()
-            {
-                return Ok(data
-                    .batch_results
-                    .into_iter()
-                    .map(|r| match (r.ciphertext, r.error) {
-                        (_, Some(e)) if !e.is_empty() => ItemOutcome::Refused(scrub(&e)),
-                        (Some(c), _) if crate::transit::ciphertext_version(&c).is_some() => {
-                            ItemOutcome::Rewrapped(c)
-                        }
-                        _ => ItemOutcome::Refused(
-                            "the server returned no vault:vN: ciphertext for this value".into(),
-                        ),
-                    })
-                    .collect());
-            }
+        if (status.is_success() || status == reqwest::StatusCode::BAD_REQUEST)
+            && let Ok(data) = self.parse::<BatchData>(&body, "a batch rewrap")
+            && data.batch_results.len() == items.len()
+        {
+            return Ok(data
+                .batch_results
+                .into_iter()
+                .map(|r| match (r.ciphertext, r.error) {
+                    (_, Some(e)) if !e.is_empty() => ItemOutcome::Refused(scrub(&e)),
+                    (Some(c), _) if crate::transit::ciphertext_version(&c).is_some() => {
+                        ItemOutcome::Rewrapped(c)
+                    }
+                    _ => ItemOutcome::Refused(
+                        "the server returned no vault:vN: ciphertext for this value".into(),
+                    ),
+                })
+                .collect());
         }
         let errors = serde_json::from_slice::<crate::transit::Errors>(&body)
             .map(|e| e.errors.join("; "))
@@ -215,7 +212,13 @@ impl TransitKek {
 fn scrub(message: &str) -> String {
     let words: Vec<&str> = message
         .split_whitespace()
-        .map(|w| if w.contains("vault:") || w.len() > 40 { "…" } else { w })
+        .map(|w| {
+            if w.contains("vault:") || w.len() > 40 {
+                "…"
+            } else {
+                w
+            }
+        })
         .collect();
     format!("transit refused the value: {}", clip(&words.join(" ")))
 }

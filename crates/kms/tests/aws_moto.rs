@@ -364,7 +364,10 @@ async fn re_encrypt_values_between_keys() {
     };
     let blob = enc(&ctx).await;
     let r = p.re_encrypt_value(&blob, &arn_b, &ctx, &ctx).await.unwrap();
-    assert_eq!((r.source_key_id.as_str(), r.key_id.as_str()), (arn_a.as_str(), arn_b.as_str()));
+    assert_eq!(
+        (r.source_key_id.as_str(), r.key_id.as_str()),
+        (arn_a.as_str(), arn_b.as_str())
+    );
     assert!(!format!("{r:?}").contains("card"), "{r:?}");
     let back = p
         .client()
@@ -378,12 +381,18 @@ async fn re_encrypt_values_between_keys() {
     assert_eq!(back.plaintext().unwrap().as_ref(), b"card 4111");
 
     // Another context, a damaged blob: the value's problem.
-    let e = p.re_encrypt_value(&blob, &arn_b, &none, &none).await.unwrap_err();
+    let e = p
+        .re_encrypt_value(&blob, &arn_b, &none, &none)
+        .await
+        .unwrap_err();
     assert!(e.is_per_value(), "{e}");
     let mut damaged = blob.clone();
     let last = damaged.len() - 1;
     damaged[last] ^= 1;
-    let e = p.re_encrypt_value(&damaged, &arn_b, &ctx, &ctx).await.unwrap_err();
+    let e = p
+        .re_encrypt_value(&damaged, &arn_b, &ctx, &ctx)
+        .await
+        .unwrap_err();
     assert!(e.is_per_value(), "{e}");
     // A destination that does not exist: the server's.
     let e = p
@@ -434,5 +443,9 @@ async fn re_encrypt_calls_are_paced() {
         t.await.unwrap();
     }
     // 11 calls at 20 a second: the last starts 500 ms after the first.
-    assert!(start.elapsed() >= Duration::from_millis(480), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(480),
+        "{:?}",
+        start.elapsed()
+    );
 }

@@ -180,7 +180,7 @@ pub async fn run(
 fn refuse_compromised_primary(session: &Session, compromised: &[String]) -> Result<(), OpsError> {
     for c in &session.plan.columns {
         let primary = c.primary_id()?;
-        if compromised.iter().any(|k| *k == primary) {
+        if compromised.contains(&primary) {
             return Err(EngineError::Config(format!(
                 "the primary key {primary:?} is marked compromised: add and promote a new key before rotating"
             ))

@@ -19,7 +19,10 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-scenarios!(aws_kms_rotate_binary_and_base64, aws_kms_server_errors_stop_and_resume);
+scenarios!(
+    aws_kms_rotate_binary_and_base64,
+    aws_kms_server_errors_stop_and_resume
+);
 
 /// The column value as stored: a binary blob or its base64.
 fn stored(text: bool, blob: &[u8]) -> Vec<u8> {
@@ -133,7 +136,11 @@ impl Kms {
         if on {
             c.enable_key().key_id(key).send().await.expect("EnableKey");
         } else {
-            c.disable_key().key_id(key).send().await.expect("DisableKey");
+            c.disable_key()
+                .key_id(key)
+                .send()
+                .await
+                .expect("DisableKey");
         }
     }
 }
@@ -246,7 +253,14 @@ struct Seeded {
 
 /// Seeds `rows` rows of `tb`. With `with_context`, the column's context is
 /// `{tenant: <tenant column>, app: "billing"}`; without, none.
-async fn seed(t: &TestDb, k: &Kms, tb: &Table, text: bool, with_context: bool, rows: i64) -> Seeded {
+async fn seed(
+    t: &TestDb,
+    k: &Kms,
+    tb: &Table,
+    text: bool,
+    with_context: bool,
+    rows: i64,
+) -> Seeded {
     let mut s = Seeded {
         data: Data::new(),
         plain: BTreeMap::new(),
@@ -256,7 +270,11 @@ async fn seed(t: &TestDb, k: &Kms, tb: &Table, text: bool, with_context: bool, r
     for id in 1..=rows {
         let tenant = format!("t-{}", id % 4);
         let ctx: HashMap<String, String> = if with_context {
-            [("tenant".to_string(), tenant.clone()), ("app".to_string(), "billing".to_string())].into()
+            [
+                ("tenant".to_string(), tenant.clone()),
+                ("app".to_string(), "billing".to_string()),
+            ]
+            .into()
         } else {
             HashMap::new()
         };
@@ -290,7 +308,8 @@ async fn seed(t: &TestDb, k: &Kms, tb: &Table, text: bool, with_context: bool, r
         if let Some(v) = &value {
             t.add_secret(&STANDARD.encode(blob_of(text && kind != Seed::Garbage, v)));
         }
-        s.data.insert(int_pk(id), vec![value, Some(tenant.into_bytes())]);
+        s.data
+            .insert(int_pk(id), vec![value, Some(tenant.into_bytes())]);
         s.contexts.insert(id, ctx);
     }
     t.insert(tb, &s.data).await;
@@ -330,7 +349,13 @@ async fn assert_good_under(
             Err(code) => wrong.push(format!("{id}: Decrypt failed: {code}")),
         }
     }
-    assert!(wrong.is_empty(), "{}: {} rows wrong:\n  {}", tb.name, wrong.len(), wrong.join("\n  "));
+    assert!(
+        wrong.is_empty(),
+        "{}: {} rows wrong:\n  {}",
+        tb.name,
+        wrong.len(),
+        wrong.join("\n  ")
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -381,7 +406,11 @@ async fn aws_kms_rotate_binary_and_base64(t: TestDb) {
     assert!(text.stdout.contains("key decided by KMS"), "{text}");
 
     // status --deep: KMS names each value's key.
-    let j = t.keyturn(&c, &["--json", "status", "--deep"]).await.expect(0).json();
+    let j = t
+        .keyturn(&c, &["--json", "status", "--deep"])
+        .await
+        .expect(0)
+        .json();
     for tb in [&bin, &txt] {
         let s = col(&j, &tb.name);
         let by: BTreeMap<String, (u64, String)> = s["by_key"]
@@ -396,8 +425,16 @@ async fn aws_kms_rotate_binary_and_base64(t: TestDb) {
             })
             .collect();
         let (new_rows, old_rows) = (3u64, values - 2 - 2 - 3);
-        assert_eq!(by.get(&k.new), Some(&(new_rows, "primary".to_owned())), "{j:#}");
-        assert_eq!(by.get(&k.old), Some(&(old_rows, "decrypt-only".to_owned())), "{j:#}");
+        assert_eq!(
+            by.get(&k.new),
+            Some(&(new_rows, "primary".to_owned())),
+            "{j:#}"
+        );
+        assert_eq!(
+            by.get(&k.old),
+            Some(&(old_rows, "decrypt-only".to_owned())),
+            "{j:#}"
+        );
         assert_eq!(by.len(), 2, "{j:#}");
         assert_eq!(u(&s["undecryptable"]), 2, "{j:#}");
         assert_eq!(u(&s["unrecognized"]), 2, "{j:#}");
@@ -415,7 +452,11 @@ async fn aws_kms_rotate_binary_and_base64(t: TestDb) {
             .insert(b["pk"].as_str().unwrap().parse().unwrap());
     }
     for tb in [&bin, &txt] {
-        let got: Vec<i64> = named.remove(&tb.name).unwrap_or_default().into_iter().collect();
+        let got: Vec<i64> = named
+            .remove(&tb.name)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         assert_eq!(got, odd, "{}: rows named by rotate\n{out}", tb.name);
     }
     assert!(named.is_empty(), "{named:?}");
@@ -424,7 +465,8 @@ async fn aws_kms_rotate_binary_and_base64(t: TestDb) {
     assert_good_under(&k, &txt, true, &st, &t.read(&txt).await, &k.new).await;
     for id in [3, 17, 44] {
         assert_eq!(
-            after_bin[&int_pk(id)], before_bin[&int_pk(id)],
+            after_bin[&int_pk(id)],
+            before_bin[&int_pk(id)],
             "{id}: a value under the new key already was rewritten"
         );
     }
@@ -618,9 +660,9 @@ fn serve(conn: TcpStream, upstream: &str, st: &ProxyState) -> std::io::Result<()
     let mut r = BufReader::new(conn.try_clone()?);
     let mut w = conn;
     while let Some((head, body)) = read_message(&mut r)? {
-        let re_encrypt = head
-            .iter()
-            .any(|h| h.to_ascii_lowercase().starts_with("x-amz-target:") && h.contains("ReEncrypt"));
+        let re_encrypt = head.iter().any(|h| {
+            h.to_ascii_lowercase().starts_with("x-amz-target:") && h.contains("ReEncrypt")
+        });
         if re_encrypt
             && st.limited.load(Ordering::SeqCst)
             && st.seen.fetch_add(1, Ordering::SeqCst) >= st.limit.load(Ordering::SeqCst)

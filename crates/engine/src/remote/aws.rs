@@ -154,9 +154,7 @@ impl AwsValues {
                 None => match aux_value(&self.cfg, row, source) {
                     Some(v) => v.to_owned(),
                     None => {
-                        return Err(format!(
-                            "the encryption context column {source} is NULL"
-                        ));
+                        return Err(format!("the encryption context column {source} is NULL"));
                     }
                 },
             };
@@ -172,9 +170,14 @@ impl AwsValues {
             let blob = match self.codec.blob(r.value) {
                 Ok(b) => b,
                 Err(
-                    FormatError::Empty | FormatError::BadTextEncoding(_) | FormatError::Truncated(_),
+                    FormatError::Empty
+                    | FormatError::BadTextEncoding(_)
+                    | FormatError::Truncated(_),
                 ) => {
-                    skipped.push((i, Skipped::NotThisFormat(crate::scan::not_this_format("aws-kms"))));
+                    skipped.push((
+                        i,
+                        Skipped::NotThisFormat(crate::scan::not_this_format("aws-kms")),
+                    ));
                     continue;
                 }
                 Err(e) => {
@@ -324,11 +327,16 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        let ok = column("name = \"card\"\ncodec = \"aws-kms\"\nkms = \"aws\"\nkey = \"alias/new\"\nencryption_context = { tenant = \"tenant_id\", app = \"=billing\" }");
+        let ok = column(
+            "name = \"card\"\ncodec = \"aws-kms\"\nkms = \"aws\"\nkey = \"alias/new\"\nencryption_context = { tenant = \"tenant_id\", app = \"=billing\" }",
+        );
         validate(&ok, "t.card").unwrap();
-        let e = validate(&column("name = \"card\"\ncodec = \"aws-kms\"\nkms = \"aws\""), "t.card")
-            .unwrap_err()
-            .to_string();
+        let e = validate(
+            &column("name = \"card\"\ncodec = \"aws-kms\"\nkms = \"aws\""),
+            "t.card",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("t.card.key"), "{e}");
         let e = validate(
             &column("name = \"card\"\ncodec = \"aws-kms\"\nkms = \"aws\"\nkey = \"alias/new\"\nkey_column = \"k\""),

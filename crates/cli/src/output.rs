@@ -265,7 +265,11 @@ pub fn print_status(r: &StatusReport, runs: &[OpenRun], json: bool) -> anyhow::R
         let values = c.total - c.nulls;
         let mut extra = String::new();
         if c.keyless > 0 {
-            extra.push_str(&format!(", {} key decided by decryption", c.keyless));
+            extra.push_str(&format!(
+                ", {} key decided by {}",
+                c.keyless,
+                keyless_by(&c.codec)
+            ));
         }
         if c.undecryptable > 0 {
             extra.push_str(&format!(", {} undecryptable", c.undecryptable));
@@ -290,7 +294,10 @@ pub fn print_status(r: &StatusReport, runs: &[OpenRun], json: bool) -> anyhow::R
             .map(|k| (format!("{} ({})", k.key_id, k.state), k.rows))
             .collect();
         if c.keyless > 0 {
-            lines.push((format!("{} (key by decryption)", c.codec), c.keyless));
+            lines.push((
+                format!("{} (key by {})", c.codec, keyless_by(&c.codec)),
+                c.keyless,
+            ));
         }
         if c.undecryptable > 0 {
             lines.push(("undecryptable".into(), c.undecryptable));
@@ -511,6 +518,16 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     text
+}
+
+/// Who decides the key of a value that names none: KMS for AWS KMS
+/// ciphertext (`status --deep` asks it), decryption for the other codecs.
+fn keyless_by(codec: &str) -> &'static str {
+    if codec == "aws-kms" {
+        "KMS"
+    } else {
+        "decryption"
+    }
 }
 
 #[cfg(test)]

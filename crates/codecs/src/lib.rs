@@ -19,6 +19,7 @@
 //! | `node-gcm` | `hex(iv):hex(tag):hex(ct)` | none (trial) | no |
 //! | `version-byte` | byte ‖ nonce ‖ ct ‖ tag | version byte | prefix |
 //! | `sodium-prefix` | `<id>:` base64(nonce ‖ box) | prefix | prefix |
+//! | `aws-kms` (kms = ...) | AWS KMS `CiphertextBlob`, raw or base64 | none (KMS decides) | no |
 //! | `json-envelope` | `{"key_id",..}` | `key_id` | prefix / JSON path |
 //! | `envelope` (multi-column) | ciphertext, IV, key id, wrapped data key columns | key-id column | column |
 //! | `split-columns` (multi-column) | ciphertext, IV, key id columns | key-id column | column |
@@ -61,6 +62,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_debug_implementations)]
 
+pub mod aws_kms;
 pub mod cloak;
 pub mod config;
 pub mod envelope;

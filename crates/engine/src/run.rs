@@ -1221,7 +1221,7 @@ async fn process_column(
             .load_checkpoint(op.name(), &col.table, &col.column)
             .await?
     {
-        if cp.target_key == plan.primary_id()? {
+        if cp.target_key == checkpoint_key(&plan.primary_id()?) {
             match serde_json::from_str::<Pk>(&cp.last_pk) {
                 Ok(pk) => {
                     progress.note(&format!(
@@ -1718,7 +1718,7 @@ async fn save_checkpoint(
         operation: shared.op.name().to_owned(),
         table: plan.col.table.clone(),
         column: plan.col.column.clone(),
-        target_key: plan.primary_id()?,
+        target_key: checkpoint_key(&plan.primary_id()?),
         last_pk: serde_json::to_string(pk)
             .map_err(|e| EngineError::Internal(format!("checkpoint encoding: {e}")))?,
         rows_done: cs.resumed_rows + cs.written + cs.skipped + cs.failed,
@@ -1732,8 +1732,33 @@ async fn save_checkpoint(
     Ok(())
 }
 
+/// The target key as a checkpoint records it: the key id when it fits the
+/// checkpoint's column (64 characters), else `sha256:` and the first 57 hex
+/// digits of its SHA-256 (a KMS key ARN is longer).
+fn checkpoint_key(id: &str) -> String {
+    if id.len() <= 64 {
+        id.to_owned()
+    } else {
+        format!(
+            "sha256:{}",
+            &keyturn_db::value_fingerprint(id.as_bytes())[..57]
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn checkpoint_keys_fit_their_column() {
+        assert_eq!(checkpoint_key("v3"), "v3");
+        let arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let k = checkpoint_key(arn);
+        assert_eq!(k.len(), 64);
+        assert!(k.starts_with("sha256:"), "{k}");
+        assert_eq!(k, checkpoint_key(arn));
+        assert_ne!(k, checkpoint_key(&arn.replace("us-east-1", "eu-west-1")));
+    }
+
     use super::*;
     use keyturn_db::{PkColumn, PkKind, PkValue, ValueKind};
 

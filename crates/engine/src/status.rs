@@ -187,7 +187,11 @@ async fn column_status(
         notes.push(format!("rotated inside the KMS: {}", r.describe()));
     }
     if keyless > 0 {
-        notes.push(if census.has_key_ids() {
+        notes.push(if crate::remote::key_decided_by_kms(&codec) {
+            format!(
+                "{keyless} {codec} values: key decided by KMS: `keyturn status --deep` asks KMS (ReEncrypt to the column's key, no plaintext comes back) and counts them per key; `rotate` and `verify --deep` ask it too"
+            )
+        } else if census.has_key_ids() {
             format!(
                 "{keyless} {codec} values name no key: their key is decided by decryption (`keyturn status --deep` counts them per key)"
             )

@@ -224,10 +224,17 @@ async fn find_failures(
         }
         (counts, _) => {
             let note = counts.is_some().then(|| {
-                format!(
-                    "SQL cannot tell the key of {} values: every value was decrypted",
-                    c.codec.name()
-                )
+                if crate::remote::key_decided_by_kms(c.codec.name()) {
+                    format!(
+                        "SQL cannot tell the key of {} values: KMS was asked for each value's key (ReEncrypt, no plaintext back)",
+                        c.codec.name()
+                    )
+                } else {
+                    format!(
+                        "SQL cannot tell the key of {} values: every value was decrypted",
+                        c.codec.name()
+                    )
+                }
             });
             let mut failures = Vec::new();
             let (mut under, mut failing) = (0u64, 0u64);

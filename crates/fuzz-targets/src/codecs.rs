@@ -244,6 +244,50 @@ pub fn codec_vault(data: &[u8]) {
     check_codec(vectors!("vault-transit/aes256-gcm96.json"), data);
 }
 
+/// AWS KMS ciphertext blobs (`aws-kms`), raw and standard base64, keyless
+/// and never decrypted locally. Checks: `inspect` never panics; a text
+/// value is recognised exactly when its base64 decodes to a value the
+/// binary codec recognises, and re-encodes to the same text; local
+/// encrypt and decrypt always refuse, without echoing the input.
+pub fn codec_aws_kms(data: &[u8]) {
+    use keyturn_codecs::aws_kms::AwsKmsCodec;
+    use keyturn_format::Encoding;
+    let bin = AwsKmsCodec::new(Encoding::Binary);
+    let text = AwsKmsCodec::new(Encoding::Text);
+    let b = bin.inspect(data);
+    assert!(
+        matches!(
+            b,
+            Inspection::KeyUnknown | Inspection::NotThisFormat | Inspection::Invalid(_)
+        ),
+        "binary: {b:?}"
+    );
+    if let Inspection::KeyUnknown = text.inspect(data) {
+        let blob = text.blob(data).expect("a recognised value decodes");
+        assert_eq!(bin.inspect(&blob), Inspection::KeyUnknown);
+        assert_eq!(text.store(&blob), data, "standard base64 is canonical");
+    }
+    let ring = Keyring::from_keys(
+        vec![(
+            KeyId::new("k1").expect("key id"),
+            SecretKey::from_bytes(keyturn_format::Algorithm::Aes256Gcm, &[7; 32]).expect("key"),
+        )],
+        Some("k1"),
+        &[],
+    )
+    .expect("ring");
+    for c in [&bin, &text] {
+        let e = c
+            .decrypt(&ring, data, &[])
+            .expect_err("aws-kms never decrypts locally");
+        assert_no_echo("aws-kms decrypt", &e.to_string(), data, &[]);
+        let e = c
+            .encrypt(&ring, data, &[])
+            .expect_err("aws-kms never encrypts locally");
+        assert_no_echo("aws-kms encrypt", &e.to_string(), data, &[]);
+    }
+}
+
 /// One version byte, then `nonce ‖ ct ‖ tag`.
 pub fn codec_version_byte(data: &[u8]) {
     check_codec(vectors!("version-byte/aes-gcm.json"), data);

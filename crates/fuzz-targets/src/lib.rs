@@ -37,9 +37,9 @@ mod multi;
 mod v1;
 
 pub use codecs::{
-    codec_cloak, codec_detect, codec_envelope, codec_fernet, codec_json_envelope, codec_laravel,
-    codec_lockbox, codec_node, codec_parse_key, codec_rails, codec_sodium, codec_vault,
-    codec_version_byte,
+    codec_aws_kms, codec_cloak, codec_detect, codec_envelope, codec_fernet, codec_json_envelope,
+    codec_laravel, codec_lockbox, codec_node, codec_parse_key, codec_rails, codec_sodium,
+    codec_vault, codec_version_byte,
 };
 pub use config::config;
 pub use keys::{key_source, key_spec};
@@ -53,6 +53,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("v1_text", v1_text),
     ("v1_binary", v1_binary),
+    ("codec_aws_kms", codec_aws_kms),
     ("codec_cloak", codec_cloak),
     ("codec_fernet", codec_fernet),
     ("codec_json_envelope", codec_json_envelope),

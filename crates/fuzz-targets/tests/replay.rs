@@ -92,6 +92,7 @@ macro_rules! replay {
 replay!(
     v1_text,
     v1_binary,
+    codec_aws_kms,
     codec_cloak,
     codec_fernet,
     codec_json_envelope,
@@ -117,6 +118,7 @@ fn every_target_is_replayed() {
     let listed = [
         "v1_text",
         "v1_binary",
+        "codec_aws_kms",
         "codec_cloak",
         "codec_fernet",
         "codec_json_envelope",

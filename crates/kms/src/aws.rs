@@ -62,6 +62,12 @@ pub struct AwsKmsConfig {
     pub operation_timeout: Duration,
     /// Attempts per operation (1 = no retry).
     pub max_attempts: u32,
+    /// At most this many [`AwsKmsKek::re_encrypt_value`] and
+    /// [`AwsKmsKek::describe_key`] calls at once (default: no limit).
+    pub max_in_flight: Option<usize>,
+    /// At most this many of those calls a second, evenly spaced (default:
+    /// no cap; throttling answers are retried with backoff either way).
+    pub max_requests_per_sec: Option<u32>,
 }
 
 impl AwsKmsConfig {
@@ -77,7 +83,114 @@ impl AwsKmsConfig {
             connect_timeout: Duration::from_secs(3),
             operation_timeout: Duration::from_secs(15),
             max_attempts: 3,
+            max_in_flight: None,
+            max_requests_per_sec: None,
         }
+    }
+}
+
+/// What `ReEncrypt` answered for one value.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReEncrypted {
+    /// The new ciphertext blob, under [`key_id`](Self::key_id).
+    pub ciphertext: Vec<u8>,
+    /// The ARN of the key the value was under.
+    pub source_key_id: String,
+    /// The ARN of the key the new blob is under.
+    pub key_id: String,
+}
+
+impl fmt::Debug for ReEncrypted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReEncrypted")
+            .field(
+                "ciphertext",
+                &format_args!("{} bytes", self.ciphertext.len()),
+            )
+            .field("source_key_id", &self.source_key_id)
+            .field("key_id", &self.key_id)
+            .finish()
+    }
+}
+
+/// Attempts of one [`AwsKmsKek::re_encrypt_value`] or
+/// [`AwsKmsKek::describe_key`] call while KMS throttles or fails
+/// transiently.
+pub const AWS_ATTEMPTS: u32 = 6;
+
+/// First backoff before a retry; doubled each attempt, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Spaces calls evenly: at most `per_sec` a second across every caller.
+#[derive(Debug)]
+struct Pacer {
+    gap: Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn new(per_sec: u32) -> Pacer {
+        Pacer {
+            gap: Duration::from_secs(1) / per_sec.max(1),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this call's slot.
+    async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + self.gap;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// Calls at once and a second, shared by every call of one client.
+#[derive(Debug, Default)]
+struct Limits {
+    in_flight: Option<tokio::sync::Semaphore>,
+    pacer: Option<Pacer>,
+}
+
+/// A backoff of `base` with full jitter in its upper half.
+fn jittered(base: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    // A failed random source only loses the jitter.
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    let frac = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX);
+    base.mul_f64(0.5 + 0.5 * frac)
+}
+
+/// Whether an SDK failure is worth retrying: throttling, a 5xx, KMS's
+/// internal errors, a dropped connection or timeout.
+fn retryable<E: ProvideErrorMetadata>(
+    e: &SdkError<E, aws_sdk_kms::config::http::HttpResponse>,
+) -> bool {
+    match e {
+        SdkError::ServiceError(s) => {
+            matches!(
+                s.err().code(),
+                Some(
+                    "ThrottlingException"
+                        | "Throttling"
+                        | "LimitExceededException"
+                        | "TooManyRequestsException"
+                        | "RequestLimitExceeded"
+                        | "KMSInternalException"
+                        | "DependencyTimeoutException"
+                        | "ServiceUnavailableException"
+                        | "InternalFailure"
+                )
+            ) || s.raw().status().as_u16() >= 500
+        }
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout(),
+        _ => false,
     }
 }
 
@@ -96,6 +209,7 @@ pub struct AwsKmsKek {
     /// principal, which must be allowed on both keys.
     principal: String,
     client: Client,
+    limits: std::sync::Arc<Limits>,
 }
 
 impl AwsKmsKek {
@@ -176,12 +290,23 @@ impl AwsKmsKek {
             region: region.unwrap_or_default(),
             principal,
             client: Client::new(&sdk),
+            limits: std::sync::Arc::new(Limits {
+                in_flight: cfg
+                    .max_in_flight
+                    .map(|n| tokio::sync::Semaphore::new(n.max(1))),
+                pacer: cfg.max_requests_per_sec.map(Pacer::new),
+            }),
         })
     }
 
     /// The SDK client, for administration (creating keys in tests, say).
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The endpoint URL, or `AWS KMS in <region>`, for messages.
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// The configured key id, ARN or alias.
@@ -316,6 +441,179 @@ impl AwsKmsKek {
             message: format!("the answer has no {what}"),
         }
     }
+
+    /// Waits for a slot under `max_in_flight` and `max_requests_per_sec`;
+    /// the permit is held for the call.
+    async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let permit = match &self.limits.in_flight {
+            // The semaphore is never closed: acquire cannot fail.
+            Some(s) => s.acquire().await.ok(),
+            None => None,
+        };
+        if let Some(p) = &self.limits.pacer {
+            p.wait().await;
+        }
+        permit
+    }
+
+    /// Sleeps before retry `attempt` (1: the first retry) of `what`.
+    async fn back_off(&self, what: &str, attempt: u32, why: &str) {
+        let base = FIRST_BACKOFF
+            .saturating_mul(1 << attempt.saturating_sub(1).min(10))
+            .min(MAX_BACKOFF);
+        let d = jittered(base);
+        tracing::warn!(
+            "aws-kms {what} at {}: {why}; retrying in {} ms",
+            self.address,
+            d.as_millis()
+        );
+        tokio::time::sleep(d).await;
+    }
+
+    /// `DescribeKey`: the ARN of `key` (key id, ARN, alias name or alias
+    /// ARN). Fails if the key does not exist, is disabled or does not
+    /// encrypt (`key_not_found`, `key_unusable`); throttling is retried.
+    pub async fn describe_key(&self, key: &str) -> Result<String, KmsError> {
+        self.describe_metadata(key).await.map(|(arn, _)| arn)
+    }
+
+    /// `DescribeKey`, checked: the ARN and the current key material id.
+    async fn describe_metadata(&self, key: &str) -> Result<(String, Option<String>), KmsError> {
+        let mut attempt = 1;
+        let out = loop {
+            let _permit = self.slot().await;
+            match self.client.describe_key().key_id(key).send().await {
+                Ok(o) => break o,
+                Err(e) if retryable(&e) && attempt < AWS_ATTEMPTS => {
+                    let why = self.err(e, key, None).to_string();
+                    self.back_off("DescribeKey", attempt, &why).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.err(e, key, None)),
+            }
+        };
+        let md = out
+            .key_metadata()
+            .ok_or_else(|| self.missing("KeyMetadata"))?;
+        let arn = md.arn().unwrap_or(md.key_id()).to_owned();
+        if !md.enabled() {
+            return Err(KmsError::KeyUnusable {
+                provider: P,
+                kek: arn,
+                detail: format!(
+                    "the key is disabled (state {})",
+                    md.key_state().map(|s| s.as_str()).unwrap_or("unknown")
+                ),
+            });
+        }
+        if let Some(u) = md.key_usage()
+            && u.as_str() != "ENCRYPT_DECRYPT"
+        {
+            return Err(KmsError::KeyUnusable {
+                provider: P,
+                kek: arn,
+                detail: format!("its usage is {}, not ENCRYPT_DECRYPT", u.as_str()),
+            });
+        }
+        Ok((arn, md.current_key_material_id().map(str::to_owned)))
+    }
+
+    /// `ReEncrypt` of one ciphertext blob (an `Encrypt` output) to
+    /// `destination_key_id`, inside KMS: the plaintext never leaves it.
+    /// KMS finds the source key in the blob. The contexts are the
+    /// encryption contexts the value was encrypted with and is to be
+    /// encrypted with (empty: none).
+    ///
+    /// Errors that concern this value alone (`InvalidCiphertextException`:
+    /// damaged, not this KMS's, or another encryption context;
+    /// `IncorrectKeyException`; `ValidationException`) are `malformed`,
+    /// `wrong_kek` (see [`KmsError::is_per_value`]); throttling, KMS's
+    /// internal errors and dropped connections are retried with
+    /// exponential backoff and jitter ([`AWS_ATTEMPTS`] attempts); anything
+    /// else (credentials, access, a disabled or missing destination key,
+    /// unreachable) is the server's.
+    pub async fn re_encrypt_value(
+        &self,
+        blob: &[u8],
+        destination_key_id: &str,
+        source_context: &std::collections::HashMap<String, String>,
+        destination_context: &std::collections::HashMap<String, String>,
+    ) -> Result<ReEncrypted, KmsError> {
+        let ctx =
+            |c: &std::collections::HashMap<String, String>| (!c.is_empty()).then(|| c.clone());
+        let mut attempt = 1;
+        let out = loop {
+            let _permit = self.slot().await;
+            let r = self
+                .client
+                .re_encrypt()
+                .ciphertext_blob(Blob::new(blob.to_vec()))
+                .set_source_encryption_context(ctx(source_context))
+                .destination_key_id(destination_key_id)
+                .set_destination_encryption_context(ctx(destination_context))
+                .send()
+                .await;
+            match r {
+                Ok(o) => break o,
+                Err(e) if retryable(&e) && attempt < AWS_ATTEMPTS => {
+                    let why = self.err(e, destination_key_id, None).to_string();
+                    self.back_off("ReEncrypt", attempt, &why).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.re_encrypt_err(e, destination_key_id)),
+            }
+        };
+        let ciphertext = out
+            .ciphertext_blob()
+            .ok_or_else(|| self.missing("CiphertextBlob"))?
+            .as_ref()
+            .to_vec();
+        Ok(ReEncrypted {
+            ciphertext,
+            source_key_id: out
+                .source_key_id()
+                .ok_or_else(|| self.missing("SourceKeyId"))?
+                .to_owned(),
+            key_id: out
+                .key_id()
+                .ok_or_else(|| self.missing("KeyId"))?
+                .to_owned(),
+        })
+    }
+
+    /// A `ReEncrypt` failure: the value's own problems in fixed words (a
+    /// server message might describe the value), the rest as [`Self::err`].
+    fn re_encrypt_err(
+        &self,
+        e: SdkError<
+            aws_sdk_kms::operation::re_encrypt::ReEncryptError,
+            aws_sdk_kms::config::http::HttpResponse,
+        >,
+        destination: &str,
+    ) -> KmsError {
+        if let SdkError::ServiceError(s) = &e {
+            match s.err().code() {
+                Some("InvalidCiphertextException") => {
+                    return KmsError::Malformed(
+                        "KMS refused the ciphertext (InvalidCiphertextException): damaged, not a ciphertext of this KMS, or encrypted with another encryption context".into(),
+                    );
+                }
+                Some("IncorrectKeyException") => {
+                    return KmsError::WrongKek {
+                        expected: "the key the ciphertext names".into(),
+                        found: "another KMS key (IncorrectKeyException)".into(),
+                    };
+                }
+                Some("ValidationException") => {
+                    return KmsError::Malformed(
+                        "KMS refused the ciphertext (ValidationException): not a valid ciphertext blob".into(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        self.err(e, destination, None)
+    }
 }
 
 /// The messages of an error and its sources, joined by ": ", with the
@@ -358,40 +656,11 @@ impl KekProvider for AwsKmsKek {
     /// `DescribeKey`: the key's ARN and current key material id; fails if the
     /// key is disabled or not a symmetric encryption key.
     async fn resolve(&self) -> Result<KekRef, KmsError> {
-        let out = self
-            .client
-            .describe_key()
-            .key_id(&self.key_id)
-            .send()
-            .await
-            .map_err(|e| self.err(e, &self.key_id, None))?;
-        let md = out
-            .key_metadata()
-            .ok_or_else(|| self.missing("KeyMetadata"))?;
-        let arn = md.arn().unwrap_or(md.key_id()).to_owned();
-        if !md.enabled() {
-            return Err(KmsError::KeyUnusable {
-                provider: P,
-                kek: arn,
-                detail: format!(
-                    "the key is disabled (state {})",
-                    md.key_state().map(|s| s.as_str()).unwrap_or("unknown")
-                ),
-            });
-        }
-        if let Some(u) = md.key_usage()
-            && u.as_str() != "ENCRYPT_DECRYPT"
-        {
-            return Err(KmsError::KeyUnusable {
-                provider: P,
-                kek: arn,
-                detail: format!("its usage is {}, not ENCRYPT_DECRYPT", u.as_str()),
-            });
-        }
+        let (arn, material) = self.describe_metadata(&self.key_id).await?;
         Ok(KekRef {
             provider: P,
             key: arn,
-            version: md.current_key_material_id().map(str::to_owned),
+            version: material,
         })
     }
 
@@ -534,6 +803,7 @@ mod tests {
                     .region(Region::new("us-east-1"))
                     .build(),
             ),
+            limits: Default::default(),
         };
         let arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
         assert!(k("1234abcd-12ab-34cd-56ef-1234567890ab").may_be_mine(arn));

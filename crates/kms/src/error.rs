@@ -198,6 +198,17 @@ impl KmsError {
         )
     }
 
+    /// Whether the error concerns one value (a damaged or foreign
+    /// ciphertext, the wrong key or encryption context) rather than the
+    /// KMS, the credentials or the configured key: a caller rotating many
+    /// values skips that one and goes on.
+    pub fn is_per_value(&self) -> bool {
+        matches!(
+            self,
+            KmsError::Malformed(_) | KmsError::WrongKek { .. } | KmsError::WrongContext { .. }
+        )
+    }
+
     pub(crate) fn config(provider: ProviderKind, message: impl Into<String>) -> KmsError {
         KmsError::Config {
             provider,

@@ -35,7 +35,7 @@ mod transit;
 mod transit_datakey;
 mod transit_values;
 
-pub use aws::{AwsCredentials, AwsKmsConfig, AwsKmsKek};
+pub use aws::{AWS_ATTEMPTS, AwsCredentials, AwsKmsConfig, AwsKmsKek, ReEncrypted};
 pub use aws_datakey::EncryptionContext;
 pub use blob::{ContextBinding, KekRef, WrappedDek};
 pub use cache::DekCache;

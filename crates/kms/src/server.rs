@@ -214,13 +214,17 @@ impl ServerConfig {
     }
 
     /// An AWS KMS client whose default key is `key_id` (loads credentials,
-    /// makes no request). Fails for a transit section.
+    /// makes no request), with the section's `max_in_flight` and
+    /// `max_requests_per_sec`; its [`AwsKmsKek::re_encrypt_value`] retries
+    /// throttling itself (the SDK does not retry). Fails for a transit
+    /// section.
     pub async fn aws(&self, key_id: &str) -> Result<AwsKmsKek, KmsError> {
         let ServerConfig::AwsKms {
             region,
             endpoint_url,
             profile,
-            ..
+            max_in_flight,
+            max_requests_per_sec,
         } = self
         else {
             return Err(KmsError::config(
@@ -232,6 +236,9 @@ impl ServerConfig {
         c.region = region.clone();
         c.endpoint_url = endpoint_url.clone();
         c.profile = profile.clone();
+        c.max_in_flight = Some(max_in_flight.unwrap_or(DEFAULT_AWS_IN_FLIGHT).max(1));
+        c.max_requests_per_sec = *max_requests_per_sec;
+        c.max_attempts = 1;
         AwsKmsKek::connect(c).await
     }
 }

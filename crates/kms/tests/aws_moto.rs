@@ -319,3 +319,133 @@ async fn default_credential_chain() {
         );
     }
 }
+
+/// `ReEncrypt` of raw `Encrypt` output: the source key's and the
+/// destination's ARNs come back, the plaintext stays in KMS; a damaged
+/// blob or another encryption context is the value's error, not the
+/// server's; `describe_key` resolves an alias and refuses a disabled key.
+#[tokio::test]
+async fn re_encrypt_values_between_keys() {
+    use std::collections::HashMap;
+    let url = need_moto!("aws re_encrypt_values_between_keys");
+    let (a, arn_a) = create_key(&url).await;
+    let (b, arn_b) = create_key(&url).await;
+    let p = provider(&url, &a).await;
+    let alias = format!("alias/keyturn-{}", common::random_hex(6));
+    p.client()
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(&b)
+        .send()
+        .await
+        .expect("CreateAlias");
+    assert_eq!(p.describe_key(&alias).await.unwrap(), arn_b);
+    assert_eq!(p.describe_key(&a).await.unwrap(), arn_a);
+
+    let ctx: HashMap<String, String> = [("tenant".to_string(), "t-7".to_string())].into();
+    let none = HashMap::new();
+    let enc = |ctx: &HashMap<String, String>| {
+        let ctx = (!ctx.is_empty()).then(|| ctx.clone());
+        let c = p.client().clone();
+        let a = a.clone();
+        async move {
+            c.encrypt()
+                .key_id(a)
+                .plaintext(aws_sdk_kms::primitives::Blob::new(b"card 4111".to_vec()))
+                .set_encryption_context(ctx)
+                .send()
+                .await
+                .unwrap()
+                .ciphertext_blob()
+                .unwrap()
+                .as_ref()
+                .to_vec()
+        }
+    };
+    let blob = enc(&ctx).await;
+    let r = p.re_encrypt_value(&blob, &arn_b, &ctx, &ctx).await.unwrap();
+    assert_eq!(
+        (r.source_key_id.as_str(), r.key_id.as_str()),
+        (arn_a.as_str(), arn_b.as_str())
+    );
+    assert!(!format!("{r:?}").contains("card"), "{r:?}");
+    let back = p
+        .client()
+        .decrypt()
+        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(r.ciphertext.clone()))
+        .set_encryption_context(Some(ctx.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.key_id(), Some(arn_b.as_str()));
+    assert_eq!(back.plaintext().unwrap().as_ref(), b"card 4111");
+
+    // Another context, a damaged blob: the value's problem.
+    let e = p
+        .re_encrypt_value(&blob, &arn_b, &none, &none)
+        .await
+        .unwrap_err();
+    assert!(e.is_per_value(), "{e}");
+    let mut damaged = blob.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    let e = p
+        .re_encrypt_value(&damaged, &arn_b, &ctx, &ctx)
+        .await
+        .unwrap_err();
+    assert!(e.is_per_value(), "{e}");
+    // A destination that does not exist: the server's.
+    let e = p
+        .re_encrypt_value(&blob, "alias/keyturn-no-such-key", &ctx, &ctx)
+        .await
+        .unwrap_err();
+    assert!(!e.is_per_value(), "{e}");
+    assert_eq!(e.kind(), "key_not_found", "{e}");
+
+    p.client().disable_key().key_id(&b).send().await.unwrap();
+    let e = p.describe_key(&alias).await.unwrap_err();
+    assert_eq!(e.kind(), "key_unusable", "{e}");
+}
+
+/// `max_requests_per_sec` spaces the calls; `max_in_flight` is honoured.
+#[tokio::test]
+async fn re_encrypt_calls_are_paced() {
+    use std::collections::HashMap;
+    let url = need_moto!("aws re_encrypt_calls_are_paced");
+    let (a, _) = create_key(&url).await;
+    let mut c = config(&url, &a);
+    c.max_requests_per_sec = Some(20);
+    c.max_in_flight = Some(2);
+    let p = Arc::new(AwsKmsKek::connect(c).await.unwrap());
+    let blob = p
+        .client()
+        .encrypt()
+        .key_id(&a)
+        .plaintext(aws_sdk_kms::primitives::Blob::new(vec![7u8; 16]))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..11 {
+        let (p, blob, a) = (p.clone(), blob.clone(), a.clone());
+        tasks.push(tokio::spawn(async move {
+            p.re_encrypt_value(&blob, &a, &HashMap::new(), &HashMap::new())
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // 11 calls at 20 a second: the last starts 500 ms after the first.
+    assert!(
+        start.elapsed() >= Duration::from_millis(480),
+        "{:?}",
+        start.elapsed()
+    );
+}

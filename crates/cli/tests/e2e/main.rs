@@ -52,6 +52,7 @@ mod envelope;
 mod instances;
 mod kek;
 mod kek_million;
+mod kms_aws;
 mod kms_envelope;
 mod kms_transit;
 mod lock;

@@ -12,10 +12,12 @@
 //! unreachable, throttled past the retries) is an error that stops the run
 //! with its checkpoint saved.
 //!
-//! One file per KMS and codec: [`transit`] (`vault:vN:` values),
-//! [`envelope`] (four-column envelopes whose data keys the KMS made).
+//! One file per KMS and codec: [`transit`] (`vault:vN:` values), [`aws`]
+//! (AWS KMS ciphertext blobs, re-encrypted by `ReEncrypt`), [`envelope`]
+//! (four-column envelopes whose data keys the KMS made).
 //! docs/ARCHITECTURE.md says how to add one.
 
+pub mod aws;
 pub mod envelope;
 pub mod transit;
 
@@ -125,6 +127,7 @@ pub(crate) async fn open(
 ) -> Result<(Arc<dyn Codec>, Arc<dyn RemoteKeys>), EngineError> {
     match c.codec.as_str() {
         "vault-transit" => transit::open(server, c, col).await,
+        "aws-kms" => aws::open(server, c, col).await,
         "envelope" => envelope::open(db, server, c, col).await,
         other => Err(EngineError::Config(format!(
             "codec {}: no server-side rotation (kms = ...) for it; use vault-transit, aws-kms or envelope",
@@ -138,12 +141,19 @@ pub(crate) async fn open(
 pub(crate) fn codec_only(c: &ColumnConfig, col: &ColumnRef) -> Result<Arc<dyn Codec>, EngineError> {
     match c.codec.as_str() {
         "vault-transit" => Ok(Arc::new(keyturn_codecs::vault::VaultTransitCodec)),
+        "aws-kms" => Ok(Arc::new(aws::codec(c, col))),
         "envelope" => Ok(envelope::codec(col)),
         other => Err(EngineError::Config(format!(
             "codec {}: no server-side rotation (kms = ...) for it",
             keyturn_format::shown(other)
         ))),
     }
+}
+
+/// Whether KMS, not SQL nor local decryption, decides the key of each of
+/// this codec's values (the census counts them as keyless).
+pub(crate) fn key_decided_by_kms(codec: &str) -> bool {
+    codec == "aws-kms"
 }
 
 /// The auxiliary columns a `kms` column reads beside its value, in the
@@ -190,6 +200,7 @@ pub(crate) fn validate_column(
     }
     match c.codec.as_str() {
         "vault-transit" => transit::validate(c, ckey),
+        "aws-kms" => aws::validate(c, ckey),
         "envelope" => envelope::validate(c, ckey),
         other => bad(
             "kms",

@@ -64,7 +64,16 @@ pub struct RotationConfig {
     /// (`"300ms"`, the default; `"off"`: the server's own setting).
     #[serde(default)]
     pub lock_timeout: Option<String>,
+    /// Adaptive batch size: batches grow or shrink (up to `batch_size`) so
+    /// that one batch write takes about this many milliseconds, whatever the
+    /// row size and the server's load [default: 200; 0: off, every batch
+    /// `batch_size` rows].
+    #[serde(default)]
+    pub target_batch_ms: Option<u64>,
 }
+
+/// `rotation.target_batch_ms` unless configured.
+pub const DEFAULT_TARGET_BATCH_MS: u64 = 200;
 
 /// `rotation.lock_timeout` unless configured.
 pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
@@ -110,6 +119,7 @@ impl Default for RotationConfig {
             max_replica_lag: None,
             replicas: Vec::new(),
             lock_timeout: None,
+            target_batch_ms: None,
         }
     }
 }
@@ -326,6 +336,14 @@ impl RotationConfig {
             .and_then(|s| crate::pacing::parse_duration(s).ok())
     }
 
+    /// `target_batch_ms` as a duration; `None` when off (0).
+    pub fn target_batch(&self) -> Option<std::time::Duration> {
+        match self.target_batch_ms.unwrap_or(DEFAULT_TARGET_BATCH_MS) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
+    }
+
     /// `lock_timeout`: the configured one, [`DEFAULT_LOCK_TIMEOUT`] when
     /// unset, `None` for `"off"`.
     pub fn lock_timeout(&self) -> Option<std::time::Duration> {
@@ -339,6 +357,12 @@ impl RotationConfig {
     /// Checks the ranges (the command line's flags use the same ones).
     pub fn validate(&self) -> Result<(), EngineError> {
         let bad = |key: &str, why: String| Err(EngineError::Config(format!("{key}: {why}")));
+        if self.target_batch_ms.is_some_and(|ms| ms > 600_000) {
+            return bad(
+                "rotation.target_batch_ms",
+                "at most 600000 (10 minutes); 0 turns adaptive batches off".into(),
+            );
+        }
         if let Some(l) = self.lock_timeout.as_deref()
             && l != "off"
             && let Err(e) = crate::pacing::parse_duration(l)

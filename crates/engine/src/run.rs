@@ -220,9 +220,48 @@ struct Shared {
     pace: tokio::sync::Mutex<Option<Instant>>,
     /// The progress published for `keyturn runs` (not in dry runs).
     live: Option<Arc<crate::live::LiveProgress>>,
+    /// Adaptive batches: how long one batch write should take.
+    batch_target: Option<Duration>,
+    /// The batch size the reader uses now (adapted to `batch_target`), and
+    /// the column's cap.
+    batch_now: std::sync::atomic::AtomicUsize,
+    batch_cap: std::sync::atomic::AtomicUsize,
+}
+
+/// The least rows an adaptive batch shrinks to.
+const MIN_ADAPTIVE_BATCH: usize = 16;
+
+/// The next adaptive batch size after `rows` rows were written in `took`
+/// with batches of `old` rows: halfway towards the size whose write would
+/// take `target`, by at most a factor of two, within
+/// [`MIN_ADAPTIVE_BATCH`] and `cap`.
+fn next_batch(old: usize, cap: usize, rows: u64, took: Duration, target: Duration) -> usize {
+    let cap = cap.max(1);
+    let old = old.clamp(1, cap);
+    if rows == 0 || took.is_zero() {
+        return old;
+    }
+    let per_row = took.as_secs_f64() / rows as f64;
+    let desired = (target.as_secs_f64() / per_row).min(usize::MAX as f64 / 4.0) as usize;
+    (old.saturating_add(desired) / 2)
+        .clamp((old / 2).max(1), old.saturating_mul(2))
+        .clamp(MIN_ADAPTIVE_BATCH.min(cap), cap)
 }
 
 impl Shared {
+    /// Adapts the batch size to a batch of `rows` whose writes took `took`:
+    /// towards the size whose write takes `batch_target`, at most halving or
+    /// doubling at a time, within [`MIN_ADAPTIVE_BATCH`] and the cap.
+    fn adapt_batch(&self, rows: u64, took: Duration) {
+        let Some(target) = self.batch_target else {
+            return;
+        };
+        let cap = self.batch_cap.load(Ordering::Relaxed);
+        let old = self.batch_now.load(Ordering::Relaxed);
+        let next = next_batch(old, cap, rows, took, target);
+        self.batch_now.store(next, Ordering::Relaxed);
+    }
+
     /// Waits until every [`Pacing`](crate::pacing::Pacing) lets the next
     /// batch be written, or the run is stopping (the batch in hand is then
     /// written, as a stop finishes the batches in flight).
@@ -455,6 +494,7 @@ pub struct Run {
     stale: Vec<RunRecord>,
     started: Instant,
     pacing: Vec<Arc<dyn crate::pacing::Pacing>>,
+    batch_target: Option<Duration>,
 }
 
 impl std::fmt::Debug for Run {
@@ -496,6 +536,7 @@ impl Run {
             stale: Vec::new(),
             started: Instant::now(),
             pacing: Vec::new(),
+            batch_target: None,
         };
         // A dry run touches nothing: no bookkeeping tables, no lock, no record.
         if run.opts.dry_run {
@@ -524,6 +565,13 @@ impl Run {
             return Err(e.into());
         }
         Ok(run)
+    }
+
+    /// Adaptive batches: sizes them so that one batch write takes about
+    /// `target` (`rotation.target_batch_ms`); `None` (the default for the
+    /// library): every batch `batch_size` rows.
+    pub fn target_batch_time(&mut self, target: Option<Duration>) {
+        self.batch_target = target;
     }
 
     /// Asks `p` before every batch write of [`execute`](Self::execute)
@@ -596,6 +644,7 @@ impl Run {
             mut record,
             started,
             mut pacing,
+            batch_target,
             ..
         } = self;
         // Not in a dry run: it has no record to publish to, and nothing to
@@ -630,6 +679,9 @@ impl Run {
             pacing,
             pace: tokio::sync::Mutex::new(None),
             live,
+            batch_target,
+            batch_now: std::sync::atomic::AtomicUsize::new(opts.batch_size.max(1)),
+            batch_cap: std::sync::atomic::AtomicUsize::new(opts.batch_size.max(1)),
         });
         let watcher = lock
             .is_some()
@@ -1151,13 +1203,11 @@ async fn process_batch(
         }
         pending = next;
     }
-    shared.progress.batch_written(
-        &col.table,
-        &col.column,
-        out.rows,
-        out.written,
-        writing.elapsed(),
-    );
+    let took = writing.elapsed();
+    shared.adapt_batch(out.written, took);
+    shared
+        .progress
+        .batch_written(&col.table, &col.column, out.rows, out.written, took);
     Ok(out)
 }
 
@@ -1266,6 +1316,8 @@ async fn process_column(
         Some(binds) => shared.opts.batch_size.min(binds / (col.pk.len() + 2)),
         None => shared.opts.batch_size,
     };
+    shared.batch_cap.store(batch_cap.max(1), Ordering::Relaxed);
+    shared.batch_now.store(batch_cap.max(1), Ordering::Relaxed);
     let mut last_saved = Instant::now();
     let mut checkpoint_pk: Option<Pk> = after.clone();
     let mut dirty = false;
@@ -1694,7 +1746,9 @@ async fn read_batches(
         emitted += rows.len() as u64;
         let bytes: usize = rows.iter().map(|r| r.value.len() + 64).sum();
         let avg = (bytes / rows.len()).max(1);
-        limit = (BATCH_BYTES / avg).clamp(1, batch_cap);
+        limit = (BATCH_BYTES / avg)
+            .clamp(1, batch_cap)
+            .min(shared.batch_now.load(Ordering::Relaxed).max(1));
         if tx.send(Ok(rows)).await.is_err() {
             return;
         }
@@ -1779,6 +1833,25 @@ mod tests {
             cells: Vec::new(),
             aux: Vec::new(),
         }
+    }
+
+    #[test]
+    fn adaptive_batches_move_towards_the_target() {
+        let ms = Duration::from_millis;
+        // 1000 rows in 400 ms, target 200 ms: shrink, by half at most.
+        assert_eq!(next_batch(1000, 5000, 1000, ms(400), ms(200)), 750);
+        assert_eq!(next_batch(1000, 5000, 1000, ms(4000), ms(200)), 525);
+        assert_eq!(next_batch(1000, 5000, 1000, ms(400_000), ms(200)), 500);
+        // Fast writes grow the batch, up to double and the cap.
+        assert_eq!(next_batch(1000, 5000, 1000, ms(20), ms(200)), 2000);
+        assert_eq!(next_batch(4000, 5000, 4000, ms(10), ms(200)), 5000);
+        // Never below the floor, never above the cap.
+        assert_eq!(next_batch(20, 5000, 20, ms(10_000), ms(200)), 16);
+        assert_eq!(next_batch(8, 8, 8, ms(1), ms(200)), 8);
+        // Nothing written: unchanged.
+        assert_eq!(next_batch(300, 5000, 0, ms(0), ms(200)), 300);
+        // On target: stays.
+        assert_eq!(next_batch(1000, 5000, 1000, ms(200), ms(200)), 1000);
     }
 
     #[test]

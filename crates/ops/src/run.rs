@@ -122,6 +122,7 @@ pub async fn run(
     };
     refuse_compromised_primary(session, &compromised)?;
     let mut run = Run::begin(session.db.clone(), op, opts.clone()).await?;
+    run.target_batch_time(session.cfg.rotation.target_batch());
     let run_id = run.run_id().to_owned();
     let mut notes = Vec::new();
     // One count per column serves the audit's start event, the preflight,

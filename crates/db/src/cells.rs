@@ -206,6 +206,7 @@ pub(crate) async fn write_cas_postgres(
     pool: &sqlx::PgPool,
     col: &ColumnRef,
     updates: &[CasUpdate],
+    lock_timeout: Option<std::time::Duration>,
 ) -> Result<u64, DbError> {
     if updates.is_empty() {
         return Ok(0);
@@ -273,7 +274,7 @@ pub(crate) async fn write_cas_postgres(
         };
     }
     // In a transaction that commits as the single-column write's does.
-    crate::postgres::write_batch(pool, q, col).await
+    crate::postgres::write_batch(pool, q, col, lock_timeout).await
 }
 
 /// Rows per statement so that `width` parameters per row stay within

@@ -38,6 +38,9 @@ const ADVISORY_KEY: i64 = 0x6b65_7974_7572_6e00;
 #[derive(Clone, Debug)]
 pub(crate) struct PgDriver {
     pool: PgPool,
+    /// `lock_timeout` of batch writes (set locally in their transaction:
+    /// reads and bookkeeping wait as the server says).
+    lock_timeout: Option<Duration>,
 }
 
 sqlx_sql!(PgDriver, sqlx::Postgres, Dialect::Postgres);
@@ -46,11 +49,7 @@ impl PgDriver {
     pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<PgDriver, DbError> {
         let target = redact_url(url);
         let url = known_params_only(url);
-        let mut options =
-            PgConnectOptions::from_str(&url).map_err(DbError::connect(target.clone()))?;
-        if let Some(t) = opts.lock_timeout {
-            options = options.options([("lock_timeout", format!("{}ms", t.as_millis().max(1)))]);
-        }
+        let options = PgConnectOptions::from_str(&url).map_err(DbError::connect(target.clone()))?;
         // One plain connection first: the pool retries a refused
         // connection until its acquire timeout (30 s) and then reports only
         // "pool timed out"; this fails at once with the real cause
@@ -65,7 +64,10 @@ impl PgDriver {
             .max_connections(opts.max_connections)
             .acquire_timeout(Duration::from_secs(30))
             .connect_lazy_with(options.clone());
-        Ok(PgDriver { pool })
+        Ok(PgDriver {
+            pool,
+            lock_timeout: opts.lock_timeout,
+        })
     }
 }
 
@@ -213,6 +215,7 @@ pub(crate) async fn write_batch(
     pool: &PgPool,
     statement: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     col: &ColumnRef,
+    lock_timeout: Option<Duration>,
 ) -> Result<u64, DbError> {
     let what = || format!("writing a batch of {}.{}", col.table, col.column);
     let mut tx = pool.begin().await.map_err(DbError::query(what()))?;
@@ -222,10 +225,18 @@ pub(crate) async fn write_batch(
     // are rotated again on resume. The checkpoint and the run record
     // commit later in the same WAL, with the default synchronous commit,
     // so they are never durable ahead of the rows they describe.
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await
-        .map_err(DbError::query(what()))?;
+    // The batch waits at most `lock_timeout` for a row lock the
+    // application holds (55P03, a lock time-out: the engine splits the
+    // batch and comes back to the row).
+    let timeout = lock_timeout.map_or_else(String::new, |t| format!("{}ms", t.as_millis().max(1)));
+    sqlx::query(
+        "SELECT set_config('synchronous_commit', 'off', true), \
+         CASE WHEN $1 <> '' THEN set_config('lock_timeout', $1, true) END",
+    )
+    .bind(timeout)
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::query(what()))?;
     let done = statement
         .execute(&mut *tx)
         .await
@@ -401,7 +412,8 @@ impl Driver for PgDriver {
     /// One `UPDATE … FROM unnest(…)` per batch.
     async fn write_cas(&self, col: &ColumnRef, updates: &[CasUpdate]) -> Result<u64, DbError> {
         if col.has_cells() {
-            return crate::cells::write_cas_postgres(&self.pool, col, updates).await;
+            return crate::cells::write_cas_postgres(&self.pool, col, updates, self.lock_timeout)
+                .await;
         }
         let d = Dialect::Postgres;
         let vt = match col.kind {
@@ -441,7 +453,7 @@ impl Driver for PgDriver {
                 .bind(updates.iter().map(|u| u.old.clone()).collect::<Vec<_>>())
                 .bind(updates.iter().map(|u| u.new.clone()).collect::<Vec<_>>()),
         };
-        write_batch(&self.pool, q, col).await
+        write_batch(&self.pool, q, col, self.lock_timeout).await
     }
 
     async fn try_lock(&self, holder: &LockHolder) -> Result<LockOutcome, DbError> {

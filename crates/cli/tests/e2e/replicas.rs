@@ -152,3 +152,28 @@ fn unreadable_lag_refuses_unless_optional() {
         },
     );
 }
+
+/// MariaDB/MySQL replicas are named in `rotation.replicas` and read with
+/// `SHOW REPLICA STATUS`; a server that is not a replica has no lag to read.
+#[test]
+fn mariadb_replica_that_is_not_one_is_refused_unless_optional() {
+    run(Kind::MariaDb, "replica_mariadb", |t: TestDb| async move {
+        let tb = plaintext_table(&t, 200).await;
+        let key = t.key("k1");
+        let mut cfg = Cfg::new(&[&tb], &[&key], "k1");
+        // Without named replicas there is nothing MariaDB could find itself.
+        cfg.rotation_toml = "max_replica_lag = \"2s\"".into();
+        let o = t.keyturn(&cfg, &["encrypt"]).await.expect(1);
+        assert!(o.stderr.contains("list them in rotation.replicas"), "{o}");
+        cfg.rotation_toml = format!("max_replica_lag = \"2s\"\nreplicas = [\"{}\"]", t.url);
+        let o = t.keyturn(&cfg, &["encrypt"]).await.expect(1);
+        assert!(o.stderr.contains("it is not a replica"), "{o}");
+        assert_eq!(encrypted(&t, &tb).await, 0, "wrote before refusing");
+        cfg.rotation_toml = format!(
+            "max_replica_lag = \"2s\"\nreplicas = [{{ url = \"{}\", optional = true }}]",
+            t.url
+        );
+        t.keyturn(&cfg, &["encrypt"]).await.expect(0);
+        assert_eq!(encrypted(&t, &tb).await, 200);
+    });
+}

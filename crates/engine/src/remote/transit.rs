@@ -31,7 +31,12 @@ const ATTEMPTS: u32 = 5;
 pub(crate) fn validate(c: &ColumnConfig, ckey: &str) -> Result<(), EngineError> {
     let bad = |key: &str, why: &str| Err(EngineError::Config(format!("{ckey}.{key}: {why}")));
     match (&c.key, &c.key_column) {
-        (None, None) => return bad("key", "name the transit key: key = \"NAME\" (or key_column = \"COLUMN\" for a key per row)"),
+        (None, None) => {
+            return bad(
+                "key",
+                "name the transit key: key = \"NAME\" (or key_column = \"COLUMN\" for a key per row)",
+            );
+        }
         (Some(_), Some(_)) => return bad("key_column", "give key or key_column, not both"),
         _ => {}
     }
@@ -49,7 +54,10 @@ pub(crate) fn validate(c: &ColumnConfig, ckey: &str) -> Result<(), EngineError> 
         ("options", c.options.as_ref().is_some_and(|o| !o.is_empty())),
     ] {
         if set {
-            return bad(k, "vault-transit with kms takes key, key_column, context_column or context");
+            return bad(
+                k,
+                "vault-transit with kms takes key, key_column, context_column or context",
+            );
         }
     }
     Ok(())
@@ -140,6 +148,11 @@ impl std::fmt::Debug for TransitValues {
     }
 }
 
+/// A row decided without the server: `Ok(version)` when it needs nothing
+/// sent (already under the latest), `Err((version if known, reason))` when
+/// it cannot be rotated; `None` until decided.
+type Decided = Option<Result<Option<u64>, (Option<u64>, String)>>;
+
 /// A row ready for the server: the key it goes to, its ciphertext and context.
 struct Pending {
     row: usize,
@@ -218,7 +231,7 @@ impl TransitValues {
         &self,
         rows: &[RemoteRow<'_>],
         all: bool,
-        decided: &mut [Option<Result<Option<u64>, (Option<u64>, String)>>],
+        decided: &mut [Decided],
     ) -> Result<Vec<Pending>, EngineError> {
         let mut out = Vec::new();
         for (i, r) in rows.iter().enumerate() {
@@ -294,16 +307,19 @@ impl TransitValues {
         for (_, group) in by_key {
             use futures::StreamExt as _;
             let size = self.batch_items.load(Ordering::Relaxed).max(1);
-            // In order, at most `in_flight` requests at once (a loop, not a
-            // closure over chunks: the future must stay `Send`).
-            let mut flying = futures::stream::FuturesOrdered::new();
+            // At most `in_flight` requests at once, a new one as soon as any
+            // answers (outcomes carry their row index, so the order of
+            // answers does not matter; in order, one slow request held back
+            // the requests behind it). A loop, not a closure over chunks:
+            // the future must stay `Send`.
+            let mut flying = futures::stream::FuturesUnordered::new();
             for chunk in group.chunks(size) {
                 if flying.len() >= self.in_flight
                     && let Some(done) = flying.next().await
                 {
                     out.extend(done?);
                 }
-                flying.push_back(self.send_chunk(chunk));
+                flying.push(self.send_chunk(chunk));
             }
             while let Some(done) = flying.next().await {
                 out.extend(done?);
@@ -314,11 +330,18 @@ impl TransitValues {
 
     /// One request, split while the server finds it too large, retried on
     /// transient failures.
-    async fn send_chunk(&self, chunk: &[&Pending]) -> Result<Vec<(usize, ItemOutcome)>, EngineError> {
+    async fn send_chunk(
+        &self,
+        chunk: &[&Pending],
+    ) -> Result<Vec<(usize, ItemOutcome)>, EngineError> {
         let mut out = Vec::with_capacity(chunk.len());
         let mut rest: &[&Pending] = chunk;
         while !rest.is_empty() {
-            let size = self.batch_items.load(Ordering::Relaxed).min(rest.len()).max(1);
+            let size = self
+                .batch_items
+                .load(Ordering::Relaxed)
+                .min(rest.len())
+                .max(1);
             let (now, later) = rest.split_at(size);
             let items: Vec<TransitItem<'_>> = now
                 .iter()
@@ -480,7 +503,11 @@ mod tests {
             version_of(b"vault:v12:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap(),
             12
         );
-        assert!(version_of(b"plain text").unwrap_err().contains("not a vault-transit"));
+        assert!(
+            version_of(b"plain text")
+                .unwrap_err()
+                .contains("not a vault-transit")
+        );
         assert!(version_of(b"vault:v0:AAAA").is_err());
     }
 }

@@ -31,12 +31,7 @@ const ATTEMPTS: u32 = 5;
 pub(crate) fn validate(c: &ColumnConfig, ckey: &str) -> Result<(), EngineError> {
     let bad = |key: &str, why: &str| Err(EngineError::Config(format!("{ckey}.{key}: {why}")));
     match (&c.key, &c.key_column) {
-        (None, None) => {
-            return bad(
-                "key",
-                "name the transit key: key = \"NAME\" (or key_column = \"COLUMN\" for a key per row)",
-            );
-        }
+        (None, None) => return bad("key", "name the transit key: key = \"NAME\" (or key_column = \"COLUMN\" for a key per row)"),
         (Some(_), Some(_)) => return bad("key_column", "give key or key_column, not both"),
         _ => {}
     }
@@ -54,10 +49,7 @@ pub(crate) fn validate(c: &ColumnConfig, ckey: &str) -> Result<(), EngineError> 
         ("options", c.options.as_ref().is_some_and(|o| !o.is_empty())),
     ] {
         if set {
-            return bad(
-                k,
-                "vault-transit with kms takes key, key_column, context_column or context",
-            );
+            return bad(k, "vault-transit with kms takes key, key_column, context_column or context");
         }
     }
     Ok(())
@@ -148,11 +140,6 @@ impl std::fmt::Debug for TransitValues {
     }
 }
 
-/// A row decided without the server: `Ok(version)` when it needs nothing
-/// sent (already under the latest), `Err((version if known, reason))` when
-/// it cannot be rotated; `None` until decided.
-type Decided = Option<Result<Option<u64>, (Option<u64>, String)>>;
-
 /// A row ready for the server: the key it goes to, its ciphertext and context.
 struct Pending {
     row: usize,
@@ -231,7 +218,7 @@ impl TransitValues {
         &self,
         rows: &[RemoteRow<'_>],
         all: bool,
-        decided: &mut [Decided],
+        decided: &mut [Option<Result<Option<u64>, (Option<u64>, String)>>],
     ) -> Result<Vec<Pending>, EngineError> {
         let mut out = Vec::new();
         for (i, r) in rows.iter().enumerate() {
@@ -330,18 +317,11 @@ impl TransitValues {
 
     /// One request, split while the server finds it too large, retried on
     /// transient failures.
-    async fn send_chunk(
-        &self,
-        chunk: &[&Pending],
-    ) -> Result<Vec<(usize, ItemOutcome)>, EngineError> {
+    async fn send_chunk(&self, chunk: &[&Pending]) -> Result<Vec<(usize, ItemOutcome)>, EngineError> {
         let mut out = Vec::with_capacity(chunk.len());
         let mut rest: &[&Pending] = chunk;
         while !rest.is_empty() {
-            let size = self
-                .batch_items
-                .load(Ordering::Relaxed)
-                .min(rest.len())
-                .max(1);
+            let size = self.batch_items.load(Ordering::Relaxed).min(rest.len()).max(1);
             let (now, later) = rest.split_at(size);
             let items: Vec<TransitItem<'_>> = now
                 .iter()
@@ -503,11 +483,7 @@ mod tests {
             version_of(b"vault:v12:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap(),
             12
         );
-        assert!(
-            version_of(b"plain text")
-                .unwrap_err()
-                .contains("not a vault-transit")
-        );
+        assert!(version_of(b"plain text").unwrap_err().contains("not a vault-transit"));
         assert!(version_of(b"vault:v0:AAAA").is_err());
     }
 }

@@ -177,6 +177,31 @@ impl BenchDb {
     /// Drops and creates `table` with `rows` rows encrypted under the ring's
     /// primary key, and forgets any keyturn checkpoint left for it.
     pub async fn create_table(&self, table: &str, rows: u64, ring: &Keyring) -> Result<()> {
+        self.create_empty(table).await?;
+        let mut from = 1;
+        while from <= rows {
+            let to = (from + LOAD_CHUNK).min(rows + 1);
+            let values = encrypt_range(ring, from, to)?;
+            self.insert(table, from, &values).await?;
+            from = to;
+        }
+        self.analyze_and_count(table, rows).await
+    }
+
+    /// Drops and creates `table` holding `values` (ids 1..=N), which must
+    /// be safe to inline in a SQL string literal (the caller checks), and
+    /// forgets any keyturn checkpoint left for it.
+    pub async fn create_values_table(&self, table: &str, values: &[String]) -> Result<()> {
+        self.create_empty(table).await?;
+        let mut first = 1u64;
+        for chunk in values.chunks(LOAD_CHUNK as usize) {
+            self.insert(table, first, chunk).await?;
+            first += chunk.len() as u64;
+        }
+        self.analyze_and_count(table, values.len() as u64).await
+    }
+
+    async fn create_empty(&self, table: &str) -> Result<()> {
         self.exec(&format!("DROP TABLE IF EXISTS {table}")).await?;
         // A checkpoint from an interrupted earlier benchmark would make
         // keyturn resume half-way; the table may not exist yet.
@@ -194,13 +219,10 @@ impl BenchDb {
             Kind::Sqlite => format!("CREATE TABLE {table} (id INTEGER PRIMARY KEY, c TEXT)"),
         };
         self.exec(&ddl).await?;
-        let mut from = 1;
-        while from <= rows {
-            let to = (from + LOAD_CHUNK).min(rows + 1);
-            let values = encrypt_range(ring, from, to)?;
-            self.insert(table, from, &values).await?;
-            from = to;
-        }
+        Ok(())
+    }
+
+    async fn analyze_and_count(&self, table: &str, rows: u64) -> Result<()> {
         match self.kind {
             Kind::Postgres => {
                 self.exec(&format!("VACUUM ANALYZE {table}")).await?;

@@ -15,10 +15,15 @@
 //!    on it `--rounds` times (peak RSS at the small size) and the per-row
 //!    baseline once;
 //! 4. prints medians and ratios.
+//!
+//! `keyturn-bench kek` times `keyturn kek rotate` (src/kek.rs);
+//! `keyturn-bench transit-rewrap` and `aws-reencrypt` time rotation inside
+//! a KMS against the server's own limit (src/remote.rs).
 
 mod child;
 mod db;
 mod kek;
+mod remote;
 
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, ValueEnum};
@@ -574,8 +579,15 @@ async fn real_main(args: Args) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "kek") {
-        return kek::main(std::env::args_os().skip(1));
+    match std::env::args_os()
+        .nth(1)
+        .as_deref()
+        .and_then(|a| a.to_str())
+    {
+        Some("kek") => return kek::main(std::env::args_os().skip(1)),
+        Some("transit-rewrap") => return remote::transit(std::env::args_os().skip(1)),
+        Some("aws-reencrypt") => return remote::aws(std::env::args_os().skip(1)),
+        _ => {}
     }
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_current_thread()

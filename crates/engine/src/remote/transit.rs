@@ -324,16 +324,19 @@ impl TransitValues {
         for (_, group) in by_key {
             use futures::StreamExt as _;
             let size = self.batch_items.load(Ordering::Relaxed).max(1);
-            // In order, at most `in_flight` requests at once (a loop, not a
-            // closure over chunks: the future must stay `Send`).
-            let mut flying = futures::stream::FuturesOrdered::new();
+            // At most `in_flight` requests at once, a new one as soon as any
+            // answers (outcomes carry their row index, so the order of
+            // answers does not matter; in order, one slow request held back
+            // the requests behind it). A loop, not a closure over chunks:
+            // the future must stay `Send`.
+            let mut flying = futures::stream::FuturesUnordered::new();
             for chunk in group.chunks(size) {
                 if flying.len() >= self.in_flight
                     && let Some(done) = flying.next().await
                 {
                     out.extend(done?);
                 }
-                flying.push_back(self.send_chunk(chunk));
+                flying.push(self.send_chunk(chunk));
             }
             while let Some(done) = flying.next().await {
                 out.extend(done?);

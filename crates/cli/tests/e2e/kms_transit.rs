@@ -19,6 +19,7 @@ scenarios!(
     transit_rotate_mixed_values_then_retire_old_versions,
     transit_derived_keys_with_row_contexts,
     transit_concurrent_writer_loses_nothing,
+    transit_key_named_per_row,
     transit_kill_and_resume,
     transit_token_revoked_mid_run,
 );
@@ -633,4 +634,94 @@ async fn transit_token_revoked_mid_run(t: TestDb) {
     for (i, got) in (1..=n).zip(decrypt(&b, &key, &items).await) {
         assert_eq!(got, Ok(plain(i)), "row {i}");
     }
+}
+
+async fn transit_key_named_per_row(t: TestDb) {
+    let Some(b) = server(&t, "per_row").await else {
+        return;
+    };
+    let (ka, kb) = (create_key(&b, false).await, create_key(&b, false).await);
+    let tb = Table::new(
+        &t.table_name("transit_per_row"),
+        &[("id", PkKind::Int)],
+        &[
+            ("ssn", ColKind::Text, false),
+            ("tenant_key", ColKind::Text, false),
+        ],
+    );
+    t.create_table(&tb, &[]).await;
+    // Odd ids under key a, even under key b; a is rotated twice, b once.
+    let ids: Vec<i64> = (1..=80).collect();
+    let key_of = |i: i64| if i % 2 == 1 { ka.clone() } else { kb.clone() };
+    let mut data = Data::new();
+    for &i in &ids {
+        let ct = encrypt(&b, &key_of(i), &[(plain(i), None)]).await.remove(0);
+        data.insert(
+            int_pk(i),
+            vec![Some(ct.into_bytes()), Some(key_of(i).into_bytes())],
+        );
+    }
+    // A row naming a key that does not exist, and one with no key name.
+    data.insert(
+        int_pk(900),
+        vec![
+            Some(data[&int_pk(1)][0].clone().unwrap()),
+            Some(b"no-such-key".to_vec()),
+        ],
+    );
+    data.insert(
+        int_pk(901),
+        vec![Some(data[&int_pk(2)][0].clone().unwrap()), None],
+    );
+    t.insert(&tb, &data).await;
+    b.rotate_key(&ka).await;
+    b.rotate_key(&ka).await;
+    b.rotate_key(&kb).await;
+    let token = b.create_token(&["root"], false).await;
+    let cfg = config(
+        &t,
+        &b,
+        &token,
+        &tb,
+        "{ name = \"ssn\", codec = \"vault-transit\", kms = \"bao\", key_column = \"tenant_key\" }",
+    );
+    let o = t.keyturn(&cfg, &["--json", "rotate"]).await.expect(3);
+    let r = o.json();
+    assert_eq!(r["columns"][0]["written"], 80, "{r}");
+    let bad: Vec<String> = r["bad_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            format!(
+                "{} {}",
+                x["pk"].as_str().unwrap(),
+                x["reason"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(bad.len(), 2, "{r}");
+    assert!(
+        bad[0].starts_with("900 ") && bad[0].contains("does not exist"),
+        "{bad:?}"
+    );
+    assert!(
+        bad[1].starts_with("901 ") && bad[1].contains("is NULL"),
+        "{bad:?}"
+    );
+    let after = t.read(&tb).await;
+    for &i in &ids {
+        let v = text(&after[&int_pk(i)][0]);
+        let want = if i % 2 == 1 { "vault:v3:" } else { "vault:v2:" };
+        assert!(v.starts_with(want), "row {i}: {v}");
+        let got = decrypt(&b, &key_of(i), &[(v, None)]).await.remove(0);
+        assert_eq!(got, Ok(plain(i)), "row {i}");
+    }
+    // A second run finds every row at its key's latest version.
+    let r = t
+        .keyturn(&cfg, &["--json", "rotate"])
+        .await
+        .expect(3)
+        .json();
+    assert_eq!(r["columns"][0]["written"], 0, "{r}");
 }

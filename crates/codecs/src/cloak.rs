@@ -134,9 +134,14 @@ impl Codec for CloakCodec {
     fn shape(&self) -> Shape {
         // IV: 12 bytes, 16 base64url characters; ciphertext ‖ tag: 16 bytes
         // at least, 22 characters and optional padding.
-        Shape::Text(vec![
-            r"^v1\.aesgcm256\.[0-9A-Fa-f]{8}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{22,}={0,2}$".into(),
-        ])
+        // The fixed layout is 39 characters before the body; the length is
+        // checked apart (see `Shape::TextMin`).
+        Shape::TextMin {
+            min_len: 39 + 22,
+            patterns: vec![
+                r"^v1\.aesgcm256\.[0-9A-Fa-f]{8}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]*={0,2}$".into(),
+            ],
+        }
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

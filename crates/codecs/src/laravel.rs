@@ -248,7 +248,12 @@ impl Codec for LaravelCodec {
 
     fn shape(&self) -> Shape {
         // Standard base64 of JSON starting `{"iv":`.
-        Shape::Text(vec![r"^eyJpdiI6[A-Za-z0-9+/]{40,}={0,2}$".into()])
+        // `eyJpdiI6` and at least 40 more characters, the length checked
+        // apart (see `Shape::TextMin`).
+        Shape::TextMin {
+            min_len: 8 + 40,
+            patterns: vec![r"^eyJpdiI6[A-Za-z0-9+/]*={0,2}$".into()],
+        }
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

@@ -87,10 +87,14 @@ impl Codec for LockboxCodec {
     fn shape(&self) -> Shape {
         // Strict base64 of nonce (12) ‖ ciphertext ‖ tag (16): 28 bytes at
         // least, 40 characters, a multiple of four.
-        Shape::Text(vec![
-            r"^(?:[A-Za-z0-9+/]{4}){9,}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$"
-                .into(),
-        ])
+        // The length is checked apart (see `Shape::TextMin`).
+        Shape::TextMin {
+            min_len: 40,
+            patterns: vec![
+                r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$"
+                    .into(),
+            ],
+        }
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

@@ -174,9 +174,12 @@ impl Codec for SodiumPrefixCodec {
     fn shape(&self) -> Shape {
         // nonce (24) ‖ box (16 at least): 40 bytes, 54 base64 characters
         // before the padding.
-        Shape::Text(vec![format!(
-            "^{KEY_ID_PATTERN}:[A-Za-z0-9+/]{{54,}}={{0,2}}$"
-        )])
+        // An id of one character at least, `:`, the body; the length is
+        // checked apart (see `Shape::TextMin`).
+        Shape::TextMin {
+            min_len: 1 + 1 + 54,
+            patterns: vec![format!("^{KEY_ID_PATTERN}:[A-Za-z0-9+/]*={{0,2}}$")],
+        }
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

@@ -110,9 +110,12 @@ impl Codec for VaultTransitCodec {
     fn shape(&self) -> Shape {
         // nonce (12) ‖ tag (16) at least: 28 bytes, 38 base64 characters
         // before the padding.
-        Shape::Text(vec![
-            r"^vault:v[1-9][0-9]{0,9}:[A-Za-z0-9+/]{38,}={0,2}$".into(),
-        ])
+        // (`vault:v1:`, 9 characters at least, then the body; the length is
+        // checked apart: see `Shape::TextMin`).
+        Shape::TextMin {
+            min_len: 9 + 38,
+            patterns: vec![r"^vault:v[1-9][0-9]{0,9}:[A-Za-z0-9+/]*={0,2}$".into()],
+        }
     }
 
     fn key_id_location(&self) -> KeyIdLocation {

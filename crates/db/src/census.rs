@@ -130,6 +130,20 @@ impl Dialect {
                     out.push(format!("NOT ({})", self.regex_match(&text, p, binds)));
                 }
             }
+            Shape::TextMin { min_len, patterns } => {
+                if self == Dialect::Sqlite {
+                    out.push(format!("{text} GLOB {SQLITE_NOT_ASCII}"));
+                }
+                // Characters, not bytes (the text is ASCII once it matches).
+                let len = match self {
+                    Dialect::MySql => "CHAR_LENGTH",
+                    _ => "length",
+                };
+                out.push(format!("{len}({text}) < {min_len}"));
+                for p in patterns {
+                    out.push(format!("NOT ({})", self.regex_match(&text, p, binds)));
+                }
+            }
             // Without a JSON validity test that survives invalid input
             // (PostgreSQL), the shape's patterns over the text.
             Shape::Json { patterns, .. } if !self.capabilities().json_valid => {
@@ -473,6 +487,30 @@ mod tests {
         let (sql, binds) = Dialect::MySql.census(&col, &cen);
         assert!(sql.contains("REGEXP ?"), "{sql}");
         assert!(matches!(&binds[0], Bind::Str(s) if s.starts_with("(?-i)^")));
+    }
+
+    #[test]
+    fn minimum_lengths_are_checked_before_the_patterns() {
+        let col = crate::test_column("t", "c", &[("id", PkKind::Int)], "bigint", ValueKind::Text);
+        let cen = census(
+            KeyIdLocation::TextDelimited {
+                prefix: "",
+                terminator: b':',
+            },
+            Shape::TextMin {
+                min_len: 56,
+                patterns: vec![format!("^{KEY_ID_PATTERN}:[A-Za-z0-9+/]*={{0,2}}$")],
+            },
+        );
+        let (sql, binds) = Dialect::Postgres.census(&col, &cen);
+        let len = sql.find(r#"length("c") < 56"#).expect("length check");
+        let re = sql.find(r#"NOT ("c" ~ $1)"#).expect("pattern");
+        assert!(len < re, "{sql}");
+        assert_eq!(binds.len(), 1);
+        let (sql, _) = Dialect::MySql.census(&col, &cen);
+        assert!(sql.contains("CHAR_LENGTH(`c`) < 56"), "{sql}");
+        let (sql, _) = Dialect::Sqlite.census(&col, &cen);
+        assert!(sql.contains(r#"length("c") < 56"#), "{sql}");
     }
 
     #[test]

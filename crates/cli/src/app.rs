@@ -271,7 +271,7 @@ pub async fn execute(
                     op.name()
                 ));
             }
-            let m = Arc::new(metrics::Metrics::new(op.name()));
+            let m = Arc::new(metrics::Metrics::new(op.name(), opts.max_rows_per_sec));
             let serving = l.serve(m.clone());
             (
                 Arc::new(metrics::MetricsSink::new(progress.clone(), m)),

@@ -100,8 +100,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics for a run of `operation` (`rotate`, `encrypt`).
-    pub fn new(operation: &str) -> Metrics {
+    /// Metrics for a run of `operation` (`rotate`, `encrypt`), throttled to
+    /// `max_rows_per_sec` if given.
+    pub fn new(operation: &str, max_rows_per_sec: Option<u64>) -> Metrics {
         let mut registry = Registry::with_prefix("keyturn");
         let rows = Family::<RowLabels, Counter>::default();
         registry.register(
@@ -147,6 +148,13 @@ impl Metrics {
             "1 while the run runs, 0 once it has ended",
             running.clone(),
         );
+        let throttle = Gauge::<i64>::default();
+        registry.register(
+            "max_rows_per_sec",
+            "The run's throttle (--max-rows-per-sec, rotation.max_rows_per_sec); 0 when unthrottled",
+            throttle.clone(),
+        );
+        throttle.set(max_rows_per_sec.map_or(0, |r| i64::try_from(r).unwrap_or(i64::MAX)));
         let run_info = Family::<RunLabels, Gauge>::default();
         registry.register(
             "run_info",
@@ -464,7 +472,7 @@ mod tests {
     }
 
     fn sink() -> (MetricsSink, Arc<Metrics>) {
-        let m = Arc::new(Metrics::new("rotate"));
+        let m = Arc::new(Metrics::new("rotate", Some(250)));
         (MetricsSink::new(Arc::new(NoProgress), m.clone()), m)
     }
 
@@ -550,6 +558,7 @@ mod tests {
         );
         assert_eq!(value(&text, "keyturn_lock_held"), 1.0);
         assert_eq!(value(&text, "keyturn_running"), 1.0);
+        assert_eq!(value(&text, "keyturn_max_rows_per_sec"), 250.0);
     }
 
     #[test]
@@ -608,7 +617,7 @@ mod tests {
             e.contains(&addr.to_string()) && e.contains("cannot listen"),
             "{e}"
         );
-        let m = Arc::new(Metrics::new("encrypt"));
+        let m = Arc::new(Metrics::new("encrypt", None));
         let serving = l.serve(m.clone());
         let get = |path: &'static str| async move {
             let r = reqwest::get(format!("http://{addr}{path}")).await?;

@@ -1397,7 +1397,8 @@ async fn process_column(
     }
     if failure.is_none()
         && !deferred.is_empty()
-        && let Err(e) = come_back_to_locked(shared, plan, deferred, batch_cap, &mut cs, summary).await
+        && let Err(e) =
+            come_back_to_locked(shared, plan, deferred, batch_cap, &mut cs, summary).await
     {
         failure = Some(e);
     }

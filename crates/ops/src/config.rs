@@ -376,11 +376,17 @@ columns = [{ name = "phone", context = true }, { name = "nino", encoding = "bina
         let c = Config::parse(&with("addr = \"127.0.0.1:9187\"\nlinger_seconds = 5")).unwrap();
         assert_eq!(c.metrics.addr, Some(([127, 0, 0, 1], 9187).into()));
         assert_eq!(c.metrics.linger_seconds, 5);
-        let e = Config::parse(&with("addr = \"localhost\"")).unwrap_err().to_string();
+        let e = Config::parse(&with("addr = \"localhost\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("addr"), "{e}");
-        let e = Config::parse(&with("linger_seconds = 301")).unwrap_err().to_string();
+        let e = Config::parse(&with("linger_seconds = 301"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("metrics.linger_seconds"), "{e}");
-        let e = Config::parse(&with("adr = \"127.0.0.1:1\"")).unwrap_err().to_string();
+        let e = Config::parse(&with("adr = \"127.0.0.1:1\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("adr"), "{e}");
     }
 

@@ -36,9 +36,7 @@ impl Metrics {
     fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.samples
             .iter()
-            .find(|s| {
-                s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-            })
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
             .map(|s| match &s.value {
                 PValue::Counter(v) | PValue::Gauge(v) | PValue::Untyped(v) => *v,
                 other => panic!("{name} is not a single number: {other:?}"),
@@ -162,6 +160,7 @@ async fn metrics_scraped_during_a_throttled_run(t: TestDb) {
     assert_eq!(first.one("keyturn_running"), 1.0);
     assert_eq!(first.one("keyturn_lock_held"), 1.0);
     assert_eq!(first.one("keyturn_paused"), 0.0);
+    assert_eq!(first.one("keyturn_max_rows_per_sec"), 500.0);
     assert_eq!(
         first.value(
             "keyturn_batch_size",
@@ -178,11 +177,11 @@ async fn metrics_scraped_during_a_throttled_run(t: TestDb) {
     let run_id = info.labels.get("run_id").expect("a run id").to_owned();
 
     // The counters grow while it runs.
-    let second = scrape_until(&base, "more rows written", |m| {
-        m.rows(&tb, "written") > w1
-    })
-    .await;
-    assert!(second.rows(&tb, "written") < ROWS as f64, "finished too soon");
+    let second = scrape_until(&base, "more rows written", |m| m.rows(&tb, "written") > w1).await;
+    assert!(
+        second.rows(&tb, "written") < ROWS as f64,
+        "finished too soon"
+    );
 
     // Pause from another process: /health and keyturn_paused say so.
     t.keyturn(&cfg, &["runs", "pause", &run_id]).await.expect(0);
@@ -202,10 +201,7 @@ async fn metrics_scraped_during_a_throttled_run(t: TestDb) {
     health_until(&base, (200, "ok")).await;
 
     // The run ends; during the linger the counters are final.
-    let last = scrape_until(&base, "the run's end", |m| {
-        m.one("keyturn_running") == 0.0
-    })
-    .await;
+    let last = scrape_until(&base, "the run's end", |m| m.one("keyturn_running") == 0.0).await;
     let o = p.wait(Duration::from_secs(120)).await.expect(0);
     let col = &o.json()["columns"][0];
     for (outcome, field) in [

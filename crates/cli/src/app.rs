@@ -2,14 +2,16 @@
 
 use crate::cli::{Cli, Command, KekCommand, KeysCommand, RunArgs, TargetArgs, VerifyArgs};
 use crate::exit::Exit;
+use crate::metrics;
 use crate::output::{self, Progress};
 use anyhow::{Context, Result};
-use keyturn_engine::{Operation, RunOptions};
+use keyturn_engine::{Operation, ProgressSink, RunOptions};
 use keyturn_format::{Algorithm, KeyId, KeySpec};
 use keyturn_ops::{Config, RunAudit, RunReport, Selection, Session, Verdict, config_path};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 pub fn run(cli: Cli) -> Result<Exit> {
     init_logging();
@@ -231,29 +233,58 @@ pub async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> 
     }
     let audit = crate::compliance::run_audit(&args.audit)?;
     let cfg = Config::load(&config_path(cli.config.as_deref()))?;
+    // Bound before anything else: a taken port is an error before the run.
+    let metrics = match args.metrics_addr.or(cfg.metrics.addr) {
+        Some(addr) => Some(
+            metrics::Listener::bind(addr, Duration::from_secs(cfg.metrics.linger_seconds)).await?,
+        ),
+        None => None,
+    };
     let workers = u32::try_from(run_workers(&cfg, args)).unwrap_or(u32::MAX);
     let mut session =
         Session::open(cfg, &selection(&args.target), workers.saturating_add(2)).await?;
     let opts = run_options(&session.cfg, args, actor);
-    let report = execute(&mut session, op, opts, cli.json, &audit).await;
+    let report = execute(&mut session, op, opts, cli.json, &audit, metrics).await;
     session.close().await;
     conclude(report?, cli.json, true)
 }
 
 /// Runs an operation with progress output and a Ctrl-C handler (the
-/// operation itself, audit and all, is `keyturn_ops::run::run`).
+/// operation itself, audit and all, is `keyturn_ops::run::run`), serving
+/// its metrics on `metrics` when given.
 pub async fn execute(
     session: &mut Session,
     op: Operation,
     opts: RunOptions,
     json: bool,
     audit: &RunAudit,
+    metrics: Option<metrics::Listener>,
 ) -> Result<RunReport> {
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone(), json);
     let progress = Arc::new(Progress::new(op.name(), json));
-    let report = keyturn_ops::run::run(session, op, opts, audit, progress.clone(), stop).await;
+    let (sink, serving): (Arc<dyn ProgressSink>, _) = match metrics {
+        Some(l) => {
+            if let Ok(addr) = l.local_addr() {
+                progress.note(&format!(
+                    "serving http://{addr}/metrics and http://{addr}/health while the {} runs",
+                    op.name()
+                ));
+            }
+            let m = Arc::new(metrics::Metrics::new(op.name(), opts.max_rows_per_sec));
+            let serving = l.serve(m.clone());
+            (
+                Arc::new(metrics::MetricsSink::new(progress.clone(), m)),
+                Some(serving),
+            )
+        }
+        None => (progress.clone(), None),
+    };
+    let report = keyturn_ops::run::run(session, op, opts, audit, sink, stop).await;
     progress.finish();
+    if let Some(s) = serving {
+        s.finish().await;
+    }
     Ok(report?)
 }
 

@@ -108,6 +108,9 @@ pub struct RunArgs {
     /// Throttle to at most this many rows per second (at least 1) [default: from config, else no limit]
     #[arg(long, value_name = "R", value_parser = rows_per_sec)]
     pub max_rows_per_sec: Option<u64>,
+    /// Serve /metrics (Prometheus) and /health on IP:PORT while the run runs, e.g. 127.0.0.1:9187 [default: [metrics] addr in the config, else none]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// rotate: rows under keys the keyring cannot decrypt (unknown or retired) are recorded as bad rows and left untouched, and the rest is rotated, instead of the preflight refusing the run
     #[arg(long)]
     pub skip_unknown_keys: bool,

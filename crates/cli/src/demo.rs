@@ -307,7 +307,7 @@ async fn run_step(
     runs: &mut Vec<RunSummary>,
 ) -> Result<Exit> {
     let mut session = Session::open(Config::load(config_path)?, all, 4).await?;
-    let report = execute(&mut session, op, opts, json, audit).await;
+    let report = execute(&mut session, op, opts, json, audit, None).await;
     session.close().await;
     let report = report?;
     let summary = report.summary.clone();

@@ -12,6 +12,7 @@ mod compliance;
 mod demo;
 mod exit;
 mod kms_cmd;
+mod metrics;
 mod runs_cmd;
 
 use std::process::ExitCode;

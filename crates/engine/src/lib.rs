@@ -23,7 +23,7 @@ pub mod verify;
 
 pub use error::{EngineError, UnusableKey};
 pub use plan::{ColumnPlan, Plan};
-pub use progress::{NoProgress, ProgressSink};
+pub use progress::{BatchStats, NoProgress, ProgressSink};
 pub use run::{
     BadRowReport, ColumnSummary, LockLost, Operation, Run, RunOptions, RunOutcome, RunSummary,
 };

@@ -5,7 +5,7 @@
 
 use crate::EngineError;
 use crate::pacing::{Pace, Pacing};
-use crate::progress::ProgressSink;
+use crate::progress::{BatchStats, ProgressSink};
 use keyturn_db::{Database, RunControl};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -193,8 +193,16 @@ impl ProgressSink for LiveProgress {
         self.inner.note(message);
     }
 
-    fn batch_written(&self, table: &str, column: &str, rows: u64, written: u64, took: Duration) {
-        self.inner.batch_written(table, column, rows, written, took);
+    fn batch_written(&self, table: &str, column: &str, batch: &BatchStats) {
+        self.inner.batch_written(table, column, batch);
+    }
+
+    fn run_started(&self, run_id: &str, lock_held: bool) {
+        self.inner.run_started(run_id, lock_held);
+    }
+
+    fn lock_released(&self) {
+        self.inner.lock_released();
     }
 
     fn replica_lag(&self, replica: &str, lag: Duration) {

@@ -15,7 +15,7 @@
 
 use crate::plan::{ColumnPlan, Plan};
 use crate::retry::{with_retry, write_retry};
-use crate::{EngineError, ProgressSink, UnusableKey};
+use crate::{BatchStats, EngineError, ProgressSink, UnusableKey};
 use futures::StreamExt;
 use keyturn_db::{
     BadRow, CasUpdate, Checkpoint, ColumnCounts, ColumnRef, Database, LockCheck, LockGuard,
@@ -683,6 +683,7 @@ impl Run {
             batch_now: std::sync::atomic::AtomicUsize::new(opts.batch_size.max(1)),
             batch_cap: std::sync::atomic::AtomicUsize::new(opts.batch_size.max(1)),
         });
+        progress.run_started(&shared.run_id, lock.is_some());
         let watcher = lock
             .is_some()
             .then(|| Spawned(tokio::spawn(watch_lock(shared.clone()))));
@@ -754,6 +755,9 @@ impl Run {
                     Ok(_) => summary.warnings.push(w),
                     Err(_) => progress.note(&format!("warning: {w}")),
                 }
+            }
+            if lock.is_some() {
+                progress.lock_released();
             }
             if result.is_ok() {
                 saved?;
@@ -1062,6 +1066,24 @@ struct BatchOutcome {
     /// Rows whose lock another transaction held past the lock time-out:
     /// come back to them at the end of the column.
     deferred: Vec<Pk>,
+    /// How long its writes took (`None`: nothing to write, or a dry run).
+    took: Option<Duration>,
+}
+
+impl BatchOutcome {
+    /// What [`ProgressSink::batch_written`] is told, `extra_skipped` rows
+    /// counted as skipped besides the batch's own.
+    fn stats(&self, batch_size: usize, extra_skipped: u64) -> BatchStats {
+        BatchStats {
+            rows: self.rows,
+            written: self.written,
+            skipped: self.skipped + extra_skipped,
+            retried: self.retried,
+            bad: self.bad.len() as u64,
+            batch_size: batch_size as u64,
+            took: self.took,
+        }
+    }
 }
 
 /// Rows per part when a batch write meets a lock time-out.
@@ -1145,6 +1167,7 @@ async fn process_batch(
     }
     shared.wait_to_write().await?;
     let writing = Instant::now();
+    let to_write = !pending.is_empty();
     let db = shared.db.clone();
     let col = &plan.col;
     for round in 0..=CAS_ROUNDS {
@@ -1203,11 +1226,10 @@ async fn process_batch(
         }
         pending = next;
     }
-    let took = writing.elapsed();
-    shared.adapt_batch(out.written, took);
-    shared
-        .progress
-        .batch_written(&col.table, &col.column, out.rows, out.written, took);
+    out.took = to_write.then(|| writing.elapsed());
+    if let Some(took) = out.took {
+        shared.adapt_batch(out.written, took);
+    }
     Ok(out)
 }
 
@@ -1409,6 +1431,11 @@ async fn process_column(
             // resumed run meets it again.
             b.bad
                 .retain(|r| reported.insert(pk_display(&r.pk)) || pass == 0);
+            progress.batch_written(
+                &col.table,
+                &col.column,
+                &b.stats(shared.batch_now.load(Ordering::Relaxed), 0),
+            );
             cs.written += b.written;
             cs.skipped += b.skipped;
             cs.retried += b.retried;
@@ -1431,7 +1458,8 @@ async fn process_column(
     }
     if failure.is_none()
         && !deferred.is_empty()
-        && let Err(e) = come_back_to_locked(shared, plan, deferred, &mut cs, summary).await
+        && let Err(e) =
+            come_back_to_locked(shared, plan, deferred, batch_cap, &mut cs, summary).await
     {
         failure = Some(e);
     }
@@ -1523,6 +1551,7 @@ async fn come_back_to_locked(
     shared: &Arc<Shared>,
     plan: &ColumnPlan,
     mut locked: Vec<Pk>,
+    batch_cap: usize,
     cs: &mut ColumnSummary,
     summary: &mut RunSummary,
 ) -> Result<(), EngineError> {
@@ -1542,8 +1571,12 @@ async fn come_back_to_locked(
         .await?;
         let present: std::collections::HashSet<Pk> = rows.iter().map(|r| r.pk.clone()).collect();
         // Deleted (or set to NULL) meanwhile: nothing left to do.
-        cs.skipped += locked.iter().filter(|pk| !present.contains(*pk)).count() as u64;
+        let gone = locked.iter().filter(|pk| !present.contains(*pk)).count() as u64;
+        cs.skipped += gone;
         let b = process_batch(shared.clone(), plan.clone(), rows).await?;
+        shared
+            .progress
+            .batch_written(&col.table, &col.column, &b.stats(batch_cap, gone));
         cs.written += b.written;
         cs.skipped += b.skipped;
         cs.retried += b.retried;
@@ -1566,6 +1599,16 @@ async fn come_back_to_locked(
                 })
                 .collect();
             cs.failed += still.len() as u64;
+            shared.progress.batch_written(
+                &col.table,
+                &col.column,
+                &BatchStats {
+                    rows: still.len() as u64,
+                    bad: still.len() as u64,
+                    batch_size: batch_cap as u64,
+                    ..BatchStats::default()
+                },
+            );
             record_bad(shared, col, summary, still).await?;
             break;
         }

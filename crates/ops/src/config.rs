@@ -78,6 +78,32 @@ pub struct Config {
     /// themselves (keyturn-kms's section; docs/KMS.md).
     #[serde(default)]
     pub kms: BTreeMap<String, keyturn_kms::ServerConfig>,
+    /// `[metrics]`: where `rotate` and `encrypt` serve `/metrics` and
+    /// `/health` while they run (the CLI's `--metrics-addr` overrides it).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Longest `[metrics] linger_seconds`.
+pub const METRICS_LINGER_MAX: u64 = 300;
+
+/// The `[metrics]` section (docs/OPERATIONS.md, "Metrics").
+///
+/// ```toml
+/// [metrics]
+/// addr = "127.0.0.1:9187"   # IP:PORT; loopback unless a scraper elsewhere needs it
+/// linger_seconds = 15       # keep serving the final counts this long after the run
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to listen (`IP:PORT`); no endpoint when absent.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Seconds the endpoint keeps serving after the run ends, so a last
+    /// scrape sees the final counts; 0 (the default) to
+    /// [`METRICS_LINGER_MAX`].
+    #[serde(default)]
+    pub linger_seconds: u64,
 }
 
 /// Where the config came from (for messages).
@@ -151,6 +177,15 @@ impl Config {
         let bad = |key: &str, why: String| Err(EngineError::Config(format!("{key}: {why}")));
         keyturn_engine::config::validate_targets(&self.targets, |k| self.keyrings.contains_key(k))?;
         self.rotation.validate()?;
+        if self.metrics.linger_seconds > METRICS_LINGER_MAX {
+            return bad(
+                "metrics.linger_seconds",
+                format!(
+                    "{} is more than {METRICS_LINGER_MAX}",
+                    self.metrics.linger_seconds
+                ),
+            );
+        }
         for (name, s) in &self.kms {
             if !keyturn_format::is_showable(name) {
                 return bad(
@@ -330,6 +365,29 @@ columns = [{ name = "phone", context = true }, { name = "nino", encoding = "bina
         assert!(c.targets[0].columns[0].context);
         assert_eq!(c.rotation.batch_size, 5000);
         assert_eq!(c.keys.sources, vec!["env:KEYTURN_KEYS"]);
+    }
+
+    #[test]
+    fn metrics_section_is_optional_and_checked() {
+        let c = Config::parse(OK).unwrap();
+        assert_eq!(c.metrics.addr, None);
+        assert_eq!(c.metrics.linger_seconds, 0);
+        let with = |m: &str| OK.replace("[keys]", &format!("[metrics]\n{m}\n[keys]"));
+        let c = Config::parse(&with("addr = \"127.0.0.1:9187\"\nlinger_seconds = 5")).unwrap();
+        assert_eq!(c.metrics.addr, Some(([127, 0, 0, 1], 9187).into()));
+        assert_eq!(c.metrics.linger_seconds, 5);
+        let e = Config::parse(&with("addr = \"localhost\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("addr"), "{e}");
+        let e = Config::parse(&with("linger_seconds = 301"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.linger_seconds"), "{e}");
+        let e = Config::parse(&with("adr = \"127.0.0.1:1\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("adr"), "{e}");
     }
 
     #[test]

@@ -56,6 +56,7 @@ mod kms_aws;
 mod kms_envelope;
 mod kms_transit;
 mod lock;
+mod metrics;
 mod odd_rows;
 mod replicas;
 mod row_locks;

@@ -217,8 +217,10 @@ pub fn run_options(cfg: &Config, args: &RunArgs, actor: String) -> RunOptions {
 
 /// Batches in flight: `--workers`, else the config's or the database's default.
 fn run_workers(cfg: &Config, args: &RunArgs) -> usize {
-    args.workers
-        .unwrap_or_else(|| cfg.rotation.workers_for(&cfg.database.url))
+    args.workers.unwrap_or_else(|| {
+        cfg.rotation
+            .workers_for_targets(&cfg.database.url, &cfg.targets)
+    })
 }
 
 pub async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> Result<Exit> {

@@ -135,6 +135,24 @@ impl RotationConfig {
                 .map_or(2, |b| b.capabilities().default_workers)
         })
     }
+
+    /// [`workers_for`](Self::workers_for) for a run over `targets`: unless
+    /// configured, at least 2 when a column is rotated inside a KMS, so that
+    /// one batch is written while the next is at the server (the crypto is
+    /// the server's, and does not compete with the database for the cores;
+    /// on SQLite: keyturn ÷ plain rewrap loop 0.62 with one worker, 0.83
+    /// with two, BENCHMARKS.md).
+    pub fn workers_for_targets(&self, database_url: &str, targets: &[TargetConfig]) -> usize {
+        let base = self.workers_for(database_url);
+        let kms = targets
+            .iter()
+            .any(|t| t.columns.iter().any(|c| c.kms.is_some()));
+        if self.workers.is_none() && kms {
+            base.max(2)
+        } else {
+            base
+        }
+    }
 }
 
 fn default_batch() -> usize {

@@ -399,6 +399,22 @@ columns = [{ name = "phone", context = true }, { name = "nino", encoding = "bina
         assert_eq!(c.rotation.workers_for("mariadb://h/db"), 2);
         let set = Config::parse(&OK.replace("[keys]", "[rotation]\nworkers = 3\n[keys]")).unwrap();
         assert_eq!(set.rotation.workers_for("sqlite://x.db"), 3);
+        assert_eq!(
+            set.rotation
+                .workers_for_targets("sqlite://x.db", &set.targets),
+            3
+        );
+        let kms = Config::parse(
+            "[database]\nurl = \"sqlite://x.db\"\n[kms.bao]\nkind = \"vault-transit\"\naddress = \"http://127.0.0.1:8200\"\n[[target]]\ntable = \"t\"\nprimary_key = \"id\"\ncolumns = [{ name = \"ssn\", codec = \"vault-transit\", kms = \"bao\", key = \"app\" }]\n",
+        )
+        .unwrap();
+        // The server's time overlaps the database's: two batches in flight.
+        assert_eq!(
+            kms.rotation
+                .workers_for_targets("sqlite://x.db", &kms.targets),
+            2
+        );
+        assert_eq!(kms.rotation.workers_for("sqlite://x.db"), 1);
         let e = Config::parse(&OK.replace("[keys]", "[rotation]\nworkers = 0\n[keys]"))
             .unwrap_err()
             .to_string();

@@ -18,6 +18,7 @@
 
 mod child;
 mod db;
+mod impact;
 mod kek;
 
 use anyhow::{Context, Result, ensure};
@@ -576,6 +577,12 @@ async fn real_main(args: Args) -> Result<()> {
 fn main() -> Result<()> {
     if std::env::args_os().nth(1).is_some_and(|a| a == "kek") {
         return kek::main(std::env::args_os().skip(1));
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "app-impact")
+    {
+        return impact::main(std::env::args_os().skip(1));
     }
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_current_thread()

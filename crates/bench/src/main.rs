@@ -15,6 +15,9 @@
 //!    on it `--rounds` times (peak RSS at the small size) and the per-row
 //!    baseline once;
 //! 4. prints medians and ratios.
+//!
+//! `keyturn-bench kek …` measures KEK rotation (kek.rs); `keyturn-bench
+//! app-impact …` an application's latency during rotations (impact.rs).
 
 mod child;
 mod db;

@@ -93,6 +93,14 @@ fn encrypt_range(ring: &Keyring, from: u64, to: u64) -> Result<Vec<String>> {
         .collect()
 }
 
+/// Pre-encrypted values for an application's writes: `n` ciphertexts of
+/// different plaintexts under the ring's primary key (text encoding, no
+/// associated data), each checked to be safe to inline into SQL.
+pub fn sample_values(ring: &Keyring, n: u64) -> Result<Vec<String>> {
+    // Ids past any table's end: plaintexts the fill never used.
+    encrypt_range(ring, 1 << 40, (1 << 40) + n)
+}
+
 impl BenchDb {
     pub async fn connect(kind: Kind, url: &str) -> Result<BenchDb> {
         let pool = match kind {
@@ -241,6 +249,89 @@ impl BenchDb {
         Ok(())
     }
 
+    /// PostgreSQL: drops and creates `table` with `rows` rows filled by one
+    /// `INSERT … SELECT … FROM generate_series`, each row one of 64
+    /// ciphertexts under the ring's primary key (no associated data, so a
+    /// value is valid in any row); forgets any keyturn checkpoint for it.
+    pub async fn create_table_series(&self, table: &str, rows: u64, ring: &Keyring) -> Result<()> {
+        ensure!(
+            self.kind == Kind::Postgres,
+            "generate_series fill: PostgreSQL only"
+        );
+        self.exec(&format!("DROP TABLE IF EXISTS {table}")).await?;
+        let _ = self
+            .exec(&format!(
+                "DELETE FROM keyturn_checkpoints WHERE table_name = '{table}'"
+            ))
+            .await;
+        self.exec(&format!(
+            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, c TEXT)"
+        ))
+        .await?;
+        let values = encrypt_range(ring, 1, 65)?;
+        let array = values
+            .iter()
+            .map(|v| format!("'{v}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.exec(&format!(
+            "INSERT INTO {table} (id, c) SELECT g, (ARRAY[{array}])[1 + g % 64] \
+             FROM generate_series(1, {rows}) AS g"
+        ))
+        .await?;
+        self.exec(&format!("VACUUM ANALYZE {table}")).await?;
+        let n = self
+            .scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .await?;
+        ensure!(n as u64 == rows, "{table} holds {n} rows, expected {rows}");
+        Ok(())
+    }
+
+    /// PostgreSQL: the current WAL insert position, in bytes.
+    pub async fn wal_lsn(&self) -> Result<i64> {
+        self.scalar("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+            .await
+    }
+
+    /// MariaDB: bytes written to the InnoDB redo log since the server started.
+    pub async fn redo_bytes(&self) -> Result<i64> {
+        self.scalar(
+            "SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM information_schema.GLOBAL_STATUS \
+             WHERE VARIABLE_NAME = 'INNODB_OS_LOG_WRITTEN'",
+        )
+        .await
+    }
+
+    /// The WAL (PostgreSQL) or redo log (MariaDB) position, in bytes.
+    pub async fn log_position(&self) -> Result<i64> {
+        match self.kind {
+            Kind::Postgres => self.wal_lsn().await,
+            Kind::MySql => self.redo_bytes().await,
+            Kind::Sqlite => bail!("no server log on SQLite"),
+        }
+    }
+
+    /// The table's size with its indexes (and TOAST), in bytes: PostgreSQL's
+    /// `pg_total_relation_size`; InnoDB's data and index length after
+    /// refreshing its statistics.
+    pub async fn table_bytes(&self, table: &str) -> Result<i64> {
+        match self.kind {
+            Kind::Postgres => {
+                self.scalar(&format!("SELECT pg_total_relation_size('{table}')"))
+                    .await
+            }
+            Kind::MySql => {
+                self.exec(&format!("ANALYZE TABLE {table}")).await?;
+                self.scalar(&format!(
+                    "SELECT CAST(data_length + index_length AS SIGNED) FROM information_schema.TABLES \
+                     WHERE table_schema = DATABASE() AND table_name = '{table}'"
+                ))
+                .await
+            }
+            Kind::Sqlite => bail!("table size: not measured on SQLite"),
+        }
+    }
+
     async fn insert(&self, table: &str, first_id: u64, values: &[String]) -> Result<()> {
         match &self.pool {
             Pool::Pg(p) => {
@@ -320,6 +411,31 @@ impl BenchDb {
             }
         }
         Ok(())
+    }
+
+    /// Like [`settle`](Self::settle), but on MariaDB waits only for the undo
+    /// history to be purged (at most `patience`), not for dirty pages to be
+    /// flushed: an application load writing between measurements keeps
+    /// dirtying pages, and page flushing is part of what it measures.
+    pub async fn settle_purge(&self, table: &str, patience: Duration) -> Result<()> {
+        if self.kind != Kind::MySql {
+            return self.settle(table).await;
+        }
+        let started = Instant::now();
+        loop {
+            let (history, _) = self.innodb_backlog().await?;
+            if history < 1_000 {
+                return Ok(());
+            }
+            if started.elapsed() > patience {
+                eprintln!(
+                    "  (MariaDB history list still {history} after {} s; measuring anyway)",
+                    patience.as_secs()
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// InnoDB's undo history length and dirty buffer-pool pages.

@@ -18,10 +18,12 @@
 //!
 //! `keyturn-bench kek` times `keyturn kek rotate` (src/kek.rs);
 //! `keyturn-bench transit-rewrap` and `aws-reencrypt` time rotation inside
-//! a KMS against the server's own limit (src/remote.rs).
+//! a KMS against the server's own limit (src/remote.rs); `keyturn-bench
+//! app-impact` an application's latency during rotations (src/impact.rs).
 
 mod child;
 mod db;
+mod impact;
 mod kek;
 mod remote;
 
@@ -587,6 +589,7 @@ fn main() -> Result<()> {
         Some("kek") => return kek::main(std::env::args_os().skip(1)),
         Some("transit-rewrap") => return remote::transit(std::env::args_os().skip(1)),
         Some("aws-reencrypt") => return remote::aws(std::env::args_os().skip(1)),
+        Some("app-impact") => return impact::main(std::env::args_os().skip(1)),
         _ => {}
     }
     let args = Args::parse();

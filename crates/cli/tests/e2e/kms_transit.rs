@@ -200,13 +200,7 @@ async fn transit_rotate_mixed_values_then_retire_old_versions(t: TestDb) {
     }
     t.insert(&tb, &data).await;
     let token = b.create_token(&["root"], false).await;
-    let cfg = config(
-        &t,
-        &b,
-        &token,
-        &tb,
-        &format!("{{ name = \"ssn\", codec = \"vault-transit\", kms = \"bao\", key = \"{key}\" }}"),
-    );
+    let cfg = config(&t, &b, &token, &tb, &column(&key));
     let pl: Vec<Vec<u8>> = plains.values().cloned().collect();
 
     // status: counted per version in SQL, the latest version the target.
@@ -419,20 +413,26 @@ async fn transit_derived_keys_with_row_contexts(t: TestDb) {
     }
 }
 
-async fn transit_concurrent_writer_loses_nothing(t: TestDb) {
-    let Some(b) = server(&t, "writer").await else {
-        return;
-    };
-    let key = create_key(&b, false).await;
+/// A table of `n` values encrypted by the server under a new key's v1,
+/// the key rotated to v2, a token and the config of its column.
+struct Seeded {
+    key: String,
+    tb: Table,
+    token: String,
+    cfg: Cfg,
+    n: i64,
+}
+
+async fn seeded(t: &TestDb, b: &Bao, what: &str, n: i64) -> Seeded {
+    let key = create_key(b, false).await;
     let tb = Table::new(
-        &t.table_name("transit_writer"),
+        &t.table_name(what),
         &[("id", PkKind::Int)],
         &[("ssn", ColKind::Text, false)],
     );
     t.create_table(&tb, &[]).await;
-    let n = 2000i64;
     let cts = encrypt(
-        &b,
+        b,
         &key,
         &(1..=n).map(|i| (plain(i), None)).collect::<Vec<_>>(),
     )
@@ -444,13 +444,32 @@ async fn transit_concurrent_writer_loses_nothing(t: TestDb) {
     t.insert(&tb, &data).await;
     b.rotate_key(&key).await;
     let token = b.create_token(&["root"], false).await;
-    let cfg = config(
-        &t,
-        &b,
-        &token,
-        &tb,
-        &format!("{{ name = \"ssn\", codec = \"vault-transit\", kms = \"bao\", key = \"{key}\" }}"),
-    );
+    let cfg = config(t, b, &token, &tb, &column(&key));
+    Seeded {
+        key,
+        tb,
+        token,
+        cfg,
+        n,
+    }
+}
+
+/// The `[[target]]` column entry of a transit column under `key`.
+fn column(key: &str) -> String {
+    format!("{{ name = \"ssn\", codec = \"vault-transit\", kms = \"bao\", key = \"{key}\" }}")
+}
+
+async fn transit_concurrent_writer_loses_nothing(t: TestDb) {
+    let Some(b) = server(&t, "writer").await else {
+        return;
+    };
+    let Seeded {
+        key,
+        tb,
+        token: _,
+        cfg,
+        n,
+    } = seeded(&t, &b, "transit_writer", 2000).await;
     let mut expected: BTreeMap<i64, Vec<u8>> = (1..=n).map(|i| (i, plain(i))).collect();
     let p = t.spawn(&cfg, &["--json", "rotate", "--max-rows-per-sec", "4000"]);
     // The application writes new values (under the latest version, as
@@ -488,34 +507,13 @@ async fn transit_kill_and_resume(t: TestDb) {
     let Some(b) = server(&t, "kill").await else {
         return;
     };
-    let key = create_key(&b, false).await;
-    let tb = Table::new(
-        &t.table_name("transit_kill"),
-        &[("id", PkKind::Int)],
-        &[("ssn", ColKind::Text, false)],
-    );
-    t.create_table(&tb, &[]).await;
-    let n = 3000i64;
-    let cts = encrypt(
-        &b,
-        &key,
-        &(1..=n).map(|i| (plain(i), None)).collect::<Vec<_>>(),
-    )
-    .await;
-    let data: Data = (1..=n)
-        .zip(cts)
-        .map(|(i, c)| (int_pk(i), vec![Some(c.into_bytes())]))
-        .collect();
-    t.insert(&tb, &data).await;
-    b.rotate_key(&key).await;
-    let token = b.create_token(&["root"], false).await;
-    let cfg = config(
-        &t,
-        &b,
-        &token,
-        &tb,
-        &format!("{{ name = \"ssn\", codec = \"vault-transit\", kms = \"bao\", key = \"{key}\" }}"),
-    );
+    let Seeded {
+        key,
+        tb,
+        token: _,
+        cfg,
+        n,
+    } = seeded(&t, &b, "transit_kill", 3000).await;
     let p = t.spawn(&cfg, &["rotate", "--max-rows-per-sec", "1000"]);
     let start = std::time::Instant::now();
     while t.meta_rows("keyturn_checkpoints", &tb.name).await == 0
@@ -558,34 +556,13 @@ async fn transit_token_revoked_mid_run(t: TestDb) {
     let Some(b) = server(&t, "revoked").await else {
         return;
     };
-    let key = create_key(&b, false).await;
-    let tb = Table::new(
-        &t.table_name("transit_revoked"),
-        &[("id", PkKind::Int)],
-        &[("ssn", ColKind::Text, false)],
-    );
-    t.create_table(&tb, &[]).await;
-    let n = 3000i64;
-    let cts = encrypt(
-        &b,
-        &key,
-        &(1..=n).map(|i| (plain(i), None)).collect::<Vec<_>>(),
-    )
-    .await;
-    let data: Data = (1..=n)
-        .zip(cts)
-        .map(|(i, c)| (int_pk(i), vec![Some(c.into_bytes())]))
-        .collect();
-    t.insert(&tb, &data).await;
-    b.rotate_key(&key).await;
-    let token = b.create_token(&["root"], false).await;
-    let cfg = config(
-        &t,
-        &b,
-        &token,
-        &tb,
-        &format!("{{ name = \"ssn\", codec = \"vault-transit\", kms = \"bao\", key = \"{key}\" }}"),
-    );
+    let Seeded {
+        key,
+        tb,
+        token,
+        cfg,
+        n,
+    } = seeded(&t, &b, "transit_revoked", 3000).await;
     let p = t.spawn(&cfg, &["--json", "rotate", "--max-rows-per-sec", "1000"]);
     let start = std::time::Instant::now();
     while t.meta_rows("keyturn_checkpoints", &tb.name).await == 0
@@ -614,13 +591,7 @@ async fn transit_token_revoked_mid_run(t: TestDb) {
     assert!(runs.stdout.contains("failed"), "{runs}");
     // A new token: the next run resumes from the checkpoint and finishes.
     let token2 = b.create_token(&["root"], false).await;
-    let cfg2 = config(
-        &t,
-        &b,
-        &token2,
-        &tb,
-        &format!("{{ name = \"ssn\", codec = \"vault-transit\", kms = \"bao\", key = \"{key}\" }}"),
-    );
+    let cfg2 = config(&t, &b, &token2, &tb, &column(&key));
     let r = t
         .keyturn(&cfg2, &["--json", "rotate"])
         .await

@@ -5,6 +5,7 @@ use crate::exit::Exit;
 use crate::metrics;
 use crate::output::{self, Progress};
 use anyhow::{Context, Result};
+use clap::CommandFactory as _;
 use keyturn_engine::{Operation, ProgressSink, RunOptions};
 use keyturn_format::{Algorithm, KeyId, KeySpec};
 use keyturn_ops::{Config, RunAudit, RunReport, Selection, Session, Verdict, config_path};
@@ -83,6 +84,13 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Keys(cmd) => crate::catalog_cmd::run_keys(&cli, cmd).await,
         Command::Kek(KekCommand::Rotate(args)) => crate::catalog_cmd::kek_rotate(&cli, args).await,
         Command::Demo(args) => crate::demo::run(args, cli.json).await,
+        Command::Completions { shell } => generated(&cli, |out| {
+            clap_complete::generate(*shell, &mut Cli::command(), "keyturn", out);
+            Ok(())
+        }),
+        Command::Man => generated(&cli, |out| {
+            clap_mangen::Man::new(Cli::command()).render(out)
+        }),
         Command::Status(args) => {
             let session = open_session(&cli, &args.target, 2).await?;
             let status = keyturn_ops::verify::status(&session, args.deep).await;
@@ -106,6 +114,29 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::BadRows(c) => crate::bad_rows_cmd::run(&cli, c, &actor).await,
         Command::Kms(c) => crate::kms_cmd::run(&cli, c, &actor).await,
         Command::Runs(a) => crate::runs_cmd::run(&cli, a, &actor).await,
+    }
+}
+
+/// Writes a generated file (completion script, man page) to stdout; JSON
+/// means nothing for it.
+fn generated(
+    cli: &Cli,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<Exit> {
+    if cli.json {
+        return Err(keyturn_engine::EngineError::Usage(
+            "--json: this command prints a file (a completion script or a man page), not JSON"
+                .into(),
+        )
+        .into());
+    }
+    let mut buf = Vec::new();
+    write(&mut buf).context("generating")?;
+    let mut out = std::io::stdout().lock();
+    // A reader that stops early (`keyturn man | head`) is not an error.
+    match out.write_all(&buf).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(Exit::Ok),
     }
 }
 

@@ -77,6 +77,14 @@ pub enum Command {
     BadRows(crate::bad_rows_cmd::BadRowsCommand),
     /// Running and recent runs (any host); pause, resume or stop the running one
     Runs(crate::runs_cmd::RunsArgs),
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print keyturn's man page (roff): `keyturn man > keyturn.1`
+    Man,
     /// Columns rotated inside a KMS (kms = "NAME"): retire the key versions no row needs
     #[command(subcommand)]
     Kms(crate::kms_cmd::KmsCommand),

@@ -49,6 +49,7 @@ mod config;
 mod demo;
 mod engine;
 mod envelope;
+mod generated;
 mod instances;
 mod kek;
 mod kek_million;

@@ -116,7 +116,7 @@ pub struct DueArgs {
 pub struct ReportArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Write the report as one self-contained HTML page to FILE
+    /// Write the report as one self-contained HTML page to FILE (`-`: to stdout)
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 }
@@ -539,6 +539,13 @@ fn print_due(r: &keyturn_audit::DueReport) {
 // ----------------------------------------------------------------- report
 
 pub async fn report(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
+    let to_stdout = args.html.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if to_stdout && cli.json {
+        return Err(keyturn_engine::EngineError::Usage(
+            "--html - writes the page to stdout, where --json would print its data too: give one of them".into(),
+        )
+        .into());
+    }
     let s = read_session(cli).await?;
     let report = async {
         let plan = s.plan(&crate::app::selection(&args.target)).await?;
@@ -549,6 +556,18 @@ pub async fn report(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
     .await;
     s.db.close().await;
     let report = report?;
+    if to_stdout {
+        use std::io::Write as _;
+        let html = keyturn_audit::html::render(&report);
+        let mut out = std::io::stdout().lock();
+        // A reader that stops early (`| head`) is not an error.
+        return match out.write_all(html.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(e).context("writing to stdout")
+            }
+            _ => Ok(Exit::Ok),
+        };
+    }
     if let Some(p) = &args.html {
         let html = keyturn_audit::html::render(&report);
         std::fs::write(p, html).with_context(|| format!("writing {}", p.display()))?;

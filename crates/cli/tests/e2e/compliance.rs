@@ -372,6 +372,17 @@ async fn sqlite_audit_due_notify_report() {
     env.run_ok(&["report", "--html", html.to_str().unwrap()]);
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("id=\"key-inventory\"") && page.contains("Broken at event #3."));
+    // `-` is stdout: the same page, and nothing else on stdout.
+    let out = env.run_ok(&["report", "--html", "-"]);
+    let piped = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        piped.starts_with("<!DOCTYPE html>") || piped.starts_with("<!doctype html>"),
+        "{}",
+        &piped[..60.min(piped.len())]
+    );
+    assert!(piped.contains("id=\"key-inventory\"") && piped.trim_end().ends_with("</html>"));
+    let out = env.keyturn(&["--json", "report", "--html", "-"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let (code, v) = env.json(&["report"]);
     assert_eq!(code, Some(0));
     assert_eq!(v["summary"]["chain_ok"], false);

@@ -550,23 +550,6 @@ struct Ctx<'a> {
     started: Instant,
 }
 
-fn config_text(url: &str, primary: &str) -> String {
-    format!(
-        r#"[database]
-url = "{url}"
-
-[keys]
-sources = ["env:{KEYS_ENV}"]
-primary = "{primary}"
-
-[[target]]
-table = "{TABLE}"
-primary_key = "id"
-columns = [{{ name = "c", encoding = "text" }}]
-"#
-    )
-}
-
 impl Ctx<'_> {
     fn say(&self, msg: &str) {
         say(self.started, msg);
@@ -582,7 +565,8 @@ impl Ctx<'_> {
         batch_size: Option<usize>,
     ) -> Result<(f64, f64, u64)> {
         let cfg = self.scratch.join(format!("app-{primary}.toml"));
-        std::fs::write(&cfg, config_text(url, primary)).context("writing a config")?;
+        std::fs::write(&cfg, crate::config_text(url, TABLE, primary))
+            .context("writing a config")?;
         let mut extra = Vec::new();
         if let Some(r) = max_rows_per_sec {
             extra.extend(["--max-rows-per-sec".to_string(), r.to_string()]);

@@ -206,7 +206,7 @@ fn say(started: Instant, msg: &str) {
     eprintln!("[{:7.1}s] {msg}", started.elapsed().as_secs_f64());
 }
 
-fn config_text(url: &str, table: &str, primary: &str) -> String {
+pub(crate) fn config_text(url: &str, table: &str, primary: &str) -> String {
     format!(
         r#"[database]
 url = "{url}"

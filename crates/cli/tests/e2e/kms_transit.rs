@@ -32,14 +32,21 @@ async fn server(t: &TestDb, scenario: &str) -> Option<Bao> {
     Some(b)
 }
 
-/// Encrypts each plaintext (with its derivation context) under `key`.
-async fn encrypt(b: &Bao, key: &str, items: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<String> {
+/// Sends `items` (each a `batch_input` entry without its context, and the
+/// context) to `<mount>/<op>/<key>`, 100 per request; the results in order.
+async fn batch(
+    b: &Bao,
+    op: &str,
+    key: &str,
+    items: impl Iterator<Item = (serde_json::Value, Option<Vec<u8>>)>,
+) -> Vec<serde_json::Value> {
+    let items: Vec<_> = items.collect();
     let mut out = Vec::new();
     for chunk in items.chunks(100) {
         let batch: Vec<serde_json::Value> = chunk
             .iter()
-            .map(|(p, c)| {
-                let mut m = serde_json::json!({ "plaintext": STANDARD.encode(p) });
+            .map(|(m, c)| {
+                let mut m = m.clone();
                 if let Some(c) = c {
                     m["context"] = STANDARD.encode(c).into();
                 }
@@ -48,17 +55,36 @@ async fn encrypt(b: &Bao, key: &str, items: &[(Vec<u8>, Option<Vec<u8>>)]) -> Ve
             .collect();
         let v = b
             .post(
-                &format!("{}/encrypt/{key}", b.mount),
+                &format!("{}/{op}/{key}", b.mount),
                 &b.root_token,
                 serde_json::json!({ "batch_input": batch }),
             )
             .await
-            .expect("transit encrypt");
-        for r in v["data"]["batch_results"].as_array().expect("results") {
-            out.push(r["ciphertext"].as_str().expect("ciphertext").to_owned());
-        }
+            .unwrap_or_else(|e| panic!("transit {op}: {e}"));
+        out.extend(
+            v["data"]["batch_results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .cloned(),
+        );
     }
     out
+}
+
+/// Encrypts each plaintext (with its derivation context) under `key`.
+async fn encrypt(b: &Bao, key: &str, items: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<String> {
+    let items = items.iter().map(|(p, c)| {
+        (
+            serde_json::json!({ "plaintext": STANDARD.encode(p) }),
+            c.clone(),
+        )
+    });
+    batch(b, "encrypt", key, items)
+        .await
+        .iter()
+        .map(|r| r["ciphertext"].as_str().expect("ciphertext").to_owned())
+        .collect()
 }
 
 /// Decrypts each ciphertext (with its context) by the server.
@@ -67,34 +93,17 @@ async fn decrypt(
     key: &str,
     items: &[(String, Option<Vec<u8>>)],
 ) -> Vec<Result<Vec<u8>, String>> {
-    let mut out = Vec::new();
-    for chunk in items.chunks(100) {
-        let batch: Vec<serde_json::Value> = chunk
-            .iter()
-            .map(|(ct, c)| {
-                let mut m = serde_json::json!({ "ciphertext": ct });
-                if let Some(c) = c {
-                    m["context"] = STANDARD.encode(c).into();
-                }
-                m
-            })
-            .collect();
-        let v = b
-            .post(
-                &format!("{}/decrypt/{key}", b.mount),
-                &b.root_token,
-                serde_json::json!({ "batch_input": batch }),
-            )
-            .await
-            .expect("transit decrypt");
-        for r in v["data"]["batch_results"].as_array().expect("results") {
-            out.push(match r["plaintext"].as_str() {
-                Some(p) => Ok(STANDARD.decode(p).expect("base64 plaintext")),
-                None => Err(r["error"].to_string()),
-            });
-        }
-    }
-    out
+    let items = items
+        .iter()
+        .map(|(ct, c)| (serde_json::json!({ "ciphertext": ct }), c.clone()));
+    batch(b, "decrypt", key, items)
+        .await
+        .iter()
+        .map(|r| match r["plaintext"].as_str() {
+            Some(p) => Ok(STANDARD.decode(p).expect("base64 plaintext")),
+            None => Err(r["error"].to_string()),
+        })
+        .collect()
 }
 
 async fn create_key(b: &Bao, derived: bool) -> String {

@@ -215,8 +215,8 @@ pub struct ColumnKeys {
     /// Each one with a known start date counts as in use while
     /// `keyless > 0`.
     pub candidates: Vec<String>,
-    /// The primary key of the column's keyring, when it has its own
-    /// (`[keyrings.NAME]`); `None`: the report's primary.
+    /// The current key of the column's keyring, when it has its own
+    /// (`[keyrings.NAME]`); `None`: the report's current key.
     pub primary: Option<String>,
 }
 
@@ -231,7 +231,8 @@ pub struct KeyInColumn {
     /// The column holds values whose key SQL cannot read, and this declared
     /// key may be one of them: it counts as in use.
     pub undetermined: bool,
-    /// Whether it is the primary key of the column's keyring.
+    /// Whether it is the current key of the column's keyring.
+    #[serde(rename = "current")]
     pub primary: bool,
     /// When it came into use (RFC 3339 UTC); `None` if unknown, which makes it overdue.
     pub since: Option<String>,
@@ -275,7 +276,8 @@ pub struct ColumnDue {
 pub struct KeyDue {
     /// The key id.
     pub key_id: String,
-    /// Whether it is the primary key of a column's keyring.
+    /// Whether it is the current key of a column's keyring.
+    #[serde(rename = "current")]
     pub primary: bool,
     /// Values counted under it by SQL, over all columns.
     pub rows: u64,
@@ -303,7 +305,7 @@ pub struct DueReport {
     /// The `[policy]` section's default warning window, in days.
     pub warn_days: u32,
     /// The primary key id of the default keyring, if known.
-    pub primary_key_id: Option<String>,
+    pub current_key_id: Option<String>,
     /// Per column, in the order given.
     pub columns: Vec<ColumnDue>,
     /// Per key, primary first, then by id.
@@ -481,7 +483,7 @@ pub fn evaluate(
         now: ts::format(now),
         max_key_age_days: policy.max_key_age_days,
         warn_days: policy.warn_days,
-        primary_key_id: primary.map(str::to_owned),
+        current_key_id: primary.map(str::to_owned),
         columns: out,
         keys,
         status,
@@ -499,7 +501,7 @@ fn column_message(
     max_days: u32,
 ) -> String {
     if keys.is_empty() {
-        return "no encrypted values and no primary key in use yet".into();
+        return "no encrypted values and no current key in use yet".into();
     }
     if !unknown.is_empty() {
         return format!(

@@ -29,7 +29,7 @@ pub enum AuditAction {
     EncryptStart,
     /// `encrypt` ended.
     EncryptEnd,
-    /// `verify` ran: whether every value is under the primary key.
+    /// `verify` ran: whether every value is under the current key.
     Verify,
     /// The key-encryption key (KMS master key) was rotated.
     KekRotate,
@@ -152,7 +152,7 @@ pub enum Outcome {
     /// Stopped at a batch boundary because another run took the rotation
     /// lock (its checkpoint saved; `details.lock_holder` names the other).
     LockLost,
-    /// `verify`: some values are not under the primary key or do not decrypt.
+    /// `verify`: some values are not under the current key or do not decrypt.
     Mismatch,
     /// An outcome this version does not know, kept as stored.
     Other(String),
@@ -222,7 +222,7 @@ impl<'de> Deserialize<'de> for Outcome {
 
 /// Counts for one column. Which counts depends on the action
 /// (docs/AUDIT.md): `rotate.end` has `rotated`, `skipped`, `retried`,
-/// `failed`; `verify` has `checked`, `under_primary`, `failing`; start
+/// `failed`; `verify` has `checked`, `under_current`, `failing`; start
 /// events have `by_key` (values per key id before the run).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnCounts {

@@ -124,7 +124,7 @@ fn since_source(s: Option<SinceSource>) -> &'static str {
 /// Every key id in the chart, primary first, with its color.
 fn key_colors(r: &EvidenceReport) -> Vec<(String, &'static str)> {
     let mut ids: Vec<String> = Vec::new();
-    if let Some(p) = &r.summary.primary_key_id {
+    if let Some(p) = &r.summary.current_key_id {
         ids.push(p.clone());
     }
     for c in &r.columns {
@@ -367,7 +367,7 @@ pub fn render(r: &EvidenceReport) -> String {
          <div class=\"card {cc}\" id=\"summary-compliance\"><h3>Compliance</h3><p class=\"big\">{cb}</p><p>{next}</p></div>\
          <div class=\"card {hc}\" id=\"summary-chain\"><h3>Audit trail</h3><p class=\"big\">{hb}</p><p>{events} events, hash-chained</p></div>\
          <div class=\"card {verify_cls}\" id=\"summary-verify\"><h3>Latest verify</h3><p class=\"big\">{vb}</p><p>{vs}</p></div>\
-         <div class=\"card neutral\" id=\"summary-keys\"><h3>Keys holding data</h3><p class=\"big\">{kin}</p><p>primary: {prim}</p></div>\
+         <div class=\"card neutral\" id=\"summary-keys\"><h3>Keys holding data</h3><p class=\"big\">{kin}</p><p>current key: {prim}</p></div>\
          </section>",
         cc = match comp {
             Compliance::Ok => "ok",
@@ -387,7 +387,7 @@ pub fn render(r: &EvidenceReport) -> String {
         vb = esc(&verify_big),
         vs = esc(&verify_sub),
         kin = s.keys_in_use,
-        prim = esc(s.primary_key_id.as_deref().unwrap_or("unknown")),
+        prim = esc(s.current_key_id.as_deref().unwrap_or("unknown")),
     );
 
     // 1. Compliance.
@@ -405,7 +405,7 @@ pub fn render(r: &EvidenceReport) -> String {
                 format!(
                     "<code>{}</code>{} {}",
                     esc(&k.key_id),
-                    if k.primary { " (primary)" } else { "" },
+                    if k.primary { " (current)" } else { "" },
                     match k.age_days {
                         Some(a) => format!("{a} d"),
                         None => "age unknown".into(),
@@ -479,12 +479,12 @@ pub fn render(r: &EvidenceReport) -> String {
     h.push_str(&chart(r, &colors));
     h.push_str("<div class=\"legend\">");
     for (k, c) in &colors {
-        let primary = r.summary.primary_key_id.as_deref() == Some(k.as_str());
+        let primary = r.summary.current_key_id.as_deref() == Some(k.as_str());
         let _ = write!(
             h,
             "<span><span class=\"sw\" style=\"background:{c}\"></span><code>{}</code>{}</span>",
             esc(k),
-            if primary { " (primary)" } else { "" }
+            if primary { " (current)" } else { "" }
         );
     }
     if r.columns.iter().any(|c| c.unrecognized > 0) {
@@ -505,23 +505,23 @@ pub fn render(r: &EvidenceReport) -> String {
             let deep = e.details.get("deep").and_then(|v| v.as_bool()).unwrap_or(false);
             let _ = write!(
                 h,
-                "<p class=\"{}\"><b>{}</b> — <code>keyturn verify{}</code> by {} at {} UTC (event #{}), primary key <code>{}</code>.</p>",
+                "<p class=\"{}\"><b>{}</b> — <code>keyturn verify{}</code> by {} at {} UTC (event #{}), current key <code>{}</code>.</p>",
                 if e.outcome.as_str() == "ok" { "fine" } else { "problem" },
-                if e.outcome.as_str() == "ok" { "Every value is under the primary key" } else { "Some values are not under the primary key" },
+                if e.outcome.as_str() == "ok" { "Every value is under the current key" } else { "Some values are not under the current key" },
                 if deep { " --deep" } else { "" },
                 esc(&e.actor),
                 esc(&human(&e.time)),
                 e.seq,
                 esc(e.key().unwrap_or("?")),
             );
-            h.push_str("<table><thead><tr><th>column</th><th class=\"num\">checked</th><th class=\"num\">under the primary</th><th class=\"num\">failing</th></tr></thead><tbody>");
+            h.push_str("<table><thead><tr><th>column</th><th class=\"num\">checked</th><th class=\"num\">under the current key</th><th class=\"num\">failing</th></tr></thead><tbody>");
             for c in &e.columns {
                 let _ = write!(
                     h,
                     "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
                     esc(&c.label()),
                     c.get("checked"),
-                    c.get("under_primary"),
+                    c.get("under_current").max(c.get("under_primary")),
                     c.get("failing")
                 );
             }

@@ -62,7 +62,7 @@ pub struct RunNotice {
     /// `rotated` or `encrypted`.
     pub verb: String,
     /// The key the run wrote under.
-    pub primary_key_id: String,
+    pub current_key_id: String,
     /// The run's outcome (`ok`, `completed_with_errors`, …).
     pub outcome: String,
     /// Wall-clock duration of the run, in seconds.
@@ -158,7 +158,7 @@ impl Message {
         let failed: u64 = s.columns.iter().map(|c| c.failed).sum();
         let title = format!(
             "keyturn {op} to key {}: {} ({written} values {verb}, {failed} failed, {:.0}s)",
-            s.primary_key_id,
+            s.current_key_id,
             s.outcome.replace('_', " "),
             s.seconds
         );

@@ -51,8 +51,8 @@ pub struct ColumnDistribution {
     /// [`crate::due::ColumnKeys::candidates`]).
     #[serde(skip)]
     pub candidates: Vec<String>,
-    /// The primary key of the column's own keyring (`[keyrings.NAME]`);
-    /// `None`: the `[keys]` primary.
+    /// The current key of the column's own keyring (`[keyrings.NAME]`);
+    /// `None`: the `[keys]` section's.
     #[serde(skip)]
     pub primary: Option<String>,
 }
@@ -183,7 +183,7 @@ pub struct Summary {
     pub columns: usize,
     /// The current primary key id: the config's, else the audit trail's; `None` if neither names
     /// one.
-    pub primary_key_id: Option<String>,
+    pub current_key_id: Option<String>,
 }
 
 /// The whole `keyturn report` document, rendered as JSON or HTML.
@@ -220,7 +220,7 @@ pub struct EvidenceReport {
 /// retired key ids, and the rotation policy.
 #[derive(Clone, Debug, Default)]
 pub struct ReportConfig {
-    /// The `[keys]` section's primary key id, if set.
+    /// The `[keys]` section's current key id (`primary = …`), if set.
     pub primary: Option<String>,
     /// The `[keys]` section's retired key ids.
     pub retired: Vec<String>,
@@ -344,7 +344,7 @@ pub fn build_with_runs(
             .map(ColumnDistribution::label)
             .collect();
         let state = if primary.as_deref() == Some(id.as_str()) {
-            "primary"
+            "current"
         } else if lifecycle.get(id.as_str()) == Some(&&AuditAction::KeyDestroy) {
             "destroyed"
         } else if cfg.retired.contains(id)
@@ -380,7 +380,7 @@ pub fn build_with_runs(
         });
     }
     let order = |s: &str| match s {
-        "primary" => 0,
+        "current" => 0,
         "decrypt-only" => 1,
         "retired" => 2,
         "unused" => 3,
@@ -434,7 +434,7 @@ pub fn build_with_runs(
         latest_verify: latest_verify.as_ref().map(|e| e.outcome.to_string()),
         keys_in_use: keys.iter().filter(|k| k.rows > 0).count(),
         columns: columns.len(),
-        primary_key_id: primary.clone(),
+        current_key_id: primary.clone(),
     };
     Ok(EvidenceReport {
         generated_at: ts::format(now),

@@ -95,7 +95,7 @@ async fn clinic(dir: &Path, tamper: bool) -> EvidenceReport {
             .columns(vec![
                 ColumnCounts::new("patients", "phone")
                     .count("checked", 117_600)
-                    .count("under_primary", 117_600)
+                    .count("under_current", 117_600)
                     .count("failing", 0),
             ]),
         ev(AuditAction::RotateStart, "bob@ops", Outcome::Started)
@@ -117,15 +117,15 @@ async fn clinic(dir: &Path, tamper: bool) -> EvidenceReport {
             .columns(vec![
                 ColumnCounts::new("patients", "phone")
                     .count("checked", 117_600)
-                    .count("under_primary", 70_560)
+                    .count("under_current", 70_560)
                     .count("failing", 47_040),
                 ColumnCounts::new("patients", "nino")
                     .count("checked", 120_000)
-                    .count("under_primary", 120_000)
+                    .count("under_current", 120_000)
                     .count("failing", 0),
                 ColumnCounts::new("records", "cjis_notes")
                     .count("checked", 8_000)
-                    .count("under_primary", 0)
+                    .count("under_current", 0)
                     .count("failing", 8_000),
             ]),
     ];
@@ -178,7 +178,7 @@ async fn the_report_holds_every_piece_of_evidence_as_json() {
     assert_eq!(v["summary"]["compliance"], "overdue");
     assert_eq!(v["summary"]["chain_ok"], true);
     assert_eq!(v["summary"]["latest_verify"], "mismatch");
-    assert_eq!(v["summary"]["primary_key_id"], "k3");
+    assert_eq!(v["summary"]["current_key_id"], "k3");
     let keys: Vec<(&str, &str)> = r
         .keys
         .iter()
@@ -186,7 +186,7 @@ async fn the_report_holds_every_piece_of_evidence_as_json() {
         .collect();
     assert_eq!(
         keys,
-        vec![("k3", "primary"), ("k2", "decrypt-only"), ("k1", "retired")]
+        vec![("k3", "current"), ("k2", "decrypt-only"), ("k1", "retired")]
     );
     let k1 = &r.keys[2];
     assert_eq!(k1.since.as_deref(), Some("2024-01-15T00:00:00.000Z"));

@@ -109,7 +109,8 @@ pub struct SelfTest {
     /// True when the keyring loaded, the probe round-tripped under the primary key and that key is
     /// not compromised.
     pub ok: bool,
-    /// The primary key id; empty if the keyring could not be loaded.
+    /// The current key id; empty if the keyring could not be loaded.
+    #[serde(rename = "current_key_id")]
     pub primary: String,
     /// Keys in the loaded keyring (0 if it could not be loaded).
     pub keys_loaded: usize,
@@ -231,7 +232,9 @@ impl Catalog {
             id.as_str()
         )];
         if !entries.iter().any(|e| e.state == LifecycleState::Primary) {
-            warnings.push("the catalog has no primary key yet: promote one".into());
+            warnings.push(
+                "the catalog has no current key yet (no key in state primary): promote one".into(),
+            );
         }
         Ok(Outcome {
             action: "add".into(),
@@ -380,7 +383,7 @@ impl Catalog {
         let entries = self.list().await?;
         if !entries.iter().any(|e| e.state == LifecycleState::Primary) {
             return Err(CatalogError::Invalid(format!(
-                "catalog {:?} has no primary key ({} keys): add one with `keyturn keys add` and promote it",
+                "catalog {:?} has no current key (no key in state primary; {} keys): add one with `keyturn keys add` and promote it",
                 self.name,
                 entries.len()
             )));
@@ -442,7 +445,7 @@ impl Catalog {
             && entries.iter().any(|e| e.id == primary && e.compromised)
         {
             problems.push(format!(
-                "primary key {primary:?} is marked compromised: promote a new key and rotate"
+                "current key {primary:?} is marked compromised: promote a new key and rotate"
             ));
         }
         SelfTest {

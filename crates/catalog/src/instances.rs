@@ -29,6 +29,7 @@ pub struct InstanceStatus {
     /// Key ids its keyring decrypts with.
     pub key_ids: Vec<String>,
     /// The key id it encrypts with.
+    #[serde(rename = "current_key_id")]
     pub primary: String,
     /// 16 hex digits identifying the keyring's ids, states and keys; equal fingerprints mean equal
     /// keyrings. Reveals nothing about the keys.

@@ -139,7 +139,7 @@ pub enum Refusal {
         id: String,
     },
     /// `promote` was asked for the key that is already primary.
-    #[error("key {id:?} is already the primary key")]
+    #[error("key {id:?} is already the current key (state primary)")]
     AlreadyPrimary {
         /// The primary key's id.
         id: String,
@@ -167,7 +167,7 @@ pub enum Refusal {
     },
     /// `retire` was asked for the primary key.
     #[error(
-        "key {id:?} is the primary key: promote another key first, rotate, then retire this one"
+        "key {id:?} is the current key: promote another key first, rotate, then retire this one"
     )]
     IsPrimary {
         /// The primary key's id.
@@ -189,7 +189,7 @@ pub enum Refusal {
     /// `retire` without `--force` before the safety period after the key
     /// stopped being primary has passed.
     #[error(
-        "key {id:?} stopped being primary at {since}; the safety period runs until {until} (readers with an old keyring may still encrypt under it); --force retires it now"
+        "key {id:?} stopped being the current key at {since}; the safety period runs until {until} (readers with an old keyring may still encrypt under it); --force retires it now"
     )]
     SafetyPeriod {
         /// The key's id.
@@ -537,7 +537,7 @@ pub fn mark_compromised(keys: &[KeyFacts], id: &str) -> Result<Decision, Refusal
     let mut warnings = Vec::new();
     match k.state {
         LifecycleState::Primary => warnings.push(format!(
-            "key {id:?} is still the primary: add a new key, promote it, then `keyturn rotate` (rows under {id:?} are rotated first)"
+            "key {id:?} is still the current key: add a new key, promote it, then `keyturn rotate` (rows under {id:?} are rotated first)"
         )),
         LifecycleState::Destroyed => {}
         _ => warnings.push(format!(

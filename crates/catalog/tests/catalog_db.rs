@@ -94,7 +94,7 @@ async fn lifecycle(db: Arc<dyn Database>) {
     // No primary yet: no keyring.
     let cache = DekCache::new(kek.clone());
     let e = cat.load_keyring(&cache, false).await.unwrap_err();
-    assert!(e.to_string().contains("no primary"), "{e}");
+    assert!(e.to_string().contains("no current key"), "{e}");
 
     let out = cat.promote("k1").await.unwrap();
     assert!(out.warnings[0].contains("every reader"));

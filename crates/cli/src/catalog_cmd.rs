@@ -56,7 +56,7 @@ async fn keys_command(
                 output::print_json(&st)?;
             } else if st.ok {
                 outln!(
-                    "ok: primary {:?} encrypts and decrypts; {} keys loaded",
+                    "ok: current key {:?} encrypts and decrypts; {} keys loaded",
                     st.primary,
                     st.keys_loaded
                 );
@@ -356,7 +356,7 @@ fn print_instances(
         "STATUS",
         "LAST SEEN",
         "AGO (s)",
-        "PRIMARY"
+        "CURRENT"
     );
     for i in list {
         outln!(

@@ -521,7 +521,7 @@ fn print_due(r: &keyturn_audit::DueReport) {
         for k in &r.keys {
             outln!(
                 "  {:<16} {:>12} {:<12} {:>6}  {:<11} {}",
-                format!("{}{}", k.key_id, if k.primary { " (primary)" } else { "" }),
+                format!("{}{}", k.key_id, if k.primary { " (current)" } else { "" }),
                 k.rows,
                 k.since.as_deref().map(|d| &d[..10]).unwrap_or("unknown"),
                 k.age_days
@@ -580,14 +580,14 @@ pub async fn report(cli: &Cli, args: &ReportArgs) -> Result<Exit> {
     } else {
         let sm = &report.summary;
         outln!(
-            "compliance: {} · key ages: {} · audit trail: {} ({} events) · latest verify: {} · keys holding data: {} · primary: {}",
+            "compliance: {} · key ages: {} · audit trail: {} ({} events) · latest verify: {} · keys holding data: {} · current key: {}",
             sm.compliance.label(),
             sm.policy.label(),
             if sm.chain_ok { "intact" } else { "BROKEN" },
             sm.events,
             sm.latest_verify.as_deref().unwrap_or("none recorded"),
             sm.keys_in_use,
-            sm.primary_key_id.as_deref().unwrap_or("unknown")
+            sm.current_key_id.as_deref().unwrap_or("unknown")
         );
         for a in &sm.attention {
             outln!("  needs attention: {a}");

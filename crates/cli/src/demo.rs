@@ -209,7 +209,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     )?;
     std::fs::write(&config_path, config_text("k2"))?;
     say(
-        "\n3. Time to rotate: generated k2, added it to the key file and made it primary (k1 stays, decrypt-only). Where we stand (`keyturn status`):\n",
+        "\n3. Time to rotate: generated k2, added it to the key file and made it the current key (k1 stays, decrypt-only). Where we stand (`keyturn status`):\n",
     );
     let session = Session::open(Config::load(&config_path)?, &all, 4).await?;
     let before = keyturn_ops::verify::status(&session, false).await;

@@ -256,10 +256,10 @@ pub fn print_status(r: &StatusReport, runs: &[OpenRun], json: bool) -> anyhow::R
     }
     let tty = std::io::stdout().is_terminal();
     outln!(
-        "keyturn status{} ({}; primary key {:?})",
+        "keyturn status{} ({}; current key {:?})",
         if r.deep { " --deep" } else { "" },
         r.backend,
-        r.primary_key_id
+        r.current_key_id
     );
     for c in &r.columns {
         let values = c.total - c.nulls;
@@ -279,13 +279,13 @@ pub fn print_status(r: &StatusReport, runs: &[OpenRun], json: bool) -> anyhow::R
         }
         outln!("");
         outln!(
-            "{}.{}  [{}]  {} rows, {} NULL, {} under the primary, {} to rotate{extra}",
+            "{}.{}  [{}]  {} rows, {} NULL, {} under the current key, {} to rotate{extra}",
             c.table,
             c.column,
             c.codec,
             c.total,
             c.nulls,
-            c.under_primary,
+            c.under_current,
             c.needs_rotation,
         );
         let mut lines: Vec<(String, u64)> = c
@@ -369,7 +369,7 @@ pub fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
         } else {
             ""
         },
-        s.primary_key_id,
+        s.current_key_id,
         s.run_id
     );
     outln!(
@@ -449,14 +449,14 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
         return print_json(r);
     }
     outln!(
-        "verify{} (primary key {:?}): {}",
+        "verify{} (current key {:?}): {}",
         if r.deep { " --deep" } else { "" },
-        r.primary_key_id,
+        r.current_key_id,
         if r.ok { "OK" } else { "FAILED" }
     );
     for c in &r.columns {
         outln!(
-            "  {}.{}: {} values checked{}, {} under the primary, {} failing",
+            "  {}.{}: {} values checked{}, {} under the current key, {} failing",
             c.table,
             c.column,
             c.checked,
@@ -465,7 +465,7 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
             } else {
                 ""
             },
-            c.under_primary,
+            c.under_current,
             c.failing
         );
         for f in c.first_failures.iter().take(20) {

@@ -157,7 +157,7 @@ pub fn parse_key(
             ..
         } => {
             if text.is_empty() {
-                return Err(bad(codec, id, "empty primary key"));
+                return Err(bad(codec, id, "empty current key id"));
             }
             if key_derivation_salt.is_empty() {
                 return Err(bad(codec, id, "the codec's key_derivation_salt is empty"));

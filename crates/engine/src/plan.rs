@@ -207,7 +207,7 @@ pub struct Plan {
 
 impl Plan {
     /// The distinct primary key ids of the columns' keyrings, in column order.
-    pub fn primary_key_ids(&self) -> Vec<String> {
+    pub fn current_key_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = Vec::new();
         for c in &self.columns {
             let Ok(p) = c.primary_id() else { continue };

@@ -125,7 +125,7 @@ pub struct RunSummary {
     /// Whether this was a dry run (nothing written).
     pub dry_run: bool,
     /// The primary key id of each column's keyring, comma-separated.
-    pub primary_key_id: String,
+    pub current_key_id: String,
     /// Per column, in plan order.
     pub columns: Vec<ColumnSummary>,
     /// Bad rows found, up to a limit (see `bad_rows_truncated`).
@@ -691,7 +691,7 @@ impl Run {
             operation: op,
             run_id,
             dry_run: opts.dry_run,
-            primary_key_id: plan.primary_key_ids().join(","),
+            current_key_id: plan.current_key_ids().join(","),
             columns: Vec::new(),
             bad_rows: Vec::new(),
             bad_rows_truncated: false,
@@ -1312,7 +1312,7 @@ async fn process_column(
             }
         } else {
             progress.note(&format!(
-                "{}: checkpoint was for key {:?}, the primary is now {:?}: starting over",
+                "{}: checkpoint was for key {:?}, the current key is now {:?}: starting over",
                 plan.label(),
                 cp.target_key,
                 plan.primary_id()?

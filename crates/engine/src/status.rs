@@ -49,7 +49,7 @@ pub struct ColumnStatus {
     /// The codec's name.
     pub codec: String,
     /// The key that encrypts this column's values (its keyring's primary).
-    pub primary_key_id: String,
+    pub current_key_id: String,
     /// Rows in the table, NULLs included.
     pub total: u64,
     /// Rows whose column is NULL.
@@ -66,7 +66,7 @@ pub struct ColumnStatus {
     /// (`--deep` only; without it they are counted where their header says).
     pub undecryptable: u64,
     /// Values under the primary key.
-    pub under_primary: u64,
+    pub under_current: u64,
     /// Values under a key other than the primary.
     pub needs_rotation: u64,
     /// How the counts were obtained: by SQL or by decrypting every value.
@@ -82,7 +82,7 @@ pub struct StatusReport {
     /// The database backend: `sqlite`, `postgres` or `mysql`.
     pub backend: String,
     /// The primary (encrypting) key of each column's keyring, comma-separated.
-    pub primary_key_id: String,
+    pub current_key_id: String,
     /// Whether every value was decrypted (`--deep`) rather than counted in SQL.
     pub deep: bool,
     /// Per column, in plan order.
@@ -116,7 +116,7 @@ const AES_GCM_WARN_AT: u64 = 1 << 31;
 
 fn state_of(c: &ColumnPlan, key: &str) -> &'static str {
     match c.key_state(key).ok().flatten() {
-        Some(KeyState::Primary) => "primary",
+        Some(KeyState::Primary) => "current",
         Some(KeyState::DecryptOnly) => "decrypt-only",
         Some(KeyState::Retired) => "retired",
         _ => "unknown",
@@ -171,7 +171,7 @@ async fn column_status(
         })
         .collect();
     rows.sort_by(|a, b| b.rows.cmp(&a.rows).then(a.key_id.cmp(&b.key_id)));
-    let under_primary = rows
+    let under_current = rows
         .iter()
         .filter(|k| k.key_id == primary)
         .map(|k| k.rows)
@@ -215,14 +215,14 @@ async fn column_status(
         table: c.col.table.clone(),
         column: c.col.column.clone(),
         codec,
-        primary_key_id: primary,
+        current_key_id: primary,
         total,
         nulls,
         by_key: rows,
         keyless,
         unrecognized,
         undecryptable,
-        under_primary,
+        under_current,
         needs_rotation,
         counted_by,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
@@ -268,7 +268,7 @@ pub async fn status(
     }
     Ok(StatusReport {
         backend: db.backend().name().to_owned(),
-        primary_key_id: plan.primary_key_ids().join(","),
+        current_key_id: plan.current_key_ids().join(","),
         deep: opts.deep,
         columns,
         warnings,

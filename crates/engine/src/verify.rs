@@ -70,7 +70,7 @@ pub struct ColumnVerify {
     /// Non-NULL values checked.
     pub checked: u64,
     /// Values under the primary key (and, with `deep`, that decrypt).
-    pub under_primary: u64,
+    pub under_current: u64,
     /// Under another key, unrecognized or undecryptable, and not
     /// acknowledged.
     pub failing: u64,
@@ -93,7 +93,7 @@ pub struct VerifyReport {
     /// Whether every value was decrypted (`--deep`).
     pub deep: bool,
     /// The primary key id of each column's keyring, comma-separated.
-    pub primary_key_id: String,
+    pub current_key_id: String,
     /// Per column, in plan order.
     pub columns: Vec<ColumnVerify>,
     /// True when no column has failing rows (acknowledged rows do not count).
@@ -121,11 +121,14 @@ fn reason_from_header(c: &ColumnPlan, primary: &str, value: &[u8]) -> Option<(St
         Inspection::UnderKey(k) if k == primary => None,
         Inspection::UnderKeyOwned(k) if k.as_str() == primary => None,
         Inspection::UnderKey(k) => Some((
-            format!("under key {k:?}, not the primary {primary:?}"),
+            format!("under key {k:?}, not the current key {primary:?}"),
             !usable(k),
         )),
         Inspection::UnderKeyOwned(k) => Some((
-            format!("under key {:?}, not the primary {primary:?}", k.as_str()),
+            format!(
+                "under key {:?}, not the current key {primary:?}",
+                k.as_str()
+            ),
             !usable(k.as_str()),
         )),
         Inspection::Invalid(e) => Some((e.to_string(), true)),
@@ -143,7 +146,7 @@ fn reason_from_header(c: &ColumnPlan, primary: &str, value: &[u8]) -> Option<(St
 /// The column's failing rows and counts.
 struct Found {
     checked: u64,
-    under_primary: u64,
+    under_current: u64,
     /// Every failure seen, in key order (all of them when `complete`).
     failures: Vec<Failure>,
     /// Failures counted, seen or not.
@@ -174,8 +177,8 @@ async fn find_failures(
             // Counting is the database's job; only the failing rows are
             // read, to name them (all of them when acknowledgements might
             // account for every one).
-            let under_primary = counts.rows_under(&primary);
-            let failing = counts.values() - under_primary;
+            let under_current = counts.rows_under(&primary);
+            let failing = counts.values() - under_current;
             let wanted = if failing as usize <= acked + LISTED_FAILURES {
                 usize::MAX
             } else {
@@ -214,7 +217,7 @@ async fn find_failures(
             }
             Ok(Found {
                 checked: counts.values(),
-                under_primary,
+                under_current,
                 failing,
                 complete,
                 failures,
@@ -248,7 +251,7 @@ async fn find_failures(
                         return;
                     }
                     Finding::Under(k) => (
-                        format!("decrypts, but under key {k:?}, not the primary"),
+                        format!("decrypts, but under key {k:?}, not the current key"),
                         false,
                     ),
                     Finding::Unusable(_, why) | Finding::NotThisFormat(why) | Finding::Bad(why) => {
@@ -268,7 +271,7 @@ async fn find_failures(
             .await?;
             Ok(Found {
                 checked,
-                under_primary: under,
+                under_current: under,
                 complete: failing as usize <= keep,
                 failing,
                 failures,
@@ -298,7 +301,7 @@ async fn verify_column(
         table: c.col.table.clone(),
         column: c.col.column.clone(),
         checked: found.checked,
-        under_primary: found.under_primary,
+        under_current: found.under_current,
         failing: found.failing,
         first_failures: Vec::new(),
         acknowledged: Vec::new(),
@@ -381,7 +384,7 @@ pub async fn verify(
     let ok = columns.iter().all(|c| c.failing == 0);
     Ok(VerifyReport {
         deep: opts.deep,
-        primary_key_id: plan.primary_key_ids().join(","),
+        current_key_id: plan.current_key_ids().join(","),
         columns,
         ok,
         warnings,

@@ -117,7 +117,7 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
     .unwrap();
     let c = &deep.columns[0];
     assert_eq!(
-        (c.keyless, c.needs_rotation, c.under_primary),
+        (c.keyless, c.needs_rotation, c.under_current),
         (0, 300, 0),
         "{deep:?}"
     );
@@ -193,7 +193,7 @@ columns = [{{ name = "otp_secret", codec = "fernet", keyring = "django" }}]
         v.columns[0].counted_by,
         keyturn_engine::CountedBy::Decryption
     );
-    assert_eq!(v.columns[0].under_primary, 300);
+    assert_eq!(v.columns[0].under_current, 300);
 
     // The values are Fernet tokens the app can read with only the new key.
     let only_new = keyturn_codecs::load_ring(

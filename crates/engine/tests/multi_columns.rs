@@ -181,7 +181,7 @@ async fn envelope_rows_are_encrypted_rewrapped_and_verified() {
         .await
         .unwrap();
     let c = &st.columns[0];
-    assert_eq!((c.total, c.nulls, c.under_primary), (120, 12, 108), "{c:?}");
+    assert_eq!((c.total, c.nulls, c.under_current), (120, 12, 108), "{c:?}");
     assert_eq!(c.by_key[0].key_id, "kek-1");
     assert_eq!(c.codec, "envelope");
     let before = env.rows().await;

@@ -88,7 +88,7 @@ impl KeyringBuilder {
                 if let Some(p) = primary {
                     let first: &Entry = &self.entries[p];
                     return Err(FormatError::Keyring(format!(
-                        "two primary keys ({:?} and {:?}); exactly one key encrypts",
+                        "two current keys ({:?} and {:?}) named primary; exactly one key encrypts",
                         first.id.as_str(),
                         e.id.as_str()
                     )));
@@ -103,7 +103,7 @@ impl KeyringBuilder {
             }
             None => {
                 return Err(FormatError::Keyring(format!(
-                    "no primary key among {}; name the one that encrypts",
+                    "no current key among {}; name the one that encrypts (primary = …)",
                     self.entries
                         .iter()
                         .map(|e| format!("{:?}", e.id.as_str()))
@@ -332,11 +332,11 @@ mod tests {
             .add(KeyId::new("a").unwrap(), k(1), KeyState::Primary)
             .add(KeyId::new("b").unwrap(), k(2), KeyState::Primary)
             .build();
-        assert!(two.unwrap_err().to_string().contains("two primary keys"));
+        assert!(two.unwrap_err().to_string().contains("two current keys"));
         let none = Keyring::builder()
             .add(KeyId::new("a").unwrap(), k(1), KeyState::DecryptOnly)
             .build();
-        assert!(none.unwrap_err().to_string().contains("no primary"));
+        assert!(none.unwrap_err().to_string().contains("no current key"));
         let dup = Keyring::builder()
             .add(KeyId::new("a").unwrap(), k(1), KeyState::Primary)
             .add(KeyId::new("a").unwrap(), k(2), KeyState::DecryptOnly)

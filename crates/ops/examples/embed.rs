@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for c in &before.report.columns {
         println!(
             "{}.{}: {} under the primary, {} to rotate",
-            c.table, c.column, c.under_primary, c.needs_rotation
+            c.table, c.column, c.under_current, c.needs_rotation
         );
     }
     // Setting `stop` (from a signal handler, say) ends the run at the next

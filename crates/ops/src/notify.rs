@@ -12,7 +12,7 @@ pub fn run_notice(s: &RunSummary) -> RunNotice {
             Operation::Encrypt => "encrypted",
         }
         .into(),
-        primary_key_id: s.primary_key_id.clone(),
+        current_key_id: s.current_key_id.clone(),
         outcome: s.outcome.as_str().to_owned(),
         seconds: s.seconds,
         columns: s

@@ -229,7 +229,7 @@ fn refuse_compromised_primary(session: &Session, compromised: &[String]) -> Resu
         let primary = c.primary_id()?;
         if compromised.contains(&primary) {
             return Err(EngineError::Config(format!(
-                "the primary key {primary:?} is marked compromised: add and promote a new key before rotating"
+                "the current key {primary:?} is marked compromised: add and promote a new key before rotating"
             ))
             .into());
         }
@@ -345,7 +345,7 @@ async fn run_started(
         return Ok(None);
     }
     let at = Instant::now();
-    let primary = session.plan.primary_key_ids().join(",");
+    let primary = session.plan.current_key_ids().join(",");
     let mut columns = Vec::new();
     let mut from: Vec<String> = Vec::new();
     let mut keyring: Vec<String> = Vec::new();
@@ -440,7 +440,7 @@ async fn run_finished(
         Operation::Rotate => "rotated",
         Operation::Encrypt => "encrypted",
     };
-    let primary = session.plan.primary_key_ids().join(",");
+    let primary = session.plan.current_key_ids().join(",");
     let from_keys = started
         .as_ref()
         .map(|st| st.from_keys.clone())
@@ -570,7 +570,7 @@ mod tests {
             operation: Operation::Rotate,
             run_id: "r".into(),
             dry_run: false,
-            primary_key_id: "k2".into(),
+            current_key_id: "k2".into(),
             columns: vec![ColumnSummary {
                 table: "t".into(),
                 column: "a".into(),

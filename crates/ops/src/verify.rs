@@ -49,9 +49,9 @@ async fn flag_compromised(session: &Session, report: &mut StatusReport) -> Resul
         }
     }
     for k in &compromised {
-        if report.columns.iter().any(|col| &col.primary_key_id == k) {
+        if report.columns.iter().any(|col| &col.current_key_id == k) {
             report.warnings.push(format!(
-                "COMPROMISED key {k:?} is the primary: `keyturn keys add`, `keyturn keys promote` a new key, then rotate"
+                "COMPROMISED key {k:?} is the current key: `keyturn keys add`, `keyturn keys promote` a new key, then rotate"
             ));
         }
     }
@@ -121,7 +121,7 @@ async fn record_verify(
     at: Instant,
     report: &Result<VerifyReport, EngineError>,
 ) -> Result<(), OpsError> {
-    let primary = session.plan.primary_key_ids().join(",");
+    let primary = session.plan.current_key_ids().join(",");
     let mut ev = NewEvent::new(AuditAction::Verify, actor, Outcome::Failed)
         .keys([primary])
         .duration_ms(at.elapsed().as_millis().min(u128::from(u64::MAX)) as u64)
@@ -135,7 +135,7 @@ async fn record_verify(
                 .map(|c| {
                     ColumnCounts::new(&c.table, &c.column)
                         .count("checked", c.checked)
-                        .count("under_primary", c.under_primary)
+                        .count("under_current", c.under_current)
                         .count("failing", c.failing)
                 })
                 .collect();

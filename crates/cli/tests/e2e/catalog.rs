@@ -126,7 +126,7 @@ async fn catalog_commands_end_to_end() {
     // No keys yet: a clear error for status.
     let o = keyturn(dir, "k.toml", MK1, &["status"]);
     assert_eq!(o.code, 1, "{}", o.stderr);
-    assert!(o.stderr.contains("no primary key"), "{}", o.stderr);
+    assert!(o.stderr.contains("no current key"), "{}", o.stderr);
 
     let o = keyturn(dir, "k.toml", MK1, &["--json", "keys", "add", "--id", "k1"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -284,7 +284,7 @@ async fn catalog_commands_end_to_end() {
     assert_eq!(o.code, 1);
     let o = keyturn(dir, "k.toml", MK2, &["--json", "keys", "self-test"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert_eq!(json(&o.stdout)["primary"], "k2");
+    assert_eq!(json(&o.stdout)["current_key_id"], "k2");
     let o = keyturn(dir, "k.toml", MK2, &["verify", "--deep"]);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
 

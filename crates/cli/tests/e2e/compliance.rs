@@ -180,7 +180,7 @@ fn lifecycle(env: &Env) {
     let v = find("verify", "ok");
     assert_eq!(v["details"]["deep"], true);
     assert_eq!(v["columns"][0]["counts"]["checked"], 45);
-    assert_eq!(v["columns"][0]["counts"]["under_primary"], 45);
+    assert_eq!(v["columns"][0]["counts"]["under_current"], 45);
     assert!(evs.iter().all(|e| e["reason"] != "rehearsal"));
 
     let out = env.keyturn(&["audit", "verify"]);

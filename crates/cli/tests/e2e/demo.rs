@@ -24,7 +24,7 @@ fn demo_encrypts_rotates_and_verifies() {
     let (code, out, err) = keyturn(tmp.path(), &["demo", "--rows", "600"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("verify --deep (primary key \"k2\"): OK"),
+        out.contains("verify --deep (current key \"k2\"): OK"),
         "{out}"
     );
     assert!(out.contains("What just happened"), "{out}");

@@ -245,7 +245,7 @@ async fn round_trip(t: TestDb) {
         .expect(0)
         .json();
     assert_eq!(j["outcome"], "ok");
-    assert_eq!(j["primary_key_id"], "k2");
+    assert_eq!(j["current_key_id"], "k2");
     assert_eq!(u(&col(&j, &tb.name, "phone")["written"]), 0);
     assert_eq!(u(&col(&j, &tb.name, "nino")["written"]), ninos);
     assert_eq!(u(&col(&j, &tb.name, "nino")["failed"]), 0);
@@ -264,7 +264,7 @@ async fn round_trip(t: TestDb) {
         .expect(0)
         .json();
     assert_eq!(u(&col(&v, &tb.name, "phone")["checked"]), phones);
-    assert_eq!(u(&col(&v, &tb.name, "phone")["under_primary"]), phones);
+    assert_eq!(u(&col(&v, &tb.name, "phone")["under_current"]), phones);
     // Human-readable output too.
     let out = t.keyturn(&cfg2, &["verify", "--deep"]).await.expect(0);
     assert!(out.stdout.contains("OK"), "{out}");
@@ -293,7 +293,7 @@ async fn round_trip(t: TestDb) {
         .json();
     let c = col(&st, &tb.name, "nino");
     assert_eq!(
-        (u(&c["needs_rotation"]), u(&c["under_primary"])),
+        (u(&c["needs_rotation"]), u(&c["under_current"])),
         (0, ninos)
     );
     assert_eq!(u(&c["nulls"]), 300 - ninos);

@@ -341,7 +341,7 @@ async fn envelope_round_trip(t: TestDb) {
     let c = col(&st, &tb.name);
     assert_eq!(c["by_key"][0]["key_id"], "kek-1", "{st:#}");
     assert_eq!(u(&c["by_key"][0]["rows"]), n);
-    assert_eq!(u(&c["under_primary"]), n);
+    assert_eq!(u(&c["under_current"]), n);
     t.keyturn(&cfg1, &["verify"]).await.expect(0);
 
     // The README's three commands, with kek-2 promoted.
@@ -383,7 +383,7 @@ async fn envelope_round_trip(t: TestDb) {
         .expect(0)
         .json();
     let c = col(&st, &tb.name);
-    assert_eq!((u(&c["under_primary"]), u(&c["needs_rotation"])), (n, 0));
+    assert_eq!((u(&c["under_current"]), u(&c["needs_rotation"])), (n, 0));
     // Everything is under kek-2: the SQL filter leaves nothing to read.
     let j = t
         .keyturn(&cfg2, &["--json", "rotate"])

@@ -394,7 +394,7 @@ async fn aws_kms_rotate_binary_and_base64(t: TestDb) {
     for tb in [&bin, &txt] {
         let s = col(&j, &tb.name);
         assert_eq!(s["codec"], "aws-kms", "{j:#}");
-        assert_eq!(s["primary_key_id"], k.new.as_str(), "{j:#}");
+        assert_eq!(s["current_key_id"], k.new.as_str(), "{j:#}");
         assert_eq!(u(&s["nulls"]), 6, "{j:#}");
         assert_eq!(u(&s["unrecognized"]), 2, "{j:#}");
         assert_eq!(u(&s["keyless"]), values - 2, "{j:#}");
@@ -427,7 +427,7 @@ async fn aws_kms_rotate_binary_and_base64(t: TestDb) {
         let (new_rows, old_rows) = (3u64, values - 2 - 2 - 3);
         assert_eq!(
             by.get(&k.new),
-            Some(&(new_rows, "primary".to_owned())),
+            Some(&(new_rows, "current".to_owned())),
             "{j:#}"
         );
         assert_eq!(
@@ -477,7 +477,7 @@ async fn aws_kms_rotate_binary_and_base64(t: TestDb) {
     let j = out.json();
     for tb in [&bin, &txt] {
         let s = col(&j, &tb.name);
-        assert_eq!(u(&s["under_primary"]), values - 4, "{j:#}");
+        assert_eq!(u(&s["under_current"]), values - 4, "{j:#}");
         assert_eq!(u(&s["failing"]), 4, "{j:#}");
     }
 

@@ -217,7 +217,7 @@ async fn transit_rotate_mixed_values_then_retire_old_versions(t: TestDb) {
     clean(&t, &o, &pl);
     let s = o.json();
     let c = &s["columns"][0];
-    assert_eq!(c["primary_key_id"], "v3", "{s}");
+    assert_eq!(c["current_key_id"], "v3", "{s}");
     let by: BTreeMap<String, (u64, String)> = c["by_key"]
         .as_array()
         .unwrap()
@@ -234,7 +234,7 @@ async fn transit_rotate_mixed_values_then_retire_old_versions(t: TestDb) {
         .collect();
     assert_eq!(by["v1"], (151, "decrypt-only".into()), "{s}");
     assert_eq!(by["v2"], (100, "decrypt-only".into()), "{s}");
-    assert_eq!(by["v3"], (20, "primary".into()), "{s}");
+    assert_eq!(by["v3"], (20, "current".into()), "{s}");
     assert_eq!(c["unrecognized"], 2, "{s}");
     assert_eq!(c["needs_rotation"], 251, "{s}");
 
@@ -275,7 +275,7 @@ async fn transit_rotate_mixed_values_then_retire_old_versions(t: TestDb) {
         .expect(4);
     clean(&t, &o, &pl);
     let v = o.json();
-    assert_eq!(v["columns"][0]["under_primary"], 270, "{v}");
+    assert_eq!(v["columns"][0]["under_current"], 270, "{v}");
     assert_eq!(v["columns"][0]["failing"], 3, "{v}");
 
     // Retiring v1 and v2 is refused while a row is still counted under v1.
@@ -312,7 +312,7 @@ async fn transit_rotate_mixed_values_then_retire_old_versions(t: TestDb) {
         .await
         .expect(0)
         .json();
-    assert_eq!(s["columns"][0]["under_primary"], 270, "{s}");
+    assert_eq!(s["columns"][0]["under_current"], 270, "{s}");
     assert_eq!(s["columns"][0]["needs_rotation"], 0, "{s}");
 }
 

@@ -528,7 +528,7 @@ async fn odd_rows_every_codec(t: TestDb) {
             .into();
             assert_eq!(by_key(j), want, "{what}");
             assert_eq!(n(&j["keyless"]), 0, "{what}");
-            assert_eq!(n(&j["under_primary"]), NEW.count() as u64, "{what}");
+            assert_eq!(n(&j["under_current"]), NEW.count() as u64, "{what}");
         } else {
             assert_eq!(
                 n(&j["keyless"]),
@@ -547,7 +547,7 @@ async fn odd_rows_every_codec(t: TestDb) {
     for c in cols.iter().filter(|c| !c.case.names_key) {
         let j = column(&deep, &c.table.name);
         let what = format!("{} --deep: {j:#}", c.case.name);
-        assert_eq!(n(&j["under_primary"]), NEW.count() as u64, "{what}");
+        assert_eq!(n(&j["under_current"]), NEW.count() as u64, "{what}");
         assert_eq!(n(&j["needs_rotation"]), OLD.count() as u64, "{what}");
         // Decryption tells the foreign-key values from the odd ones; a
         // damaged value of the format (a truncated token) may count as
@@ -691,7 +691,7 @@ async fn odd_rows_every_codec(t: TestDb) {
             .into();
             assert_eq!(by_key(j), want, "{what}");
             assert_eq!(
-                n(&j["under_primary"]),
+                n(&j["under_current"]),
                 (OLD.count() + NEW.count()) as u64,
                 "{what}"
             );

@@ -209,3 +209,46 @@ async fn a_running_record_without_its_process_is_flagged() {
     assert!(r.summary.attention[0].contains("its process is gone"));
     assert_eq!(r.summary.compliance, Compliance::Attention);
 }
+
+/// Names, reasons and errors come from the database and the config: markup
+/// in them is shown as text wherever the page puts them.
+#[tokio::test]
+async fn hostile_values_are_escaped_everywhere() {
+    let failed = end(AuditAction::EncryptEnd, "e1", Outcome::Failed)
+        .detail("error_kind", "database")
+        .detail("error", "database: <b onclick='x'>\"y\"</b> & z");
+    let mut r = report_of(&[failed], &[]).await;
+    r.columns = vec![report::ColumnDistribution {
+        table: "t<img>".into(),
+        column: "c\"'".into(),
+        total: 1000,
+        nulls: 0,
+        by_key: vec![
+            report::KeyCount {
+                key_id: "k2".into(),
+                rows: 990,
+            },
+            report::KeyCount {
+                key_id: "<k1>".into(),
+                rows: 1,
+            },
+        ],
+        keyless: 0,
+        unrecognized: 9,
+        candidates: vec![],
+        primary: None,
+    }];
+    r.database = "sqlite://<x>.db".into();
+    let html = keyturn_audit::html::render(&r);
+    for raw in ["<b onclick", "<img>", "<k1>", "<x>", "c\"'"] {
+        assert!(!html.contains(raw), "{raw} not escaped");
+    }
+    for escaped in [
+        "&#60;b onclick=&#39;x&#39;&#62;&#34;y&#34;&#60;/b&#62; &#38; z",
+        "t&#60;img&#62;.c&#34;&#39;",
+        "data-key=\"&#60;k1&#62;\"",
+        "sqlite://&#60;x&#62;.db",
+    ] {
+        assert!(html.contains(escaped), "missing {escaped}");
+    }
+}

@@ -4,12 +4,32 @@
 
 use crate::AuditError;
 use crate::due::{DueReport, DueStatus};
+use backon::Retryable;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Seconds before a webhook request is abandoned.
-const TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one webhook request may take before it is abandoned.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Attempts of one delivery: the first and up to three retries.
+pub const ATTEMPTS: usize = 4;
+
+/// No retry starts once this long has passed since the first attempt, so a
+/// dead webhook holds keyturn up for about 20 s at most (two timed-out
+/// attempts and a pause), however many attempts remain.
+const RETRY_WINDOW: Duration = Duration::from_secs(15);
+
+/// The pauses between attempts: 250 ms, then doubling up to 2 s, each with
+/// random jitter up to its own length.
+fn webhook_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_factor(2.0)
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .with_max_times(ATTEMPTS - 1)
+}
 
 /// The body a webhook receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -277,9 +297,16 @@ pub fn redact_webhook(url: &str) -> String {
     }
 }
 
-/// Posts `body` as JSON to `url`. Any answer but 2xx is an error, and so
-/// is no answer within 15 seconds; the message never contains the URL's
-/// path (it may hold the webhook's secret).
+/// Why one attempt failed, and whether another may succeed.
+struct Failed {
+    message: String,
+    retry: bool,
+}
+
+/// Posts `body` as JSON to `url`. No connection, a timeout (10 s), an
+/// HTTP 5xx or 429 answer is retried with backoff ([`ATTEMPTS`] attempts
+/// within about 20 s); any other answer but 2xx fails at once. The error
+/// never contains the URL's path (it may hold the webhook's secret).
 pub async fn post(url: &str, body: &Value) -> Result<(), AuditError> {
     let shown = redact_webhook(url);
     let parsed = reqwest::Url::parse(url)
@@ -294,27 +321,61 @@ pub async fn post(url: &str, body: &Value) -> Result<(), AuditError> {
         .user_agent(concat!("keyturn/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| AuditError::Notify(format!("cannot set up the HTTP client: {e}")))?;
-    let resp = client.post(parsed).json(body).send().await.map_err(|e| {
-        AuditError::Notify(format!(
-            "cannot deliver to {shown}: {}",
-            chain(e.without_url())
-        ))
-    })?;
+    let started = std::time::Instant::now();
+    let attempts = std::sync::atomic::AtomicUsize::new(0);
+    let once = || async {
+        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        post_once(&client, &parsed, &shown, body).await
+    };
+    once.retry(webhook_backoff())
+        .when(|f: &Failed| f.retry && started.elapsed() < RETRY_WINDOW)
+        .await
+        .map_err(|f| {
+            let n = attempts.load(std::sync::atomic::Ordering::Relaxed);
+            AuditError::Notify(if n > 1 {
+                format!("{} ({n} attempts)", f.message)
+            } else {
+                f.message
+            })
+        })
+}
+
+/// One POST.
+async fn post_once(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    shown: &str,
+    body: &Value,
+) -> Result<(), Failed> {
+    let resp = client
+        .post(url.clone())
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| Failed {
+            // Whatever failed on the way (connect, TLS, timeout, a dropped
+            // connection) may pass on another try.
+            message: format!("cannot deliver to {shown}: {}", chain(e.without_url())),
+            retry: true,
+        })?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
     }
     let text = resp.text().await.unwrap_or_default();
     let text: String = text.chars().take(200).collect();
-    Err(AuditError::Notify(format!(
-        "{shown} answered HTTP {}{}",
-        status.as_u16(),
-        if text.trim().is_empty() {
-            String::new()
-        } else {
-            format!(": {}", text.trim())
-        }
-    )))
+    Err(Failed {
+        message: format!(
+            "{shown} answered HTTP {}{}",
+            status.as_u16(),
+            if text.trim().is_empty() {
+                String::new()
+            } else {
+                format!(": {}", text.trim())
+            }
+        ),
+        retry: status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS,
+    })
 }
 
 fn chain(e: reqwest::Error) -> String {

@@ -35,6 +35,13 @@ impl Recorded {
 /// An HTTP/1.1 server on 127.0.0.1 answering every request with `status`
 /// and `body`, recording what it got. Serves until the test ends.
 fn recorder(status: u16, answer: &'static str) -> (String, Arc<Mutex<Vec<Recorded>>>) {
+    scripted(&[status], answer)
+}
+
+/// [`recorder`] answering the n-th request with `statuses[n]` (the last
+/// one for every request after that).
+fn scripted(statuses: &[u16], answer: &'static str) -> (String, Arc<Mutex<Vec<Recorded>>>) {
+    let statuses = statuses.to_vec();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -76,12 +83,16 @@ fn recorder(status: u16, answer: &'static str) -> (String, Arc<Mutex<Vec<Recorde
                     Ok(n) => body.extend_from_slice(&chunk[..n]),
                 }
             }
-            s2.lock().unwrap().push(Recorded {
-                method,
-                path,
-                headers,
-                body,
-            });
+            let status = {
+                let mut seen = s2.lock().unwrap();
+                seen.push(Recorded {
+                    method,
+                    path,
+                    headers,
+                    body,
+                });
+                statuses[(seen.len() - 1).min(statuses.len() - 1)]
+            };
             let reason = if status < 300 { "OK" } else { "Error" };
             let _ = write!(
                 c,
@@ -191,27 +202,50 @@ async fn delivers_the_generic_json_shape() {
 
 #[tokio::test]
 async fn an_error_answer_is_reported_without_the_secret() {
+    // A 5xx is retried: every attempt fails, the last answer is reported.
     let (base, seen) = recorder(500, "internal trouble");
     let url = format!("{base}/services/T000/B000/SECRETTOKEN");
     let err = notify::post(&url, &serde_json::json!({"text": "x"}))
         .await
         .unwrap_err()
         .to_string();
-    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(seen.lock().unwrap().len(), notify::ATTEMPTS);
     assert!(
         err.contains("HTTP 500") && err.contains("internal trouble"),
         "{err}"
     );
+    assert!(err.ends_with("(4 attempts)"), "{err}");
     assert!(!err.contains("SECRETTOKEN"), "{err}");
-    let (base, _) = recorder(404, "no_service");
+    // A 4xx other than 429 is not: the request itself is wrong.
+    let (base, seen) = recorder(404, "no_service");
     let err = notify::post(&format!("{base}/x"), &serde_json::json!({}))
         .await
         .unwrap_err()
         .to_string();
+    assert_eq!(seen.lock().unwrap().len(), 1);
     assert!(
-        err.contains("HTTP 404") && err.contains("no_service"),
+        err.contains("HTTP 404") && err.contains("no_service") && !err.contains("attempts"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_failing_webhook_is_retried_until_it_answers() {
+    let (base, seen) = scripted(&[503, 502, 200], "ok");
+    let msg = Message::from_due(&overdue_report(), "sqlite://x.db", "h");
+    let body = msg.payload(NotifyFormat::Json);
+    let started = std::time::Instant::now();
+    notify::post(&format!("{base}/hook"), &body).await.unwrap();
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 3);
+    // The same message each time, after a pause.
+    assert!(got.iter().all(|r| r.json() == body));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+
+    // Too Many Requests is worth another try too.
+    let (base, seen) = scripted(&[429, 204], "slow down");
+    notify::post(&format!("{base}/hook"), &body).await.unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -59,7 +59,20 @@ pub type AuditRowBuilder<'a> =
     dyn Fn(Option<&AuditTip>) -> Result<AuditRow, String> + Send + Sync + 'a;
 
 /// Attempts before an append gives up under contention.
-pub(crate) const APPEND_ATTEMPTS: u32 = 50;
+pub(crate) const APPEND_ATTEMPTS: usize = 50;
+
+/// How an append waits before trying again against the new tip: 2 ms,
+/// growing by half each attempt up to 40 ms, each pause with random jitter
+/// (up to its own length) so that racing appenders spread out; at most
+/// [`APPEND_ATTEMPTS`] attempts (a few seconds in all).
+pub(crate) fn append_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(2))
+        .with_factor(1.5)
+        .with_max_delay(std::time::Duration::from_millis(40))
+        .with_jitter()
+        .with_max_times(APPEND_ATTEMPTS - 1)
+}
 
 pub(crate) const COLUMNS: &str = "seq, format_version, event_time, action, actor, outcome, reason, run_id, key_ids, column_counts, duration_ms, details, prev_hash, hash";
 
@@ -111,12 +124,23 @@ pub(crate) fn read_sql(d: Dialect) -> String {
     )
 }
 
-/// A short, jittered pause before the next append attempt.
-pub(crate) async fn backoff(attempt: u32) {
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos() % 7))
-        .unwrap_or(3);
-    let ms = (2 * u64::from(attempt.min(10))) + jitter;
-    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backon::BackoffBuilder;
+    use std::time::Duration;
+
+    #[test]
+    fn append_backoff_is_bounded_and_jittered() {
+        let delays: Vec<Duration> = append_backoff().build().collect();
+        assert_eq!(delays.len(), APPEND_ATTEMPTS - 1);
+        // Jitter adds at most the delay itself: never above twice the cap.
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(80)));
+        assert!(delays[0] >= Duration::from_millis(2));
+        let total: Duration = delays.iter().sum();
+        assert!(total < Duration::from_secs(5), "{total:?}");
+        // Two appenders racing do not wait in lockstep.
+        let other: Vec<Duration> = append_backoff().build().collect();
+        assert_ne!(delays, other);
+    }
 }

@@ -16,6 +16,7 @@ use crate::{
     Pk, PkValue, Row, RunControl, RunRecord, Skip, TableInfo,
 };
 use async_trait::async_trait;
+use backon::Retryable;
 
 /// A database: one driver, and keyturn's bookkeeping over it.
 #[derive(Debug)]
@@ -77,18 +78,17 @@ impl<D: Driver> Store<D> {
                 return Ok(());
             }
         }
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            match self.execute(what, &sql, Vec::new()).await {
-                Ok(_) => return Ok(()),
-                Err(e) if attempt < 4 && e.is_concurrent_create() => {
-                    tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)))
-                        .await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        // A few quick tries: the other session's CREATE commits at once.
+        let policy = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(5))
+            .with_max_delay(std::time::Duration::from_millis(40))
+            .with_jitter()
+            .with_max_times(3);
+        (|| self.execute(what, &sql, Vec::new()))
+            .retry(policy)
+            .when(DbError::is_concurrent_create)
+            .await
+            .map(|_| ())
     }
 
     /// Folds the sightings of keyturn 0.1's `keyturn_bad_rows` (moved
@@ -693,22 +693,12 @@ impl<D: Driver> Database for Store<D> {
         )
         .await?;
         let what = "appending an audit event";
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.audit_append_once(build, what).await {
-                Ok(row) => return Ok(row),
-                // Another appender took this seq (unique-key violation), or
-                // a transient error: start over against the new tip.
-                Err(e)
-                    if attempt < crate::audit::APPEND_ATTEMPTS
-                        && (e.is_unique_violation() || e.is_transient()) =>
-                {
-                    crate::audit::backoff(attempt).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        // Another appender took this seq (unique-key violation), or a
+        // transient error: start over against the new tip.
+        (|| self.audit_append_once(build, what))
+            .retry(crate::audit::append_backoff())
+            .when(|e: &DbError| e.is_unique_violation() || e.is_transient())
+            .await
     }
 
     async fn audit_read(&self, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>, DbError> {

@@ -1,57 +1,82 @@
 //! Times: stored and compared in UTC, written as RFC 3339 with milliseconds.
+//!
+//! Parsing (`--since`, `--as-of` style inputs) and spans go through `jiff`;
+//! the rest of the workspace keeps `time`'s [`OffsetDateTime`], converted at
+//! this boundary by Unix nanoseconds (exact both ways).
 
 use crate::AuditError;
-use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
-use time::{Date, Duration, OffsetDateTime, UtcOffset};
+use jiff::tz::TimeZone;
+use jiff::{Span, Timestamp, ZonedDateTime};
+use time::OffsetDateTime;
 
 pub use keyturn_db::ts::{format, now};
 
+fn to_jiff(t: OffsetDateTime) -> Result<Timestamp, AuditError> {
+    Timestamp::from_nanosecond(t.unix_timestamp_nanos())
+        .map_err(|e| AuditError::Invalid(format!("time out of range: {e}")))
+}
+
+fn from_jiff(t: Timestamp) -> Result<OffsetDateTime, AuditError> {
+    OffsetDateTime::from_unix_timestamp_nanos(t.as_nanosecond())
+        .map_err(|e| AuditError::Invalid(format!("time out of range: {e}")))
+}
+
+fn utc(t: OffsetDateTime) -> Result<ZonedDateTime, AuditError> {
+    Ok(to_jiff(t)?.to_zoned_datetime(TimeZone::UTC))
+}
+
 /// `2025-03-01` (the UTC date).
 pub fn format_date(t: OffsetDateTime) -> String {
-    let d = t.to_offset(UtcOffset::UTC).date();
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+    match utc(t) {
+        Ok(z) => z.date().to_string(),
+        // Outside jiff's range (years beyond ±9999): `time` says it.
+        Err(_) => t.date().to_string(),
+    }
 }
 
 /// Parses an RFC 3339 time (any offset, converted to UTC) or a date
 /// `YYYY-MM-DD` (midnight UTC).
 pub fn parse(s: &str) -> Result<OffsetDateTime, AuditError> {
     let s = s.trim();
-    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
-        return Ok(t.to_offset(UtcOffset::UTC));
+    let bad = || {
+        AuditError::Invalid(format!(
+            "{s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time (2025-03-01T10:00:00Z)"
+        ))
+    };
+    // A time needs its offset (`Z`, `+02:00`): a local time names no instant.
+    if s.contains(['T', 't', ' ']) {
+        let t: Timestamp = s.parse().map_err(|_| bad())?;
+        return from_jiff(t);
     }
-    let date_fmt = format_description!("[year]-[month]-[day]");
-    if let Ok(d) = Date::parse(s, &date_fmt) {
-        return Ok(d.midnight().assume_utc());
-    }
-    Err(AuditError::Invalid(format!(
-        "{s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time (2025-03-01T10:00:00Z)"
-    )))
+    let d = jiff::fmt::strtime::parse("%Y-%m-%d", s)
+        .and_then(|p| p.to_date())
+        .map_err(|_| bad())?;
+    let midnight = d
+        .to_zoned_datetime(TimeZone::UTC)
+        .map_err(|_| bad())?
+        .timestamp();
+    from_jiff(midnight)
 }
 
 /// `--since`: a date, an RFC 3339 time, or a span back from `now` such as
-/// `30d`, `12h` or `2w`.
+/// `30d`, `12h`, `2w`, `3mo`, `5y`, `1y 6mo` or ISO 8601 `P1Y6M`. Years
+/// and months are calendar units, counted back in UTC (5y before
+/// 2026-12-06 is 2021-12-06; a day that month lacks becomes its last day).
 pub fn parse_since(s: &str, now: OffsetDateTime) -> Result<OffsetDateTime, AuditError> {
     let t = s.trim();
-    if let Some(unit) = t.chars().last() {
-        let num = &t[..t.len() - unit.len_utf8()];
-        if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
-            let n: i64 = num
-                .parse()
-                .map_err(|_| AuditError::Invalid(format!("{s:?}: number too large")))?;
-            let span = match unit {
-                'd' => Duration::days(n),
-                'h' => Duration::hours(n),
-                'w' => Duration::weeks(n),
-                'm' => Duration::minutes(n),
-                _ => {
-                    return Err(AuditError::Invalid(format!(
-                        "{s:?}: use a date, an RFC 3339 time, or a span like 30d, 12h, 2w"
-                    )));
-                }
-            };
-            return Ok(now - span);
-        }
+    if t.starts_with(|c: char| c.is_ascii_digit()) && t.len() > 4 && t.as_bytes()[4] == b'-' {
+        return parse(t);
+    }
+    if t.starts_with(['P', 'p']) || t.starts_with(|c: char| c.is_ascii_digit()) {
+        let span: Span = t.parse().map_err(|_| {
+            AuditError::Invalid(format!(
+                "{s:?}: use a date, an RFC 3339 time, or a span like 30d, 12h, 2w, 3mo, 5y"
+            ))
+        })?;
+        let back = utc(now)?
+            .checked_sub(span.abs())
+            .map_err(|_| AuditError::Invalid(format!("{s:?}: too far back")))?;
+        return from_jiff(back.timestamp());
     }
     parse(t)
 }
@@ -104,6 +129,61 @@ mod tests {
             parse_since("12h", now).unwrap(),
             datetime!(2025-03-01 0:00 UTC)
         );
-        assert!(parse_since("3y", now).is_err());
+        assert_eq!(
+            parse_since("90m", now).unwrap(),
+            datetime!(2025-03-01 10:30 UTC)
+        );
+        assert_eq!(
+            parse_since("90 days", now).unwrap(),
+            datetime!(2024-12-01 12:00 UTC)
+        );
+        assert_eq!(
+            parse_since("2025-02-01", now).unwrap(),
+            datetime!(2025-02-01 0:00 UTC)
+        );
+        for bad in ["3x", "d", "30", "", "-", "yesterday", "30d and more"] {
+            let e = parse_since(bad, now).unwrap_err().to_string();
+            assert!(
+                e.contains("span like 30d") || e.contains("is not a date"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn years_and_months_are_calendar_units_in_utc() {
+        let now = datetime!(2026-12-06 9:30 UTC);
+        assert_eq!(
+            parse_since("5y", now).unwrap(),
+            datetime!(2021-12-06 9:30 UTC)
+        );
+        assert_eq!(
+            parse_since("3mo", now).unwrap(),
+            datetime!(2026-09-06 9:30 UTC)
+        );
+        assert_eq!(
+            parse_since("1y 6mo", now).unwrap(),
+            datetime!(2025-06-06 9:30 UTC)
+        );
+        assert_eq!(
+            parse_since("P1Y6M", now).unwrap(),
+            datetime!(2025-06-06 9:30 UTC)
+        );
+        // A leap day back a year: the last day of that February.
+        assert_eq!(
+            parse_since("1y", datetime!(2024-02-29 0:00 UTC)).unwrap(),
+            datetime!(2023-02-28 0:00 UTC)
+        );
+        // A month back from 31 March: 28 February (2026 is no leap year).
+        assert_eq!(
+            parse_since("1mo", datetime!(2026-03-31 0:00 UTC)).unwrap(),
+            datetime!(2026-02-28 0:00 UTC)
+        );
+    }
+
+    #[test]
+    fn dates_format_in_utc() {
+        assert_eq!(format_date(datetime!(2025-03-01 1:00 +02:00)), "2025-02-28");
+        assert_eq!(format_date(datetime!(2025-03-01 23:59 UTC)), "2025-03-01");
     }
 }

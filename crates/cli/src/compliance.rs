@@ -58,7 +58,7 @@ pub enum AuditCommand {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct EventFilterArgs {
-    /// Only events at or after this time: YYYY-MM-DD, RFC 3339, or a span back (30d, 12h, 2w)
+    /// Only events at or after this time: YYYY-MM-DD, RFC 3339, or a span back (30d, 12h, 2w, 3mo, 5y)
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
     /// Only these actions: a name (rotate.end) or a group (rotate, key, verify); repeatable or comma-separated

@@ -163,27 +163,20 @@ impl Pacing for LagGate {
     }
 }
 
-/// Parses a duration as config files write it: `250ms`, `2s`, `1.5s`, `5m`.
+/// Parses a duration as config files write it: `250ms`, `2s`, `1.5s`,
+/// `5m`, `1h`, `1m 30s`, or ISO 8601 (`PT2S`); between 1 ms and 24 h.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => t.split_at(i),
-        None => return Err(format!("{t:?}: give a unit (ms, s or m), e.g. \"2s\"")),
-    };
-    let n: f64 = num
-        .trim()
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!("{t:?}: give a unit (ms, s or m), e.g. \"2s\""));
+    }
+    let d: jiff::SignedDuration = t
         .parse()
         .map_err(|_| format!("{t:?} is not a duration like \"2s\" or \"500ms\""))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" | "min" => n * 60.0,
-        _ => return Err(format!("{t:?}: the unit is ms, s or m")),
-    };
-    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
-        return Err(format!("{t:?}: between 1 ms and 24 h"));
+    match Duration::try_from(d) {
+        Ok(d) if d >= Duration::from_millis(1) && d <= Duration::from_secs(86_400) => Ok(d),
+        _ => Err(format!("{t:?}: between 1 ms and 24 h")),
     }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -196,7 +189,17 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        for bad in ["2", "s", "-1s", "0s", "2h", "abc", "1e9s"] {
+        assert_eq!(parse_duration(" 2min ").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("PT2S").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("2").unwrap_err().contains("give a unit"));
+        assert!(
+            parse_duration("25h")
+                .unwrap_err()
+                .contains("between 1 ms and 24 h")
+        );
+        for bad in ["s", "-1s", "0s", "25h", "abc", "1e9s", "2d", ""] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -4,10 +4,9 @@
 //!
 //! The page is the askama template `templates/report.html`, checked at
 //! compile time; every value it shows is escaped for HTML (by the
-//! template's extension) unless the template marks it safe, which only
-//! markup built here from fixed strings and numbers is. This module turns
-//! an [`EvidenceReport`] into what the template shows: labels, classes,
-//! the chart's geometry.
+//! template's extension; the template marks nothing safe, so markup is
+//! only ever the template's own). This module turns an [`EvidenceReport`]
+//! into what the template shows: labels, classes, the chart's geometry.
 
 use crate::due::{DueStatus, SinceSource};
 use crate::event::AuditEvent;

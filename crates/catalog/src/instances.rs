@@ -181,9 +181,7 @@ pub(crate) fn new_instance_id(host: &str) -> String {
 }
 
 /// The host name for instance rows.
-pub(crate) fn host_name() -> String {
-    keyturn_db::LockHolder::current("instance").host
-}
+pub(crate) use keyturn_db::host_name;
 
 /// Checks an application's label: 1 to [`MAX_LABEL_LEN`] characters, no
 /// control characters.

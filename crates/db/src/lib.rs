@@ -44,7 +44,7 @@ pub use config::DatabaseConfig;
 pub use error::{DbError, DriverError, DriverErrorKind, redact_url};
 pub use instances::{BoxFuture, InstanceHeartbeat, InstanceRow, InstanceSnapshot};
 pub use meta::{
-    BadRow, BadRowAck, BadRowRecord, Checkpoint, LockHolder, RunRecord, now_rfc3339,
+    BadRow, BadRowAck, BadRowRecord, Checkpoint, LockHolder, RunRecord, host_name, now_rfc3339,
     value_fingerprint,
 };
 pub use runs::{OpenRun, open_runs};

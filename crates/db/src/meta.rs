@@ -153,13 +153,22 @@ pub struct LockHolder {
     pub token: String,
 }
 
+/// This machine's host name (from the OS, through the `hostname` crate),
+/// or `unknown-host`: the one place keyturn asks (locks, runs, instances,
+/// audit actors, webhook messages).
+pub fn host_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
 impl LockHolder {
     /// This process, with a token of its own (see [`LockHolder::with_token`]).
     pub fn current(operation: &str) -> LockHolder {
-        let host = hostname::get()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "unknown-host".into());
+        let host = host_name();
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("USERNAME"))
             .unwrap_or_else(|_| "unknown".into());

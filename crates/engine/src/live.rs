@@ -82,10 +82,7 @@ impl LiveProgress {
     pub(crate) fn new(inner: Arc<dyn ProgressSink>) -> LiveProgress {
         LiveProgress {
             inner,
-            host: hostname::get()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "unknown-host".into()),
+            host: keyturn_db::host_name(),
             cols: Mutex::new(Vec::new()),
             paused: Mutex::new(None),
             lags: Mutex::new(Vec::new()),

@@ -49,11 +49,4 @@ pub fn load_rings(
 }
 
 /// This machine's host name (any OS), or `unknown-host`.
-pub fn host_name() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".into())
-}
+pub use keyturn_db::host_name;

@@ -75,7 +75,8 @@ async fn list(s: &ReadSession, f: &BadRowsFilter, json: bool) -> Result<Exit> {
         "TIMES",
         "ACKNOWLEDGEMENT",
     ])
-    .right(&[5]);
+    .right(&[5])
+    .wrap(&[2, 6]);
     for r in &records {
         let state = if r.acknowledged {
             format!(

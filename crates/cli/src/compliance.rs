@@ -335,7 +335,8 @@ fn print_event_list(events: &[AuditEvent], open: &[OpenRun]) {
         "KEYS",
         "COUNTS / REASON",
     ])
-    .right(&[0]);
+    .right(&[0])
+    .wrap(&[6]);
     for e in events {
         let mut tail = e.counts_summary();
         if let Some(r) = &e.reason {
@@ -494,7 +495,8 @@ fn print_due(r: &keyturn_audit::DueReport) {
     outln!("");
     let mut t = crate::table::Table::new(["COLUMN", "LIMIT", "DUE", "STATUS", "DETAILS"])
         .indent(2)
-        .right(&[1]);
+        .right(&[1])
+        .wrap(&[4]);
     for c in &r.columns {
         t.row([
             format!("{}.{}", c.table, c.column),

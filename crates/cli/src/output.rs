@@ -261,7 +261,7 @@ impl Progress {
     }
 
     /// Ends the current column's bar: left on screen when the column is
-    /// done, replaced by an "interrupted at N rows" line when it was
+    /// done, replaced by an "interrupted at N of M rows" line when it was
     /// interrupted.
     fn end_bar(&self) {
         let Some(b) = self.bar.lock().ok().and_then(|mut b| b.take()) else {
@@ -270,12 +270,12 @@ impl Progress {
         if let Ok(mut active) = ACTIVE_BAR.lock() {
             *active = None;
         }
-        if self.interrupted() && b.bar.position() < b.todo {
-            b.bar.abandon();
-            errln!(
-                "{}",
-                interrupted_line(&b.label, b.bar.position(), b.todo, b.started)
-            );
+        let done = b.bar.position();
+        if self.interrupted() && done < b.todo {
+            // The line below says where it stopped, in the bar's place
+            // (clearing it leaves the cursor at the start of its line).
+            b.bar.finish_and_clear();
+            errln!("{}", interrupted_line(&b.label, done, b.todo, b.started));
         } else {
             b.bar.finish();
         }
@@ -496,7 +496,8 @@ pub fn print_status(r: &StatusReport, runs: &[OpenRun], json: bool) -> anyhow::R
             "TO ROTATE",
             "OTHER",
         ])
-        .right(&[2, 3, 4, 5]);
+        .right(&[2, 3, 4, 5])
+        .wrap(&[6]);
         for c in &r.columns {
             let mut other = Vec::new();
             if c.keyless > 0 {

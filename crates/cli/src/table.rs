@@ -4,21 +4,29 @@
 //! between columns, numbers right-aligned, each column as wide as its
 //! widest cell (long table and column names keep the columns aligned).
 //!
-//! On a terminal a table fits the terminal's width (long cells wrap inside
-//! their column); into a pipe or a file nothing wraps, so each row stays one
-//! stable line for `grep`, `awk` and `cut`.
+//! On a terminal a table fits the terminal's width: the free-text columns
+//! a table names (details, reasons) wrap inside their column; names, ids,
+//! counts and times are never split. Into a pipe or a file nothing wraps,
+//! so each row stays one stable line for `grep`, `awk` and `cut`.
 
-use comfy_table::{CellAlignment, ContentArrangement, Table as Comfy, presets};
+use comfy_table::{
+    CellAlignment, ColumnConstraint, ContentArrangement, Table as Comfy, Width, presets,
+};
 use std::io::IsTerminal as _;
 
 /// Spaces between two columns.
 const GAP: u16 = 2;
+
+/// The narrowest a wrapping column gets.
+const MIN_WRAPPED: u16 = 30;
 
 /// A table being built; [`Table::print`] writes it to stdout.
 #[derive(Debug)]
 pub struct Table {
     inner: Comfy,
     indent: usize,
+    /// The columns that may wrap to fit a terminal.
+    wrap: Vec<usize>,
 }
 
 impl Table {
@@ -31,7 +39,11 @@ impl Table {
         let mut inner = Comfy::new();
         inner.load_style(presets::NOTHING);
         inner.set_header(header.into_iter().map(Into::into).collect::<Vec<String>>());
-        Table { inner, indent: 0 }
+        Table {
+            inner,
+            indent: 0,
+            wrap: Vec::new(),
+        }
     }
 
     /// Every line starts with `n` spaces (a table under a heading).
@@ -51,6 +63,13 @@ impl Table {
         self
     }
 
+    /// These columns (free text) wrap to fit a terminal; the others keep
+    /// their content's width.
+    pub fn wrap(mut self, columns: &[usize]) -> Table {
+        self.wrap.extend_from_slice(columns);
+        self
+    }
+
     /// Adds one row; missing trailing cells are empty.
     pub fn row<I, S>(&mut self, cells: I) -> &mut Table
     where
@@ -67,8 +86,17 @@ impl Table {
     pub fn render(&self, width: Option<u16>) -> Vec<String> {
         let mut t = self.inner.clone();
         let last = t.column_iter().count().saturating_sub(1);
+        let widths = t.column_max_content_widths();
         for (i, c) in t.column_iter_mut().enumerate() {
             c.set_padding((0, if i == last { 0 } else { GAP }));
+            if !self.wrap.contains(&i) {
+                c.set_constraint(ColumnConstraint::ContentWidth);
+            } else {
+                // Text squeezed narrower than this is harder to read than
+                // a line the terminal wraps.
+                let least = widths.get(i).copied().unwrap_or(0).min(MIN_WRAPPED);
+                c.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(least)));
+            }
         }
         match width {
             Some(w) => {
@@ -169,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_width_is_respected() {
-        let mut t = Table::new(["COLUMN", "DETAILS"]);
+        let mut t = Table::new(["COLUMN", "DETAILS"]).wrap(&[1]);
         t.row(["users.ssn", &"word ".repeat(40)]);
         t.row(["orders.card", "short"]);
         let lines = t.render(Some(60));
@@ -182,6 +210,18 @@ mod tests {
         for l in lines.iter().skip(1).filter(|l| l.starts_with(' ')) {
             assert_eq!(l.find("word"), Some(details), "{lines:#?}");
         }
+    }
+
+    #[test]
+    fn only_free_text_wraps() {
+        let name = "a_rather_long_table_name.with_its_column";
+        let mut t = Table::new(["COLUMN", "STATUS", "DETAILS"]).wrap(&[2]);
+        t.row([name, "overdue", &"reason ".repeat(20)]);
+        let lines = t.render(Some(90));
+        assert!(lines[1].starts_with(name), "{lines:#?}");
+        assert!(lines[1].contains("overdue"), "{lines:#?}");
+        assert!(lines.len() > 3, "{lines:#?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 90), "{lines:#?}");
     }
 
     #[test]

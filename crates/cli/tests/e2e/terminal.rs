@@ -54,6 +54,8 @@ fn commands(help: &str) -> Vec<String> {
         .skip_while(|l| !l.starts_with("Commands:"))
         .skip(1)
         .take_while(|l| l.starts_with("  "))
+        // Wrapped descriptions go on under more indentation.
+        .filter(|l| !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .map(str::to_owned)
@@ -307,14 +309,21 @@ async fn color_only_when_asked_for(t: TestDb) {
         let o = t
             .keyturn(&forced, &with_flag(&["--color", "never"], args, false))
             .await;
-        assert!(o.stderr.contains("warning:"), "{o}");
+        // The status reads the key file (a warning); the other one fails
+        // before it (an error).
+        let prefix = if args.len() == 1 {
+            "warning:"
+        } else {
+            "error:"
+        };
+        assert!(o.stderr.contains(prefix), "{o}");
         assert!(
             !o.stderr.contains('\x1b') && !o.stdout.contains('\x1b'),
             "{o:?}"
         );
         // Auto: CLICOLOR_FORCE colours a pipe...
         let o = t.keyturn(&forced, args).await;
-        assert!(o.stderr.contains("warning:\x1b[0m"), "{o:?}");
+        assert!(o.stderr.contains(&format!("{prefix}\x1b[0m")), "{o:?}");
     }
     // ...unless NO_COLOR is set (the harness's NO_COLOR=1).
     let mut no_color = cfg.clone();
@@ -335,23 +344,23 @@ async fn color_only_when_asked_for(t: TestDb) {
     assert!(o.stderr.contains('\x1b'), "{o:?}");
 }
 
-/// Checks the table that starts at the line `header` (up to the next
-/// blank line): every left-aligned column's cells start where its header
-/// starts, after two spaces; every right-aligned one ends where its header
-/// ends, before two spaces or the end of the line.
-fn assert_aligned(text: &str, header: &str, left: &[&str], right: &[&str]) {
+/// Checks the table whose header line names the columns `left` (aligned
+/// left, the first one first) and `right` (aligned right), with `n` rows:
+/// every left-aligned column's cells start where its header starts, after
+/// two spaces; every right-aligned one ends where its header ends, before
+/// two spaces or the end of the line.
+fn assert_aligned(text: &str, n: usize, left: &[&str], right: &[&str]) {
     let lines: Vec<&str> = text.lines().collect();
     let at = lines
         .iter()
-        .position(|l| l.trim_start().starts_with(header))
-        .unwrap_or_else(|| panic!("no table {header:?} in\n{text}"));
+        .position(|l| {
+            l.trim_start().starts_with(left[0]) && left.iter().chain(right).all(|h| l.contains(h))
+        })
+        .unwrap_or_else(|| panic!("no table {left:?} {right:?} in\n{text}"));
     let head = lines[at];
-    let rows: Vec<&str> = lines[at + 1..]
-        .iter()
-        .take_while(|l| !l.trim().is_empty())
-        .copied()
-        .collect();
-    assert!(!rows.is_empty(), "{text}");
+    let rows: Vec<&str> = lines[at + 1..].iter().take(n).copied().collect();
+    assert_eq!(rows.len(), n, "{text}");
+    assert!(rows.iter().all(|r| !r.trim().is_empty()), "{text}");
     let find = |name: &str| {
         head.find(&format!("  {name}"))
             .map(|i| i + 2)
@@ -429,7 +438,7 @@ async fn tables_stay_aligned_with_long_names(t: TestDb) {
         .expect(0);
     assert_aligned(
         &enc.stdout,
-        "COLUMN",
+        2,
         &["COLUMN"],
         &["ENCRYPTED", "SKIPPED", "RETRIED", "FAILED"],
     );
@@ -439,20 +448,15 @@ async fn tables_stay_aligned_with_long_names(t: TestDb) {
     assert!(st.stdout.contains(&format!("{long}.{column}")), "{st}");
     assert_aligned(
         &st.stdout,
-        "COLUMN  CODEC",
+        2,
         &["COLUMN", "CODEC"],
         &["ROWS", "NULL", "UNDER CURRENT KEY", "TO ROTATE"],
     );
-    assert_aligned(
-        &st.stdout,
-        "COLUMN  KEY",
-        &["COLUMN", "KEY"],
-        &["VALUES", "SHARE"],
-    );
+    assert_aligned(&st.stdout, 2, &["COLUMN", "KEY"], &["VALUES", "SHARE"]);
     let rot = t.keyturn(&cfg, &["rotate"]).await.expect(0);
     assert_aligned(
         &rot.stdout,
-        "COLUMN",
+        2,
         &["COLUMN"],
         &["ROTATED", "SKIPPED", "RETRIED", "FAILED"],
     );

@@ -32,8 +32,18 @@ pub fn run(cli: Cli) -> Result<Exit> {
 /// one level less), everything with -vvv; `KEYTURN_LOG` (a filter such as
 /// `debug`) replaces them.
 fn init_logging(quiet: u8, verbose: u8) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter(quiet, verbose)));
+    let (filter, invalid) = match std::env::var("KEYTURN_LOG") {
+        Ok(v) if !v.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
+            Ok(f) => (Some(f), None),
+            Err(e) => (
+                None,
+                Some(format!("KEYTURN_LOG={v:?} is not a log filter ({e})")),
+            ),
+        },
+        _ => (None, None),
+    };
+    let filter =
+        filter.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(log_filter(quiet, verbose)));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| LogLine(Vec::new()))
@@ -43,6 +53,9 @@ fn init_logging(quiet: u8, verbose: u8) {
         .log_internal_errors(false)
         .event_format(PlainEvent)
         .try_init();
+    if let Some(why) = invalid {
+        tracing::warn!("{why}; using the levels of -q/-v");
+    }
 }
 
 /// The filter for `-q` / `-v` counts (they conflict: one of them is 0).

@@ -52,7 +52,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     pub actor: Option<String>,
 
-    /// Less on stderr: only errors (no progress, notes or warnings); results stay on stdout
+    /// Less on stderr: only errors (no progress, notes or warnings; -qq is the same); results stay on stdout
     #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
 
@@ -60,7 +60,7 @@ pub struct Cli {
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
 
-    /// Colours: auto (a terminal, unless NO_COLOR is set), always or never
+    /// When to colour: auto colours a terminal, unless NO_COLOR is set
     #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
     pub color: clap::ColorChoice,
 

@@ -263,6 +263,17 @@ async fn verbose_and_keyturn_log_use_one_style(t: TestDb) {
     // KEYTURN_LOG overrides -q for the log.
     let d = t.keyturn(&debug, &["-q", "status"]).await.expect(0);
     assert!(d.stderr.contains("debug: "), "{d}");
+    // A filter that does not parse: said once, the default levels apply.
+    let mut bad = cfg.clone();
+    bad.env.push(("KEYTURN_LOG".into(), "debug=x=y".into()));
+    let b = t.keyturn(&bad, &["status"]).await.expect(0);
+    let lines: Vec<&str> = b.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{b}");
+    assert!(
+        lines[0].starts_with("warning: KEYTURN_LOG=\"debug=x=y\" is not a log filter (")
+            && lines[0].ends_with("); using the levels of -q/-v"),
+        "{b}"
+    );
 }
 
 /// `--color always` colours the `error:` / `warning:` prefixes even into a

@@ -71,8 +71,8 @@ fn with_flag<'a>(flag: &[&'a str], args: &[&'a str], at_end: bool) -> Vec<&'a st
 }
 
 /// Every subcommand (walked from `--help`, so a new one cannot be missed)
-/// accepts `-q`, `-v` and `--color never`, before or after its name, and
-/// exits as it does without them.
+/// accepts `-q`, `-qq`, `-v`, `-vv`, `--color never` and `--color=always`,
+/// before or after its name, and exits as it does without them.
 async fn every_subcommand_takes_quiet_verbose_and_color(t: TestDb) {
     // This config has no key catalog: the catalog commands fail, the same
     // way with and without the flags.

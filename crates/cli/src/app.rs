@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub fn run(cli: Cli) -> Result<Exit> {
-    init_logging();
+    output::set_terminal(cli.color, cli.quiet, cli.verbose);
+    init_logging(cli.quiet, cli.verbose);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -23,34 +24,77 @@ pub fn run(cli: Cli) -> Result<Exit> {
     rt.block_on(dispatch(cli))
 }
 
-/// Warnings go to stderr as `warning: …` lines; with `KEYTURN_LOG` set (a
-/// filter such as `debug`), every event with its time and origin.
-fn init_logging() {
-    match tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG") {
-        Ok(filter) => {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(output::color_enabled())
-                // A closed stderr drops log lines: without this the
-                // subscriber reports the failed write with `eprintln!`,
-                // which panics.
-                .log_internal_errors(false)
-                .try_init();
-        }
-        Err(_) => {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .log_internal_errors(false)
-                .event_format(PlainEvent)
-                .try_init();
+/// The log (tracing events of keyturn and its libraries) on stderr, in the
+/// style of keyturn's own messages: `warning: message key=value`, with the
+/// event's origin after the level for debug and trace (`debug:
+/// keyturn_engine::live: …`), never a timestamp. Levels: `warn` by default,
+/// `error` with -q, keyturn's `info` with -v, `debug` with -vv (other crates
+/// one level less), everything with -vvv; `KEYTURN_LOG` (a filter such as
+/// `debug`) replaces them.
+fn init_logging(quiet: u8, verbose: u8) {
+    let (filter, invalid) = match std::env::var("KEYTURN_LOG") {
+        Ok(v) if !v.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
+            Ok(f) => (Some(f), None),
+            Err(e) => (
+                None,
+                Some(format!("KEYTURN_LOG={v:?} is not a log filter ({e})")),
+            ),
+        },
+        _ => (None, None),
+    };
+    let filter =
+        filter.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(log_filter(quiet, verbose)));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| LogLine(Vec::new()))
+        .with_ansi(false)
+        // A closed stderr drops log lines: without this the subscriber
+        // reports the failed write with `eprintln!`, which panics.
+        .log_internal_errors(false)
+        .event_format(PlainEvent)
+        .try_init();
+    if let Some(why) = invalid {
+        tracing::warn!("{why}; using the levels of -q/-v");
+    }
+}
+
+/// The filter for `-q` / `-v` counts (they conflict: one of them is 0).
+fn log_filter(quiet: u8, verbose: u8) -> &'static str {
+    match (quiet, verbose) {
+        (q, _) if q > 0 => "error",
+        (_, 0) => "warn",
+        (_, 1) => "warn,keyturn=info",
+        (_, 2) => "info,keyturn=debug",
+        _ => "trace",
+    }
+}
+
+/// One formatted event, handed to [`output::stderr_line`] line by line
+/// when tracing drops the writer (after each event): the same colours, the
+/// same place above the progress bar as keyturn's own lines.
+struct LogLine(Vec<u8>);
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        for line in text.lines() {
+            output::stderr_line(line);
         }
     }
 }
 
-/// `warning: <message> <fields>`, like keyturn's own `error: …` lines.
+/// `level: [target: ]message fields`, like keyturn's own `error: …` lines.
 struct PlainEvent;
 
 impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainEvent
@@ -64,7 +108,8 @@ where
         mut writer: tracing_subscriber::fmt::format::Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let level = match *event.metadata().level() {
+        let meta = event.metadata();
+        let level = match *meta.level() {
             tracing::Level::ERROR => "error",
             tracing::Level::WARN => "warning",
             tracing::Level::INFO => "info",
@@ -72,6 +117,9 @@ where
             tracing::Level::TRACE => "trace",
         };
         write!(writer, "{level}: ")?;
+        if *meta.level() >= tracing::Level::DEBUG {
+            write!(writer, "{}: ", meta.target())?;
+        }
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
@@ -155,9 +203,16 @@ pub fn selection(target: &TargetArgs) -> Selection {
     }
 }
 
+/// Loads the config named by `--config` (its path is an info line, `-v`).
+fn load_config(cli: &Cli) -> Result<Config> {
+    let path = config_path(cli.config.as_deref());
+    tracing::info!("config {}", path.display());
+    Ok(Config::load(&path)?)
+}
+
 /// Loads the config named by `--config` and opens a session on it.
 pub async fn open_session(cli: &Cli, target: &TargetArgs, connections: u32) -> Result<Session> {
-    let cfg = Config::load(&config_path(cli.config.as_deref()))?;
+    let cfg = load_config(cli)?;
     Ok(Session::open(cfg, &selection(target), connections).await?)
 }
 
@@ -265,7 +320,7 @@ pub async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> 
         return Box::pin(crate::catalog_cmd::rotate_to(cli, args, actor, new)).await;
     }
     let audit = crate::compliance::run_audit(&args.audit)?;
-    let cfg = Config::load(&config_path(cli.config.as_deref()))?;
+    let cfg = load_config(cli)?;
     // Bound before anything else: a taken port is an error before the run.
     let metrics = match args.metrics_addr.or(cfg.metrics.addr) {
         Some(addr) => Some(
@@ -295,7 +350,18 @@ pub async fn execute(
 ) -> Result<RunReport> {
     let stop = Arc::new(AtomicBool::new(false));
     install_stop_handler(stop.clone(), json);
-    let progress = Arc::new(Progress::new(op.name(), json));
+    tracing::info!(
+        "{}{}: batches of {} rows, {} in flight, {}",
+        op.name(),
+        if opts.dry_run { " (dry run)" } else { "" },
+        opts.batch_size,
+        opts.workers,
+        opts.max_rows_per_sec.map_or_else(
+            || "no rate limit".to_owned(),
+            |r| format!("at most {r} rows/s")
+        )
+    );
+    let progress = Arc::new(Progress::new(op.name(), json).with_stop(stop.clone()));
     let (sink, serving): (Arc<dyn ProgressSink>, _) = match metrics {
         Some(l) => {
             if let Ok(addr) = l.local_addr() {
@@ -395,4 +461,101 @@ async fn verify(cli: &Cli, args: &VerifyArgs, actor: &str) -> Result<Exit> {
     } else {
         Exit::VerifyFailed
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `f` logs through [`PlainEvent`] under `filter`.
+    fn logged(filter: &str, f: impl FnOnce()) -> String {
+        let cap = Capture::default();
+        let writer = cap.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .event_format(PlainEvent)
+            .finish();
+        tracing::subscriber::with_default(sub, f);
+        let bytes = cap.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    #[test]
+    fn log_lines_look_like_keyturns_own() {
+        let out = logged("trace", || {
+            tracing::error!("gone");
+            tracing::warn!(catalog = "main", "keyring refresh failed");
+            tracing::info!("config keyturn.toml");
+            tracing::debug!("publishing the run's progress");
+            tracing::trace!(rows = 3, "batch");
+        });
+        let target = module_path!();
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            vec![
+                "error: gone".to_owned(),
+                "warning: keyring refresh failed catalog=\"main\"".to_owned(),
+                "info: config keyturn.toml".to_owned(),
+                format!("debug: {target}: publishing the run's progress"),
+                format!("trace: {target}: batch rows=3"),
+            ]
+        );
+        assert!(!out.contains('\x1b'));
+    }
+
+    #[test]
+    fn quiet_and_verbose_set_the_levels() {
+        let all = || {
+            tracing::error!("e");
+            tracing::warn!("w");
+            tracing::info!("i");
+            tracing::debug!("d");
+            tracing::trace!("t");
+        };
+        let firsts = |filter: &str| -> String {
+            logged(filter, all)
+                .lines()
+                .map(|l| &l[..1])
+                .collect::<String>()
+        };
+        assert_eq!(firsts(log_filter(0, 0)), "ew");
+        assert_eq!(firsts(log_filter(1, 0)), "e");
+        assert_eq!(firsts(log_filter(2, 0)), "e");
+        // This module's events are keyturn's (target `keyturn::app::…`).
+        assert_eq!(firsts(log_filter(0, 1)), "ewi");
+        assert_eq!(firsts(log_filter(0, 2)), "ewid");
+        assert_eq!(firsts(log_filter(0, 3)), "ewidt");
+        // Other crates' events: one level less at -v and -vv.
+        let other = |filter: &str| {
+            logged(filter, || {
+                tracing::info!(target: "sqlx::query", "i");
+                tracing::debug!(target: "sqlx::query", "d");
+            })
+            .lines()
+            .count()
+        };
+        assert_eq!(other(log_filter(0, 1)), 0);
+        assert_eq!(other(log_filter(0, 2)), 1);
+        assert_eq!(other(log_filter(0, 3)), 2);
+    }
 }

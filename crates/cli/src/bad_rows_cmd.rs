@@ -66,10 +66,21 @@ async fn list(s: &ReadSession, f: &BadRowsFilter, json: bool) -> Result<Exit> {
         outln!("no bad rows recorded");
         return Ok(Exit::Ok);
     }
+    let mut t = crate::table::Table::new([
+        "COLUMN",
+        "KEY",
+        "REASON",
+        "FIRST SEEN",
+        "LAST SEEN",
+        "TIMES",
+        "ACKNOWLEDGEMENT",
+    ])
+    .right(&[5])
+    .wrap(&[2, 6]);
     for r in &records {
         let state = if r.acknowledged {
             format!(
-                "acknowledged by {} at {}: {}",
+                "by {} at {}: {}",
                 r.acked_by.as_deref().unwrap_or("?"),
                 r.acked_at.as_deref().unwrap_or("?"),
                 r.ack_reason.as_deref().unwrap_or("")
@@ -79,15 +90,17 @@ async fn list(s: &ReadSession, f: &BadRowsFilter, json: bool) -> Result<Exit> {
         } else {
             "not acknowledged".into()
         };
-        outln!("{}.{} key {}: {}", r.table, r.column, r.pk, r.reason);
-        outln!(
-            "    first seen {}, last seen {}, {} time{}; {state}",
-            r.first_seen,
-            r.last_seen,
-            r.times_seen,
-            if r.times_seen == 1 { "" } else { "s" }
-        );
+        t.row([
+            format!("{}.{}", r.table, r.column),
+            r.pk.clone(),
+            r.reason.clone(),
+            r.first_seen.clone(),
+            r.last_seen.clone(),
+            r.times_seen.to_string(),
+            state,
+        ]);
     }
+    t.print();
     let acked = records.iter().filter(|r| r.acknowledged).count();
     outln!(
         "{} bad row{}, {acked} acknowledged",

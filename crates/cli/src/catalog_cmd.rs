@@ -62,7 +62,7 @@ async fn keys_command(
                 );
             } else {
                 for p in &st.problems {
-                    errln!("self-test failed: {p}");
+                    errln!("error: self-test failed: {p}");
                 }
             }
             return Ok(if st.ok { Exit::Ok } else { Exit::Error });
@@ -208,9 +208,11 @@ pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
             r.in_kms,
             r.unwrap_wrap
         );
+        let mut t = crate::table::Table::new(["KEY", "KEK"]).indent(2);
         for e in &r.entries {
-            outln!("  {:<16} {}", e.id, e.kek);
+            t.row([e.id.to_string(), e.kek.to_string()]);
         }
+        t.print();
     }
     // The same KEK (a new transit version, say) needs no config change.
     if same_kek {
@@ -347,8 +349,7 @@ fn print_instances(
         );
         return Ok(());
     }
-    outln!(
-        "{:<16} {:<16} {:<20} {:>8} {:<6} {:<20} {:>8} {:<12} KEYS",
+    let mut t = crate::table::Table::new([
         "INSTANCE",
         "LABEL",
         "HOST",
@@ -356,22 +357,24 @@ fn print_instances(
         "STATUS",
         "LAST SEEN",
         "AGO (s)",
-        "CURRENT"
-    );
+        "CURRENT",
+        "KEYS",
+    ])
+    .right(&[3, 6]);
     for i in list {
-        outln!(
-            "{:<16} {:<16} {:<20} {:>8} {:<6} {:<20} {:>8} {:<12} {}",
-            i.instance_id,
-            i.label,
-            i.host,
-            i.pid,
-            if i.live { "live" } else { "stale" },
-            i.last_seen,
-            i.seconds_since_seen,
-            i.primary,
-            i.key_ids.join(",")
-        );
+        t.row([
+            i.instance_id.clone(),
+            i.label.clone(),
+            i.host.clone(),
+            i.pid.to_string(),
+            (if i.live { "live" } else { "stale" }).to_owned(),
+            i.last_seen.clone(),
+            i.seconds_since_seen.to_string(),
+            i.primary.clone(),
+            i.key_ids.join(","),
+        ]);
     }
+    t.print();
     let stale = list.iter().filter(|i| !i.live).count();
     if stale > 0 {
         outln!(
@@ -389,30 +392,24 @@ fn print_list(list: &[CatalogEntry], json: bool) -> Result<()> {
         outln!("the catalog is empty: `keyturn keys add` creates a key");
         return Ok(());
     }
-    outln!(
-        "{:<16} {:<13} {:<18} {:<16} {:<20} KEK",
-        "ID",
-        "STATE",
-        "ALGORITHM",
-        "FINGERPRINT",
-        "CREATED"
-    );
+    let mut t =
+        crate::table::Table::new(["ID", "STATE", "ALGORITHM", "FINGERPRINT", "CREATED", "KEK"]);
     for e in list {
         let state = if e.compromised {
             format!("{}!", e.state)
         } else {
             e.state.to_string()
         };
-        outln!(
-            "{:<16} {:<13} {:<18} {:<16} {:<20} {}",
-            e.id,
+        t.row([
+            e.id.clone(),
             state,
-            e.algorithm,
-            e.fingerprint,
-            e.created_at,
-            e.kek
-        );
+            e.algorithm.clone(),
+            e.fingerprint.clone(),
+            e.created_at.clone(),
+            e.kek.clone(),
+        ]);
     }
+    t.print();
     if list.iter().any(|e| e.compromised) {
         outln!("! = compromised: rotate every row off it, then retire it");
     }

@@ -2,7 +2,7 @@
 //! the sources named in the config (env:NAME, file:PATH, stdin).
 
 use clap::builder::RangedU64ValueParser;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use keyturn_engine::config::{
     BATCH_SIZE_MAX, BATCH_SIZE_MIN, MAX_ROWS_PER_SEC_MIN, WORKERS_MAX, WORKERS_MIN,
 };
@@ -28,8 +28,17 @@ fn rows_per_sec(s: &str) -> Result<u64, String> {
     Ok(r)
 }
 
+/// Shown after `keyturn --help`: the terminal conventions.
+const AFTER_HELP: &str = "\
+Output: results go to stdout; progress, notes, warnings and errors to stderr, \
+each message as `level: text` (`error:`, `warning:`, `info:`, `debug:`). \
+-q keeps only the results and errors; -v adds info lines, -vv debug, -vvv trace. \
+KEYTURN_LOG=FILTER (a tracing filter such as `debug` or `warn,keyturn_engine=trace`) \
+sets the log's levels instead of -q/-v. --color auto (the default) colours only a \
+terminal and honours NO_COLOR; always and never override it.";
+
 #[derive(Parser, Debug)]
-#[command(name = "keyturn", version, about = "Rotate application-level encryption keys in live databases", long_about = None)]
+#[command(name = "keyturn", version, about = "Rotate application-level encryption keys in live databases", long_about = None, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Config file [default: $KEYTURN_CONFIG, else ./keyturn.toml]
     #[arg(long, global = true, value_name = "FILE")]
@@ -43,8 +52,52 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     pub actor: Option<String>,
 
+    /// Less on stderr: only errors (no progress, notes or warnings; -qq is the same); results stay on stdout
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    /// More on stderr: -v info, -vv debug, -vvv trace [KEYTURN_LOG overrides]
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// When to colour: auto colours a terminal, unless NO_COLOR is set
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub color: clap::ColorChoice,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Parses the command line, with clap's own help and errors coloured as
+/// `--color` says (read before parsing: clap prints usage errors while it
+/// parses).
+pub fn parse() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cmd = Cli::command().color(color_arg(&args));
+    let matches = cmd
+        .try_get_matches_from_mut(&args)
+        .unwrap_or_else(|e| e.exit());
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
+}
+
+/// The last `--color WHEN` / `--color=WHEN` before `--`; `auto` when there
+/// is none or it is not a valid choice (the parser then reports it).
+fn color_arg(args: &[std::ffi::OsString]) -> clap::ColorChoice {
+    let mut choice = clap::ColorChoice::Auto;
+    let mut it = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(a) = it.next() {
+        let value = match a.as_ref() {
+            "--" => break,
+            "--color" => it.next().map(|v| v.into_owned()),
+            other => other.strip_prefix("--color=").map(str::to_owned),
+        };
+        if let Some(v) = value
+            && let Ok(c) = <clap::ColorChoice as clap::ValueEnum>::from_str(&v, false)
+        {
+            choice = c;
+        }
+    }
+    choice
 }
 
 #[derive(Subcommand, Debug)]
@@ -280,4 +333,47 @@ pub struct KekRotateArgs {
     /// vault-transit: first create a new version of the transit key (POST <mount>/keys/<name>/rotate), then rewrap every DEK to it inside transit
     #[arg(long)]
     pub new_version: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ColorChoice;
+
+    fn args(a: &[&str]) -> Vec<std::ffi::OsString> {
+        a.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn color_is_read_before_parsing() {
+        assert_eq!(color_arg(&args(&["keyturn", "status"])), ColorChoice::Auto);
+        assert_eq!(
+            color_arg(&args(&["keyturn", "--color", "never", "status"])),
+            ColorChoice::Never
+        );
+        assert_eq!(
+            color_arg(&args(&["keyturn", "status", "--color=always"])),
+            ColorChoice::Always
+        );
+        assert_eq!(
+            color_arg(&args(&["keyturn", "--color=bogus", "status"])),
+            ColorChoice::Auto
+        );
+        assert_eq!(
+            color_arg(&args(&["keyturn", "x", "--", "--color=never"])),
+            ColorChoice::Auto
+        );
+    }
+
+    #[test]
+    fn quiet_and_verbose_count_and_conflict() {
+        let c = Cli::try_parse_from(["keyturn", "-vv", "status"]).expect("parses");
+        assert_eq!((c.quiet, c.verbose), (0, 2));
+        let c = Cli::try_parse_from(["keyturn", "status", "-qq"]).expect("parses");
+        assert_eq!((c.quiet, c.verbose), (2, 0));
+        assert!(Cli::try_parse_from(["keyturn", "-q", "-v", "status"]).is_err());
+        let c = Cli::try_parse_from(["keyturn", "--color", "never", "due"]).expect("parses");
+        assert_eq!(c.color, ColorChoice::Never);
+        Cli::command().debug_assert();
+    }
 }

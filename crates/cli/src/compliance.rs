@@ -326,15 +326,17 @@ fn print_event_list(events: &[AuditEvent], open: &[OpenRun]) {
         outln!("no audit events");
         return;
     }
-    outln!(
-        "{:>5}  {:<24} {:<14} {:<20} {:<22} {:<12} counts / reason",
+    let mut t = crate::table::Table::new([
         "#",
-        "time (UTC)",
-        "action",
-        "actor",
-        "outcome",
-        "keys"
-    );
+        "TIME (UTC)",
+        "ACTION",
+        "ACTOR",
+        "OUTCOME",
+        "KEYS",
+        "COUNTS / REASON",
+    ])
+    .right(&[0])
+    .wrap(&[6]);
     for e in events {
         let mut tail = e.counts_summary();
         if let Some(r) = &e.reason {
@@ -353,17 +355,17 @@ fn print_event_list(events: &[AuditEvent], open: &[OpenRun]) {
             Some(_) => tail.push_str("  (running now)"),
             None => {}
         }
-        outln!(
-            "{:>5}  {:<24} {:<14} {:<20} {:<22} {:<12} {}",
-            e.seq,
-            e.time,
-            e.action.as_str(),
-            e.actor,
-            e.outcome.as_str(),
+        t.row([
+            e.seq.to_string(),
+            e.time.clone(),
+            e.action.as_str().to_owned(),
+            e.actor.clone(),
+            e.outcome.as_str().to_owned(),
             e.key_ids.join(","),
-            tail
-        );
+            tail.trim_start().to_owned(),
+        ]);
     }
+    t.print();
 }
 
 fn print_chain(r: &ChainReport) {
@@ -491,46 +493,51 @@ fn print_due(r: &keyturn_audit::DueReport) {
         }
     );
     outln!("");
-    outln!(
-        "  {:<32} {:>6}  {:<11} {:<10}  details",
-        "column",
-        "limit",
-        "due",
-        "status"
-    );
+    let mut t = crate::table::Table::new(["COLUMN", "LIMIT", "DUE", "STATUS", "DETAILS"])
+        .indent(2)
+        .right(&[1])
+        .wrap(&[4]);
     for c in &r.columns {
-        outln!(
-            "  {:<32} {:>5}d  {:<11} {:<10}  {}",
+        t.row([
             format!("{}.{}", c.table, c.column),
-            c.max_key_age_days,
-            c.due_at.as_deref().map(|d| &d[..10]).unwrap_or("-"),
-            c.status.label(),
-            c.message
-        );
+            format!("{}d", c.max_key_age_days),
+            c.due_at
+                .as_deref()
+                .map(|d| &d[..10])
+                .unwrap_or("-")
+                .to_owned(),
+            c.status.label().to_owned(),
+            c.message.clone(),
+        ]);
     }
+    t.print();
     if !r.keys.is_empty() {
         outln!("");
-        outln!(
-            "  {:<16} {:>12} {:<12} {:>6}  {:<11} status",
-            "key",
-            "values",
-            "in use since",
-            "age",
-            "due"
-        );
+        let mut t =
+            crate::table::Table::new(["KEY", "VALUES", "IN USE SINCE", "AGE", "DUE", "STATUS"])
+                .indent(2)
+                .right(&[1, 3]);
         for k in &r.keys {
-            outln!(
-                "  {:<16} {:>12} {:<12} {:>6}  {:<11} {}",
+            t.row([
                 format!("{}{}", k.key_id, if k.primary { " (current)" } else { "" }),
-                k.rows,
-                k.since.as_deref().map(|d| &d[..10]).unwrap_or("unknown"),
+                crate::table::group(k.rows),
+                k.since
+                    .as_deref()
+                    .map(|d| &d[..10])
+                    .unwrap_or("unknown")
+                    .to_owned(),
                 k.age_days
                     .map(|a| format!("{a}d"))
                     .unwrap_or_else(|| "-".into()),
-                k.due_at.as_deref().map(|d| &d[..10]).unwrap_or("-"),
-                k.status.label()
-            );
+                k.due_at
+                    .as_deref()
+                    .map(|d| &d[..10])
+                    .unwrap_or("-")
+                    .to_owned(),
+                k.status.label().to_owned(),
+            ]);
         }
+        t.print();
     }
     outln!("");
     outln!("overall: {} (exit {})", r.status.label(), r.exit_code);

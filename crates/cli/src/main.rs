@@ -14,11 +14,12 @@ mod exit;
 mod kms_cmd;
 mod metrics;
 mod runs_cmd;
+mod table;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = <cli::Cli as clap::Parser>::parse();
+    let args = cli::parse();
     let json = args.json;
     match app::run(args) {
         Ok(code) => code.into(),

@@ -21,20 +21,46 @@ macro_rules! errln {
 
 pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
+    let line = styled(&args.to_string(), stdout_color());
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n"))
+    if let Err(e) = out
+        .write_all(line.as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         errln!("error: writing to standard output: {e}");
     }
 }
 
-/// Writes one line to stderr; any error (a closed pipe, a full disk) drops
-/// it: there is nowhere left to report it.
+/// Writes one line to stderr (unless `-q` hides it, see [`shown`]), its
+/// `error:` / `warning:` prefix coloured when colour is on, above the
+/// progress bar if one is drawn; any error (a closed pipe, a full disk)
+/// drops it: there is nowhere left to report it.
 pub fn write_stderr(args: std::fmt::Arguments<'_>) {
+    stderr_line(&args.to_string());
+}
+
+/// [`write_stderr`] for a line already formatted (the log's lines come
+/// through here too, so they look like keyturn's own).
+pub fn stderr_line(text: &str) {
     use std::io::Write as _;
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+    let (kind, _) = classify(text);
+    if !shown(kind) {
+        return;
+    }
+    let line = styled(text, stderr_color());
+    let write = || {
+        let mut err = std::io::stderr().lock();
+        let _ = err
+            .write_all(line.as_bytes())
+            .and_then(|()| err.write_all(b"\n"));
+    };
+    // A clone: the bar's own lock is taken while it redraws, never this one.
+    let bar = ACTIVE_BAR.lock().ok().and_then(|b| b.clone());
+    match bar {
+        Some(bar) if !bar.is_finished() => bar.suspend(write),
+        _ => write(),
+    }
 }
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -43,12 +69,126 @@ use keyturn_engine::run::{OpenRun, RunSummary};
 use keyturn_engine::status::StatusReport;
 use keyturn_engine::verify::VerifyReport;
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Colors unless NO_COLOR is set (any value) or stderr is not a terminal.
+use crate::table::{Table, group};
+
+/// `-v` count minus `-q` count, set once by [`set_terminal`].
+static VERBOSITY: AtomicI8 = AtomicI8::new(0);
+
+/// The progress bar on screen, if any: stderr lines are written above it.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Applies `--color`, `-q` and `-v` for the whole process: the colour
+/// choice for both streams (anstream's global choice: `auto` honours
+/// `NO_COLOR`, `CLICOLOR`, `CLICOLOR_FORCE` and whether the stream is a
+/// terminal; `always` and `never` override them all) and how much goes to
+/// stderr.
+pub fn set_terminal(color: clap::ColorChoice, quiet: u8, verbose: u8) {
+    let choice = match color {
+        clap::ColorChoice::Always => anstream::ColorChoice::Always,
+        clap::ColorChoice::Never => anstream::ColorChoice::Never,
+        clap::ColorChoice::Auto => anstream::ColorChoice::Auto,
+    };
+    choice.write_global();
+    let v = i16::from(verbose) - i16::from(quiet);
+    VERBOSITY.store(
+        i8::try_from(v.clamp(-3, 3)).unwrap_or_default(),
+        Ordering::Relaxed,
+    );
+}
+
+/// `-q`: results on stdout and errors only; no progress, notes or
+/// warnings on stderr.
+pub fn quiet() -> bool {
+    VERBOSITY.load(Ordering::Relaxed) < 0
+}
+
+/// What a stderr line is, by its prefix: keyturn's messages and the log
+/// share the `level: message` form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineKind {
+    Error,
+    Warning,
+    Info,
+    Debug,
+    Trace,
+    /// Progress, notes, what a command did: no prefix.
+    Message,
+}
+
+const PREFIXES: [(&str, LineKind); 5] = [
+    ("error:", LineKind::Error),
+    ("warning:", LineKind::Warning),
+    ("info:", LineKind::Info),
+    ("debug:", LineKind::Debug),
+    ("trace:", LineKind::Trace),
+];
+
+/// The line's kind and where its prefix (`error:` …) starts, after any
+/// leading blank lines.
+pub(crate) fn classify(line: &str) -> (LineKind, usize) {
+    let at = line.len() - line.trim_start_matches('\n').len();
+    let rest = &line[at..];
+    PREFIXES
+        .iter()
+        .find(|(p, _)| rest.starts_with(p))
+        .map_or((LineKind::Message, at), |&(_, k)| (k, at))
+}
+
+/// Errors always; warnings, progress and notes unless `-q`. The log's own
+/// `info:`/`debug:`/`trace:` lines were filtered by level already.
+fn shown(kind: LineKind) -> bool {
+    match kind {
+        LineKind::Error | LineKind::Info | LineKind::Debug | LineKind::Trace => true,
+        LineKind::Warning | LineKind::Message => !quiet(),
+    }
+}
+
+fn style(kind: LineKind) -> Option<anstyle::Style> {
+    use anstyle::{AnsiColor, Style};
+    let c = match kind {
+        LineKind::Error => AnsiColor::Red,
+        LineKind::Warning => AnsiColor::Yellow,
+        LineKind::Info => AnsiColor::Green,
+        LineKind::Debug => AnsiColor::Blue,
+        LineKind::Trace => AnsiColor::Magenta,
+        LineKind::Message => return None,
+    };
+    Some(Style::new().bold().fg_color(Some(c.into())))
+}
+
+/// The line with its `level:` prefix in the level's colour when `color`.
+pub(crate) fn styled(line: &str, color: bool) -> String {
+    let (kind, at) = classify(line);
+    let Some(style) = style(kind).filter(|_| color) else {
+        return line.to_owned();
+    };
+    let end = line[at..].find(':').map_or(at, |i| at + i + 1);
+    format!(
+        "{}{}{}{}{}",
+        &line[..at],
+        style.render(),
+        &line[at..end],
+        style.render_reset(),
+        &line[end..]
+    )
+}
+
+fn stderr_color() -> bool {
+    anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
+}
+
+fn stdout_color() -> bool {
+    anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never
+}
+
+/// Colours on stderr: `--color`, else unless NO_COLOR is set or stderr is
+/// not a terminal.
 pub fn color_enabled() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+    stderr_color()
 }
 
 fn stderr_tty() -> bool {
@@ -66,43 +206,119 @@ struct Plain {
     last: Instant,
 }
 
+/// The bar drawn for the current column on a terminal.
+struct Bar {
+    bar: ProgressBar,
+    label: String,
+    todo: u64,
+    started: Instant,
+}
+
+/// Progress on stderr: a bar per column on a terminal, else a line when a
+/// column starts, every [`LOG_EVERY`] and when it ends ("done, N rows" or
+/// "interrupted at N rows"). Counts are grouped (`1,234,567`) in both.
+/// Silent with `--json` (pauses are then JSON events) and with `-q`.
 pub struct Progress {
     op: String,
-    quiet: bool,
+    json: bool,
+    silent: bool,
     tty: bool,
-    bar: Mutex<Option<ProgressBar>>,
+    bar: Mutex<Option<Bar>>,
     plain: Mutex<Option<Plain>>,
+    /// The run's stop flag (Ctrl-C, `runs stop`, a replica that stops it):
+    /// a column that ends with it set was interrupted, not done.
+    stop: Option<Arc<AtomicBool>>,
+    lock_lost: AtomicBool,
 }
 
 impl Progress {
     pub fn new(op: &str, json: bool) -> Progress {
         Progress {
             op: op.to_owned(),
-            quiet: json,
+            json,
+            silent: json || quiet(),
             tty: stderr_tty(),
             bar: Mutex::new(None),
             plain: Mutex::new(None),
+            stop: None,
+            lock_lost: AtomicBool::new(false),
         }
     }
 
+    /// Reads `stop` when a column ends: set, the column was interrupted.
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Progress {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn interrupted(&self) -> bool {
+        self.lock_lost.load(Ordering::SeqCst)
+            || self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
     pub fn finish(&self) {
-        if let Ok(mut b) = self.bar.lock()
-            && let Some(bar) = b.take()
-        {
-            bar.finish();
+        self.end_bar();
+    }
+
+    /// Ends the current column's bar: left on screen when the column is
+    /// done, replaced by an "interrupted at N of M rows" line when it was
+    /// interrupted.
+    fn end_bar(&self) {
+        let Some(b) = self.bar.lock().ok().and_then(|mut b| b.take()) else {
+            return;
+        };
+        if let Ok(mut active) = ACTIVE_BAR.lock() {
+            *active = None;
+        }
+        let done = b.bar.position();
+        if self.interrupted() && done < b.todo {
+            // The line below says where it stopped, in the bar's place
+            // (clearing it leaves the cursor at the start of its line).
+            b.bar.finish_and_clear();
+            errln!("{}", interrupted_line(&b.label, done, b.todo, b.started));
+        } else {
+            b.bar.finish();
         }
     }
 
     fn style() -> ProgressStyle {
         let template = if color_enabled() {
-            "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} rows  {per_sec}  ETA {eta}"
+            "{prefix:.bold} [{bar:30.cyan/blue}] {grouped_pos}/{grouped_len} rows  {grouped_rate}  ETA {eta}"
         } else {
-            "{prefix} [{bar:30}] {pos}/{len} rows  {per_sec}  ETA {eta}"
+            "{prefix} [{bar:30}] {grouped_pos}/{grouped_len} rows  {grouped_rate}  ETA {eta}"
         };
         ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "grouped_pos",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&group(s.pos()));
+                },
+            )
+            .with_key(
+                "grouped_len",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&group(s.len().unwrap_or(0)));
+                },
+            )
+            .with_key(
+                "grouped_rate",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{} rows/s", group(s.per_sec() as u64));
+                },
+            )
             .progress_chars("=> ")
     }
+}
+
+/// `rotate t.c: interrupted at 1,200 of 5,000 rows after 3.2s; …`
+fn interrupted_line(label: &str, done: u64, todo: u64, started: Instant) -> String {
+    format!(
+        "{label}: interrupted at {} of {} rows after {:.1}s; the next run resumes from the saved checkpoint",
+        group(done),
+        group(todo),
+        started.elapsed().as_secs_f64()
+    )
 }
 
 fn rate(done: u64, since: Instant) -> f64 {
@@ -112,26 +328,33 @@ fn rate(done: u64, since: Instant) -> f64 {
 
 impl ProgressSink for Progress {
     fn column_started(&self, table: &str, column: &str, todo: u64, resumed_from: u64) {
-        if self.quiet {
+        if self.silent {
             return;
         }
         let label = format!("{} {table}.{column}", self.op);
         if self.tty {
+            self.end_bar();
             let bar = ProgressBar::with_draw_target(Some(todo), ProgressDrawTarget::stderr());
             bar.set_style(Progress::style());
-            bar.set_prefix(label);
-            if let Ok(mut b) = self.bar.lock()
-                && let Some(old) = b.replace(bar)
-            {
-                old.finish();
+            bar.set_prefix(label.clone());
+            if let Ok(mut active) = ACTIVE_BAR.lock() {
+                *active = Some(bar.clone());
+            }
+            if let Ok(mut b) = self.bar.lock() {
+                *b = Some(Bar {
+                    bar,
+                    label,
+                    todo,
+                    started: Instant::now(),
+                });
             }
         } else {
             let resumed = if resumed_from > 0 {
-                format!(" (resuming; {resumed_from} rows done earlier)")
+                format!(" (resuming; {} rows done earlier)", group(resumed_from))
             } else {
                 String::new()
             };
-            errln!("{label}: {todo} values to process{resumed}");
+            errln!("{label}: {} values to process{resumed}", group(todo));
             if let Ok(mut p) = self.plain.lock() {
                 *p = Some(Plain {
                     label,
@@ -145,14 +368,14 @@ impl ProgressSink for Progress {
     }
 
     fn advanced(&self, _table: &str, _column: &str, processed: u64) {
-        if self.quiet {
+        if self.silent {
             return;
         }
         if self.tty {
             if let Ok(b) = self.bar.lock()
-                && let Some(bar) = b.as_ref()
+                && let Some(b) = b.as_ref()
             {
-                bar.inc(processed);
+                b.bar.inc(processed);
             }
         } else if let Ok(mut p) = self.plain.lock()
             && let Some(p) = p.as_mut()
@@ -167,11 +390,11 @@ impl ProgressSink for Progress {
                     0.0
                 };
                 errln!(
-                    "{}: {}/{} rows ({:.0} rows/s, ETA {:.0}s)",
+                    "{}: {}/{} rows ({} rows/s, ETA {:.0}s)",
                     p.label,
-                    p.done,
-                    p.todo,
-                    r,
+                    group(p.done),
+                    group(p.todo),
+                    group(r as u64),
                     eta
                 );
             }
@@ -179,32 +402,36 @@ impl ProgressSink for Progress {
     }
 
     fn column_finished(&self, _table: &str, _column: &str) {
-        if self.quiet {
+        if self.silent {
             return;
         }
         if self.tty {
-            if let Ok(mut b) = self.bar.lock()
-                && let Some(bar) = b.take()
-            {
-                bar.finish();
-            }
+            self.end_bar();
         } else if let Ok(mut p) = self.plain.lock()
             && let Some(p) = p.take()
         {
-            errln!(
-                "{}: done, {} rows in {:.1}s ({:.0} rows/s)",
-                p.label,
-                p.done,
-                p.started.elapsed().as_secs_f64(),
-                rate(p.done, p.started)
-            );
+            if self.interrupted() && p.done < p.todo {
+                errln!("{}", interrupted_line(&p.label, p.done, p.todo, p.started));
+            } else {
+                errln!(
+                    "{}: done, {} rows in {:.1}s ({} rows/s)",
+                    p.label,
+                    group(p.done),
+                    p.started.elapsed().as_secs_f64(),
+                    group(rate(p.done, p.started) as u64)
+                );
+            }
         }
+    }
+
+    fn lock_lost(&self) {
+        self.lock_lost.store(true, Ordering::SeqCst);
     }
 
     /// With `--json`, stdout holds the one result document; a pause and
     /// its end are events on stderr, one JSON object per line.
     fn paused(&self, why: Option<&str>) {
-        if self.quiet {
+        if self.json {
             let ev = match why {
                 Some(w) => {
                     serde_json::json!({"event": "paused", "operation": self.op, "reason": w})
@@ -220,14 +447,9 @@ impl ProgressSink for Progress {
         }
     }
 
+    /// Written above the bar when one is drawn (see [`stderr_line`]).
     fn note(&self, message: &str) {
-        if self.quiet {
-            return;
-        }
-        if let Ok(b) = self.bar.lock()
-            && let Some(bar) = b.as_ref()
-        {
-            bar.println(message);
+        if self.silent {
             return;
         }
         errln!("{message}");
@@ -245,7 +467,9 @@ fn bar(fraction: f64, width: usize) -> String {
 }
 
 /// `status`: the report, and the runs `keyturn_runs` still says are
-/// running (in JSON as `runs`, each with its `state`).
+/// running (in JSON as `runs`, each with its `state`). Two tables: one row
+/// per column (counts), then one row per key of each column (values under
+/// it, their share, and a bar on a terminal).
 pub fn print_status(r: &StatusReport, runs: &[OpenRun], json: bool) -> anyhow::Result<()> {
     if json {
         let mut v = serde_json::to_value(r)?;
@@ -261,68 +485,100 @@ pub fn print_status(r: &StatusReport, runs: &[OpenRun], json: bool) -> anyhow::R
         r.backend,
         r.current_key_id
     );
-    for c in &r.columns {
-        let values = c.total - c.nulls;
-        let mut extra = String::new();
-        if c.keyless > 0 {
-            extra.push_str(&format!(
-                ", {} key decided by {}",
-                c.keyless,
-                keyless_by(&c.codec)
-            ));
-        }
-        if c.undecryptable > 0 {
-            extra.push_str(&format!(", {} undecryptable", c.undecryptable));
-        }
-        if c.unrecognized > 0 {
-            extra.push_str(&format!(", {} unrecognized", c.unrecognized));
-        }
+    if !r.columns.is_empty() {
         outln!("");
-        outln!(
-            "{}.{}  [{}]  {} rows, {} NULL, {} under the current key, {} to rotate{extra}",
-            c.table,
-            c.column,
-            c.codec,
-            c.total,
-            c.nulls,
-            c.under_current,
-            c.needs_rotation,
-        );
-        let mut lines: Vec<(String, u64)> = c
-            .by_key
-            .iter()
-            .map(|k| (format!("{} ({})", k.key_id, k.state), k.rows))
-            .collect();
-        if c.keyless > 0 {
-            lines.push((
-                format!("{} (key by {})", c.codec, keyless_by(&c.codec)),
-                c.keyless,
-            ));
+        let mut t = Table::new([
+            "COLUMN",
+            "CODEC",
+            "ROWS",
+            "NULL",
+            "UNDER CURRENT KEY",
+            "TO ROTATE",
+            "OTHER",
+        ])
+        .right(&[2, 3, 4, 5])
+        .wrap(&[6]);
+        for c in &r.columns {
+            let mut other = Vec::new();
+            if c.keyless > 0 {
+                other.push(format!(
+                    "{} key decided by {}",
+                    group(c.keyless),
+                    keyless_by(&c.codec)
+                ));
+            }
+            if c.undecryptable > 0 {
+                other.push(format!("{} undecryptable", group(c.undecryptable)));
+            }
+            if c.unrecognized > 0 {
+                other.push(format!("{} unrecognized", group(c.unrecognized)));
+            }
+            t.row([
+                format!("{}.{}", c.table, c.column),
+                c.codec.to_string(),
+                group(c.total),
+                group(c.nulls),
+                group(c.under_current),
+                group(c.needs_rotation),
+                other.join(", "),
+            ]);
         }
-        if c.undecryptable > 0 {
-            lines.push(("undecryptable".into(), c.undecryptable));
+        t.print();
+        outln!("");
+        let mut header = vec!["COLUMN", "KEY", "VALUES", "SHARE"];
+        if tty {
+            header.push("");
         }
-        if c.unrecognized > 0 {
-            lines.push(("unrecognized / plaintext".into(), c.unrecognized));
-        }
-        for (label, n) in lines {
-            let pct = if values > 0 {
-                n as f64 / values as f64
-            } else {
-                0.0
-            };
-            if tty {
-                outln!(
-                    "  {label:<28} {n:>12}  {}  {:>5.1}%",
-                    bar(pct, 24),
-                    pct * 100.0
-                );
-            } else {
-                outln!("  {label:<28} {n:>12}  {:>5.1}%", pct * 100.0);
+        let mut t = Table::new(header).right(&[2, 3]);
+        for c in &r.columns {
+            let values = c.total - c.nulls;
+            let mut lines: Vec<(String, u64)> = c
+                .by_key
+                .iter()
+                .map(|k| (format!("{} ({})", k.key_id, k.state), k.rows))
+                .collect();
+            if c.keyless > 0 {
+                lines.push((
+                    format!("{} (key by {})", c.codec, keyless_by(&c.codec)),
+                    c.keyless,
+                ));
+            }
+            if c.undecryptable > 0 {
+                lines.push(("undecryptable".into(), c.undecryptable));
+            }
+            if c.unrecognized > 0 {
+                lines.push(("unrecognized / plaintext".into(), c.unrecognized));
+            }
+            if lines.is_empty() {
+                lines.push(("-".into(), 0));
+            }
+            for (i, (label, n)) in lines.into_iter().enumerate() {
+                let pct = if values > 0 {
+                    n as f64 / values as f64
+                } else {
+                    0.0
+                };
+                let mut row = vec![
+                    if i == 0 {
+                        format!("{}.{}", c.table, c.column)
+                    } else {
+                        String::new()
+                    },
+                    label,
+                    group(n),
+                    format!("{:.1}%", pct * 100.0),
+                ];
+                if tty {
+                    row.push(bar(pct, 24));
+                }
+                t.row(row);
             }
         }
+        t.print();
+    }
+    for c in &r.columns {
         if let Some(note) = &c.note {
-            outln!("  note: {note}");
+            outln!("\nnote: {}.{}: {note}", c.table, c.column);
         }
     }
     for w in &r.warnings {
@@ -357,8 +613,8 @@ pub fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
         return print_json(s);
     }
     let verb = match s.operation {
-        keyturn_engine::Operation::Rotate => "rotated",
-        keyturn_engine::Operation::Encrypt => "encrypted",
+        keyturn_engine::Operation::Rotate => "ROTATED",
+        keyturn_engine::Operation::Encrypt => "ENCRYPTED",
     };
     outln!("");
     outln!(
@@ -372,28 +628,23 @@ pub fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
         s.current_key_id,
         s.run_id
     );
-    outln!(
-        "  {:<32} {:>10} {:>10} {:>8} {:>8}",
-        "column",
-        verb,
-        "skipped",
-        "retried",
-        "failed"
-    );
+    let mut t = Table::new(["COLUMN", verb, "SKIPPED", "RETRIED", "FAILED"])
+        .indent(2)
+        .right(&[1, 2, 3, 4]);
     for c in &s.columns {
-        outln!(
-            "  {:<32} {:>10} {:>10} {:>8} {:>8}",
+        t.row([
             format!("{}.{}", c.table, c.column),
-            c.written,
-            c.skipped,
-            c.retried,
-            c.failed
-        );
+            group(c.written),
+            group(c.skipped),
+            group(c.retried),
+            group(c.failed),
+        ]);
     }
+    t.print();
     outln!(
-        "  {:.1}s, {:.0} rows/s, outcome: {}",
+        "  {:.1}s, {} rows/s, outcome: {}",
         s.seconds,
-        s.rows_per_sec,
+        group(s.rows_per_sec as u64),
         s.outcome
     );
     for k in &s.unusable_keys {
@@ -405,7 +656,7 @@ pub fn print_summary(s: &RunSummary, json: bool) -> anyhow::Result<()> {
             } else {
                 "not in the keyring"
             },
-            k.rows,
+            group(k.rows),
             k.table,
             k.column
         );
@@ -534,6 +785,62 @@ fn keyless_by(codec: &str) -> &'static str {
 mod tests {
     use super::*;
     use anyhow::Context;
+
+    /// `text` without its ANSI escape sequences.
+    fn plain(text: &str) -> String {
+        let mut out = String::new();
+        let mut it = text.chars();
+        while let Some(c) = it.next() {
+            if c == '\x1b' {
+                for c in it.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn prefixes_are_classified_and_coloured() {
+        assert_eq!(classify("error: x"), (LineKind::Error, 0));
+        assert_eq!(classify("\nwarning: y"), (LineKind::Warning, 1));
+        assert_eq!(classify("info: z").0, LineKind::Info);
+        assert_eq!(classify("debug: keyturn_engine: z").0, LineKind::Debug);
+        assert_eq!(classify("trace: z").0, LineKind::Trace);
+        assert_eq!(classify("rotate t.error: 3 values").0, LineKind::Message);
+        assert_eq!(classify("errors: 3").0, LineKind::Message);
+
+        for line in ["error: x: y", "\nwarning: y", "info: z", "debug: a: b"] {
+            assert_eq!(styled(line, false), line);
+            let c = styled(line, true);
+            assert_ne!(c, line);
+            assert_eq!(plain(&c), line);
+            // Only the prefix is styled: the reset comes right after its colon.
+            let prefix = line.trim_start().split(' ').next().unwrap_or_default();
+            assert!(c.contains(&format!("{prefix}\x1b[0m ")), "{c:?}");
+        }
+        let red = styled("error: x", true);
+        assert!(
+            red.starts_with("\x1b[1m") && red.contains("\x1b[31m"),
+            "{red:?}"
+        );
+        let yellow = styled("warning: x", true);
+        assert!(yellow.contains("\x1b[33m"), "{yellow:?}");
+        assert_eq!(styled("rotate t.c: done", true), "rotate t.c: done");
+    }
+
+    #[test]
+    fn interrupted_lines_group_digits() {
+        let l = interrupted_line("rotate t.c", 1_234, 1_000_000, Instant::now());
+        assert!(
+            l.starts_with("rotate t.c: interrupted at 1,234 of 1,000,000 rows after "),
+            "{l}"
+        );
+    }
 
     #[test]
     fn each_cause_once() {

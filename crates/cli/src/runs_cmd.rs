@@ -108,35 +108,46 @@ fn num(v: &serde_json::Value, k: &str) -> f64 {
     v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0)
 }
 
+/// One row per run, then what the running ones report (host, columns,
+/// the last operator request).
 fn render(runs: &[RunView]) {
     if runs.is_empty() {
         outln!("no runs recorded");
         return;
     }
+    let mut t =
+        crate::table::Table::new(["RUN", "OPERATION", "STATE", "ACTOR", "STARTED", "ENDED"]);
     for r in runs {
-        outln!(
-            "{}  {}  {}  by {}  started {}{}",
-            r.run_id,
-            r.operation,
-            r.state,
-            r.actor,
-            r.started_at,
-            r.finished_at
-                .as_deref()
-                .map(|f| format!(", ended {f}"))
-                .unwrap_or_default()
-        );
+        t.row([
+            r.run_id.clone(),
+            r.operation.clone(),
+            r.state.clone(),
+            r.actor.clone(),
+            r.started_at.clone(),
+            r.finished_at.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t.print();
+    for r in runs {
+        if r.progress.is_none() && r.control.is_none() {
+            continue;
+        }
+        outln!("");
+        outln!("run {}:", r.run_id);
         if let Some(p) = &r.progress {
             let host = p.get("host").and_then(|h| h.as_str()).unwrap_or("?");
             let state = p.get("state").and_then(|h| h.as_str()).unwrap_or("?");
             outln!(
-                "    on {host} pid {}: {state}{}",
+                "  on {host} pid {}: {state}{}",
                 num(p, "pid"),
                 p.get("paused")
                     .and_then(|x| x.as_str())
                     .map(|w| format!(" ({w})"))
                     .unwrap_or_default()
             );
+            let mut cols = crate::table::Table::new(["COLUMN", "DONE", "TODO", "ROWS/S", "ETA"])
+                .indent(2)
+                .right(&[1, 2, 3, 4]);
             for c in p
                 .get("columns")
                 .and_then(|c| c.as_array())
@@ -146,25 +157,34 @@ fn render(runs: &[RunView]) {
                 let eta = c
                     .get("eta_seconds")
                     .and_then(serde_json::Value::as_f64)
-                    .map(|e| format!(", ETA {e:.0} s"))
-                    .unwrap_or_default();
-                outln!(
-                    "    {}.{}: {}/{} rows, {:.0} rows/s{eta}",
-                    c.get("table").and_then(|x| x.as_str()).unwrap_or("?"),
-                    c.get("column").and_then(|x| x.as_str()).unwrap_or("?"),
-                    num(c, "done"),
-                    num(c, "todo"),
-                    num(c, "rows_per_sec"),
-                );
+                    .map(|e| format!("{e:.0} s"))
+                    .unwrap_or_else(|| "-".into());
+                cols.row([
+                    format!(
+                        "{}.{}",
+                        c.get("table").and_then(|x| x.as_str()).unwrap_or("?"),
+                        c.get("column").and_then(|x| x.as_str()).unwrap_or("?")
+                    ),
+                    group(num(c, "done")),
+                    group(num(c, "todo")),
+                    group(num(c, "rows_per_sec")),
+                    eta,
+                ]);
             }
+            cols.print();
         }
         if let Some(c) = &r.control {
             outln!(
-                "    last request: {} by {} at {}",
+                "  last request: {} by {} at {}",
                 c.action,
                 c.actor,
                 c.requested_at
             );
         }
     }
+}
+
+/// A JSON count as grouped digits (`1,234`).
+fn group(n: f64) -> String {
+    crate::table::group(n.max(0.0) as u64)
 }

@@ -62,3 +62,4 @@ mod odd_rows;
 mod replicas;
 mod row_locks;
 mod runs;
+mod terminal;

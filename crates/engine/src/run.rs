@@ -1544,9 +1544,10 @@ async fn record_bad(
 }
 
 /// After a column's pass: the rows whose locks the application held past
-/// the lock time-out are read, decided and written again, with growing
-/// pauses, until they are done or [`LOCKED_PATIENCE`] has passed; those
-/// still locked then become bad rows (a later run rotates them).
+/// the lock time-out are read, decided and written again, with growing,
+/// jittered pauses ([`crate::retry::locked_rows_backoff`]), until they are
+/// done or [`LOCKED_PATIENCE`] has passed; those still locked then become
+/// bad rows (a later run rotates them).
 async fn come_back_to_locked(
     shared: &Arc<Shared>,
     plan: &ColumnPlan,
@@ -1562,7 +1563,7 @@ async fn come_back_to_locked(
         locked.len()
     ));
     let started = Instant::now();
-    let mut pause = Duration::from_millis(250);
+    let mut pauses = backon::BackoffBuilder::build(crate::retry::locked_rows_backoff());
     while !locked.is_empty() && !shared.stopping() {
         let db = shared.db.clone();
         let rows = with_retry("re-reading locked rows", shared.progress.as_ref(), || {
@@ -1612,8 +1613,9 @@ async fn come_back_to_locked(
             record_bad(shared, col, summary, still).await?;
             break;
         }
+        // The policy never runs out of pauses; 5 s is its longest anyway.
+        let pause = pauses.next().unwrap_or(Duration::from_secs(5));
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(5));
     }
     Ok(())
 }

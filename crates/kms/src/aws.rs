@@ -11,6 +11,7 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::config::{Credentials, Region};
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
+use backon::Retryable;
 use keyturn_format::SecretKey;
 use keyturn_keys::SecretString;
 use std::fmt;
@@ -119,9 +120,28 @@ impl fmt::Debug for ReEncrypted {
 /// transiently.
 pub const AWS_ATTEMPTS: u32 = 6;
 
-/// First backoff before a retry; doubled each attempt, up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The pauses between [`AWS_ATTEMPTS`] attempts: 50 ms, doubling up to
+/// 2.5 s, each lengthened by random jitter of up to its own length, so
+/// pause `n` lies between half and all of `100 ms × 2ⁿ` (capped at 5 s):
+/// the five pauses add up to 1.55–3.1 s. KMS throttles per account and
+/// region, so many callers are throttled together; the jitter spreads their
+/// retries out.
+fn throttle_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_factor(2.0)
+        .with_max_delay(Duration::from_millis(2500))
+        .with_jitter()
+        .with_max_times(AWS_ATTEMPTS as usize - 1)
+}
+
+/// One failed attempt of a call retried under [`throttle_backoff`]: the
+/// error as the caller gets it, and whether another attempt may succeed
+/// ([`retryable`]).
+struct Failed {
+    error: KmsError,
+    retry: bool,
+}
 
 /// Spaces calls evenly: at most `per_sec` a second across every caller.
 #[derive(Debug)]
@@ -155,15 +175,6 @@ impl Pacer {
 struct Limits {
     in_flight: Option<tokio::sync::Semaphore>,
     pacer: Option<Pacer>,
-}
-
-/// A backoff of `base` with full jitter in its upper half.
-fn jittered(base: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    // A failed random source only loses the jitter.
-    let _ = aws_lc_rs::rand::fill(&mut b);
-    let frac = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX);
-    base.mul_f64(0.5 + 0.5 * frac)
 }
 
 /// Whether an SDK failure is worth retrying: throttling, a 5xx, KMS's
@@ -456,18 +467,28 @@ impl AwsKmsKek {
         permit
     }
 
-    /// Sleeps before retry `attempt` (1: the first retry) of `what`.
-    async fn back_off(&self, what: &str, attempt: u32, why: &str) {
-        let base = FIRST_BACKOFF
-            .saturating_mul(1 << attempt.saturating_sub(1).min(10))
-            .min(MAX_BACKOFF);
-        let d = jittered(base);
-        tracing::warn!(
-            "aws-kms {what} at {}: {why}; retrying in {} ms",
-            self.address,
-            d.as_millis()
-        );
-        tokio::time::sleep(d).await;
+    /// Runs `attempt` (one SDK call, which takes its own [`Self::slot`]:
+    /// no slot is held during a pause) again under [`throttle_backoff`]
+    /// while it fails with a retryable error, logging a warning before each
+    /// retry; the last error otherwise.
+    async fn with_backoff<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, KmsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failed>>,
+    {
+        attempt
+            .retry(throttle_backoff())
+            .when(|f: &Failed| f.retry)
+            .notify(|f: &Failed, pause: Duration| {
+                tracing::warn!(
+                    "aws-kms {what} at {}: {}; retrying in {} ms",
+                    self.address,
+                    f.error,
+                    pause.as_millis()
+                );
+            })
+            .await
+            .map_err(|f| f.error)
     }
 
     /// `DescribeKey`: the ARN of `key` (key id, ARN, alias name or alias
@@ -479,19 +500,20 @@ impl AwsKmsKek {
 
     /// `DescribeKey`, checked: the ARN and the current key material id.
     async fn describe_metadata(&self, key: &str) -> Result<(String, Option<String>), KmsError> {
-        let mut attempt = 1;
-        let out = loop {
-            let _permit = self.slot().await;
-            match self.client.describe_key().key_id(key).send().await {
-                Ok(o) => break o,
-                Err(e) if retryable(&e) && attempt < AWS_ATTEMPTS => {
-                    let why = self.err(e, key, None).to_string();
-                    self.back_off("DescribeKey", attempt, &why).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(self.err(e, key, None)),
-            }
-        };
+        let out = self
+            .with_backoff("DescribeKey", || async {
+                let _permit = self.slot().await;
+                self.client
+                    .describe_key()
+                    .key_id(key)
+                    .send()
+                    .await
+                    .map_err(|e| Failed {
+                        retry: retryable(&e),
+                        error: self.err(e, key, None),
+                    })
+            })
+            .await?;
         let md = out
             .key_metadata()
             .ok_or_else(|| self.missing("KeyMetadata"))?;
@@ -541,28 +563,23 @@ impl AwsKmsKek {
     ) -> Result<ReEncrypted, KmsError> {
         let ctx =
             |c: &std::collections::HashMap<String, String>| (!c.is_empty()).then(|| c.clone());
-        let mut attempt = 1;
-        let out = loop {
-            let _permit = self.slot().await;
-            let r = self
-                .client
-                .re_encrypt()
-                .ciphertext_blob(Blob::new(blob.to_vec()))
-                .set_source_encryption_context(ctx(source_context))
-                .destination_key_id(destination_key_id)
-                .set_destination_encryption_context(ctx(destination_context))
-                .send()
-                .await;
-            match r {
-                Ok(o) => break o,
-                Err(e) if retryable(&e) && attempt < AWS_ATTEMPTS => {
-                    let why = self.err(e, destination_key_id, None).to_string();
-                    self.back_off("ReEncrypt", attempt, &why).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(self.re_encrypt_err(e, destination_key_id)),
-            }
-        };
+        let out = self
+            .with_backoff("ReEncrypt", || async {
+                let _permit = self.slot().await;
+                self.client
+                    .re_encrypt()
+                    .ciphertext_blob(Blob::new(blob.to_vec()))
+                    .set_source_encryption_context(ctx(source_context))
+                    .destination_key_id(destination_key_id)
+                    .set_destination_encryption_context(ctx(destination_context))
+                    .send()
+                    .await
+                    .map_err(|e| Failed {
+                        retry: retryable(&e),
+                        error: self.re_encrypt_err(e, destination_key_id),
+                    })
+            })
+            .await?;
         let ciphertext = out
             .ciphertext_blob()
             .ok_or_else(|| self.missing("CiphertextBlob"))?
@@ -812,6 +829,126 @@ mod tests {
         assert!(k("arn:aws:kms:us-east-1:123456789012:alias/app").may_be_mine(arn));
         assert!(!k("ffffffff-12ab-34cd-56ef-1234567890ab").may_be_mine(arn));
         assert!(!k(&arn.replace("us-east-1", "eu-west-1")).may_be_mine(arn));
+    }
+
+    fn service_error(
+        code: &str,
+        status: u16,
+    ) -> SdkError<
+        aws_sdk_kms::operation::re_encrypt::ReEncryptError,
+        aws_sdk_kms::config::http::HttpResponse,
+    > {
+        let meta = aws_sdk_kms::error::ErrorMetadata::builder()
+            .code(code)
+            .message("from a unit test")
+            .build();
+        SdkError::service_error(
+            aws_sdk_kms::operation::re_encrypt::ReEncryptError::generic(meta),
+            aws_sdk_kms::config::http::HttpResponse::new(
+                status.try_into().expect("a valid HTTP status"),
+                "".into(),
+            ),
+        )
+    }
+
+    #[test]
+    fn throttling_and_server_failures_are_retried_the_rest_is_not() {
+        for code in [
+            "ThrottlingException",
+            "LimitExceededException",
+            "KMSInternalException",
+            "DependencyTimeoutException",
+        ] {
+            assert!(retryable(&service_error(code, 400)), "{code}");
+        }
+        assert!(retryable(&service_error("SomethingNew", 503)));
+        for code in [
+            "AccessDeniedException",
+            "NotFoundException",
+            "DisabledException",
+            "InvalidCiphertextException",
+            "IncorrectKeyException",
+            "ValidationException",
+            "UnrecognizedClientException",
+        ] {
+            assert!(!retryable(&service_error(code, 400)), "{code}");
+        }
+        assert!(retryable(&SdkError::<
+            aws_sdk_kms::operation::re_encrypt::ReEncryptError,
+            _,
+        >::timeout_error("timed out")));
+        assert!(!retryable(&SdkError::<
+            aws_sdk_kms::operation::re_encrypt::ReEncryptError,
+            aws_sdk_kms::config::http::HttpResponse,
+        >::construction_failure(
+            "no credentials"
+        )));
+    }
+
+    #[test]
+    fn throttle_backoff_is_bounded_and_jittered() {
+        use backon::BackoffBuilder;
+        let pauses: Vec<Duration> = throttle_backoff().build().collect();
+        assert_eq!(pauses.len(), AWS_ATTEMPTS as usize - 1);
+        // Pause n between half and all of 100 ms × 2ⁿ (1 ms of slack: backon
+        // computes in f32).
+        let slack = Duration::from_millis(1);
+        for (n, p) in pauses.iter().enumerate() {
+            let base = Duration::from_millis(100) * (1 << n);
+            assert!(*p + slack >= base / 2 && *p <= base + slack, "{n}: {p:?}");
+        }
+        assert_ne!(pauses, throttle_backoff().build().collect::<Vec<_>>());
+    }
+
+    /// A throttled call is made [`AWS_ATTEMPTS`] times, then fails with
+    /// KMS's error; an error that is not retried fails at once.
+    #[tokio::test(start_paused = true)]
+    async fn with_backoff_gives_up_after_the_attempts() {
+        let kek = AwsKmsKek {
+            key_id: "alias/app".into(),
+            address: "x".into(),
+            region: "us-east-1".into(),
+            principal: "default chain, profile -".into(),
+            client: Client::from_conf(
+                aws_sdk_kms::Config::builder()
+                    .behavior_version(BehaviorVersion::latest())
+                    .region(Region::new("us-east-1"))
+                    .build(),
+            ),
+            limits: Default::default(),
+        };
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let throttled = || KmsError::Backend {
+            provider: P,
+            address: "x".into(),
+            message: "ThrottlingException: Rate exceeded".into(),
+        };
+        let r: Result<(), KmsError> = kek
+            .with_backoff("ReEncrypt", || async {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(Failed {
+                    error: throttled(),
+                    retry: true,
+                })
+            })
+            .await;
+        assert_eq!(r, Err(throttled()));
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::Relaxed),
+            AWS_ATTEMPTS
+        );
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let r: Result<(), KmsError> = kek
+            .with_backoff("ReEncrypt", || async {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(Failed {
+                    error: KmsError::Malformed("damaged".into()),
+                    retry: false,
+                })
+            })
+            .await;
+        assert!(matches!(r, Err(KmsError::Malformed(_))));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     /// `ReEncrypt` runs under one set of credentials: two KEKs at the same

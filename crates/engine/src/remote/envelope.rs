@@ -35,6 +35,7 @@ use super::{Finding, RemoteKeys, RemoteOutcome, RemoteRow, aux_value};
 use crate::EngineError;
 use crate::config::ColumnConfig;
 use crate::multi::PackedCells;
+use backon::Retryable;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyturn_codecs::multi::{Cells, MultiColumnCodec, Role};
@@ -59,8 +60,30 @@ const DEK_LEN: usize = 32;
 /// The longest wrapped data key accepted (AWS blobs are under 300 bytes,
 /// transit's `vault:vN:` text of a 32-byte key under 200).
 const MAX_WRAPPED: usize = 4096;
-/// Attempts of one KMS call on a transient failure.
-const ATTEMPTS: u32 = 5;
+/// Attempts of one KMS call on a transient failure (throttled, 5xx,
+/// unreachable): the first and up to four retries.
+const ATTEMPTS: usize = 5;
+
+/// The pauses between [`ATTEMPTS`] attempts of one KMS call: 50 ms,
+/// doubling, each lengthened by random jitter of up to its own length, so
+/// pause `n` lies between half and all of `100 ms × 2ⁿ`: under 1.5 s in all
+/// before the run stops (resumable) on a KMS that keeps failing. Jittered,
+/// as the `max_in_flight` calls of a throttled KMS fail together and would
+/// otherwise come back together.
+fn kms_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_factor(2.0)
+        .without_max_delay()
+        .with_jitter()
+        .with_max_times(ATTEMPTS - 1)
+}
+
+/// Whether a failed KMS call is made again: a transient failure that is not
+/// the value's own problem (see [`value_problem`]: that row is a bad row).
+fn retry_call(e: &KmsError, transit: bool) -> bool {
+    value_problem(e, transit).is_none() && e.is_transient()
+}
 
 /// The wrapped key of a local wrap (`codec = "envelope"` without `kms`):
 /// AES-GCM (60 bytes) or AES key wrap (40 bytes).
@@ -675,33 +698,35 @@ impl EnvelopeKeys {
         }
     }
 
-    /// One KMS call, retried on transient failures: `Ok(Err(why))` when
-    /// the KMS refuses the value itself.
+    /// One KMS call, paced, retried under [`kms_backoff`] while it fails
+    /// transiently ([`retry_call`]): `Ok(Err(why))` when the KMS refuses
+    /// the value itself.
     async fn call<T, F, Fut>(&self, mut f: F) -> Result<Result<T, String>, EngineError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, KmsError>>,
     {
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 1;
-        loop {
-            self.paced().await;
-            match f().await {
-                Ok(v) => return Ok(Ok(v)),
-                Err(e) => {
-                    if let Some(why) = value_problem(&e, self.is_transit()) {
-                        return Ok(Err(why));
-                    }
-                    if e.is_transient() && attempt < ATTEMPTS {
-                        tracing::warn!("{}: {e}; retrying in {} ms", self.label, delay.as_millis());
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(e.into());
-                }
+        let transit = self.is_transit();
+        let attempt = || {
+            let call = f();
+            async move {
+                self.paced().await;
+                call.await
             }
+        };
+        let done = attempt
+            .retry(kms_backoff())
+            .when(|e: &KmsError| retry_call(e, transit))
+            .notify(|e: &KmsError, pause: Duration| {
+                tracing::warn!("{}: {e}; retrying in {} ms", self.label, pause.as_millis());
+            })
+            .await;
+        match done {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) => match value_problem(&e, transit) {
+                Some(why) => Ok(Err(why)),
+                None => Err(e.into()),
+            },
         }
     }
 
@@ -1101,5 +1126,49 @@ mod tests {
         };
         assert!(value_problem(&backend, false).is_none());
         assert!(backend.is_transient());
+    }
+
+    #[test]
+    fn only_transient_server_problems_are_retried() {
+        let aws = keyturn_kms::ProviderKind::AwsKms;
+        let throttled = KmsError::Backend {
+            provider: aws,
+            address: "a".into(),
+            message: "ThrottlingException: Rate exceeded".into(),
+        };
+        let down = KmsError::Unreachable {
+            provider: aws,
+            address: "a".into(),
+            reason: "connection refused".into(),
+        };
+        for transit in [false, true] {
+            assert!(retry_call(&throttled, transit));
+            assert!(retry_call(&down, transit));
+            // The value's own problem: a bad row, at once.
+            assert!(!retry_call(&KmsError::Malformed("x".into()), transit));
+            let wrong = KmsError::WrongKek {
+                expected: "k1".into(),
+                found: "k2".into(),
+            };
+            assert!(!retry_call(&wrong, transit));
+            // The credentials' or the key's problem: the run stops at once.
+            let denied = KmsError::AccessDenied {
+                provider: aws,
+                kek: "alias/app".into(),
+                detail: "AccessDeniedException".into(),
+            };
+            assert!(!retry_call(&denied, transit));
+        }
+    }
+
+    #[test]
+    fn kms_backoff_is_bounded_and_jittered() {
+        use backon::BackoffBuilder;
+        let pauses: Vec<Duration> = kms_backoff().build().collect();
+        assert_eq!(pauses.len(), ATTEMPTS - 1);
+        let total: Duration = pauses.iter().sum();
+        assert!(total <= Duration::from_millis(1_501), "{total:?}");
+        assert!(pauses[0] >= Duration::from_millis(49), "{pauses:?}");
+        assert_ne!(pauses, kms_backoff().build().collect::<Vec<_>>());
     }
 }

@@ -15,6 +15,7 @@
 use super::{Finding, RemoteKeys, RemoteOutcome, RemoteRow, aux_value};
 use crate::EngineError;
 use crate::config::ColumnConfig;
+use backon::Retryable;
 use keyturn_codecs::vault::VaultTransitCodec;
 use keyturn_db::ColumnRef;
 use keyturn_format::{Codec, Inspection, KeyState};
@@ -25,8 +26,32 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// Attempts of one request on a transient failure (unreachable, 5xx).
-const ATTEMPTS: u32 = 5;
+/// Attempts of one rewrap request on a transient failure (unreachable, 5xx,
+/// throttled): the first and up to four retries.
+const ATTEMPTS: usize = 5;
+
+/// The pauses between [`ATTEMPTS`] attempts of a rewrap request: 100 ms,
+/// doubling, each lengthened by random jitter of up to its own length, so
+/// pause `n` lies between half and all of `200 ms × 2ⁿ`: under 3 s in all
+/// before the run stops (resumable) on a server that stays down. Short, as
+/// the server answers a batch in milliseconds, and jittered, as
+/// `max_in_flight` requests fail together when the server does.
+fn rewrap_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_factor(2.0)
+        .without_max_delay()
+        .with_jitter()
+        .with_max_times(ATTEMPTS - 1)
+}
+
+/// Whether a failed rewrap request of `size` items is sent again as it is:
+/// a transient failure, unless the server refused it as too large and it
+/// can still be split (a single item refused as too large is retried like
+/// any other server error).
+fn retry_rewrap(e: &KmsError, size: usize) -> bool {
+    e.is_transient() && !(keyturn_kms::is_too_large(e) && size > 1)
+}
 
 pub(crate) fn validate(c: &ColumnConfig, ckey: &str) -> Result<(), EngineError> {
     let bad = |key: &str, why: &str| Err(EngineError::Config(format!("{ckey}.{key}: {why}")));
@@ -367,27 +392,24 @@ impl TransitValues {
                     context: p.context.as_deref(),
                 })
                 .collect();
-            let mut attempt = 1;
-            let mut delay = Duration::from_millis(200);
-            let got = loop {
-                match now[0].key.rewrap_values(&items).await {
-                    Ok(r) => break Some(r),
-                    Err(e) if keyturn_kms::is_too_large(&e) && size > 1 => {
-                        self.batch_items.store((size / 2).max(1), Ordering::Relaxed);
-                        tracing::info!(
-                            "transit refused {size} items in one request; sending {} per request",
-                            (size / 2).max(1)
-                        );
-                        break None;
-                    }
-                    Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                        tracing::warn!("transit rewrap: {e}; retrying in {} ms", delay.as_millis());
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(e.into()),
+            let sent = (|| now[0].key.rewrap_values(&items))
+                .retry(rewrap_backoff())
+                .when(|e: &KmsError| retry_rewrap(e, size))
+                .notify(|e: &KmsError, pause: Duration| {
+                    tracing::warn!("transit rewrap: {e}; retrying in {} ms", pause.as_millis());
+                })
+                .await;
+            let got = match sent {
+                Ok(r) => Some(r),
+                Err(e) if keyturn_kms::is_too_large(&e) && size > 1 => {
+                    self.batch_items.store((size / 2).max(1), Ordering::Relaxed);
+                    tracing::info!(
+                        "transit refused {size} items in one request; sending {} per request",
+                        (size / 2).max(1)
+                    );
+                    None
                 }
+                Err(e) => return Err(e.into()),
             };
             match got {
                 Some(r) => {
@@ -558,5 +580,54 @@ mod tests {
                 .contains("not a vault-transit")
         );
         assert!(version_of(b"vault:v0:AAAA").is_err());
+    }
+
+    fn backend(message: &str) -> KmsError {
+        KmsError::Backend {
+            provider: keyturn_kms::ProviderKind::Transit,
+            address: "http://127.0.0.1:8200".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn transient_failures_are_retried_and_too_large_batches_split() {
+        let down = KmsError::Unreachable {
+            provider: keyturn_kms::ProviderKind::Transit,
+            address: "http://127.0.0.1:8200".into(),
+            reason: "connection refused".into(),
+        };
+        assert!(retry_rewrap(&down, 100));
+        assert!(retry_rewrap(&backend("HTTP 503: sealed"), 100));
+        assert!(retry_rewrap(
+            &backend("HTTP 429: rate limit quota exceeded"),
+            1
+        ));
+        // Too large: split at once, unless one item is all there is.
+        let too_large = backend("HTTP 413: request body too large");
+        assert!(!retry_rewrap(&too_large, 2));
+        assert!(retry_rewrap(&too_large, 1));
+        // The server's answer about the request or the key: not retried.
+        let denied = KmsError::AccessDenied {
+            provider: keyturn_kms::ProviderKind::Transit,
+            kek: "app".into(),
+            detail: "permission denied".into(),
+        };
+        assert!(!retry_rewrap(&denied, 100));
+        assert!(!retry_rewrap(
+            &KmsError::Malformed("not base64".into()),
+            100
+        ));
+    }
+
+    #[test]
+    fn rewrap_backoff_is_bounded_and_jittered() {
+        use backon::BackoffBuilder;
+        let pauses: Vec<Duration> = rewrap_backoff().build().collect();
+        assert_eq!(pauses.len(), ATTEMPTS - 1);
+        let total: Duration = pauses.iter().sum();
+        assert!(total <= Duration::from_millis(3_001), "{total:?}");
+        assert!(pauses[0] >= Duration::from_millis(99), "{pauses:?}");
+        assert_ne!(pauses, rewrap_backoff().build().collect::<Vec<_>>());
     }
 }

@@ -501,22 +501,24 @@ mod tests {
     #[test]
     fn help_offers_only_the_flags_a_command_uses() {
         let mut cmd = command();
-        let help = |cmd: &mut clap::Command, path: &[&str]| {
+        // As when parsing: the global flags propagated.
+        cmd.build();
+        let help = |cmd: &clap::Command, path: &[&str]| {
             let mut c = cmd.clone();
             for p in path {
                 c = c.find_subcommand(p).expect("a subcommand").clone();
             }
             c.render_help().to_string()
         };
-        let demo = help(&mut cmd, &["demo"]);
+        let demo = help(&cmd, &["demo"]);
         assert!(
             !demo.contains("--config") && !demo.contains("--actor"),
             "{demo}"
         );
         assert!(demo.contains("--json"), "{demo}");
-        let generate = help(&mut cmd, &["keys", "generate"]);
+        let generate = help(&cmd, &["keys", "generate"]);
         assert!(!generate.contains("--json"), "{generate}");
-        let status = help(&mut cmd, &["status"]);
+        let status = help(&cmd, &["status"]);
         for flag in ["--config", "--actor", "--json"] {
             assert!(status.contains(flag), "{flag}: {status}");
         }

@@ -551,6 +551,24 @@ fn kek_config_of(args: &KekRotateArgs) -> Result<KekConfig> {
     Ok(cfg)
 }
 
+/// One document for the outcomes of one command, whatever their number
+/// (`keys add --import` may add several keys): `action`, `key_id` (the key,
+/// or null when there are several), `key_ids`, `changed` and `warnings`
+/// over all of them.
+fn outcomes_document(outcomes: &[Outcome]) -> serde_json::Value {
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.key_id.as_str()).collect();
+    serde_json::json!({
+        "action": outcomes.first().map_or("add", |o| o.action.as_str()),
+        "key_id": match ids.as_slice() {
+            [one] => serde_json::Value::from(*one),
+            _ => serde_json::Value::Null,
+        },
+        "key_ids": ids,
+        "changed": outcomes.iter().flat_map(|o| o.changed.iter()).collect::<Vec<_>>(),
+        "warnings": outcomes.iter().flat_map(|o| o.warnings.iter()).collect::<Vec<_>>(),
+    })
+}
+
 fn print_outcomes(outcomes: &[Outcome], json: bool) -> Result<()> {
     for o in outcomes {
         for w in &o.warnings {
@@ -558,12 +576,7 @@ fn print_outcomes(outcomes: &[Outcome], json: bool) -> Result<()> {
         }
     }
     if json {
-        if outcomes.len() == 1 {
-            output::print_json(&outcomes[0])?;
-        } else {
-            output::print_json(&outcomes)?;
-        }
-        return Ok(());
+        return output::print_json(&outcomes_document(outcomes));
     }
     for o in outcomes {
         for e in &o.changed {
@@ -666,4 +679,33 @@ fn print_list(list: &[CatalogEntry], json: bool) -> Result<()> {
         outln!("! = compromised: rotate every row off it, then retire it");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(id: &str) -> Outcome {
+        Outcome {
+            action: "add".into(),
+            key_id: id.into(),
+            changed: Vec::new(),
+            warnings: vec![format!("{id} is pending")],
+        }
+    }
+
+    #[test]
+    fn one_document_for_any_number_of_outcomes() {
+        let one = outcomes_document(&[outcome("k1")]);
+        assert_eq!(one["key_id"], "k1");
+        assert_eq!(one["key_ids"], serde_json::json!(["k1"]));
+        let two = outcomes_document(&[outcome("a"), outcome("b")]);
+        assert_eq!(two["action"], "add");
+        assert!(two["key_id"].is_null());
+        assert_eq!(two["key_ids"], serde_json::json!(["a", "b"]));
+        assert_eq!(
+            two["warnings"],
+            serde_json::json!(["a is pending", "b is pending"])
+        );
+    }
 }

@@ -13,6 +13,11 @@ use std::process::Command;
 
 const MK1: &str = "mk1:aes256gcm:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 const MK2: &str = "mk2:aes256gcm:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+/// Two data keys `keys add --import` takes at once.
+const IMPORTED: [&str; 2] = [
+    "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=",
+    "Q0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0M=",
+];
 
 struct Out {
     code: i32,
@@ -26,6 +31,13 @@ fn keyturn(dir: &Path, args: &[&str]) -> Out {
         .args(args)
         .env("KT_MK", MK1)
         .env("KT_MK2", MK2)
+        .env(
+            "KT_IMPORT",
+            format!(
+                "imp1:aes256gcm:{}\nimp2:aes256gcm:{}",
+                IMPORTED[0], IMPORTED[1]
+            ),
+        )
         .env_remove("KEYTURN_KEYS")
         .env_remove("KEYTURN_CONFIG")
         .env_remove("KEYTURN_NOTIFY_URL")
@@ -37,7 +49,7 @@ fn keyturn(dir: &Path, args: &[&str]) -> Out {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
     for text in [&o.stdout, &o.stderr] {
-        for secret in [&MK1[14..], &MK2[14..]] {
+        for secret in [&MK1[14..], &MK2[14..], IMPORTED[0], IMPORTED[1]] {
             assert!(!text.contains(secret), "key material in output: {text}");
         }
     }
@@ -218,6 +230,12 @@ async fn every_command_prints_one_json_document() {
         ),
         (k.to_vec(), vec!["keys", "add", "--id", "k3"], Want::Doc(0)),
         (k.to_vec(), vec!["keys", "compromised", "k3"], Want::Doc(0)),
+        // Several keys at once: still one document.
+        (
+            k.to_vec(),
+            vec!["keys", "add", "--import", "env:KT_IMPORT"],
+            Want::Doc(0),
+        ),
         (k.to_vec(), vec!["audit", "list"], Want::Doc(0)),
         (k.to_vec(), vec!["audit", "export"], Want::Doc(0)),
         (
@@ -374,6 +392,10 @@ async fn every_command_prints_one_json_document() {
         "{retire}"
     );
     assert_eq!(to["steps"][2]["summary"]["current_key_id"], "k2", "{to}");
+
+    let imported = doc("--config k.toml --json keys add --import env:KT_IMPORT");
+    assert_eq!(imported["key_ids"], serde_json::json!(["imp1", "imp2"]));
+    assert!(imported["key_id"].is_null(), "{imported}");
 
     // Error documents carry the typed kinds.
     assert_eq!(

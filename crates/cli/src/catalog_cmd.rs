@@ -232,8 +232,8 @@ pub async fn rotate_to(
     let staged = cs.stage_primary(new, &actor).await;
     // Which steps were done, from the catalog itself when staging failed.
     let after = match &staged {
-        Ok(_) => Vec::new(),
-        Err(_) => cs.list().await.unwrap_or_default(),
+        Ok(_) => None,
+        Err(_) => cs.list().await.ok(),
     };
     cs.close().await;
     let staged = match staged {
@@ -247,8 +247,25 @@ pub async fn rotate_to(
                     "key {new:?} is in the catalog (pending) but not promoted: run `keyturn rotate --to {new}` again once the application instances named below have refreshed their keyring"
                 ));
             }
-            let e = anyhow::Error::from(e);
             let existed = before.iter().any(|k| k.id == new);
+            let added = |after: Option<&[CatalogEntry]>, new: &str, e: &keyturn_ops::OpsError| {
+                match after {
+                    Some(list) => list.iter().any(|k| k.id == new),
+                    // The catalog could not be read back: a refusal of
+                    // the promotion means the key was added before it.
+                    None => matches!(
+                        e.catalog(),
+                        Some(CatalogError::Refused(
+                            Refusal::InstancesMissingKey { .. }
+                                | Refusal::Compromised { .. }
+                                | Refusal::NotPromotable { .. }
+                                | Refusal::AlreadyPrimary { .. }
+                        ))
+                    ),
+                }
+            };
+            let was_added = added(after.as_deref(), new, &e);
+            let e = anyhow::Error::from(e);
             if existed {
                 doc.steps.push(Step::new(
                     "add",
@@ -256,7 +273,7 @@ pub async fn rotate_to(
                     format!("key {new:?} is already in the catalog"),
                 ));
                 doc.steps.push(Step::failed("promote", &e));
-            } else if after.iter().any(|k| k.id == new) {
+            } else if was_added {
                 doc.steps
                     .push(Step::new("add", "done", format!("add: key {new}")));
                 doc.steps.push(Step::failed("promote", &e));

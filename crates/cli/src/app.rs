@@ -245,17 +245,12 @@ fn install_stop_handler(stop: Arc<AtomicBool>, json: bool) {
                     );
                 }
             } else {
-                let text = "aborted; the next run resumes from the last saved checkpoint";
-                if json {
-                    // The command's one document: its result is never printed.
-                    output::print_json_or_warn(&output::error_document(
-                        text,
-                        "interrupted",
-                        Exit::Interrupted as u8,
-                    ));
-                }
-                errln!("{text}");
-                std::process::exit(Exit::Interrupted as i32);
+                output::abort(
+                    json,
+                    "aborted; the next run resumes from the last saved checkpoint",
+                    "interrupted",
+                    Exit::Interrupted as u8,
+                );
             }
         }
     });

@@ -456,9 +456,40 @@ impl ProgressSink for Progress {
     }
 }
 
+/// Whether the command's one JSON document has been printed. Held while
+/// one is printed, so that an abort (a second Ctrl-C) prints its error
+/// document only when no other was printed, and never inside one.
+static DOCUMENT: Mutex<bool> = Mutex::new(false);
+
+fn document_lock() -> std::sync::MutexGuard<'static, bool> {
+    // A panic while printing leaves the flag as it was: still usable.
+    DOCUMENT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Prints the command's JSON document on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    outln!("{}", serde_json::to_string_pretty(v)?);
+    let text = serde_json::to_string_pretty(v)?;
+    let mut printed = document_lock();
+    outln!("{text}");
+    *printed = true;
     Ok(())
+}
+
+/// Ends the process at once with `code`: `error: text` on stderr and,
+/// with `--json`, the error document on stdout unless the command's
+/// document was printed already.
+pub fn abort(json: bool, text: &str, kind: &str, code: u8) -> ! {
+    let printed = document_lock();
+    if json && !*printed {
+        match serde_json::to_string_pretty(&error_document(text, kind, code)) {
+            Ok(doc) => outln!("{doc}"),
+            Err(e) => errln!("error: printing the JSON document: {e}"),
+        }
+    }
+    errln!("{text}");
+    std::process::exit(i32::from(code))
 }
 
 fn bar(fraction: f64, width: usize) -> String {

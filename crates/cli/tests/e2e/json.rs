@@ -91,8 +91,7 @@ fn one_document(args: &[&str], o: &Out) -> Value {
             "{args:?}: exit_code and the exit code differ: {doc}"
         );
         assert!(
-            o.stderr
-                .contains(&format!("error: {}", err.as_str().unwrap_or_default())),
+            o.stderr.contains(err.as_str().unwrap_or_default()),
             "{args:?}: the error is on stderr too: {}",
             o.stderr
         );
@@ -461,5 +460,72 @@ fn refused_flags_are_not_offered() {
     let o = keyturn(tmp.path(), &["status", "--help"]);
     for flag in ["--config", "--actor", "--json"] {
         assert!(o.stdout.contains(flag), "status lacks {flag}");
+    }
+}
+
+/// A second Ctrl-C aborts a run at once: stdout still holds one document,
+/// the run's summary (when the first stop was quicker) or the error
+/// document of kind `interrupted`, and the exit code is 130.
+#[tokio::test]
+async fn a_second_ctrl_c_leaves_one_document() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path();
+    seed(dir).await;
+    {
+        let db = keyturn_db::connect(
+            &format!("sqlite://{}", dir.join("t.db").display()),
+            &ConnectOptions::default(),
+        )
+        .await
+        .expect("opening the database");
+        let values: Vec<String> = (10..2010).map(|i| format!("({i}, 'row {i}')")).collect();
+        db.execute_script(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+            .await
+            .expect("more rows");
+        db.close().await;
+    }
+    write_config(dir, "k.toml", 24);
+    for args in [
+        &["keys", "add", "--id", "k1"][..],
+        &["keys", "promote", "k1"],
+    ] {
+        let all: Vec<&str> = ["--config", "k.toml"].iter().chain(args).copied().collect();
+        let o = keyturn(dir, &all);
+        assert_eq!(o.code, 0, "{all:?}: {}", o.stderr);
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
+        .current_dir(dir)
+        .args(["--config", "k.toml", "--json", "encrypt"])
+        .args(["--max-rows-per-sec", "50", "--batch-size", "10"])
+        .env("KT_MK", MK1)
+        .env_remove("KEYTURN_NOTIFY_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting keyturn");
+    let pid = child.id().to_string();
+    let sigint = || {
+        let ok = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -INT {pid}");
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    sigint();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    // The process may have ended on the first one already.
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let out = child.wait_with_output().expect("keyturn's output");
+    let o = Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(o.code, 130, "{}\n{}", o.stdout, o.stderr);
+    let doc = one_document(&["encrypt", "(Ctrl-C twice)"], &o);
+    match doc.get("error") {
+        Some(_) => assert_eq!(doc["kind"], "interrupted", "{doc}"),
+        None => assert_eq!(doc["interrupted"], true, "{doc}"),
     }
 }

@@ -51,6 +51,19 @@ pub enum AuditError {
     Notify(String),
 }
 
+impl AuditError {
+    /// A stable, machine-readable name of the error class (`--json`'s
+    /// `kind`): `database`, `usage` (an input that does not make sense) or
+    /// `notify`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditError::Db(_) => "database",
+            AuditError::Invalid(_) => "usage",
+            AuditError::Notify(_) => "notify",
+        }
+    }
+}
+
 // Not `#[from]`: the message already holds the database error's text.
 impl From<keyturn_db::DbError> for AuditError {
     fn from(e: keyturn_db::DbError) -> Self {

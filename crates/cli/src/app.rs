@@ -5,7 +5,6 @@ use crate::exit::Exit;
 use crate::metrics;
 use crate::output::{self, Progress};
 use anyhow::{Context, Result};
-use clap::CommandFactory as _;
 use keyturn_engine::{Operation, ProgressSink, RunOptions};
 use keyturn_format::{Algorithm, KeyId, KeySpec};
 use keyturn_ops::{Config, RunAudit, RunReport, Selection, Session, Verdict, config_path};
@@ -132,13 +131,11 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Keys(cmd) => crate::catalog_cmd::run_keys(&cli, cmd).await,
         Command::Kek(KekCommand::Rotate(args)) => crate::catalog_cmd::kek_rotate(&cli, args).await,
         Command::Demo(args) => crate::demo::run(args, cli.json).await,
-        Command::Completions { shell } => generated(&cli, |out| {
-            clap_complete::generate(*shell, &mut Cli::command(), "keyturn", out);
+        Command::Completions { shell } => generated(|out| {
+            clap_complete::generate(*shell, &mut crate::cli::command(), "keyturn", out);
             Ok(())
         }),
-        Command::Man => generated(&cli, |out| {
-            clap_mangen::Man::new(Cli::command()).render(out)
-        }),
+        Command::Man => generated(|out| clap_mangen::Man::new(crate::cli::command()).render(out)),
         Command::Status(args) => {
             let session = open_session(&cli, &args.target, 2).await?;
             let status = keyturn_ops::verify::status(&session, args.deep).await;
@@ -165,19 +162,9 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
     }
 }
 
-/// Writes a generated file (completion script, man page) to stdout; JSON
-/// means nothing for it.
-fn generated(
-    cli: &Cli,
-    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-) -> Result<Exit> {
-    if cli.json {
-        return Err(keyturn_engine::EngineError::Usage(
-            "--json: this command prints a file (a completion script or a man page), not JSON"
-                .into(),
-        )
-        .into());
-    }
+/// Writes a generated file (completion script, man page) to stdout
+/// (`--json` is refused before: [`crate::cli::NOT_FOR`]).
+fn generated(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> Result<Exit> {
     let mut buf = Vec::new();
     write(&mut buf).context("generating")?;
     let mut out = std::io::stdout().lock();
@@ -258,8 +245,12 @@ fn install_stop_handler(stop: Arc<AtomicBool>, json: bool) {
                     );
                 }
             } else {
-                errln!("aborted; the next run resumes from the last saved checkpoint");
-                std::process::exit(Exit::Interrupted as i32);
+                output::abort(
+                    json,
+                    "aborted; the next run resumes from the last saved checkpoint",
+                    "interrupted",
+                    Exit::Interrupted as u8,
+                );
             }
         }
     });
@@ -316,9 +307,21 @@ pub async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> 
                 keyturn_engine::EngineError::Usage("--to applies to rotate only".into()).into(),
             );
         }
-        // Boxed: rotate_to runs an ordinary rotate through this function.
-        return Box::pin(crate::catalog_cmd::rotate_to(cli, args, actor, new)).await;
+        return crate::catalog_cmd::rotate_to(cli, args, actor, new).await;
     }
+    let report = run_report(cli, args, op, actor).await?;
+    conclude(report, cli.json, true)
+}
+
+/// Runs `rotate` or `encrypt` with the flags' and the config's settings
+/// and returns its report; prints nothing on stdout (progress and notes go
+/// to stderr).
+pub async fn run_report(
+    cli: &Cli,
+    args: &RunArgs,
+    op: Operation,
+    actor: String,
+) -> Result<RunReport> {
     let audit = crate::compliance::run_audit(&args.audit)?;
     let cfg = load_config(cli)?;
     // Bound before anything else: a taken port is an error before the run.
@@ -334,7 +337,7 @@ pub async fn run_op(cli: &Cli, args: &RunArgs, op: Operation, actor: String) -> 
     let opts = run_options(&session.cfg, args, actor);
     let report = execute(&mut session, op, opts, cli.json, &audit, metrics).await;
     session.close().await;
-    conclude(report?, cli.json, true)
+    report
 }
 
 /// Runs an operation with progress output and a Ctrl-C handler (the
@@ -387,18 +390,34 @@ pub async fn execute(
     Ok(report?)
 }
 
-/// Prints a finished run (its summary when `print`; the demo prints one
-/// JSON document of its own) and maps it to the exit code.
-pub fn conclude(report: RunReport, json: bool, print: bool) -> Result<Exit> {
+/// Prints a finished run (its summary when `print`; the demo and
+/// `rotate --to` print one JSON document of their own) and maps it to the
+/// exit code. With `--json`, a run that ended in an error prints no
+/// summary of its own: the error's document carries it (`summary`).
+pub fn conclude(mut report: RunReport, json: bool, print: bool) -> Result<Exit> {
+    let record_error = report.record_error.take();
+    let fails = record_error.is_some()
+        || (report.notify_error.is_none() && !report.compromised_left.is_empty());
+    let with_summary = |e: anyhow::Error, summary: &keyturn_engine::run::RunSummary| {
+        if !(print && json) {
+            return e;
+        }
+        let mut fields = serde_json::Map::new();
+        fields.insert(
+            "summary".into(),
+            serde_json::to_value(summary).unwrap_or(serde_json::Value::Null),
+        );
+        anyhow::Error::new(crate::exit::ErrorWith { error: e, fields })
+    };
     // The notes were shown as they happened (the progress sink's `note`).
-    if print {
+    if print && !(json && fails) {
         output::print_summary(&report.summary, json)?;
     }
     for w in &report.summary.warnings {
         errln!("warning: {w}");
     }
-    if let Some(e) = report.record_error {
-        return Err(e.into());
+    if let Some(e) = record_error {
+        return Err(with_summary(e.into(), &report.summary));
     }
     let code = match report.verdict() {
         Verdict::LockLost => {
@@ -424,7 +443,7 @@ pub fn conclude(report: RunReport, json: bool, print: bool) -> Result<Exit> {
         return Ok(if code == Exit::Ok { Exit::Error } else { code });
     }
     if !report.compromised_left.is_empty() {
-        return Err(keyturn_engine::EngineError::Config(format!(
+        let e = keyturn_engine::EngineError::Config(format!(
             "rows may still be under compromised keys: {}; fix the rows reported above and run `keyturn rotate` again",
             report
                 .compromised_left
@@ -432,8 +451,8 @@ pub fn conclude(report: RunReport, json: bool, print: bool) -> Result<Exit> {
                 .map(|(c, k, n)| format!("{c}: {n} under {k:?} before the run"))
                 .collect::<Vec<_>>()
                 .join(", ")
-        ))
-        .into());
+        ));
+        return Err(with_summary(e.into(), &report.summary));
     }
     Ok(code)
 }

@@ -30,7 +30,10 @@ pub async fn run_keys(cli: &Cli, cmd: &KeysCommand) -> Result<Exit> {
                 Ok(Exit::Ok)
             }
             Retired::NotYet(e) => Err(e.into()),
-            _ => Ok(Exit::Error),
+            _ => Err(EngineError::Internal(
+                "retire ended in an outcome this keyturn does not know".into(),
+            )
+            .into()),
         };
     }
     let cs = CatalogSession::open(load_config(cli)?).await?;
@@ -98,10 +101,100 @@ async fn keys_command(
     Ok(Exit::Ok)
 }
 
+/// One step of `rotate --to`: `add`, `promote`, `rotate`, `check` or
+/// `retire`, with its outcome (docs/JSON.md).
+#[derive(serde::Serialize)]
+struct Step {
+    step: &'static str,
+    /// `done`, `skipped`, `passed`, `incomplete`, `refused` or `failed`.
+    outcome: &'static str,
+    /// One line for people.
+    message: String,
+    #[serde(flatten)]
+    detail: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Step {
+    fn new(step: &'static str, outcome: &'static str, message: impl Into<String>) -> Step {
+        Step {
+            step,
+            outcome,
+            message: message.into(),
+            detail: serde_json::Map::new(),
+        }
+    }
+
+    fn with(mut self, key: &str, value: impl serde::Serialize) -> Step {
+        self.detail.insert(
+            key.into(),
+            serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
+        );
+        self
+    }
+
+    /// A step that failed with `e`: its text, kind and exit code.
+    fn failed(step: &'static str, e: &anyhow::Error) -> Step {
+        Step::new(step, "failed", output::error_text(e))
+            .with("kind", crate::exit::kind_for(e))
+            .with("exit_code", crate::exit::code_for(e) as u8)
+    }
+
+    fn from_outcome(step: &'static str, o: &Outcome) -> Step {
+        Step::new(step, "done", format!("{}: key {}", o.action, o.key_id))
+            .with("changed", &o.changed)
+            .with("warnings", &o.warnings)
+    }
+}
+
+/// The document of `rotate --to` (and the fields of its error document).
+struct Staging<'a> {
+    new: &'a str,
+    previous: Option<String>,
+    steps: Vec<Step>,
+}
+
+impl Staging<'_> {
+    fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("action".into(), "rotate-to".into());
+        m.insert("key_id".into(), self.new.into());
+        m.insert(
+            "previous_key_id".into(),
+            self.previous
+                .clone()
+                .map_or(serde_json::Value::Null, Into::into),
+        );
+        m.insert(
+            "steps".into(),
+            serde_json::to_value(&self.steps).unwrap_or(serde_json::Value::Null),
+        );
+        m
+    }
+
+    /// The steps not reached, skipped for `why`.
+    fn skip_rest(&mut self, why: &str) {
+        for step in ["add", "promote", "rotate", "check", "retire"] {
+            if !self.steps.iter().any(|s| s.step == step) {
+                self.steps.push(Step::new(step, "skipped", why));
+            }
+        }
+    }
+
+    /// `e` as the command's error, its document holding the steps.
+    fn fail(mut self, e: anyhow::Error, why: &str) -> anyhow::Error {
+        self.skip_rest(why);
+        anyhow::Error::new(crate::exit::ErrorWith {
+            error: e,
+            fields: self.fields(),
+        })
+    }
+}
+
 /// `rotate --to NEW`: the staged rotation in one command. Each step is the
 /// same as its own command (and audited as such); a failing step stops the
 /// sequence with the catalog in a consistent state (rolling back is
-/// `keys promote <old>`).
+/// `keys promote <old>`). With `--json`, one document lists every step
+/// and its outcome; without, each step is said as it ends.
 pub async fn rotate_to(
     cli: &Cli,
     args: &crate::cli::RunArgs,
@@ -119,8 +212,29 @@ pub async fn rotate_to(
             errln!("{m}");
         }
     };
+    let mut doc = Staging {
+        new,
+        previous: None,
+        steps: Vec::new(),
+    };
     let cs = CatalogSession::open(load_config(cli)?).await?;
+    let before = match cs.list().await {
+        Ok(l) => l,
+        Err(e) => {
+            cs.close().await;
+            return Err(e.into());
+        }
+    };
+    doc.previous = before
+        .iter()
+        .find(|e| e.state == keyturn_catalog::LifecycleState::Primary && e.id != new)
+        .map(|e| e.id.clone());
     let staged = cs.stage_primary(new, &actor).await;
+    // Which steps were done, from the catalog itself when staging failed.
+    let after = match &staged {
+        Ok(_) => None,
+        Err(_) => cs.list().await.ok(),
+    };
     cs.close().await;
     let staged = match staged {
         Ok(s) => s,
@@ -133,50 +247,205 @@ pub async fn rotate_to(
                     "key {new:?} is in the catalog (pending) but not promoted: run `keyturn rotate --to {new}` again once the application instances named below have refreshed their keyring"
                 ));
             }
-            return Err(e.into());
+            let existed = before.iter().any(|k| k.id == new);
+            let added = |after: Option<&[CatalogEntry]>, new: &str, e: &keyturn_ops::OpsError| {
+                match after {
+                    Some(list) => list.iter().any(|k| k.id == new),
+                    // The catalog could not be read back: a refusal of
+                    // the promotion means the key was added before it.
+                    None => matches!(
+                        e.catalog(),
+                        Some(CatalogError::Refused(
+                            Refusal::InstancesMissingKey { .. }
+                                | Refusal::Compromised { .. }
+                                | Refusal::NotPromotable { .. }
+                                | Refusal::AlreadyPrimary { .. }
+                        ))
+                    ),
+                }
+            };
+            let was_added = added(after.as_deref(), new, &e);
+            let e = anyhow::Error::from(e);
+            if existed {
+                doc.steps.push(Step::new(
+                    "add",
+                    "skipped",
+                    format!("key {new:?} is already in the catalog"),
+                ));
+                doc.steps.push(Step::failed("promote", &e));
+            } else if was_added {
+                doc.steps
+                    .push(Step::new("add", "done", format!("add: key {new}")));
+                doc.steps.push(Step::failed("promote", &e));
+            } else {
+                doc.steps.push(Step::failed("add", &e));
+            }
+            return Err(doc.fail(e, "an earlier step failed: nothing was rotated"));
         }
     };
+    doc.previous = staged.previous.clone();
     for o in &staged.outcomes {
         for w in &o.warnings {
             say(&format!("warning: {w}"));
         }
         say(&format!("{}: key {}", o.action, o.key_id));
     }
+    for step in ["add", "promote"] {
+        doc.steps
+            .push(match staged.outcomes.iter().find(|o| o.action == step) {
+                Some(o) => Step::from_outcome(step, o),
+                None if step == "add" => Step::new(
+                    step,
+                    "skipped",
+                    format!("key {new:?} is already in the catalog"),
+                ),
+                None => Step::new(
+                    step,
+                    "skipped",
+                    format!("key {new:?} is already the current key"),
+                ),
+            });
+    }
     // Re-encrypt under NEW (an ordinary, audited rotate).
     let mut plain = args.clone();
     plain.to = None;
-    let exit = crate::app::run_op(
+    let why = "the rotation failed: the old key stays decrypt-only; fix what is reported and run `keyturn rotate` again";
+    let report = match crate::app::run_report(
         cli,
         &plain,
         keyturn_engine::Operation::Rotate,
         actor.clone(),
     )
-    .await?;
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            doc.steps.push(Step::failed("rotate", &e));
+            return Err(doc.fail(e, why));
+        }
+    };
+    let summary = report.summary.clone();
+    let exit = match crate::app::conclude(report, cli.json, !cli.json) {
+        Ok(exit) => exit,
+        Err(e) => {
+            doc.steps
+                .push(Step::failed("rotate", &e).with("summary", &summary));
+            return Err(doc.fail(e, why));
+        }
+    };
+    let outcome = if exit == Exit::Ok {
+        "done"
+    } else {
+        "incomplete"
+    };
+    doc.steps.push(
+        Step::new(
+            "rotate",
+            outcome,
+            format!("rotate: run {}, {}", summary.run_id, summary.outcome),
+        )
+        .with("exit_code", exit as u8)
+        .with("summary", &summary),
+    );
     if exit != Exit::Ok {
-        say(
-            "rotate did not finish cleanly: the old key stays decrypt-only; fix the reported rows and run `keyturn rotate` again",
-        );
-        return Ok(exit);
+        let why = "rotate did not finish cleanly: the old key stays decrypt-only; fix the reported rows and run `keyturn rotate` again";
+        say(why);
+        doc.skip_rest(why);
+        return finish(cli, &doc, exit);
     }
     let Some(old) = staged.previous else {
-        return Ok(Exit::Ok);
+        doc.skip_rest("there was no other current key before: nothing to retire");
+        return finish(cli, &doc, Exit::Ok);
     };
-    // Retire the old primary if it may already be retired; the refusal
+    // Retire the old current key if it may already be retired; the refusal
     // (rows remain, safety period) says when instead.
-    match keyturn_ops::keys::retire(load_config(cli)?, &old, false, &actor, true).await? {
+    let retired =
+        match keyturn_ops::keys::retire(load_config(cli)?, &old, false, &actor, true).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                doc.steps.push(Step::failed("check", &e));
+                return Err(doc.fail(e, "the check failed: the old key stays decrypt-only"));
+            }
+        };
+    let later = format!(
+        "the old key {old:?} stays decrypt-only; retire it later with `keyturn keys retire {old}`"
+    );
+    let passed = Step::new(
+        "check",
+        "passed",
+        format!("no row is under the old key {old:?}"),
+    );
+    match retired {
         Retired::Done(o) => {
-            print_outcomes(&[o], cli.json)?;
-            Ok(Exit::Ok)
+            if !cli.json {
+                print_outcomes(std::slice::from_ref(&o), false)?;
+            }
+            doc.steps.push(passed);
+            doc.steps.push(Step::from_outcome("retire", &o));
         }
         Retired::NotYet(e) => {
             say(&e.to_string());
-            say(&format!(
-                "the old key {old:?} stays decrypt-only; retire it later with `keyturn keys retire {old}`"
-            ));
-            Ok(Exit::Ok)
+            say(&later);
+            match &e {
+                CatalogError::Refused(Refusal::RowsRemain { total, rows, .. }) => {
+                    doc.steps.push(
+                        Step::new(
+                            "check",
+                            "failed",
+                            format!("{total} rows are still under the old key {old:?}"),
+                        )
+                        .with("rows", total)
+                        .with(
+                            "columns",
+                            rows.iter()
+                                .map(|(c, n)| (c.clone(), *n))
+                                .collect::<std::collections::BTreeMap<_, _>>(),
+                        ),
+                    );
+                    doc.steps
+                        .push(Step::new("retire", "skipped", later).with("kind", e.kind()));
+                }
+                CatalogError::Refused(Refusal::SafetyPeriod { until, .. }) => {
+                    doc.steps.push(passed);
+                    doc.steps.push(
+                        Step::new(
+                            "retire",
+                            "refused",
+                            format!("retire refused: safety period until {until}; {later}"),
+                        )
+                        .with("kind", e.kind())
+                        .with("until", until),
+                    );
+                }
+                other => {
+                    doc.steps.push(
+                        Step::new("retire", "refused", format!("{other}; {later}"))
+                            .with("kind", other.kind()),
+                    );
+                }
+            }
         }
-        _ => Ok(Exit::Error),
+        _ => {
+            let e = anyhow::Error::from(EngineError::Internal(
+                "retire ended in an outcome this keyturn does not know".into(),
+            ));
+            doc.steps.push(Step::failed("retire", &e));
+            return Err(doc.fail(e, "not reached"));
+        }
     }
+    finish(cli, &doc, Exit::Ok)
+}
+
+/// `rotate --to`'s document with `--json` (the human output was said as
+/// it happened), and its exit code.
+fn finish(cli: &Cli, doc: &Staging<'_>, exit: Exit) -> Result<Exit> {
+    if cli.json {
+        let mut m = doc.fields();
+        m.insert("exit_code".into(), (exit as u8).into());
+        output::print_json(&m)?;
+    }
+    Ok(exit)
 }
 
 pub async fn kek_rotate(cli: &Cli, args: &KekRotateArgs) -> Result<Exit> {
@@ -299,6 +568,24 @@ fn kek_config_of(args: &KekRotateArgs) -> Result<KekConfig> {
     Ok(cfg)
 }
 
+/// One document for the outcomes of one command, whatever their number
+/// (`keys add --import` may add several keys): `action`, `key_id` (the key,
+/// or null when there are several), `key_ids`, `changed` and `warnings`
+/// over all of them.
+fn outcomes_document(outcomes: &[Outcome]) -> serde_json::Value {
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.key_id.as_str()).collect();
+    serde_json::json!({
+        "action": outcomes.first().map_or("add", |o| o.action.as_str()),
+        "key_id": match ids.as_slice() {
+            [one] => serde_json::Value::from(*one),
+            _ => serde_json::Value::Null,
+        },
+        "key_ids": ids,
+        "changed": outcomes.iter().flat_map(|o| o.changed.iter()).collect::<Vec<_>>(),
+        "warnings": outcomes.iter().flat_map(|o| o.warnings.iter()).collect::<Vec<_>>(),
+    })
+}
+
 fn print_outcomes(outcomes: &[Outcome], json: bool) -> Result<()> {
     for o in outcomes {
         for w in &o.warnings {
@@ -306,12 +593,7 @@ fn print_outcomes(outcomes: &[Outcome], json: bool) -> Result<()> {
         }
     }
     if json {
-        if outcomes.len() == 1 {
-            output::print_json(&outcomes[0])?;
-        } else {
-            output::print_json(&outcomes)?;
-        }
-        return Ok(());
+        return output::print_json(&outcomes_document(outcomes));
     }
     for o in outcomes {
         for e in &o.changed {
@@ -414,4 +696,33 @@ fn print_list(list: &[CatalogEntry], json: bool) -> Result<()> {
         outln!("! = compromised: rotate every row off it, then retire it");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(id: &str) -> Outcome {
+        Outcome {
+            action: "add".into(),
+            key_id: id.into(),
+            changed: Vec::new(),
+            warnings: vec![format!("{id} is pending")],
+        }
+    }
+
+    #[test]
+    fn one_document_for_any_number_of_outcomes() {
+        let one = outcomes_document(&[outcome("k1")]);
+        assert_eq!(one["key_id"], "k1");
+        assert_eq!(one["key_ids"], serde_json::json!(["k1"]));
+        let two = outcomes_document(&[outcome("a"), outcome("b")]);
+        assert_eq!(two["action"], "add");
+        assert!(two["key_id"].is_null());
+        assert_eq!(two["key_ids"], serde_json::json!(["a", "b"]));
+        assert_eq!(
+            two["warnings"],
+            serde_json::json!(["a is pending", "b is pending"])
+        );
+    }
 }

@@ -2,7 +2,10 @@
 //! the sources named in the config (env:NAME, file:PATH, stdin).
 
 use clap::builder::RangedU64ValueParser;
-use clap::{ArgAction, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{
+    ArgAction, ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand,
+};
 use keyturn_engine::config::{
     BATCH_SIZE_MAX, BATCH_SIZE_MIN, MAX_ROWS_PER_SEC_MIN, WORKERS_MAX, WORKERS_MIN,
 };
@@ -37,6 +40,95 @@ KEYTURN_LOG=FILTER (a tracing filter such as `debug` or `warn,keyturn_engine=tra
 sets the log's levels instead of -q/-v. --color auto (the default) colours only a \
 terminal and honours NO_COLOR; always and never override it.";
 
+/// The global flags a command has no use for: (command path, flag, why).
+/// They are hidden from its `--help` and refused when given (usage error,
+/// exit 2), before the command runs.
+pub const NOT_FOR: &[(&[&str], &str, &str)] = &[
+    (
+        &["demo"],
+        "config",
+        "the demo writes its own config into --dir and uses it",
+    ),
+    (
+        &["demo"],
+        "actor",
+        "the demo's runs are recorded in its own database as you ($USER@host)",
+    ),
+    (
+        &["keys", "generate"],
+        "config",
+        "it reads no config: it prints a new key from the OS random generator",
+    ),
+    (
+        &["keys", "generate"],
+        "actor",
+        "it records nothing: it only prints a new key",
+    ),
+    (
+        &["keys", "generate"],
+        "json",
+        "its output is a key spec, already one machine-readable line <id>:<alg>:<base64>; a secret is not put in a report (docs/JSON.md)",
+    ),
+    (&["completions"], "config", "it prints a completion script"),
+    (&["completions"], "actor", "it prints a completion script"),
+    (
+        &["completions"],
+        "json",
+        "it prints a completion script, not JSON",
+    ),
+    (&["man"], "config", "it prints the man page"),
+    (&["man"], "actor", "it prints the man page"),
+    (&["man"], "json", "it prints the man page (roff), not JSON"),
+];
+
+/// The parser: [`Cli`]'s definition, with each global flag a command has
+/// no use for ([`NOT_FOR`]) hidden from that command's help.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for (path, flag, _) in NOT_FOR {
+        // The command gets a hidden copy of the global flag before clap
+        // builds the parser; clap then propagates the visible one to every
+        // other command only. The copy stays global, so its value reaches
+        // `Cli` (and [`unused_flag`] refuses it).
+        let copy = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == *flag)
+            .map(|a| a.clone().hide(true));
+        if let Some(copy) = copy {
+            cmd = add_in(cmd, path, copy);
+        }
+    }
+    cmd
+}
+
+fn add_in(cmd: clap::Command, path: &[&str], arg: clap::Arg) -> clap::Command {
+    match path.split_first() {
+        None => cmd.arg(arg),
+        Some((first, rest)) => cmd.mut_subcommand(*first, |sub| add_in(sub, rest, arg)),
+    }
+}
+
+/// The usage error for a global flag given to a command that has no use
+/// for it ([`NOT_FOR`]), if one was.
+pub fn unused_flag(matches: &ArgMatches) -> Option<String> {
+    let mut path = Vec::new();
+    let mut leaf = matches;
+    while let Some((name, sub)) = leaf.subcommand() {
+        path.push(name);
+        leaf = sub;
+    }
+    NOT_FOR.iter().find_map(|(p, flag, why)| {
+        (*p == path.as_slice() && leaf.value_source(flag) == Some(ValueSource::CommandLine)).then(
+            || {
+                format!(
+                    "--{flag} means nothing for `keyturn {}`: {why}",
+                    path.join(" ")
+                )
+            },
+        )
+    })
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "keyturn", version, about = "Rotate application-level encryption keys in live databases", long_about = None, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -68,16 +160,15 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Parses the command line, with clap's own help and errors coloured as
-/// `--color` says (read before parsing: clap prints usage errors while it
-/// parses).
-pub fn parse() -> Cli {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let mut cmd = Cli::command().color(color_arg(&args));
-    let matches = cmd
-        .try_get_matches_from_mut(&args)
-        .unwrap_or_else(|e| e.exit());
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
+/// Parses the command line with [`command`], clap's own help and errors
+/// coloured as `--color` says (read before parsing: clap prints usage
+/// errors while it parses). A parse error is returned for the caller to
+/// print (with `--json`, as the error document too).
+pub fn parse(args: &[std::ffi::OsString]) -> Result<(Cli, ArgMatches), clap::Error> {
+    let mut cmd = command().color(color_arg(args));
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+    Ok((cli, matches))
 }
 
 /// The last `--color WHEN` / `--color=WHEN` before `--`; `auto` when there
@@ -375,5 +466,65 @@ mod tests {
         let c = Cli::try_parse_from(["keyturn", "--color", "never", "due"]).expect("parses");
         assert_eq!(c.color, ColorChoice::Never);
         Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> ArgMatches {
+        command()
+            .try_get_matches_from(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn unused_global_flags_are_refused_in_either_position() {
+        for args in [
+            &["keyturn", "--config", "k.toml", "demo"][..],
+            &["keyturn", "demo", "--config", "k.toml"],
+            &["keyturn", "keys", "generate", "--json"],
+            &["keyturn", "--actor", "me", "keys", "generate"],
+            &["keyturn", "--json", "man"],
+            &["keyturn", "completions", "bash", "--config", "k.toml"],
+        ] {
+            let m = parse(args);
+            let e = unused_flag(&m).unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert!(e.contains("means nothing for `keyturn "), "{e}");
+        }
+        for args in [
+            &["keyturn", "--config", "k.toml", "status"][..],
+            &["keyturn", "keys", "add", "--actor", "me", "--json"],
+            &["keyturn", "demo", "--json"],
+            &["keyturn", "keys", "generate", "--id", "k2"],
+        ] {
+            assert_eq!(unused_flag(&parse(args)), None, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn help_offers_only_the_flags_a_command_uses() {
+        let mut cmd = command();
+        // As when parsing: the global flags propagated.
+        cmd.build();
+        let help = |cmd: &clap::Command, path: &[&str]| {
+            let mut c = cmd.clone();
+            for p in path {
+                c = c.find_subcommand(p).expect("a subcommand").clone();
+            }
+            c.render_help().to_string()
+        };
+        let demo = help(&cmd, &["demo"]);
+        assert!(
+            !demo.contains("--config") && !demo.contains("--actor"),
+            "{demo}"
+        );
+        assert!(demo.contains("--json"), "{demo}");
+        let generate = help(&cmd, &["keys", "generate"]);
+        assert!(!generate.contains("--json"), "{generate}");
+        let status = help(&cmd, &["status"]);
+        for flag in ["--config", "--actor", "--json"] {
+            assert!(status.contains(flag), "{flag}: {status}");
+        }
+        // The parser still parses into `Cli`.
+        let m = parse(&["keyturn", "--json", "status"]);
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&m).expect("a Cli");
+        assert!(cli.json);
     }
 }

@@ -50,7 +50,7 @@ impl Default for RunAuditArgs {
 pub enum AuditCommand {
     /// List audit events, oldest first
     List(AuditListArgs),
-    /// Write audit events as JSON lines, each with its hash (for the compliance archive)
+    /// Write audit events as JSON lines, each with its hash (for the compliance archive); --json: one document holding them
     Export(AuditExportArgs),
     /// Check the hash chain; names the first edited, missing or reordered event (exit 12)
     Verify(AuditVerifyArgs),
@@ -79,7 +79,7 @@ pub struct AuditListArgs {
 pub struct AuditExportArgs {
     #[command(flatten)]
     pub filter: EventFilterArgs,
-    /// Write to this file instead of stdout
+    /// Write the JSON lines to this file instead of stdout (`-`: stdout); with --json, stdout gets a summary of the export
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
@@ -234,25 +234,48 @@ pub async fn audit(cli: &Cli, cmd: &AuditCommand) -> Result<Exit> {
         }
         AuditCommand::Export(a) => {
             let f = filter(&a.filter)?;
+            // `--output -` is stdout, as no --output.
+            let file = a.output.as_ref().filter(|p| p.as_os_str() != "-");
             let s = read_session(cli).await?;
             let rows = keyturn_audit::read_rows(s.db.as_ref()).await;
             s.db.close().await;
             let rows = rows.map_err(audit_err)?;
-            let mut out = String::new();
-            let mut n = 0;
-            for r in rows.iter().filter(|r| f.matches_row(r)) {
-                out.push_str(&keyturn_audit::chain::export_object(r).to_string());
-                out.push('\n');
-                n += 1;
-            }
-            match &a.output {
-                Some(p) => {
-                    std::fs::write(p, &out).with_context(|| format!("writing {}", p.display()))?;
-                    errln!("wrote {n} audit events to {}", p.display());
+            let rows: Vec<_> = rows.iter().filter(|r| f.matches_row(r)).collect();
+            let events: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| keyturn_audit::chain::export_object(r))
+                .collect();
+            let mut lines = String::new();
+            if file.is_some() || !cli.json {
+                for e in &events {
+                    lines.push_str(&e.to_string());
+                    lines.push('\n');
                 }
-                None => {
-                    let mut so = std::io::stdout().lock();
-                    so.write_all(out.as_bytes()).context("writing to stdout")?;
+            }
+            if let Some(p) = file {
+                std::fs::write(p, &lines).with_context(|| format!("writing {}", p.display()))?;
+                errln!("wrote {} audit events to {}", events.len(), p.display());
+            }
+            if cli.json {
+                let mut doc = serde_json::json!({
+                    "count": events.len(),
+                    "first_seq": rows.first().map(|r| r.seq),
+                    "tip_seq": rows.last().map(|r| r.seq),
+                    "tip_hash": rows.last().map(|r| r.hash.clone()),
+                    "output": file.map(|p| p.display().to_string()),
+                });
+                if file.is_none() {
+                    doc["events"] = serde_json::Value::Array(events);
+                }
+                print_json(&doc)?;
+            } else if file.is_none() {
+                let mut so = std::io::stdout().lock();
+                // A reader that stops early (`| head`) is not an error.
+                match so.write_all(lines.as_bytes()).and_then(|()| so.flush()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        return Err(e).context("writing to stdout");
+                    }
+                    _ => {}
                 }
             }
             Ok(Exit::Ok)

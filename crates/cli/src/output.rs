@@ -456,9 +456,40 @@ impl ProgressSink for Progress {
     }
 }
 
+/// Whether the command's one JSON document has been printed. Held while
+/// one is printed, so that an abort (a second Ctrl-C) prints its error
+/// document only when no other was printed, and never inside one.
+static DOCUMENT: Mutex<bool> = Mutex::new(false);
+
+fn document_lock() -> std::sync::MutexGuard<'static, bool> {
+    // A panic while printing leaves the flag as it was: still usable.
+    DOCUMENT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Prints the command's JSON document on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    outln!("{}", serde_json::to_string_pretty(v)?);
+    let text = serde_json::to_string_pretty(v)?;
+    let mut printed = document_lock();
+    outln!("{text}");
+    *printed = true;
     Ok(())
+}
+
+/// Ends the process at once with `code`: `error: text` on stderr and,
+/// with `--json`, the error document on stdout unless the command's
+/// document was printed already.
+pub fn abort(json: bool, text: &str, kind: &str, code: u8) -> ! {
+    let printed = document_lock();
+    if json && !*printed {
+        match serde_json::to_string_pretty(&error_document(text, kind, code)) {
+            Ok(doc) => outln!("{doc}"),
+            Err(e) => errln!("error: printing the JSON document: {e}"),
+        }
+    }
+    errln!("{text}");
+    std::process::exit(i32::from(code))
 }
 
 fn bar(fraction: f64, width: usize) -> String {
@@ -736,19 +767,47 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints an error: `error: …` on stderr, and with `--json` also the
+/// command's one document on stdout, `{"error", "kind", "exit_code"}`
+/// (plus the fields an [`ErrorWith`](crate::exit::ErrorWith) carries).
 pub fn print_error(err: &anyhow::Error, json: bool) {
-    let text = error_text(err);
+    let text = error_text(crate::exit::root(err));
     if json {
-        let mut v = serde_json::json!({ "error": text });
-        let catalog = err
-            .downcast_ref::<keyturn_catalog::CatalogError>()
-            .or_else(|| err.downcast_ref::<keyturn_ops::OpsError>()?.catalog());
-        if let Some(c) = catalog {
-            v["kind"] = c.kind().into();
+        let mut doc = error_document(
+            &text,
+            crate::exit::kind_for(err),
+            crate::exit::code_for(err) as u8,
+        );
+        if let Some(w) = err.downcast_ref::<crate::exit::ErrorWith>() {
+            for (k, v) in &w.fields {
+                doc.entry(k.clone()).or_insert_with(|| v.clone());
+            }
         }
-        outln!("{v}");
+        print_json_or_warn(&doc);
     }
     errln!("error: {text}");
+}
+
+/// The JSON error document: `error` (the message and its causes, as on
+/// stderr), `kind` (a stable snake_case class) and `exit_code` (the
+/// process's exit code).
+pub fn error_document(
+    text: &str,
+    kind: &str,
+    exit_code: u8,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("error".into(), text.into());
+    m.insert("kind".into(), kind.into());
+    m.insert("exit_code".into(), exit_code.into());
+    m
+}
+
+/// [`print_json`] where a failure has nowhere else to go than stderr.
+pub fn print_json_or_warn<T: serde::Serialize>(v: &T) {
+    if let Err(e) = print_json(v) {
+        errln!("error: printing the JSON document: {e}");
+    }
 }
 
 /// The error and its causes. keyturn's own errors hold their cause's text
@@ -856,5 +915,15 @@ mod tests {
             error_text(&e),
             "rotating: schema: reading a batch: connection reset"
         );
+    }
+
+    #[test]
+    fn error_document_fields() {
+        let doc = error_document("config: no [database] section", "config", 1);
+        let v = serde_json::Value::Object(doc);
+        assert_eq!(v["error"], "config: no [database] section");
+        assert_eq!(v["kind"], "config");
+        assert_eq!(v["exit_code"], 1);
+        assert_eq!(v.as_object().map(|m| m.len()), Some(3));
     }
 }

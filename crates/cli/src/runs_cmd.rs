@@ -19,7 +19,7 @@ pub struct RunsArgs {
     /// How many recent runs to list
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub limit: u16,
-    /// List again every 2 seconds until interrupted (with --json: one JSON document per line)
+    /// List again every 2 seconds until interrupted (not with --json: a stream is not one document)
     #[arg(long)]
     pub watch: bool,
 }
@@ -42,6 +42,12 @@ pub struct RunId {
 }
 
 pub async fn run(cli: &Cli, args: &RunsArgs, actor: &str) -> Result<Exit> {
+    if args.watch && cli.json {
+        return Err(keyturn_engine::EngineError::Usage(
+            "--watch lists again and again, where --json prints one document: give one of them (poll `keyturn runs --json` for a feed)".into(),
+        )
+        .into());
+    }
     let s = crate::compliance::read_session(cli).await?;
     let out = match &args.action {
         Some(a) => control(&s, a, actor, cli.json).await,
@@ -79,14 +85,7 @@ async fn list(s: &keyturn_ops::ReadSession, args: &RunsArgs, json: bool) -> Resu
     loop {
         let runs = keyturn_ops::runs::list(s.db.as_ref(), usize::from(args.limit)).await?;
         if json {
-            if args.watch {
-                outln!(
-                    "{}",
-                    serde_json::to_string(&serde_json::json!({ "runs": runs }))?
-                );
-            } else {
-                print_json(&serde_json::json!({ "runs": runs }))?;
-            }
+            print_json(&serde_json::json!({ "runs": runs }))?;
         } else {
             if args.watch && std::io::stdout().is_terminal() {
                 // Clear the screen between listings on a terminal.

@@ -112,6 +112,27 @@ pub enum EngineError {
     Internal(String),
 }
 
+impl EngineError {
+    /// A stable, machine-readable name of the error class (`--json`'s
+    /// `kind`): `config`, `keys`, `keyring`, `database`, `kms`, `schema`,
+    /// `preflight`, `locked`, `refused`, `usage` or `internal`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineError::Config(_) => "config",
+            EngineError::Keys(_) => "keys",
+            EngineError::Format(_) => "keyring",
+            EngineError::Db(_) => "database",
+            EngineError::Kms(_) => "kms",
+            EngineError::Schema(_) => "schema",
+            EngineError::Preflight(_) => "preflight",
+            EngineError::LockHeld { .. } | EngineError::LockLost { .. } => "locked",
+            EngineError::Refused(_) => "refused",
+            EngineError::Usage(_) => "usage",
+            EngineError::Internal(_) => "internal",
+        }
+    }
+}
+
 // Not `#[from]`: that would make the inner error the `source` as well as
 // part of the message, and a printed chain would say everything twice.
 impl From<KeyError> for EngineError {
@@ -135,5 +156,42 @@ impl From<keyturn_kms::KmsError> for EngineError {
 impl From<DbError> for EngineError {
     fn from(e: DbError) -> Self {
         EngineError::Db(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_class_has_its_kind() {
+        let cases = [
+            (EngineError::Config("x".into()), "config"),
+            (EngineError::Keys(KeyError::Empty("env:K".into())), "keys"),
+            (EngineError::Format(FormatError::Empty), "keyring"),
+            (EngineError::Db(DbError::Invalid("x".into())), "database"),
+            (EngineError::Schema("x".into()), "schema"),
+            (EngineError::Preflight(Vec::new()), "preflight"),
+            (
+                EngineError::LockHeld {
+                    holder: "h".into(),
+                    since: "s".into(),
+                },
+                "locked",
+            ),
+            (
+                EngineError::LockLost {
+                    holder: "h".into(),
+                    since: "s".into(),
+                },
+                "locked",
+            ),
+            (EngineError::Refused("x".into()), "refused"),
+            (EngineError::Usage("x".into()), "usage"),
+            (EngineError::Internal("x".into()), "internal"),
+        ];
+        for (e, kind) in cases {
+            assert_eq!(e.kind(), kind, "{e}");
+        }
     }
 }

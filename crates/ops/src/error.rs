@@ -74,6 +74,19 @@ impl OpsError {
         }
     }
 
+    /// The stable, specific name of the root cause, for error reports
+    /// (`--json`'s `kind`): [`EngineError::kind`], [`CatalogError::kind`]
+    /// or [`AuditError::kind`]. [`OpsError::kind`] stays the coarse name
+    /// stored in audit records.
+    pub fn class(&self) -> &'static str {
+        match self {
+            OpsError::Engine(e) => e.kind(),
+            OpsError::Audit(e) => e.kind(),
+            OpsError::Catalog(e) => e.kind(),
+            OpsError::Step { cause, .. } => cause.class(),
+        }
+    }
+
     fn is_database(&self) -> bool {
         match self {
             OpsError::Audit(AuditError::Db(_)) | OpsError::Catalog(CatalogError::Db(_)) => true,
@@ -135,5 +148,20 @@ mod tests {
         let text = e.to_string();
         assert_eq!(text.matches("no table t").count(), 1, "{text}");
         assert!(matches!(e.engine(), Some(EngineError::Schema(_))));
+        assert_eq!(e.class(), "schema");
+    }
+
+    #[test]
+    fn class_names_the_root_cause() {
+        let e = OpsError::step(
+            "retiring",
+            CatalogError::Invalid("a stored row makes no sense".into()),
+        );
+        assert_eq!(e.class(), "invalid");
+        let e = OpsError::from(AuditError::Notify("refused".into()));
+        assert_eq!(e.class(), "notify");
+        assert_eq!(e.kind(), "error");
+        let e = OpsError::from(AuditError::Invalid("bad --since".into()));
+        assert_eq!(e.class(), "usage");
     }
 }

@@ -356,10 +356,11 @@ async fn catalog_commands_end_to_end() {
     // Every lifecycle change is in the audit trail, and the chain holds.
     let o = keyturn(dir, "k.toml", MK2, &["--json", "audit", "export"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    let actions: Vec<String> = o
-        .stdout
-        .lines()
-        .map(|l| json(l)["action"].as_str().unwrap_or_default().to_owned())
+    let actions: Vec<String> = json(&o.stdout)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
         .collect();
     for want in [
         "key.add",

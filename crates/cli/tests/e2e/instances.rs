@@ -181,11 +181,10 @@ async fn promote_checks_tracked_instances(t: TestDb) {
     let list = keyturn(&cfg, &["--json", "keys", "list"]).expect(0).json();
     assert_eq!(state(&list, "k4"), "primary");
     let o = keyturn(&cfg, &["--json", "audit", "export"]).expect(0);
-    let events: Vec<Value> = o
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events: Vec<Value> = o.json()["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no events: {o}"));
     let about_k4 = |action: &str| {
         events
             .iter()
@@ -226,9 +225,9 @@ async fn promote_checks_tracked_instances(t: TestDb) {
     assert_eq!(state(&list, "k4"), "primary");
     let o = keyturn(&cfg, &["--json", "audit", "export"]).expect(0);
     assert!(
-        o.stdout
-            .lines()
-            .any(|l| l.contains("\"key.add\"") && l.contains("\"k9\"")),
+        o.json()["events"].as_array().is_some_and(|events| events
+            .iter()
+            .any(|e| e["action"] == "key.add" && e["key_ids"].to_string().contains("\"k9\""))),
         "{o}"
     );
 

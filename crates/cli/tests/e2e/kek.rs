@@ -128,11 +128,12 @@ columns = [{{ name = "secret", encoding = "text" }}]
     let o = keyturn(&cfg, &child, &["keys", "self-test"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let o = keyturn(&cfg, &child, &["--json", "audit", "export"]);
-    let ev: Value = o
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let ev: Value = json(&o)["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
         .find(|e| e["action"] == "kek.rotate")
+        .cloned()
         .unwrap_or_else(|| panic!("no kek.rotate event: {}", o.stdout));
     assert_eq!(ev["details"]["in_kms"], 2, "{ev}");
     assert_eq!(ev["details"]["new_version"], "2", "{ev}");

@@ -51,6 +51,7 @@ mod engine;
 mod envelope;
 mod generated;
 mod instances;
+mod json;
 mod kek;
 mod kek_million;
 mod kms_aws;

@@ -100,6 +100,8 @@ run "${SUDO[@]}" dpkg -i "$deb"
 listing=$(dpkg -L keyturn)
 for f in /usr/bin/keyturn \
     /usr/share/man/man1/keyturn.1.gz \
+    /usr/share/man/man1/keyturn-rotate.1.gz \
+    /usr/share/man/man1/keyturn-keys-add.1.gz \
     /usr/share/bash-completion/completions/keyturn \
     /usr/share/zsh/vendor-completions/_keyturn \
     /usr/share/fish/vendor_completions.d/keyturn.fish \
@@ -108,7 +110,7 @@ for f in /usr/bin/keyturn \
     grep -qx "$f" <<<"$listing" || fail "dpkg -L keyturn does not list $f"
     [ -s "$f" ] || fail "$f is listed but missing or empty"
 done
-echo "dpkg -L keyturn lists the binary, the man page, the three completions and the docs"
+echo "dpkg -L keyturn lists the binary, the man pages, the three completions and the docs"
 
 # Stripped: no symbol table, no debug sections.
 if readelf -S --wide /usr/bin/keyturn | grep -qE '\.symtab|\.debug_'; then
@@ -119,6 +121,7 @@ echo "/usr/bin/keyturn is stripped"
 try_binary /usr/bin/keyturn "$tmp/demo-deb"
 if command -v man >/dev/null 2>&1; then
     run man -w keyturn
+    run man -w keyturn-status
     # The page renders without errors (groff is man-db's dependency).
     MANWIDTH=80 man -l /usr/share/man/man1/keyturn.1.gz 2>&1 >/dev/null | grep . &&
         fail "man -l keyturn.1.gz printed errors"

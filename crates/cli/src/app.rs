@@ -135,7 +135,10 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
             clap_complete::generate(*shell, &mut crate::cli::command(), "keyturn", out);
             Ok(())
         }),
-        Command::Man => generated(|out| clap_mangen::Man::new(crate::cli::command()).render(out)),
+        Command::Man { dir: None } => {
+            generated(|out| clap_mangen::Man::new(crate::cli::command()).render(out))
+        }
+        Command::Man { dir: Some(dir) } => man_pages(dir),
         Command::Status(args) => {
             let session = open_session(&cli, &args.target, 2).await?;
             let status = keyturn_ops::verify::status(&session, args.deep).await;
@@ -173,6 +176,24 @@ fn generated(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>)
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
         _ => Ok(Exit::Ok),
     }
+}
+
+/// `keyturn man --dir DIR`: keyturn.1 and one page per subcommand, the
+/// pages keyturn.1's SEE ALSO names; the written files' names on stdout.
+fn man_pages(dir: &std::path::Path) -> Result<Exit> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    clap_mangen::generate_to(crate::cli::command(), dir)
+        .with_context(|| format!("writing man pages into {}", dir.display()))?;
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("keyturn") && n.ends_with(".1"))
+        .collect();
+    names.sort();
+    for n in &names {
+        outln!("{}", dir.join(n).display());
+    }
+    Ok(Exit::Ok)
 }
 
 pub fn default_actor() -> String {

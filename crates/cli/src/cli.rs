@@ -227,8 +227,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print keyturn's man page (roff): `keyturn man > keyturn.1`
-    Man,
+    /// Print keyturn's man page (roff): `keyturn man > keyturn.1`; with --dir, write it and one page per subcommand (keyturn-status.1, keyturn-keys-add.1, …)
+    Man {
+        /// Write keyturn.1 and every subcommand's page into this directory (created if missing) instead of printing keyturn.1
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Columns rotated inside a KMS (kms = "NAME"): retire the key versions no row needs
     #[command(subcommand)]
     Kms(crate::kms_cmd::KmsCommand),

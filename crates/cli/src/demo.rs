@@ -266,6 +266,7 @@ pub async fn run(args: &DemoArgs, json: bool) -> Result<Exit> {
     } else {
         output::print_verify(&report, false)?;
         let cfg = config_path.display();
+        let n = crate::table::group(n);
         outln!(
             r#"
 What just happened: {n} rows were encrypted under k1, then re-encrypted under k2

@@ -736,27 +736,36 @@ pub fn print_verify(r: &VerifyReport, json: bool) -> anyhow::Result<()> {
         r.current_key_id,
         if r.ok { "OK" } else { "FAILED" }
     );
+    let mut t = Table::new(["COLUMN", "CHECKED", "BY", "UNDER CURRENT KEY", "FAILING"])
+        .indent(2)
+        .right(&[1, 3, 4]);
     for c in &r.columns {
-        outln!(
-            "  {}.{}: {} values checked{}, {} under the current key, {} failing",
-            c.table,
-            c.column,
-            c.checked,
+        t.row([
+            format!("{}.{}", c.table, c.column),
+            group(c.checked),
             if c.counted_by == keyturn_engine::CountedBy::Decryption {
-                " by decryption"
+                "decryption".to_owned()
             } else {
-                ""
+                "key id (SQL)".to_owned()
             },
-            c.under_current,
-            c.failing
-        );
+            group(c.under_current),
+            group(c.failing),
+        ]);
+    }
+    t.print();
+    // The failures and notes, per column, after the table.
+    for c in &r.columns {
+        if c.first_failures.is_empty() && c.note.is_none() {
+            continue;
+        }
+        outln!("  {}.{}:", c.table, c.column);
         for f in c.first_failures.iter().take(20) {
-            outln!("    key {}: {}", f.pk, f.reason);
+            outln!("    primary key {}: {}", f.pk, f.reason);
         }
         if c.first_failures.len() > 20 || c.failing > c.first_failures.len() as u64 {
             outln!(
                 "    … and {} more (--json lists up to {})",
-                c.failing - 20.min(c.failing),
+                group(c.failing - 20.min(c.failing)),
                 keyturn_engine::verify::LISTED_FAILURES
             );
         }

@@ -41,7 +41,9 @@ fn keyturn(dir: &Path, config: &str, mk: &str, args: &[&str]) -> Out {
     o
 }
 
-fn write_config(dir: &Path, name: &str, safety_hours: u64) {
+/// A catalog config (local KEK from `KT_MK`) over table `t` in `dir/t.db`;
+/// the json suite uses it too.
+pub(crate) fn write_config(dir: &Path, name: &str, safety_hours: u64) {
     let db = dir.join("t.db");
     std::fs::write(
         dir.join(name),

@@ -5,6 +5,7 @@
 //! refuses the flag (exit 2). The commands are read from `keyturn --help`
 //! recursively, so a new subcommand fails this test until it is covered.
 
+use crate::catalog::write_config;
 use keyturn_db::ConnectOptions;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -133,31 +134,6 @@ fn commands_under(dir: &Path, path: &[String], found: &mut BTreeSet<String>) {
         p.push(s);
         commands_under(dir, &p, found);
     }
-}
-
-fn write_config(dir: &Path, name: &str, safety_hours: u64) {
-    std::fs::write(
-        dir.join(name),
-        format!(
-            r#"
-[database]
-url = "sqlite://{}"
-
-[catalog]
-kek = "local"
-master_key = "env:KT_MK"
-safety_period_hours = {safety_hours}
-retention_days = 30
-
-[[target]]
-table = "t"
-primary_key = "id"
-columns = [{{ name = "secret", encoding = "text", context = true }}]
-"#,
-            dir.join("t.db").display()
-        ),
-    )
-    .expect("writing the config");
 }
 
 async fn seed(dir: &Path) {

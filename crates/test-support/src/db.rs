@@ -539,6 +539,23 @@ impl TestDb {
         .await;
     }
 
+    /// A table `name` with an integer key `id` and one text column
+    /// `column`, holding the plaintext `value-1` … `value-n` (the suites'
+    /// starting point for a run to encrypt).
+    pub async fn plaintext_table(&self, name: &str, column: &str, n: i64) -> Table {
+        let tb = Table::new(
+            name,
+            &[("id", PkKind::Int)],
+            &[(column, ColKind::Text, false)],
+        );
+        self.create_table(&tb, &[]).await;
+        let data: Data = (1..=n)
+            .map(|i| (int_pk(i), vec![Some(format!("value-{i}").into_bytes())]))
+            .collect();
+        self.insert(&tb, &data).await;
+        tb
+    }
+
     /// Inserts rows (plaintext or ciphertext, as given).
     pub async fn insert(&self, t: &Table, data: &Data) {
         let ncols = t.pk.len() + t.cols.len();

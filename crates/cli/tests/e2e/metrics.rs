@@ -103,16 +103,7 @@ async fn health_until(base: &str, want: (u16, &str)) {
 }
 
 async fn metrics_scraped_during_a_throttled_run(t: TestDb) {
-    let tb = Table::new(
-        &t.table_name("metrics"),
-        &[("id", PkKind::Int)],
-        &[("v", ColKind::Text, false)],
-    );
-    t.create_table(&tb, &[]).await;
-    let data: Data = (1..=ROWS)
-        .map(|i| (int_pk(i), vec![Some(format!("value-{i}").into_bytes())]))
-        .collect();
-    t.insert(&tb, &data).await;
+    let tb = t.plaintext_table(&t.table_name("metrics"), "v", ROWS).await;
     let key = t.key("k1");
     let mut cfg = Cfg::new(&[&tb], &[&key], "k1");
     cfg.batch_size = BATCH;

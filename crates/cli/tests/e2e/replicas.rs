@@ -61,17 +61,7 @@ impl Drop for ResumeReplay {
 }
 
 async fn plaintext_table(t: &TestDb, n: i64) -> Table {
-    let tb = Table::new(
-        &t.table_name("replica"),
-        &[("id", PkKind::Int)],
-        &[("v", ColKind::Text, false)],
-    );
-    t.create_table(&tb, &[]).await;
-    let data: Data = (1..=n)
-        .map(|i| (int_pk(i), vec![Some(format!("value-{i}").into_bytes())]))
-        .collect();
-    t.insert(&tb, &data).await;
-    tb
+    t.plaintext_table(&t.table_name("replica"), "v", n).await
 }
 
 async fn encrypted(t: &TestDb, tb: &Table) -> usize {

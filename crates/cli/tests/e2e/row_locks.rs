@@ -22,10 +22,6 @@ fn mariadb_lock_held_by_the_application() {
     run(Kind::MariaDb, "row_lock_held", held_lock);
 }
 
-fn plain(i: i64) -> Vec<u8> {
-    format!("value-{i}").into_bytes()
-}
-
 async fn encrypted(t: &TestDb, tb: &Table) -> Vec<i64> {
     t.read(tb)
         .await
@@ -84,16 +80,9 @@ async fn hold_lock(
 }
 
 async fn held_lock(t: TestDb) {
-    let tb = Table::new(
-        &t.table_name("row_lock"),
-        &[("id", PkKind::Int)],
-        &[("v", ColKind::Text, false)],
-    );
-    t.create_table(&tb, &[]).await;
-    let data: Data = (1..=ROWS)
-        .map(|i| (int_pk(i), vec![Some(plain(i))]))
-        .collect();
-    t.insert(&tb, &data).await;
+    let tb = t
+        .plaintext_table(&t.table_name("row_lock"), "v", ROWS)
+        .await;
     let key = t.key("k1");
     let mut cfg = Cfg::new(&[&tb], &[&key], "k1");
     cfg.batch_size = 200;

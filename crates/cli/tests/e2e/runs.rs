@@ -47,16 +47,7 @@ async fn wait_state(t: &TestDb, cfg: &Cfg, want: &str) -> Value {
 }
 
 async fn runs_watch_pause_resume_stop(t: TestDb) {
-    let tb = Table::new(
-        &t.table_name("runs"),
-        &[("id", PkKind::Int)],
-        &[("v", ColKind::Text, false)],
-    );
-    t.create_table(&tb, &[]).await;
-    let data: Data = (1..=ROWS)
-        .map(|i| (int_pk(i), vec![Some(format!("value-{i}").into_bytes())]))
-        .collect();
-    t.insert(&tb, &data).await;
+    let tb = t.plaintext_table(&t.table_name("runs"), "v", ROWS).await;
     let key = t.key("k1");
     let mut cfg = Cfg::new(&[&tb], &[&key], "k1");
     cfg.batch_size = 100;

@@ -30,16 +30,7 @@ sqlite_only!(
 /// A table `name` with an integer key and one text column `column`, `n`
 /// rows encrypted under k1; the config has k1 and k2 with k2 current.
 async fn encrypted(t: &TestDb, name: &str, column: &str, n: i64) -> (Table, Cfg) {
-    let tb = Table::new(
-        name,
-        &[("id", PkKind::Int)],
-        &[(column, ColKind::Text, false)],
-    );
-    t.create_table(&tb, &[]).await;
-    let plain: Data = (1..=n)
-        .map(|i| (int_pk(i), vec![Some(format!("value-{i}").into_bytes())]))
-        .collect();
-    t.insert(&tb, &plain).await;
+    let tb = t.plaintext_table(name, column, n).await;
     let (k1, k2) = (t.key("k1"), t.key("k2"));
     t.keyturn(&Cfg::new(&[&tb], &[&k1], "k1"), &["encrypt"])
         .await
@@ -452,23 +443,8 @@ async fn tables_stay_aligned_with_long_names(t: TestDb) {
     long.truncate(60);
     let column = "c".repeat(60);
     // Two tables in one config: the long names, and short ones.
-    let tb1 = Table::new(
-        &long,
-        &[("id", PkKind::Int)],
-        &[(&column, ColKind::Text, false)],
-    );
-    let tb2 = Table::new(
-        &t.table_name("n"),
-        &[("id", PkKind::Int)],
-        &[("x", ColKind::Text, false)],
-    );
-    for (tb, n) in [(&tb1, 1500), (&tb2, 4)] {
-        t.create_table(tb, &[]).await;
-        let plain: Data = (1..=n)
-            .map(|i| (int_pk(i), vec![Some(format!("value-{i}").into_bytes())]))
-            .collect();
-        t.insert(tb, &plain).await;
-    }
+    let tb1 = t.plaintext_table(&long, &column, 1500).await;
+    let tb2 = t.plaintext_table(&t.table_name("n"), "x", 4).await;
     let (k1, k2) = (t.key("k1"), t.key("k2"));
     let enc = t
         .keyturn(&Cfg::new(&[&tb1, &tb2], &[&k1], "k1"), &["encrypt"])
